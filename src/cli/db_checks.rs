@@ -1,0 +1,137 @@
+//! Read-only checks that talk to the database directly, so they work while no server runs:
+//! `aex migrate`, `aex ledger verify`, `aex replay`, `aex audit`.
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use super::{emit, Cli};
+use crate::admin::{audit, replay};
+use crate::domain::DEFAULT_TENANT;
+use crate::ledger::verify;
+use crate::store::db;
+
+async fn pool(cli: &Cli) -> anyhow::Result<sqlx::PgPool> {
+    let settings = super::settings(cli)?;
+    if let Ok(pg) = super::embedded::EmbeddedPg::for_home(&crate::config::aex_home()) {
+        if pg.exists() {
+            pg.start()?;
+        }
+    }
+    let url = settings
+        .database_url
+        .context("no database configured (database_url / AEX_DATABASE_URL)")?;
+    db::connect(url.expose(), &settings.db)
+        .await
+        .context("cannot connect to the database")
+}
+
+pub async fn migrate(cli: &Cli) -> anyhow::Result<()> {
+    let pool = pool(cli).await?;
+    db::migrate(&pool).await?;
+    let version = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    emit(
+        cli.json,
+        &json!({"migrated": true, "schema_version": version}),
+        || format!("database schema is current (version {version})"),
+    );
+    Ok(())
+}
+
+pub async fn ledger_verify(cli: &Cli) -> anyhow::Result<()> {
+    let pool = pool(cli).await?;
+    let report = verify::verify_all(&pool).await?;
+    emit(
+        cli.json,
+        &serde_json::to_value(&report)?,
+        || match &report.first_bad_event {
+            None => format!(
+                "ledger OK: {} events in {} chains verified in {} ms",
+                report.events, report.chains, report.elapsed_ms
+            ),
+            Some(bad) => format!(
+                "ledger BROKEN at event {} (chain {}, seq {}): {}",
+                bad.id, bad.chain_id, bad.seq, bad.problem
+            ),
+        },
+    );
+    if !report.ok {
+        bail!("ledger verification failed");
+    }
+    Ok(())
+}
+
+pub async fn replay(cli: &Cli, execution: Option<&str>) -> anyhow::Result<()> {
+    let pool = pool(cli).await?;
+    if let Some(id) = execution {
+        let events = replay::timeline(&pool, DEFAULT_TENANT, id).await?;
+        emit(
+            cli.json,
+            &json!({"execution_id": id, "events": events}),
+            || {
+                events
+                    .iter()
+                    .map(|e| format!("{} {:<24} {}", e.ts.to_rfc3339(), e.event_type, e.payload))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        );
+        if events.is_empty() {
+            bail!("no events for execution {id} in the default tenant");
+        }
+        return Ok(());
+    }
+    let report = replay::replay(&pool, None).await?;
+    emit(cli.json, &serde_json::to_value(&report)?, || {
+        let mut lines = vec![format!(
+            "ledger: {} ({} events)",
+            if report.ledger.ok { "OK" } else { "BROKEN" },
+            report.ledger.events
+        )];
+        for a in &report.agents {
+            lines.push(format!(
+                "{:<24} live spent {:>12} reserved {:>10} | ledger spent {:>12} reserved {:>10} {}",
+                a.name,
+                a.live.spent_micro_usd,
+                a.live.reserved_micro_usd,
+                a.ledger.spent_micro_usd,
+                a.ledger.reserved_micro_usd,
+                if a.matches { "ok" } else { "MISMATCH" }
+            ));
+        }
+        lines.join("\n")
+    });
+    if !report.ok {
+        bail!("replay found mismatches");
+    }
+    Ok(())
+}
+
+pub async fn audit(cli: &Cli) -> anyhow::Result<()> {
+    let settings = super::settings(cli)?;
+    let pool = pool(cli).await?;
+    let stale = i64::try_from(settings.cluster.stale_after_seconds).unwrap_or(30);
+    let report = audit::audit(&pool, stale).await?;
+    emit(cli.json, &serde_json::to_value(&report)?, || {
+        report
+            .checks
+            .iter()
+            .map(|c| {
+                let mut line = format!(
+                    "[{}] {}. {}",
+                    if c.ok { "ok" } else { "FAIL" },
+                    c.invariant,
+                    c.name
+                );
+                for v in &c.violations {
+                    line.push_str(&format!("\n      {v}"));
+                }
+                line
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    if !report.ok {
+        bail!("audit failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Coordination between replicas, all through Postgres: registration and heartbeat, the
+//! reconciler that settles a lost replica's executions, LISTEN/NOTIFY for config versions and
+//! revocations, and the routing-table versions themselves.
+
+pub mod config_sync;
+pub mod listener;
+pub mod reconciler;
+pub mod replica;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What `/ready` reports; requests that need the database are refused (503) until ready.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub schema_current: AtomicBool,
+    pub config_loaded: AtomicBool,
+    pub registered: AtomicBool,
+    pub ledger_verified: AtomicBool,
+    pub draining: AtomicBool,
+    /// Set when the startup gate failed; stays unready until restart.
+    pub gate_failed: AtomicBool,
+}
+
+impl Readiness {
+    pub fn accepts_traffic(&self) -> bool {
+        self.schema_current.load(Ordering::Acquire)
+            && self.config_loaded.load(Ordering::Acquire)
+            && self.registered.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && !self.gate_failed.load(Ordering::Acquire)
+    }
+
+    pub fn set(flag: &AtomicBool, value: bool) {
+        flag.store(value, Ordering::Release);
+    }
+
+    pub fn get(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::Acquire)
+    }
+}

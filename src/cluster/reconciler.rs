@@ -1,0 +1,217 @@
+//! Settling the executions of lost replicas (SPEC §12), one replica at a time.
+//!
+//! An execution belongs to the replica that admitted it. When that replica has stopped or its
+//! heartbeat is stale, its open executions can never be settled by it: RESERVED ones (provider
+//! never called) are RELEASED; DISPATCHED ones are FAILED and their hold RELEASED with reason
+//! "replica_lost" (the provider may have done work, which the ledger flags); RESERVING leftovers
+//! are FAILED. Executions of live replicas are never touched, however long they run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::ExecutionState;
+use crate::gateway::admission::Reservation;
+use crate::gateway::estimate::Estimate;
+use crate::gateway::settlement::{self, Outcome, SettleResult};
+use crate::gateway::Gateway;
+use crate::ledger::{self, NewEvent};
+use crate::money::MicroUsd;
+use crate::store::executions::{self, ExecutionRow, Settled};
+use crate::store::locks;
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct ReconcileReport {
+    pub released: u64,
+    pub failed: u64,
+    /// Another replica held the reconciler lock.
+    pub skipped: bool,
+}
+
+/// One pass over orphaned executions.
+pub async fn reconcile_once(gw: &Gateway) -> Result<ReconcileReport, sqlx::Error> {
+    // The transaction only holds the singleton lock; each execution is settled in its own.
+    let mut lock_tx = gw.pool.begin().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(locks::RECONCILER)
+        .fetch_one(&mut *lock_tx)
+        .await?;
+    if !got {
+        return Ok(ReconcileReport {
+            skipped: true,
+            ..ReconcileReport::default()
+        });
+    }
+    let stale_before = Utc::now()
+        - chrono::Duration::seconds(
+            i64::try_from(gw.settings.cluster.stale_after_seconds).unwrap_or(30),
+        );
+    let mut report = ReconcileReport::default();
+    loop {
+        let mut conn = gw.pool.acquire().await?;
+        let orphans = executions::list_orphaned(&mut conn, stale_before, 200).await?;
+        drop(conn);
+        if orphans.is_empty() {
+            break;
+        }
+        for e in orphans {
+            match settle_orphan(gw, &e).await? {
+                ExecutionState::Released => report.released += 1,
+                _ => report.failed += 1,
+            }
+        }
+    }
+    lock_tx.commit().await?;
+    if report.released + report.failed > 0 {
+        tracing::warn!(
+            released = report.released,
+            failed = report.failed,
+            "reconciled executions of lost replicas"
+        );
+    }
+    Ok(report)
+}
+
+async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState, sqlx::Error> {
+    let (state, reason) = match e.state.as_str() {
+        "RESERVED" => (ExecutionState::Released, "replica_lost_before_dispatch"),
+        "DISPATCHED" => (ExecutionState::Failed, "replica_lost"),
+        _ => (ExecutionState::Failed, "replica_lost_while_reserving"),
+    };
+    let reservation = Reservation {
+        execution_id: e.id,
+        execution_key: e.execution_key.clone(),
+        attempt: e.attempt,
+        tenant_id: e.tenant_id,
+        agent_id: e.agent_id,
+        model_alias: e.model_alias.clone().unwrap_or_default(),
+        estimate: Estimate {
+            prompt_tokens: 0,
+            output_cap: None,
+            cost: MicroUsd(e.estimate_micro_usd),
+        },
+        clamped: false,
+        holds_tenant: false,
+        remaining_after: 0,
+    };
+    let model = gw.routing().model(&reservation.model_alias).cloned();
+    let outcome = Outcome::Release {
+        reason: reason.to_owned(),
+        state,
+        upstream_status: None,
+    };
+    let settled = match &model {
+        Some(m) => settlement::settle(gw, &reservation, m, &outcome).await?,
+        None => SettleResult::AlreadySettled,
+    };
+    if settled == SettleResult::AlreadySettled {
+        // No open hold (RESERVING leftovers, or a model no longer routed): finish the
+        // execution itself if it is still open.
+        fail_without_hold(gw, e, state, reason).await?;
+    }
+    Ok(state)
+}
+
+async fn fail_without_hold(
+    gw: &Gateway,
+    e: &ExecutionRow,
+    state: ExecutionState,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = gw.pool.begin().await?;
+    let Some(current) = executions::lock_execution(&mut tx, e.id).await? else {
+        return Ok(());
+    };
+    if current
+        .state
+        .parse::<ExecutionState>()
+        .is_ok_and(ExecutionState::is_terminal)
+    {
+        return Ok(());
+    }
+    // A hold may still be open if the model was unrouted: release it with the counters.
+    let held = crate::store::reservations::settle_reservation(
+        &mut tx,
+        e.id,
+        e.attempt,
+        None,
+        Some(reason),
+    )
+    .await?;
+    if let Some(h) = held {
+        if h.holds_tenant {
+            crate::store::tenants::add_to_books(&mut tx, e.tenant_id, -h.estimate_micro_usd, 0)
+                .await?;
+        }
+        crate::store::agents::settle(&mut tx, e.agent_id, h.estimate_micro_usd, 0, 0, 0).await?;
+    }
+    executions::mark_settled(
+        &mut tx,
+        e.id,
+        &Settled {
+            state: state.as_str(),
+            actual_micro_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            usage_source: None,
+            reason: Some(reason),
+        },
+    )
+    .await?;
+    let event_type = if held.is_some() {
+        crate::ledger::fold::types::RELEASED
+    } else {
+        "execution.failed"
+    };
+    ledger::append(
+        &mut tx,
+        NewEvent::for_agent(
+            e.tenant_id,
+            e.agent_id,
+            event_type,
+            Some(&e.execution_key),
+            json!({
+                "attempt": e.attempt,
+                "estimate_micro_usd": held.map_or(0, |h| h.estimate_micro_usd),
+                "reason": reason,
+                "execution_state": state.as_str(),
+                "holds_tenant": held.is_some_and(|h| h.holds_tenant),
+            }),
+        ),
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Reconciles at start and then every `reconcile_interval_seconds`; also prunes cached results
+/// past their retention.
+pub async fn reconcile_loop(gw: Arc<Gateway>, stop: CancellationToken) {
+    let every = Duration::from_secs(gw.settings.cluster.reconcile_interval_seconds.max(1));
+    loop {
+        if let Err(e) = reconcile_once(&gw).await {
+            tracing::warn!(error = %e, "reconciliation failed");
+        }
+        if let Err(e) = prune(&gw).await {
+            tracing::warn!(error = %e, "pruning cached results failed");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
+    let hours = i64::try_from(gw.settings.gateway.result_retention_hours).unwrap_or(24);
+    let mut conn = gw.pool.acquire().await?;
+    let pruned =
+        executions::prune_results(&mut conn, Utc::now() - chrono::Duration::hours(hours)).await?;
+    if pruned > 0 {
+        tracing::info!(pruned, "pruned cached results past retention");
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
+//! routing table of providers and models, which lives in its own file and is versioned in Postgres.
+
+mod routing;
+mod secret;
+mod settings;
+
+pub use routing::{
+    Capability, ModelRoute, ProviderKind, ProviderRoute, RoutingDocument, RoutingError,
+    RoutingTable, TokenizerKind,
+};
+pub use secret::Secret;
+pub use settings::{
+    aex_home, AuthSettings, CliSettings, ClusterSettings, DbSettings, GatewaySettings,
+    LedgerSettings, LogFormat, MetricsSettings, Settings, SettingsError,
+};

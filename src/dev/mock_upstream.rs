@@ -1,0 +1,330 @@
+//! A loopback provider that speaks enough OpenAI for AEX's tests and benchmarks: chat
+//! completions (JSON and SSE), responses, embeddings, with usage. Faults can be injected through
+//! [`MockControl`] (tests in-process) or fixed at start (the `aex dev mock-upstream` command).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// Knobs and counters shared with the test that runs the mock.
+#[derive(Debug)]
+pub struct MockControl {
+    /// Answer every call with this status (0: normal).
+    pub status: AtomicU16,
+    /// Delay before answering, in milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Omit `usage` from responses and streams.
+    pub omit_usage: AtomicBool,
+    /// Answer 200 with a body that is not JSON.
+    pub malformed: AtomicBool,
+    /// Completion tokens to generate (bounded by the request's cap).
+    pub completion_tokens: AtomicU64,
+    /// Chunks in a streamed answer, and the delay between them.
+    pub chunks: AtomicU64,
+    pub chunk_delay_ms: AtomicU64,
+    /// Calls received, and their bodies.
+    pub calls: AtomicU64,
+    pub requests: Mutex<Vec<Value>>,
+    /// Authorization headers received.
+    pub auth_headers: Mutex<Vec<String>>,
+}
+
+impl Default for MockControl {
+    fn default() -> Self {
+        MockControl {
+            status: AtomicU16::new(0),
+            delay_ms: AtomicU64::new(0),
+            omit_usage: AtomicBool::new(false),
+            malformed: AtomicBool::new(false),
+            completion_tokens: AtomicU64::new(20),
+            chunks: AtomicU64::new(5),
+            chunk_delay_ms: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
+            auth_headers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl MockControl {
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn last_request(&self) -> Option<Value> {
+        self.requests.lock().ok().and_then(|r| r.last().cloned())
+    }
+}
+
+/// The mock's routes.
+pub fn router(control: Arc<MockControl>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(control)
+}
+
+/// Serves the mock on `addr` (port 0 for any free port) in the background.
+pub async fn spawn(addr: SocketAddr, control: Arc<MockControl>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(control)).await;
+    });
+    Ok(bound)
+}
+
+/// Tokens of a text for the mock's usage: one per whitespace-separated word, plus framing.
+/// Deterministic, so tests can predict the bill from the response's own usage.
+fn words(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.split_whitespace().count() as u64,
+        Value::Array(a) => a.iter().map(words).sum(),
+        Value::Object(o) => o.values().map(words).sum(),
+        _ => 0,
+    }
+}
+
+/// Common prelude: count, record, delay, and injected faults. `Err` is the response to send.
+async fn prelude(
+    c: &MockControl,
+    headers: &axum::http::HeaderMap,
+    body: &Value,
+) -> Result<(), Response> {
+    c.calls.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut r) = c.requests.lock() {
+        r.push(body.clone());
+    }
+    if let Some(a) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(mut h) = c.auth_headers.lock() {
+            h.push(a.to_owned());
+        }
+    }
+    let delay = c.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = c.status.load(Ordering::SeqCst);
+    if status != 0 {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let err = json!({"error": {"message": format!("mock failure {status}"), "type": "mock_error", "param": null, "code": "mock"}});
+        return Err((code, Json(err)).into_response());
+    }
+    if c.malformed.load(Ordering::SeqCst) {
+        return Err((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{not json",
+        )
+            .into_response());
+    }
+    Ok(())
+}
+
+fn output_tokens(c: &MockControl, body: &Value, cap_fields: &[&str]) -> u64 {
+    let wanted = c.completion_tokens.load(Ordering::SeqCst);
+    let cap = cap_fields
+        .iter()
+        .find_map(|f| body.get(*f).and_then(Value::as_u64));
+    cap.map_or(wanted, |cap| wanted.min(cap))
+}
+
+fn text_of(n: u64) -> String {
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                "Hello".to_owned()
+            } else {
+                format!(" w{i}")
+            }
+        })
+        .collect()
+}
+
+async fn chat(
+    State(c): State<Arc<MockControl>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = prelude(&c, &headers, &body).await {
+        return r;
+    }
+    let model = body.get("model").cloned().unwrap_or(Value::Null);
+    let prompt = 3 + words(body.get("messages").unwrap_or(&Value::Null));
+    let completion = output_tokens(&c, &body, &["max_completion_tokens", "max_tokens"]);
+    let with_usage = !c.omit_usage.load(Ordering::SeqCst);
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        return stream_chat(c, model, prompt, completion, include_usage && with_usage);
+    }
+    let tool_call = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .and_then(|t| t.first())
+        .and_then(|t| t.pointer("/function/name"))
+        .cloned();
+    let wants_tool = tool_call.is_some()
+        && body.get("tool_choice").and_then(Value::as_str) != Some("none")
+        && !body
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(|m| {
+                m.iter()
+                    .any(|x| x.get("role").and_then(Value::as_str) == Some("tool"))
+            });
+    let message = if wants_tool {
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock_1", "type": "function", "function": {"name": tool_call, "arguments": "{\"city\":\"Paris\"}"}}]})
+    } else if body
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.starts_with("json"))
+    {
+        json!({"role": "assistant", "content": "{\"answer\":\"mock\"}"})
+    } else {
+        json!({"role": "assistant", "content": text_of(completion)})
+    };
+    let mut out = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": if wants_tool { "tool_calls" } else { "stop" }}],
+    });
+    if with_usage {
+        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    }
+    Json(out).into_response()
+}
+
+fn stream_chat(
+    c: Arc<MockControl>,
+    model: Value,
+    prompt: u64,
+    completion: u64,
+    include_usage: bool,
+) -> Response {
+    let chunks = c.chunks.load(Ordering::SeqCst).max(1);
+    let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
+    let stream = async_stream_chunks(model, prompt, completion, chunks, delay, include_usage);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn async_stream_chunks(
+    model: Value,
+    prompt: u64,
+    completion: u64,
+    chunks: u64,
+    delay: Duration,
+    include_usage: bool,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let chunk = move |delta: Value, finish: Value| {
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model.clone(),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {v}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    // Spread the completion tokens over the chunks: words, so that counting them is predictable.
+    let per = completion.div_ceil(chunks);
+    let mut left = completion;
+    for _ in 0..chunks {
+        let n = per.min(left);
+        left -= n;
+        let text: String = (0..n).map(|_| " w").collect();
+        events.push(chunk(json!({"content": text}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "x", "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
+        events.push(format!("data: {v}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    futures::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut it, first)| async move {
+            let next = it.next()?;
+            if !first && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok(bytes::Bytes::from(next)), (it, false)))
+        },
+    )
+}
+
+async fn responses(
+    State(c): State<Arc<MockControl>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = prelude(&c, &headers, &body).await {
+        return r;
+    }
+    let input = 3
+        + words(body.get("input").unwrap_or(&Value::Null))
+        + words(body.get("instructions").unwrap_or(&Value::Null));
+    let output = output_tokens(&c, &body, &["max_output_tokens"]);
+    let mut out = json!({
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": "completed",
+        "model": body.get("model").cloned().unwrap_or(Value::Null),
+        "output": [{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text_of(output), "annotations": []}]}],
+    });
+    if !c.omit_usage.load(Ordering::SeqCst) {
+        out["usage"] =
+            json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
+    }
+    Json(out).into_response()
+}
+
+async fn embeddings(
+    State(c): State<Arc<MockControl>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = prelude(&c, &headers, &body).await {
+        return r;
+    }
+    let inputs: Vec<Value> = match body.get("input") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(v) => vec![v.clone()],
+        None => vec![],
+    };
+    let tokens: u64 = inputs.iter().map(|i| words(i).max(1)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, _)| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]}))
+        .collect();
+    let mut out = json!({"object": "list", "data": data, "model": body.get("model").cloned().unwrap_or(Value::Null)});
+    if !c.omit_usage.load(Ordering::SeqCst) {
+        out["usage"] = json!({"prompt_tokens": tokens, "total_tokens": tokens});
+    }
+    Json(out).into_response()
+}

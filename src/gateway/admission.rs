@@ -1,0 +1,488 @@
+//! Admission and reservation (SPEC §5.1–§5.2): one short transaction that locks the tenant (only
+//! when it has limits of its own) and then the agent, decides idempotency under that lock, checks
+//! lifecycle, policy and budget, and either holds the estimate or records the refusal — with its
+//! ledger event in the same transaction either way.
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::error::openai_error_body;
+use super::estimate::Estimate;
+use super::policy::{self, Policy, RequestFacts};
+use super::{Gateway, GatewayError};
+use crate::config::ModelRoute;
+use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
+use crate::ledger::fold::types;
+use crate::ledger::{self, ChainId, NewEvent};
+use crate::store::agents::{self, AgentRow};
+use crate::store::executions::{self, NewExecution};
+use crate::store::reservations::{self, NewReservation};
+use crate::store::{projection, tenants, StoreError};
+
+/// Everything admission decides on.
+pub struct Ticket<'a> {
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub route: CallRoute,
+    pub key: &'a str,
+    pub keyed: bool,
+    pub fingerprint: &'a str,
+    pub model: &'a ModelRoute,
+    pub body: &'a serde_json::Map<String, Value>,
+    pub prompt_tokens: u64,
+    /// The output cap the request asked for.
+    pub requested_cap: Option<u64>,
+    /// The cap that applies when the request sets none; `None` for routes without output.
+    pub default_cap: Option<u64>,
+    pub stream: bool,
+    pub passthrough: bool,
+}
+
+/// Money held for one attempt.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub execution_id: Uuid,
+    pub execution_key: String,
+    pub attempt: i32,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub model_alias: String,
+    pub estimate: Estimate,
+    /// The output cap was lowered to fit the budget (`clamp_max_tokens`).
+    pub clamped: bool,
+    pub holds_tenant: bool,
+    pub remaining_after: i64,
+}
+
+/// A recorded refusal (execution DENIED, ledger event written).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub reason: String,
+    pub body: Vec<u8>,
+    pub execution_key: String,
+    pub remaining: i64,
+}
+
+/// A stored terminal result to replay.
+#[derive(Debug, Clone)]
+pub struct StoredResult {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub is_stream: bool,
+    pub execution_key: String,
+    pub remaining: i64,
+}
+
+pub enum Admission {
+    Reserved(Reservation),
+    Refused(Refusal),
+    Replay(StoredResult),
+    /// The same key is still in flight; wait and ask again.
+    InFlight,
+}
+
+/// What refusing looks like before it is written.
+struct Refuse {
+    status: u16,
+    kind: &'static str,
+    code: &'static str,
+    reason: String,
+    message: String,
+}
+
+/// Runs the admission transaction.
+pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
+    let mut tx = gw.pool.begin().await?;
+
+    // Lock order is always tenant, then agent. The tenant row is only locked when the tenant
+    // has a budget: otherwise a busy tenant would serialise all of its agents for nothing.
+    let (tenant_budgeted, tenant_policy): (bool, sqlx::types::Json<Value>) = sqlx::query_as(
+        "SELECT budget_micro_usd IS NOT NULL, default_policy FROM tenants WHERE id = $1",
+    )
+    .bind(t.tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
+    let tenant = match tenant_budgeted {
+        true => Some(tenants::lock_tenant(&mut tx, t.tenant_id).await?),
+        false => None,
+    };
+    let mut agent = match agents::lock_agent(&mut tx, t.tenant_id, t.agent_id).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound) => {
+            return Err(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    roll_budget_period(&mut tx, &mut agent).await?;
+
+    let mut execution_id = Uuid::now_v7();
+    let mut attempt = 1;
+    if t.keyed {
+        if let Some(existing) =
+            executions::find_by_key(&mut tx, t.tenant_id, t.agent_id, t.key).await?
+        {
+            if existing.fingerprint != t.fingerprint {
+                return Err(GatewayError::IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request".into(),
+                ));
+            }
+            let state: ExecutionState = existing.state.parse().map_err(anyhow::Error::msg)?;
+            match state {
+                ExecutionState::Committed | ExecutionState::Denied => {
+                    let stored = executions::get_result(&mut tx, existing.id).await?;
+                    let Some((status, body, is_stream)) = stored else {
+                        return Err(GatewayError::IdempotencyConflict(
+                            "the result of this execution is no longer retained".into(),
+                        ));
+                    };
+                    return Ok(Admission::Replay(StoredResult {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                        is_stream,
+                        execution_key: existing.execution_key,
+                        remaining: agent.remaining_micro_usd(),
+                    }));
+                }
+                ExecutionState::Reserving
+                | ExecutionState::Reserved
+                | ExecutionState::Dispatched => {
+                    return Ok(Admission::InFlight);
+                }
+                ExecutionState::Released | ExecutionState::Failed => {
+                    execution_id = existing.id;
+                    attempt = existing.attempt + 1;
+                }
+            }
+        }
+    }
+
+    // The locked row is authoritative when there is one; otherwise the unlocked read will do.
+    let tenant_policy = tenant
+        .as_ref()
+        .map_or(&tenant_policy.0, |tn| &tn.default_policy.0);
+    let effective = Policy::from_json(&agent.policy).resolve(&Policy::from_json(tenant_policy));
+
+    let decision = decide(gw, t, &agent, tenant.as_ref(), &effective);
+    let (estimate, clamped) = match decision {
+        Ok(ok) => ok,
+        Err(refuse) => {
+            let refusal = record_refusal(&mut tx, t, &agent, execution_id, attempt, refuse).await?;
+            tx.commit().await?;
+            return Ok(Admission::Refused(refusal));
+        }
+    };
+
+    let holds_tenant = tenant.is_some();
+    executions::upsert_attempt(
+        &mut tx,
+        &NewExecution {
+            id: execution_id,
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            execution_key: t.key,
+            keyed: t.keyed,
+            route: t.route.as_str(),
+            fingerprint: t.fingerprint,
+            model_alias: Some(&t.model.alias),
+            state: ExecutionState::Reserved.as_str(),
+            attempt,
+            stream: t.stream,
+            replica_id: Some(gw.replica_id),
+            estimate_micro_usd: estimate.cost.0,
+            reason: None,
+        },
+    )
+    .await?;
+    reservations::insert_reservation(
+        &mut tx,
+        &NewReservation {
+            id: Uuid::now_v7(),
+            execution_id,
+            attempt,
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            estimate_micro_usd: estimate.cost.0,
+            holds_tenant,
+        },
+    )
+    .await?;
+    if holds_tenant {
+        tenants::add_to_books(&mut tx, t.tenant_id, estimate.cost.0, 0).await?;
+    }
+    agents::hold(&mut tx, t.agent_id, estimate.cost.0).await?;
+    ledger::append(
+        &mut tx,
+        NewEvent::for_agent(
+            t.tenant_id,
+            t.agent_id,
+            types::RESERVED,
+            Some(t.key),
+            json!({
+                "attempt": attempt,
+                "route": t.route.as_str(),
+                "model": t.model.alias,
+                "estimate_micro_usd": estimate.cost.0,
+                "prompt_tokens_estimate": estimate.prompt_tokens,
+                "output_cap": estimate.output_cap,
+                "clamped": clamped,
+                "holds_tenant": holds_tenant,
+            }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::metrics::admission("admitted", "ok");
+    Ok(Admission::Reserved(Reservation {
+        execution_id,
+        execution_key: t.key.to_owned(),
+        attempt,
+        tenant_id: t.tenant_id,
+        agent_id: t.agent_id,
+        model_alias: t.model.alias.clone(),
+        estimate,
+        clamped,
+        holds_tenant,
+        remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
+    }))
+}
+
+/// Lifecycle, policy and budget, in that order; the estimate to hold, or why not.
+fn decide(
+    gw: &Gateway,
+    t: &Ticket<'_>,
+    agent: &AgentRow,
+    tenant: Option<&tenants::TenantRow>,
+    effective: &policy::EffectivePolicy,
+) -> Result<(Estimate, bool), Refuse> {
+    if agent.state != "READY" {
+        return Err(Refuse {
+            status: 423,
+            kind: "invalid_request_error",
+            code: "agent_not_ready",
+            reason: "agent_not_ready".into(),
+            message: format!("agent is {}; only READY agents can execute", agent.state),
+        });
+    }
+    let facts = RequestFacts::from_body(
+        t.route,
+        t.body,
+        &t.model.alias,
+        t.prompt_tokens,
+        t.requested_cap,
+        t.passthrough,
+    );
+    let cap =
+        policy::evaluate(effective, &facts, t.default_cap.unwrap_or(0)).map_err(|d| Refuse {
+            status: 403,
+            kind: "permission_error",
+            code: "policy_violation",
+            reason: d.rule.to_owned(),
+            message: d.message,
+        })?;
+    // Routes without output (embeddings) hold no output tokens.
+    let cap = t.default_cap.map(|_| cap);
+
+    let mut estimate = Estimate::new(t.model, t.prompt_tokens, cap);
+    let mut clamped = false;
+    let agent_room = agent.remaining_micro_usd();
+    let tenant_room = tenant.and_then(|tn| {
+        tn.budget_micro_usd
+            .map(|b| b - tn.spent_micro_usd - tn.reserved_micro_usd)
+    });
+    let room = tenant_room.map_or(agent_room, |tr| tr.min(agent_room));
+    if estimate.cost.0 > room {
+        // clamp_max_tokens: lower the output cap to what the budget affords, when that is
+        // still a useful answer and the request did not insist on its own cap.
+        let affordable = (effective.clamp_max_tokens && t.requested_cap.is_none())
+            .then(|| {
+                let left =
+                    crate::money::MicroUsd(room - t.model.input_price.cost(t.prompt_tokens).0);
+                t.model.output_price.tokens_affordable(left)
+            })
+            .flatten()
+            .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
+        match (affordable, cap) {
+            (Some(n), Some(c)) if n < c => {
+                estimate = Estimate::new(t.model, t.prompt_tokens, Some(n));
+                clamped = true;
+            }
+            _ => {
+                let whose = if tenant_room.is_some_and(|tr| tr < agent_room) {
+                    "tenant"
+                } else {
+                    "agent"
+                };
+                return Err(Refuse {
+                    status: 402,
+                    kind: "insufficient_quota",
+                    code: "insufficient_budget",
+                    reason: "insufficient_budget".into(),
+                    message: format!(
+                        "insufficient budget: this request is estimated at {} micro-USD but the {whose} has {} micro-USD remaining",
+                        estimate.cost.0,
+                        room.max(0)
+                    ),
+                });
+            }
+        }
+    }
+    Ok((estimate, clamped))
+}
+
+/// Writes a refusal: the execution DENIED with its result cached for replay, the ledger event
+/// and the projection, all in the caller's transaction.
+async fn record_refusal(
+    conn: &mut PgConnection,
+    t: &Ticket<'_>,
+    agent: &AgentRow,
+    execution_id: Uuid,
+    attempt: i32,
+    r: Refuse,
+) -> Result<Refusal, GatewayError> {
+    let body = openai_error_body(&r.message, r.kind, r.code, None);
+    executions::upsert_attempt(
+        conn,
+        &NewExecution {
+            id: execution_id,
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            execution_key: t.key,
+            keyed: t.keyed,
+            route: t.route.as_str(),
+            fingerprint: t.fingerprint,
+            model_alias: Some(&t.model.alias),
+            state: ExecutionState::Denied.as_str(),
+            attempt,
+            stream: t.stream,
+            replica_id: None,
+            estimate_micro_usd: 0,
+            reason: Some(&r.reason),
+        },
+    )
+    .await?;
+    executions::store_result(conn, execution_id, r.status, &body, false).await?;
+    ledger::append(
+        conn,
+        NewEvent::for_agent(
+            t.tenant_id,
+            t.agent_id,
+            "execution.denied",
+            Some(t.key),
+            json!({
+                "attempt": attempt,
+                "route": t.route.as_str(),
+                "model": t.model.alias,
+                "status": r.status,
+                "code": r.code,
+                "reason": r.reason,
+                "remaining_micro_usd": agent.remaining_micro_usd(),
+            }),
+        ),
+    )
+    .await?;
+    projection::record(
+        conn,
+        &projection::Fact {
+            tenant_id: Some(t.tenant_id),
+            agent_id: Some(t.agent_id),
+            execution_id: Some(t.key),
+            kind: "admission.denied",
+            reason: Some(&r.reason),
+            model_alias: Some(&t.model.alias),
+            ..projection::Fact::default()
+        },
+    )
+    .await?;
+    crate::metrics::admission("denied", r.code);
+    Ok(Refusal {
+        status: r.status,
+        code: r.code,
+        reason: r.reason,
+        body,
+        execution_key: t.key.to_owned(),
+        remaining: agent.remaining_micro_usd(),
+    })
+}
+
+/// Resets `spent` when the agent's budget period has rolled over, with its ledger event.
+async fn roll_budget_period(
+    conn: &mut PgConnection,
+    agent: &mut AgentRow,
+) -> Result<(), GatewayError> {
+    let period: BudgetPeriod = agent.budget_period.parse().map_err(anyhow::Error::msg)?;
+    let Some(start) = period_start(period, Utc::now()) else {
+        return Ok(());
+    };
+    if agent.period_started_at >= start {
+        return Ok(());
+    }
+    // Commits booked since the boundary but before this (lazy) reset belong to the new period.
+    let spent_after: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(actual_micro_usd), 0)::bigint FROM reservations \
+         WHERE agent_id = $1 AND state = 'COMMITTED' AND settled_at >= $2",
+    )
+    .bind(agent.id)
+    .bind(start)
+    .fetch_one(&mut *conn)
+    .await?;
+    agents::reset_period(conn, agent.id, start, spent_after).await?;
+    ledger::append(
+        conn,
+        NewEvent {
+            chain: ChainId::Agent(agent.id),
+            event_type: types::PERIOD_RESET,
+            tenant_id: Some(agent.tenant_id),
+            agent_id: Some(agent.id),
+            execution_id: None,
+            payload: json!({
+                "period": period.as_str(),
+                "spent_before_micro_usd": agent.spent_micro_usd,
+                "spent_after_micro_usd": spent_after,
+                "period_started_at": start.to_rfc3339(),
+                // Holds made before the reset are not spent yet and stay held.
+                "holds_tenant": false,
+            }),
+        },
+    )
+    .await?;
+    agent.spent_micro_usd = spent_after;
+    agent.period_started_at = start;
+    Ok(())
+}
+
+/// The start of the period containing `now`; `None` for lifetime budgets.
+pub fn period_start(period: BudgetPeriod, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match period {
+        BudgetPeriod::Lifetime => None,
+        BudgetPeriod::Daily => Utc
+            .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
+            .single(),
+        BudgetPeriod::Monthly => Utc
+            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_at_midnight_utc_and_the_first_of_the_month() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 17, 5, 0).unwrap();
+        assert_eq!(period_start(BudgetPeriod::Lifetime, now), None);
+        assert_eq!(
+            period_start(BudgetPeriod::Daily, now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap())
+        );
+        assert_eq!(
+            period_start(BudgetPeriod::Monthly, now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap())
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The cost estimate a reservation holds: prompt tokens counted with a real tokenizer (tiktoken
+//! BPE for OpenAI model families, else one token per UTF-8 byte, a bound no BPE vocabulary can
+//! exceed) plus the output cap at the output price.
+//!
+//! Counting is conservative by construction: every string value of the input is counted (role
+//! names and structural strings included), each message and content part adds overhead, and an
+//! image counts as [`IMAGE_TOKENS`]. Over-estimating only holds a little more money for the
+//! duration of a call; settlement charges the provider's reported usage.
+
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+use crate::config::{ModelRoute, TokenizerKind};
+use crate::domain::CallRoute;
+use crate::money::MicroUsd;
+
+/// Tokens counted for one image part (OpenAI's high-detail tiling of a 2048×768 image is 1,105
+/// for gpt-4o; a fixed, larger bound keeps the estimate above it).
+pub const IMAGE_TOKENS: u64 = 1_500;
+/// Per-message overhead (OpenAI's chat format adds 3–4 tokens per message).
+const PER_MESSAGE: u64 = 4;
+/// Reply priming and request framing.
+const PRIMING: u64 = 3;
+/// Framing added around function/tool schemas.
+const TOOLS_OVERHEAD: u64 = 16;
+
+static O200K: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+static CL100K: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
+
+/// Loads the BPE tables now rather than on the first request.
+pub fn warm_up() {
+    LazyLock::force(&O200K);
+    LazyLock::force(&CL100K);
+}
+
+/// Tokens of `text` under `kind`; falls back to the byte bound if a table failed to load.
+pub fn count_text(kind: TokenizerKind, text: &str) -> u64 {
+    let bpe = match kind {
+        TokenizerKind::O200kBase => O200K.as_ref(),
+        TokenizerKind::Cl100kBase => CL100K.as_ref(),
+        TokenizerKind::Bytes => None,
+    };
+    match bpe {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => text.len() as u64,
+    }
+}
+
+fn is_image_part(obj: &serde_json::Map<String, Value>) -> bool {
+    matches!(
+        obj.get("type").and_then(Value::as_str),
+        Some("image_url" | "input_image" | "image")
+    )
+}
+
+/// Tokens of an input tree: every string and number counted, images at a fixed bound, one token
+/// of overhead per object.
+pub fn count_value(kind: TokenizerKind, value: &Value) -> u64 {
+    match value {
+        Value::String(s) => count_text(kind, s),
+        Value::Number(n) => count_text(kind, &n.to_string()),
+        Value::Bool(_) => 1,
+        Value::Null => 0,
+        Value::Array(items) => items.iter().map(|v| count_value(kind, v)).sum(),
+        Value::Object(obj) if is_image_part(obj) => IMAGE_TOKENS,
+        Value::Object(obj) => 1 + obj.values().map(|v| count_value(kind, v)).sum::<u64>(),
+    }
+}
+
+/// Counts the number of images in an input tree (for the vision policy).
+pub fn count_images(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => items.iter().map(count_images).sum(),
+        Value::Object(obj) if is_image_part(obj) => 1,
+        Value::Object(obj) => obj.values().map(count_images).sum(),
+        _ => 0,
+    }
+}
+
+/// Prompt tokens of a request body for `route`.
+pub fn prompt_tokens(
+    route: CallRoute,
+    kind: TokenizerKind,
+    body: &serde_json::Map<String, Value>,
+) -> u64 {
+    let tools = body
+        .get("tools")
+        .or_else(|| body.get("functions"))
+        .map(|t| count_text(kind, &t.to_string()) + TOOLS_OVERHEAD)
+        .unwrap_or(0);
+    let schema = body
+        .get("response_format")
+        .or_else(|| body.get("text"))
+        .map(|f| count_text(kind, &f.to_string()))
+        .unwrap_or(0);
+    match route {
+        CallRoute::ChatCompletions => {
+            let messages = body.get("messages").and_then(Value::as_array);
+            let per_message: u64 = messages
+                .into_iter()
+                .flatten()
+                .map(|m| PER_MESSAGE + count_value(kind, m))
+                .sum();
+            PRIMING + per_message + tools + schema
+        }
+        CallRoute::Responses => {
+            let input = body.get("input").map(|v| count_value(kind, v)).unwrap_or(0);
+            let instructions = body
+                .get("instructions")
+                .map(|v| count_value(kind, v))
+                .unwrap_or(0);
+            PRIMING + input + instructions + tools + schema
+        }
+        CallRoute::Embeddings => match body.get("input") {
+            // Pre-tokenised input: arrays of token ids count one token per id.
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Number(_) => 1,
+                    Value::Array(ids) => ids.len() as u64,
+                    other => count_value(kind, other),
+                })
+                .sum(),
+            Some(other) => count_value(kind, other),
+            None => 0,
+        },
+        CallRoute::ToolsExecute => 0,
+    }
+}
+
+/// What a reservation is sized by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub prompt_tokens: u64,
+    /// The output cap sent upstream; `None` for routes without output (embeddings).
+    pub output_cap: Option<u64>,
+    pub cost: MicroUsd,
+}
+
+impl Estimate {
+    pub fn new(model: &ModelRoute, prompt_tokens: u64, output_cap: Option<u64>) -> Self {
+        let cost = model
+            .input_price
+            .cost(prompt_tokens)
+            .saturating_add(model.output_price.cost(output_cap.unwrap_or(0)));
+        Estimate {
+            prompt_tokens,
+            output_cap,
+            cost,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn counts_chat_prompts_with_the_model_family_tokenizer() {
+        let body = obj(json!({"messages": [{"role": "user", "content": "Hello, world!"}]}));
+        let n = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::O200kBase, &body);
+        // "Hello, world!" is 4 tokens in o200k; "user" 1; +1 object +4 message +3 priming.
+        assert_eq!(n, 4 + 1 + 1 + PER_MESSAGE + PRIMING);
+    }
+
+    #[test]
+    fn the_byte_bound_is_never_below_the_bpe_count() {
+        let text = "The quick brown fox — jumps over the lazy dog. 你好世界 🦀";
+        let body = obj(json!({"messages": [{"role": "user", "content": text}]}));
+        let bpe = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::O200kBase, &body);
+        let bytes = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::Bytes, &body);
+        assert!(bytes >= bpe, "{bytes} < {bpe}");
+    }
+
+    #[test]
+    fn images_count_a_fixed_bound_not_their_base64() {
+        let body = obj(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        ]}]}));
+        let n = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::O200kBase, &body);
+        assert!(n >= IMAGE_TOKENS);
+        assert_eq!(count_images(body.get("messages").unwrap()), 1);
+    }
+
+    #[test]
+    fn embeddings_of_token_ids_count_one_per_id() {
+        let body = obj(json!({"input": [[1, 2, 3], [4, 5]]}));
+        assert_eq!(
+            prompt_tokens(CallRoute::Embeddings, TokenizerKind::Cl100kBase, &body),
+            5
+        );
+    }
+
+    #[test]
+    fn tools_add_their_schema_tokens() {
+        let plain = obj(json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let mut with_tools = plain.clone();
+        with_tools.insert("tools".into(), json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]));
+        let a = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::O200kBase, &plain);
+        let b = prompt_tokens(
+            CallRoute::ChatCompletions,
+            TokenizerKind::O200kBase,
+            &with_tools,
+        );
+        assert!(b > a + TOOLS_OVERHEAD);
+    }
+}

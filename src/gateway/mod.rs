@@ -1,0 +1,77 @@
+//! The control path (SPEC §4): admission (idempotency, route, policy, limits, estimate,
+//! reservation), dispatch, and exactly-once settlement, each state change with its ledger event.
+
+pub mod admission;
+pub mod call;
+pub mod error;
+pub mod estimate;
+pub mod idempotency;
+pub mod policy;
+pub mod settlement;
+
+use std::sync::{Arc, RwLock};
+
+use sqlx::PgPool;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{RevocationSet, TokenSigner};
+use crate::config::{RoutingTable, Settings};
+use crate::domain::ReplicaId;
+use crate::providers::Upstream;
+
+pub use error::GatewayError;
+
+/// Everything the control path needs: cheap handles shared by every request.
+pub struct Gateway {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub signer: Arc<TokenSigner>,
+    pub revocations: Arc<RevocationSet>,
+    pub upstream: Upstream,
+    pub replica_id: ReplicaId,
+    /// Settlements and other work a request started; awaited at shutdown.
+    pub tasks: TaskTracker,
+    routing: RwLock<Arc<RoutingTable>>,
+}
+
+impl Gateway {
+    pub fn new(
+        pool: PgPool,
+        settings: Arc<Settings>,
+        routing: RoutingTable,
+        replica_id: ReplicaId,
+    ) -> Result<Self, reqwest::Error> {
+        let upstream = Upstream::new(std::time::Duration::from_secs(
+            settings.gateway.upstream_connect_timeout_seconds,
+        ))?;
+        Ok(Gateway {
+            signer: Arc::new(TokenSigner::new(&settings.auth)),
+            revocations: Arc::new(RevocationSet::default()),
+            pool,
+            settings,
+            upstream,
+            replica_id,
+            tasks: TaskTracker::new(),
+            routing: RwLock::new(Arc::new(routing)),
+        })
+    }
+
+    /// The routing table in force; a request keeps the snapshot it started with.
+    pub fn routing(&self) -> Arc<RoutingTable> {
+        self.routing
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+
+    /// Installs a newer routing table (an older or equal version is ignored).
+    pub fn install_routing(&self, table: RoutingTable) -> bool {
+        match self.routing.write() {
+            Ok(mut current) if table.version > current.version => {
+                *current = Arc::new(table);
+                true
+            }
+            _ => false,
+        }
+    }
+}

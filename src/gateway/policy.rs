@@ -1,0 +1,516 @@
+//! The policy engine (SPEC §6): pure functions from an agent's effective policy and the facts of
+//! a request to allow or deny (naming the rule), and the output cap the request may use.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::estimate::count_images;
+use crate::domain::CallRoute;
+
+/// Policy fields as stored on an agent or as a tenant's defaults. `None` means "inherit".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_streaming: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_tools: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tool_names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_function_calling: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_vision: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_request: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_passthrough: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp_max_tokens: Option<bool>,
+}
+
+/// A policy with every field decided: agent, else tenant default, else the built-in default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EffectivePolicy {
+    pub allowed_models: Option<Vec<String>>,
+    pub allow_streaming: bool,
+    pub allow_tools: bool,
+    pub allowed_tool_names: Option<Vec<String>>,
+    pub allow_function_calling: bool,
+    pub allow_vision: bool,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub max_tokens_per_request: Option<u64>,
+    pub allow_passthrough: bool,
+    pub clamp_max_tokens: bool,
+}
+
+impl Policy {
+    /// Parses a stored policy object; an unreadable one yields the empty policy (built-in
+    /// defaults), which the admin API never writes.
+    pub fn from_json(value: &Value) -> Policy {
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    /// This policy with `defaults` filling the fields it leaves unset.
+    pub fn resolve(&self, defaults: &Policy) -> EffectivePolicy {
+        EffectivePolicy {
+            allowed_models: self
+                .allowed_models
+                .clone()
+                .or_else(|| defaults.allowed_models.clone()),
+            allow_streaming: self
+                .allow_streaming
+                .or(defaults.allow_streaming)
+                .unwrap_or(true),
+            allow_tools: self.allow_tools.or(defaults.allow_tools).unwrap_or(true),
+            allowed_tool_names: self
+                .allowed_tool_names
+                .clone()
+                .or_else(|| defaults.allowed_tool_names.clone()),
+            allow_function_calling: self
+                .allow_function_calling
+                .or(defaults.allow_function_calling)
+                .unwrap_or(true),
+            allow_vision: self.allow_vision.or(defaults.allow_vision).unwrap_or(false),
+            max_input_tokens: self.max_input_tokens.or(defaults.max_input_tokens),
+            max_output_tokens: self.max_output_tokens.or(defaults.max_output_tokens),
+            max_tokens_per_request: self
+                .max_tokens_per_request
+                .or(defaults.max_tokens_per_request),
+            allow_passthrough: self
+                .allow_passthrough
+                .or(defaults.allow_passthrough)
+                .unwrap_or(false),
+            clamp_max_tokens: self
+                .clamp_max_tokens
+                .or(defaults.clamp_max_tokens)
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// The facts of one request that policy looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub model_alias: String,
+    pub stream: bool,
+    /// Names of the tools the request declares (functions and built-in tool types).
+    pub tool_names: Vec<String>,
+    /// Whether the request declares function tools or forces a tool choice.
+    pub function_calling: bool,
+    pub images: usize,
+    pub prompt_tokens: u64,
+    /// The output cap the request asked for, if any.
+    pub requested_output_cap: Option<u64>,
+    pub passthrough: bool,
+}
+
+impl RequestFacts {
+    /// Reads the facts out of a request body.
+    pub fn from_body(
+        route: CallRoute,
+        body: &serde_json::Map<String, Value>,
+        model_alias: &str,
+        prompt_tokens: u64,
+        requested_output_cap: Option<u64>,
+        passthrough: bool,
+    ) -> Self {
+        let mut tool_names = Vec::new();
+        let mut function_calling = false;
+        for tool in body
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let kind = tool
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("function");
+            let name = tool
+                .pointer("/function/name")
+                .or_else(|| tool.get("name"))
+                .and_then(Value::as_str);
+            if kind == "function" {
+                function_calling = true;
+                tool_names.push(name.unwrap_or("").to_owned());
+            } else {
+                tool_names.push(name.unwrap_or(kind).to_owned());
+            }
+        }
+        for f in body
+            .get("functions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            function_calling = true;
+            tool_names.push(
+                f.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        let forces_choice = |key: &str| {
+            body.get(key)
+                .is_some_and(|c| c.as_str() != Some("none") && !c.is_null())
+        };
+        function_calling |= forces_choice("tool_choice") || forces_choice("function_call");
+        let input = match route {
+            CallRoute::ChatCompletions => body.get("messages"),
+            _ => body.get("input"),
+        };
+        RequestFacts {
+            model_alias: model_alias.to_owned(),
+            stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+            tool_names,
+            function_calling,
+            images: input.map(count_images).unwrap_or(0),
+            prompt_tokens,
+            requested_output_cap,
+            passthrough,
+        }
+    }
+}
+
+/// A policy refusal: the rule that refused and a message for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDenial {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+fn deny(rule: &'static str, message: String) -> Result<u64, PolicyDenial> {
+    Err(PolicyDenial {
+        rule,
+        message: format!("policy rule `{rule}` denied this request: {message}"),
+    })
+}
+
+/// Checks every rule in a fixed order; on success returns the output cap to use, given the cap
+/// that would apply without policy (`default_cap`: the model's maximum or the configured default).
+pub fn evaluate(
+    policy: &EffectivePolicy,
+    facts: &RequestFacts,
+    default_cap: u64,
+) -> Result<u64, PolicyDenial> {
+    if let Some(models) = &policy.allowed_models {
+        if !models.iter().any(|m| m == &facts.model_alias) {
+            return deny(
+                "allowed_models",
+                format!(
+                    "model `{}` is not allowed for this agent",
+                    facts.model_alias
+                ),
+            );
+        }
+    }
+    if facts.stream && !policy.allow_streaming {
+        return deny(
+            "allow_streaming",
+            "streaming is not allowed for this agent".into(),
+        );
+    }
+    if !facts.tool_names.is_empty() && !policy.allow_tools {
+        return deny("allow_tools", "tools are not allowed for this agent".into());
+    }
+    if let Some(allowed) = &policy.allowed_tool_names {
+        if let Some(bad) = facts.tool_names.iter().find(|t| !allowed.contains(t)) {
+            return deny(
+                "allowed_tool_names",
+                format!("tool `{bad}` is not allowed for this agent"),
+            );
+        }
+    }
+    if facts.function_calling && !policy.allow_function_calling {
+        return deny(
+            "allow_function_calling",
+            "function calling is not allowed for this agent".into(),
+        );
+    }
+    if facts.images > 0 && !policy.allow_vision {
+        return deny(
+            "allow_vision",
+            "image input is not allowed for this agent".into(),
+        );
+    }
+    if facts.passthrough && !policy.allow_passthrough {
+        return deny(
+            "allow_passthrough",
+            "X-AEX-Provider-Key is not allowed for this agent".into(),
+        );
+    }
+    if let Some(max) = policy.max_input_tokens {
+        if facts.prompt_tokens > max {
+            return deny(
+                "max_input_tokens",
+                format!(
+                    "the input is about {} tokens; the limit is {max}",
+                    facts.prompt_tokens
+                ),
+            );
+        }
+    }
+    let mut cap = default_cap;
+    if let Some(max) = policy.max_output_tokens {
+        if facts.requested_output_cap.is_some_and(|c| c > max) {
+            return deny(
+                "max_output_tokens",
+                format!("the requested output cap exceeds the limit of {max}"),
+            );
+        }
+        cap = cap.min(max);
+    }
+    if let Some(requested) = facts.requested_output_cap {
+        cap = requested;
+    }
+    if let Some(max) = policy.max_tokens_per_request {
+        let room = max.saturating_sub(facts.prompt_tokens);
+        if facts.requested_output_cap.is_some_and(|c| c > room) || room == 0 {
+            return deny(
+                "max_tokens_per_request",
+                format!("input plus output cap exceeds the limit of {max} tokens"),
+            );
+        }
+        cap = cap.min(room);
+    }
+    Ok(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn open() -> EffectivePolicy {
+        Policy {
+            allow_vision: Some(true),
+            ..Policy::default()
+        }
+        .resolve(&Policy::default())
+    }
+
+    fn facts() -> RequestFacts {
+        RequestFacts {
+            model_alias: "m".into(),
+            prompt_tokens: 10,
+            ..RequestFacts::default()
+        }
+    }
+
+    fn rule(p: &EffectivePolicy, f: &RequestFacts) -> Option<&'static str> {
+        evaluate(p, f, 100).err().map(|d| d.rule)
+    }
+
+    #[test]
+    fn agent_values_override_tenant_defaults_which_override_built_ins() {
+        let tenant = Policy {
+            allow_streaming: Some(false),
+            max_input_tokens: Some(5),
+            ..Policy::default()
+        };
+        let agent = Policy {
+            allow_streaming: Some(true),
+            ..Policy::default()
+        };
+        let p = agent.resolve(&tenant);
+        assert!(p.allow_streaming);
+        assert_eq!(p.max_input_tokens, Some(5));
+        assert!(!p.allow_vision && !p.allow_passthrough && p.allow_tools);
+    }
+
+    #[test]
+    fn allowed_models() {
+        let p = EffectivePolicy {
+            allowed_models: Some(vec!["a".into()]),
+            ..open()
+        };
+        assert_eq!(rule(&p, &facts()), Some("allowed_models"));
+        assert_eq!(
+            rule(
+                &p,
+                &RequestFacts {
+                    model_alias: "a".into(),
+                    ..facts()
+                }
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn streaming_tools_function_calling_vision_passthrough() {
+        let stream = RequestFacts {
+            stream: true,
+            ..facts()
+        };
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allow_streaming: false,
+                    ..open()
+                },
+                &stream
+            ),
+            Some("allow_streaming")
+        );
+        assert_eq!(rule(&open(), &stream), None);
+
+        let tools = RequestFacts {
+            tool_names: vec!["get_weather".into()],
+            function_calling: true,
+            ..facts()
+        };
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allow_tools: false,
+                    ..open()
+                },
+                &tools
+            ),
+            Some("allow_tools")
+        );
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allowed_tool_names: Some(vec!["search".into()]),
+                    ..open()
+                },
+                &tools
+            ),
+            Some("allowed_tool_names")
+        );
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allowed_tool_names: Some(vec!["get_weather".into()]),
+                    ..open()
+                },
+                &tools
+            ),
+            None
+        );
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allow_function_calling: false,
+                    ..open()
+                },
+                &tools
+            ),
+            Some("allow_function_calling")
+        );
+
+        let image = RequestFacts {
+            images: 1,
+            ..facts()
+        };
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allow_vision: false,
+                    ..open()
+                },
+                &image
+            ),
+            Some("allow_vision")
+        );
+
+        let byok = RequestFacts {
+            passthrough: true,
+            ..facts()
+        };
+        assert_eq!(rule(&open(), &byok), Some("allow_passthrough"));
+        assert_eq!(
+            rule(
+                &EffectivePolicy {
+                    allow_passthrough: true,
+                    ..open()
+                },
+                &byok
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn token_limits_and_the_default_cap() {
+        let p = EffectivePolicy {
+            max_input_tokens: Some(9),
+            ..open()
+        };
+        assert_eq!(rule(&p, &facts()), Some("max_input_tokens"));
+
+        let p = EffectivePolicy {
+            max_output_tokens: Some(50),
+            ..open()
+        };
+        assert_eq!(
+            evaluate(&p, &facts(), 100),
+            Ok(50),
+            "the default cap is lowered"
+        );
+        let asks = RequestFacts {
+            requested_output_cap: Some(60),
+            ..facts()
+        };
+        assert_eq!(rule(&p, &asks), Some("max_output_tokens"));
+        let asks = RequestFacts {
+            requested_output_cap: Some(40),
+            ..facts()
+        };
+        assert_eq!(evaluate(&p, &asks, 100), Ok(40));
+
+        let p = EffectivePolicy {
+            max_tokens_per_request: Some(30),
+            ..open()
+        };
+        assert_eq!(evaluate(&p, &facts(), 100), Ok(20));
+        let asks = RequestFacts {
+            requested_output_cap: Some(25),
+            ..facts()
+        };
+        assert_eq!(rule(&p, &asks), Some("max_tokens_per_request"));
+    }
+
+    #[test]
+    fn facts_are_read_from_chat_and_responses_bodies() {
+        let body = json!({
+            "stream": true,
+            "tools": [{"type": "function", "function": {"name": "f"}}, {"type": "web_search"}],
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        });
+        let f = RequestFacts::from_body(
+            CallRoute::ChatCompletions,
+            body.as_object().unwrap(),
+            "m",
+            1,
+            None,
+            false,
+        );
+        assert!(f.stream && f.function_calling);
+        assert_eq!(f.tool_names, vec!["f".to_owned(), "web_search".to_owned()]);
+        assert_eq!(f.images, 1);
+
+        let body = json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}], "tool_choice": "none"});
+        let f = RequestFacts::from_body(
+            CallRoute::Responses,
+            body.as_object().unwrap(),
+            "m",
+            1,
+            None,
+            false,
+        );
+        assert_eq!(f.images, 1);
+        assert!(!f.function_calling);
+    }
+}

@@ -1,0 +1,332 @@
+//! Exactly-once settlement (SPEC §5.3). One transaction per outcome: compare-and-set the
+//! reservation out of RESERVED (a second attempt finds no row and changes nothing), move the
+//! money on the tenant and agent counters, finish the execution with its cached result, append
+//! the ledger event and the projection.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::admission::Reservation;
+use super::error::is_unavailable;
+use super::Gateway;
+use crate::config::ModelRoute;
+use crate::domain::ExecutionState;
+use crate::ledger::fold::types;
+use crate::ledger::{self, NewEvent};
+use crate::providers::Usage;
+use crate::store::executions::{self, Settled};
+use crate::store::{agents, projection, reservations, tenants};
+
+/// Whether usage came from the provider or was counted by AEX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    Reported,
+    Estimated,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Reported => "reported",
+            UsageSource::Estimated => "estimated",
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The provider did work: charge it.
+    Commit {
+        usage: Usage,
+        source: UsageSource,
+        provider: String,
+        /// The result to cache for replay: status, body, whether it is an SSE transcript.
+        result: Option<(u16, Vec<u8>, bool)>,
+        latency_ms: i64,
+    },
+    /// Nothing billable happened: give the hold back.
+    Release {
+        reason: String,
+        /// `Released` for provider errors and timeouts, `Failed` when the outcome is unknown.
+        state: ExecutionState,
+        upstream_status: Option<u16>,
+    },
+}
+
+/// What settlement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleResult {
+    Committed {
+        actual_micro_usd: i64,
+        remaining_micro_usd: i64,
+    },
+    Released {
+        remaining_micro_usd: i64,
+    },
+    /// The reservation was settled before (by an earlier attempt or the reconciler).
+    AlreadySettled,
+}
+
+/// Settles, retrying while the database is unreachable: the money is real and must be booked.
+/// The compare-and-set makes a retry after an unacknowledged commit harmless.
+pub async fn settle(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
+    let mut delay = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(gw.settings.cluster.drain_timeout_seconds.max(30));
+    loop {
+        match settle_once(gw, r, model, outcome).await {
+            Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying: database unavailable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn settle_once(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
+    let mut tx = gw.pool.begin().await?;
+    let result = match outcome {
+        Outcome::Commit {
+            usage,
+            source,
+            provider,
+            result,
+            latency_ms,
+        } => {
+            commit(
+                &mut tx,
+                r,
+                model,
+                *usage,
+                *source,
+                provider,
+                result.as_ref(),
+                *latency_ms,
+            )
+            .await?
+        }
+        Outcome::Release {
+            reason,
+            state,
+            upstream_status,
+        } => release(&mut tx, r, reason, *state, *upstream_status).await?,
+    };
+    match result {
+        SettleResult::AlreadySettled => tx.rollback().await?,
+        _ => tx.commit().await?,
+    }
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    conn: &mut PgConnection,
+    r: &Reservation,
+    model: &ModelRoute,
+    usage: Usage,
+    source: UsageSource,
+    provider: &str,
+    result: Option<&(u16, Vec<u8>, bool)>,
+    latency_ms: i64,
+) -> Result<SettleResult, sqlx::Error> {
+    let actual = model
+        .input_price
+        .cost(usage.prompt_tokens)
+        .saturating_add(model.output_price.cost(usage.completion_tokens))
+        .0;
+    let Some(held) =
+        reservations::settle_reservation(conn, r.execution_id, r.attempt, Some(actual), None)
+            .await?
+    else {
+        return Ok(SettleResult::AlreadySettled);
+    };
+    let prompt = i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX);
+    let completion = i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX);
+    if held.holds_tenant {
+        tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, actual).await?;
+    }
+    let remaining = agents::settle(
+        conn,
+        r.agent_id,
+        held.estimate_micro_usd,
+        actual,
+        prompt,
+        completion,
+    )
+    .await?;
+    executions::mark_settled(
+        conn,
+        r.execution_id,
+        &Settled {
+            state: ExecutionState::Committed.as_str(),
+            actual_micro_usd: Some(actual),
+            prompt_tokens: Some(prompt),
+            completion_tokens: Some(completion),
+            usage_source: Some(source.as_str()),
+            reason: None,
+        },
+    )
+    .await?;
+    if let Some((status, body, is_stream)) = result {
+        executions::store_result(conn, r.execution_id, *status, body, *is_stream).await?;
+    }
+    // The real money was spent: an overrun is recorded and flagged, never dropped.
+    let overrun = (actual - held.estimate_micro_usd).max(0);
+    ledger::append(
+        conn,
+        NewEvent::for_agent(
+            r.tenant_id,
+            r.agent_id,
+            types::COMMITTED,
+            Some(&r.execution_key),
+            json!({
+                "attempt": r.attempt,
+                "model": model.alias,
+                "provider": provider,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "usage": source.as_str(),
+                "estimate_micro_usd": held.estimate_micro_usd,
+                "actual_micro_usd": actual,
+                "overrun_micro_usd": overrun,
+                "budget_overrun": remaining < 0,
+                "holds_tenant": held.holds_tenant,
+            }),
+        ),
+    )
+    .await?;
+    projection::record(
+        conn,
+        &projection::Fact {
+            tenant_id: Some(r.tenant_id),
+            agent_id: Some(r.agent_id),
+            execution_id: Some(&r.execution_key),
+            kind: "usage.commit",
+            model_alias: Some(&model.alias),
+            cost_micro_usd: Some(actual),
+            prompt_tokens: Some(prompt),
+            completion_tokens: Some(completion),
+            latency_ms: Some(latency_ms),
+            ..projection::Fact::default()
+        },
+    )
+    .await?;
+    crate::metrics::settled("committed", actual, overrun > 0);
+    Ok(SettleResult::Committed {
+        actual_micro_usd: actual,
+        remaining_micro_usd: remaining,
+    })
+}
+
+async fn release(
+    conn: &mut PgConnection,
+    r: &Reservation,
+    reason: &str,
+    state: ExecutionState,
+    upstream_status: Option<u16>,
+) -> Result<SettleResult, sqlx::Error> {
+    let Some(held) =
+        reservations::settle_reservation(conn, r.execution_id, r.attempt, None, Some(reason))
+            .await?
+    else {
+        return Ok(SettleResult::AlreadySettled);
+    };
+    if held.holds_tenant {
+        tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, 0).await?;
+    }
+    let remaining = agents::settle(conn, r.agent_id, held.estimate_micro_usd, 0, 0, 0).await?;
+    executions::mark_settled(
+        conn,
+        r.execution_id,
+        &Settled {
+            state: state.as_str(),
+            actual_micro_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            usage_source: None,
+            reason: Some(reason),
+        },
+    )
+    .await?;
+    ledger::append(
+        conn,
+        NewEvent::for_agent(
+            r.tenant_id,
+            r.agent_id,
+            types::RELEASED,
+            Some(&r.execution_key),
+            json!({
+                "attempt": r.attempt,
+                "estimate_micro_usd": held.estimate_micro_usd,
+                "reason": reason,
+                "execution_state": state.as_str(),
+                "upstream_status": upstream_status,
+                "holds_tenant": held.holds_tenant,
+            }),
+        ),
+    )
+    .await?;
+    projection::record(
+        conn,
+        &projection::Fact {
+            tenant_id: Some(r.tenant_id),
+            agent_id: Some(r.agent_id),
+            execution_id: Some(&r.execution_key),
+            kind: "reservation.released",
+            reason: Some(reason),
+            model_alias: Some(&r.model_alias),
+            ..projection::Fact::default()
+        },
+    )
+    .await?;
+    crate::metrics::settled("released", 0, false);
+    Ok(SettleResult::Released {
+        remaining_micro_usd: remaining,
+    })
+}
+
+/// `RESERVED -> DISPATCHED`, durably, before the provider is called, with its ledger event.
+pub async fn mark_dispatched(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = gw.pool.begin().await?;
+    let moved = executions::mark_dispatched(&mut tx, r.execution_id, &model.provider.name).await?;
+    if moved {
+        ledger::append(
+            &mut tx,
+            NewEvent::for_agent(
+                r.tenant_id,
+                r.agent_id,
+                "execution.dispatched",
+                Some(&r.execution_key),
+                json!({
+                    "attempt": r.attempt,
+                    "provider": model.provider.name,
+                    "model": model.alias,
+                    "upstream_model": model.upstream_model,
+                    "output_cap": r.estimate.output_cap,
+                }),
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}

@@ -1,0 +1,251 @@
+//! Extractors: bearer authentication (on by default for every route but the listed open ones)
+//! and JSON bodies that fail in our own error shapes.
+
+use axum::body::Body;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::{AdminApiError, OpenAiError};
+use super::AppState;
+use crate::auth::{AuthError, Principal};
+use crate::domain::{AgentId, Scope, TenantId};
+use crate::gateway::GatewayError;
+
+/// Verifies the bearer token in memory and checks the revocation set.
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Invalid)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(AuthError::Invalid)?
+        .trim();
+    let principal = state.gateway.signer.verify(token)?;
+    if state.gateway.revocations.contains(&principal.jti) {
+        return Err(AuthError::Revoked);
+    }
+    Ok(principal)
+}
+
+/// `X-AEX-Tenant-Id`, when present, must name the token's own tenant.
+fn check_tenant_header(parts: &Parts, principal: &Principal) -> Result<(), String> {
+    let Some(value) = parts.headers.get("x-aex-tenant-id") else {
+        return Ok(());
+    };
+    let claimed = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<TenantId>().ok());
+    match (claimed, principal.tenant_id) {
+        (Some(c), Some(own)) if c == own => Ok(()),
+        (Some(_), None) if principal.scope == Scope::Operator => Ok(()),
+        _ => Err("X-AEX-Tenant-Id does not match the token's tenant".into()),
+    }
+}
+
+/// An agent acting on the northbound API.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    pub principal: Principal,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+}
+
+impl AgentCaller {
+    /// Refuses a `read-only` token on a route that spends money.
+    pub fn require_execution(&self) -> Result<(), OpenAiError> {
+        if self.principal.scope == Scope::Execution {
+            Ok(())
+        } else {
+            Err(GatewayError::PermissionDenied(
+                "this token's scope does not allow executions".into(),
+            )
+            .into())
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for AgentCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let principal = authenticate(parts, &state)?;
+        check_tenant_header(parts, &principal).map_err(GatewayError::PermissionDenied)?;
+        match (principal.tenant_id, principal.agent_id) {
+            (Some(tenant_id), Some(agent_id)) if principal.scope.is_agent_scope() => {
+                Ok(AgentCaller {
+                    principal,
+                    tenant_id,
+                    agent_id,
+                })
+            }
+            _ => Err(GatewayError::PermissionDenied(
+                "an agent token is required for this route".into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// An administrator: `admin` of one tenant or `operator` of all.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    pub principal: Principal,
+}
+
+impl<S> FromRequestParts<S> for AdminCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AdminApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let principal = authenticate(parts, &state).map_err(|e| {
+            AdminApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        })?;
+        check_tenant_header(parts, &principal)
+            .map_err(|m| AdminApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
+        match principal.scope {
+            Scope::Admin | Scope::Operator => Ok(AdminCaller { principal }),
+            _ => Err(AdminApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "an admin or operator token is required",
+            )),
+        }
+    }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge(usize),
+    Unreadable,
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let body: Body = req.into_body();
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            BodyError::TooLarge(limit)
+        } else {
+            BodyError::Unreadable
+        }
+    })
+}
+
+/// A northbound request body: a JSON object, or a 400/413 in the OpenAI shape.
+pub struct OpenAiBody(pub Map<String, Value>);
+
+impl<S> FromRequest<S> for OpenAiBody
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let limit = AppState::from_ref(state).gateway.settings.max_body_bytes;
+        let bytes = match read_body(req, limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(limit)) => {
+                let body = crate::gateway::error::openai_error_body(
+                    &format!("request body exceeds the limit of {limit} bytes"),
+                    "invalid_request_error",
+                    "request_too_large",
+                    None,
+                );
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response());
+            }
+            Err(BodyError::Unreadable) => {
+                return Err(OpenAiError(GatewayError::invalid(
+                    "could not read the request body",
+                    None,
+                ))
+                .into_response())
+            }
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
+            Ok(_) => Err(OpenAiError(GatewayError::invalid(
+                "the request body must be a JSON object",
+                None,
+            ))
+            .into_response()),
+            Err(e) => Err(OpenAiError(GatewayError::invalid(
+                format!("the request body is not valid JSON: {e}"),
+                None,
+            ))
+            .into_response()),
+        }
+    }
+}
+
+/// An admin request body, deserialised strictly; errors name the offending field.
+pub struct AdminJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AdminJson<T>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AdminApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = AppState::from_ref(state).gateway.settings.max_body_bytes;
+        let bytes = read_body(req, limit).await.map_err(|e| match e {
+            BodyError::TooLarge(limit) => AdminApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds the limit of {limit} bytes"),
+            ),
+            BodyError::Unreadable => AdminApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "could not read the request body",
+            ),
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(AdminJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let mut err = AdminApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    e.inner().to_string(),
+                );
+                err.field = (path != ".").then_some(path);
+                err
+            })
+    }
+}

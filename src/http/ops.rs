@@ -1,0 +1,95 @@
+//! Ops endpoints, open without a token: liveness, readiness, metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::cluster::Readiness;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub config_version: i64,
+    pub replica_id: uuid::Uuid,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = HealthResponse)))]
+pub async fn get_health(State(state): State<AppState>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok",
+        version: crate::VERSION,
+        config_version: state.gateway.routing().version,
+        replica_id: state.gateway.replica_id.0,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    pub database: bool,
+    pub migrations: bool,
+    pub config: bool,
+    pub registered: bool,
+    pub startup_gate: bool,
+    pub draining: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    pub ready: bool,
+    pub checks: ReadyChecks,
+}
+
+/// Readiness: database reachable, migrations current, config loaded, not draining.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "ops",
+    responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse))
+)]
+pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
+    let r = &state.readiness;
+    let database = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.gateway.pool),
+    )
+    .await
+    .is_ok_and(|res| res.is_ok());
+    let checks = ReadyChecks {
+        database,
+        migrations: Readiness::get(&r.schema_current),
+        config: Readiness::get(&r.config_loaded),
+        registered: Readiness::get(&r.registered),
+        startup_gate: !Readiness::get(&r.gate_failed),
+        draining: Readiness::get(&r.draining),
+    };
+    let ready = database && r.accepts_traffic();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(ReadyResponse { ready, checks }))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn get_metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+}

@@ -1,0 +1,72 @@
+//! The route table: paths to handlers, nothing else.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::openapi::{dedupe_alias_operation_ids, ApiDoc};
+use super::{admin, openai, ops, AppState};
+
+/// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
+fn openai_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openai::create_chat_completion))
+}
+
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin::create_agent, admin::list_agents))
+        .routes(routes!(admin::get_agent))
+        .routes(routes!(admin::get_replay))
+        .routes(routes!(admin::verify_ledger))
+}
+
+fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::get_health))
+        .routes(routes!(ops::get_ready))
+        .routes(routes!(ops::get_metrics))
+}
+
+/// Every route with its OpenAPI entry.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(openai_routes())
+        .nest("/openai", openai_routes())
+        .merge(admin_routes())
+        .merge(ops_routes())
+        .split_for_parts();
+    dedupe_alias_operation_ids(&mut openapi);
+    (router, openapi)
+}
+
+/// The OpenAPI document as committed at `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, openapi) = api();
+    openapi.to_pretty_json().unwrap_or_default()
+}
+
+/// The complete application: routes, Swagger UI, and request metrics.
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = api();
+    router
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+/// Counts every request by its matched route template (bounded cardinality) and status.
+async fn record_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    crate::metrics::observe_http(&route, response.status().as_u16(), started.elapsed());
+    response
+}

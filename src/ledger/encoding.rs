@@ -1,0 +1,77 @@
+//! Canonical encoding v1 of a ledger event, and its SHA-256.
+//!
+//! The hash covers every field, each written as `<byte length>:<bytes>\n` after the line
+//! `aex-ledger-v1\n`, in this order: chain id, sequence number (decimal), previous hash, event
+//! type, tenant id, agent id, execution id (empty when absent; ids as lowercase hyphenated UUIDs),
+//! timestamp (RFC 3339 UTC with exactly six fractional digits and `Z`), payload (the stored
+//! canonical JSON text, verbatim). Length prefixes make the encoding unambiguous whatever the
+//! fields contain. `tests/vectors/ledger_v1.json` holds golden vectors; any change here is a new
+//! encoding version, never an edit of v1.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The previous hash of the first event of every chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub const ENCODING_VERSION: i16 = 1;
+
+/// Every hashed field of an event except the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHeader<'a> {
+    pub chain_id: &'a str,
+    pub seq: i64,
+    pub prev_hash: &'a str,
+    pub event_type: &'a str,
+    pub tenant_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub execution_id: Option<&'a str>,
+    pub ts: DateTime<Utc>,
+}
+
+/// The timestamp as it is hashed: microsecond precision, the precision Postgres stores.
+pub fn format_ts(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The canonical bytes of an event.
+pub fn encode(header: &EventHeader<'_>, payload: &str) -> Vec<u8> {
+    let uuid_text = |id: Option<Uuid>| id.map(|u| u.hyphenated().to_string()).unwrap_or_default();
+    let seq = header.seq.to_string();
+    let tenant = uuid_text(header.tenant_id);
+    let agent = uuid_text(header.agent_id);
+    let ts = format_ts(header.ts);
+    let fields: [&str; 9] = [
+        header.chain_id,
+        &seq,
+        header.prev_hash,
+        header.event_type,
+        &tenant,
+        &agent,
+        header.execution_id.unwrap_or(""),
+        &ts,
+        payload,
+    ];
+    let mut out = Vec::with_capacity(64 + fields.iter().map(|f| f.len() + 8).sum::<usize>());
+    out.extend_from_slice(b"aex-ledger-v1\n");
+    for field in fields {
+        out.extend_from_slice(field.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(field.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Lowercase hex SHA-256 of the canonical encoding.
+pub fn event_hash(header: &EventHeader<'_>, payload: &str) -> String {
+    hex::encode(Sha256::digest(encode(header, payload)))
+}
+
+/// Canonical JSON text of a payload: object keys sorted (serde_json's default map is ordered),
+/// no insignificant whitespace.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    // Serialising a `Value` cannot fail: its keys are strings and it holds no non-finite floats.
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,11 @@
+//! The tamper-evident ledger (SPEC §10): canonical encoding and hashing, appending under the
+//! chain's advisory lock in the caller's transaction, streaming verification, and the fold that
+//! rebuilds every agent's books from the events.
+
+pub mod append;
+pub mod encoding;
+pub mod fold;
+pub mod verify;
+
+pub use append::{append, AppendedEvent, ChainId, NewEvent};
+pub use encoding::{event_hash, EventHeader, GENESIS_HASH};

@@ -1,0 +1,25 @@
+//! AEX: a governance gateway between AI agents and LLM providers.
+//!
+//! Layers, with dependencies pointing one way:
+//! `http` → `gateway` / `admin` (use cases) → `store` / `providers` / `ledger` → `domain`, `money`.
+//! `server` wires them together; `cluster` coordinates replicas through Postgres; `cli` is the
+//! command line.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod dev;
+pub mod domain;
+pub mod gateway;
+pub mod http;
+pub mod ledger;
+pub mod metrics;
+pub mod money;
+pub mod providers;
+pub mod server;
+pub mod store;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

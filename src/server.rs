@@ -1,0 +1,227 @@
+//! Building and running a server instance: state, routes, background tasks, startup gate and
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{self, config_sync, Readiness};
+use crate::config::{RoutingTable, Settings};
+use crate::domain::ReplicaId;
+use crate::gateway::Gateway;
+use crate::http::{router, AppState};
+use crate::store::db;
+
+/// A running server.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub readiness: Arc<Readiness>,
+    stop: CancellationToken,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Asks the server to drain and stop, as SIGTERM does.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits for the server to finish (after [`Self::shutdown`] or a signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.join.await.context("server task panicked")?
+    }
+}
+
+/// Binds `settings.listen` and starts serving. Startup work that needs the database (migrations,
+/// config, registration, ledger gate) runs in the background and is retried until the database
+/// answers; until then `/ready` is 503 and governed routes answer 503 `unavailable`.
+pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
+    let url = settings
+        .database_url
+        .clone()
+        .context("no database configured: set database_url / AEX_DATABASE_URL or run `aex init`")?;
+    if settings.auth.keys.is_empty() {
+        anyhow::bail!("no signing key configured in [auth.keys] (run `aex init`)");
+    }
+    let pool = db::lazy_pool(url.expose(), &settings.db).context("invalid database URL")?;
+    let settings = Arc::new(settings);
+    let gateway = Arc::new(Gateway::new(
+        pool,
+        Arc::clone(&settings),
+        RoutingTable::default(),
+        ReplicaId(uuid::Uuid::now_v7()),
+    )?);
+    crate::gateway::estimate::warm_up();
+    let readiness = Arc::new(Readiness::default());
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let state = AppState {
+        gateway: Arc::clone(&gateway),
+        readiness: Arc::clone(&readiness),
+    };
+    let join = tokio::spawn(run(listener, state, stop.clone()));
+    tracing::info!(%addr, replica_id = %gateway.replica_id, "aex listening");
+    Ok(ServerHandle {
+        addr,
+        gateway,
+        readiness,
+        stop,
+        join,
+    })
+}
+
+async fn run(
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let gw = Arc::clone(&state.gateway);
+    let readiness = Arc::clone(&state.readiness);
+    let background = CancellationToken::new();
+    let startup = tokio::spawn(startup(
+        Arc::clone(&gw),
+        Arc::clone(&readiness),
+        background.clone(),
+    ));
+
+    let app = router::app(state);
+    let drain_signal = {
+        let stop = stop.clone();
+        let readiness = Arc::clone(&readiness);
+        async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = shutdown_signal() => {}
+            }
+            Readiness::set(&readiness.draining, true);
+            tracing::info!("draining: no new connections");
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drain_signal)
+        .await?;
+
+    // In-flight requests are done; settlements they started may still run.
+    gw.tasks.close();
+    let drain = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
+    if tokio::time::timeout(drain, gw.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = gw.tasks.len(),
+            "drain timeout: settlements still running are left to reconciliation"
+        );
+    }
+    background.cancel();
+    startup.abort();
+    if Readiness::get(&readiness.registered) {
+        if let Err(e) = cluster::replica::deregister(&gw).await {
+            tracing::warn!(error = %e, "could not deregister");
+        }
+    }
+    gw.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// The startup sequence of SPEC §12, retried until the database answers.
+async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match startup_once(&gw, &readiness).await {
+            Ok(()) => break,
+            Err(e) if Readiness::get(&readiness.gate_failed) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "startup gate failed; staying unready"
+                );
+                if gw.settings.ledger.refuse_start_on_failure {
+                    tracing::error!("refuse_start_on_failure is set: exiting");
+                    std::process::exit(3);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "startup step failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tokio::spawn(cluster::replica::heartbeat_loop(
+        Arc::clone(&gw),
+        background.clone(),
+    ));
+    tokio::spawn(cluster::listener::listen_loop(
+        Arc::clone(&gw),
+        background.clone(),
+    ));
+    tokio::spawn(cluster::reconciler::reconcile_loop(
+        Arc::clone(&gw),
+        background,
+    ));
+}
+
+async fn startup_once(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()> {
+    if !Readiness::get(&readiness.schema_current) {
+        if gw.settings.auto_migrate {
+            db::migrate(&gw.pool).await.context("applying migrations")?;
+        }
+        if !db::schema_is_current(&gw.pool).await? {
+            anyhow::bail!("the database schema is not current: run `aex migrate`");
+        }
+        Readiness::set(&readiness.schema_current, true);
+    }
+    if !Readiness::get(&readiness.config_loaded) {
+        config_sync::import_file(&gw.pool, &gw.settings.models_file_path()).await?;
+        cluster::listener::resync(gw).await?;
+        Readiness::set(&readiness.config_loaded, true);
+    }
+    if !Readiness::get(&readiness.ledger_verified) && gw.settings.ledger.verify_on_startup {
+        let report = crate::ledger::verify::verify_all(&gw.pool).await?;
+        if let Some(bad) = report.first_bad_event {
+            Readiness::set(&readiness.gate_failed, true);
+            anyhow::bail!(
+                "ledger verification failed at event {} ({} seq {}): {}",
+                bad.id,
+                bad.chain_id,
+                bad.seq,
+                bad.problem
+            );
+        }
+        Readiness::set(&readiness.ledger_verified, true);
+    }
+    if !Readiness::get(&readiness.registered) {
+        cluster::replica::register(gw).await?;
+        Readiness::set(&readiness.registered, true);
+    }
+    Ok(())
+}

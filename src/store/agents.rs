@@ -1,0 +1,230 @@
+//! Agents and their money counters.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+
+use super::{violated_constraint, StoreError};
+use crate::domain::{AgentId, TenantId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub budget_micro_usd: i64,
+    pub spent_micro_usd: i64,
+    pub reserved_micro_usd: i64,
+    pub budget_period: String,
+    pub period_started_at: DateTime<Utc>,
+    pub rpm_limit: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub policy: Json<serde_json::Value>,
+    pub state: String,
+    pub prompt_tokens_total: i64,
+    pub completion_tokens_total: i64,
+    pub requests_total: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AgentRow {
+    /// `budget - spent - reserved`; negative after a recorded overrun.
+    pub fn remaining_micro_usd(&self) -> i64 {
+        self.budget_micro_usd - self.spent_micro_usd - self.reserved_micro_usd
+    }
+}
+
+/// The columns of [`AgentRow`], for `concat!` so that the SQL stays a static string.
+macro_rules! agent_columns {
+    () => {
+        "id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, \
+         budget_period, period_started_at, rpm_limit, tpm_limit, policy, state, \
+         prompt_tokens_total, completion_tokens_total, requests_total, created_at, updated_at"
+    };
+}
+
+/// The fields of a new agent.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: AgentId,
+    pub name: String,
+    pub budget_micro_usd: i64,
+    pub budget_period: String,
+    pub rpm_limit: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub policy: serde_json::Value,
+    pub state: String,
+}
+
+pub async fn insert_agent(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    agent: &NewAgent,
+) -> Result<AgentRow, StoreError> {
+    sqlx::query_as(concat!(
+        "INSERT INTO agents (id, tenant_id, name, budget_micro_usd, budget_period, rpm_limit, \
+         tpm_limit, policy, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+        agent_columns!()
+    ))
+    .bind(agent.id)
+    .bind(tenant_id)
+    .bind(&agent.name)
+    .bind(agent.budget_micro_usd)
+    .bind(&agent.budget_period)
+    .bind(agent.rpm_limit)
+    .bind(agent.tpm_limit)
+    .bind(Json(&agent.policy))
+    .bind(&agent.state)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("agents_tenant_name_key") => StoreError::Conflict("an agent with this name"),
+        _ => StoreError::Db(e),
+    })
+}
+
+pub async fn get_agent(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    id: AgentId,
+) -> Result<AgentRow, StoreError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+pub async fn get_agent_by_name(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    name: &str,
+) -> Result<AgentRow, StoreError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE tenant_id = $1 AND name = $2"
+    ))
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Lists a tenant's agents, oldest first, `limit` at a time after `after` (keyset paging).
+pub async fn list_agents(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    state: Option<&str>,
+    after: Option<AgentId>,
+    limit: i64,
+) -> Result<Vec<AgentRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) \
+          AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(tenant_id)
+    .bind(state)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks the agent row for the rest of the transaction (after the tenant row, if that is locked).
+pub async fn lock_agent(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    id: AgentId,
+) -> Result<AgentRow, StoreError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Holds `estimate` for a new reservation and counts the request.
+pub async fn hold(conn: &mut PgConnection, id: AgentId, estimate: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE agents SET reserved_micro_usd = reserved_micro_usd + $2, \
+         requests_total = requests_total + 1, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(estimate)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Settles a hold: the estimate leaves `reserved`, the actual cost (zero on release) joins
+/// `spent`. Returns the remaining budget afterwards.
+pub async fn settle(
+    conn: &mut PgConnection,
+    id: AgentId,
+    estimate: i64,
+    actual: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE agents SET reserved_micro_usd = reserved_micro_usd - $2, \
+         spent_micro_usd = spent_micro_usd + $3, \
+         prompt_tokens_total = prompt_tokens_total + $4, \
+         completion_tokens_total = completion_tokens_total + $5, updated_at = now() \
+         WHERE id = $1 \
+         RETURNING budget_micro_usd - spent_micro_usd - reserved_micro_usd",
+    )
+    .bind(id)
+    .bind(estimate)
+    .bind(actual)
+    .bind(prompt_tokens)
+    .bind(completion_tokens)
+    .fetch_one(conn)
+    .await
+}
+
+/// Starts a new budget period: `spent` becomes what was committed since its start.
+pub async fn reset_period(
+    conn: &mut PgConnection,
+    id: AgentId,
+    started_at: DateTime<Utc>,
+    spent_after: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE agents SET spent_micro_usd = $3, period_started_at = $2, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(started_at)
+    .bind(spent_after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every agent's live counters, for audits.
+pub async fn all_books(
+    conn: &mut PgConnection,
+) -> Result<Vec<(AgentId, TenantId, String, i64, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd \
+         FROM agents ORDER BY tenant_id, name",
+    )
+    .fetch_all(conn)
+    .await
+}

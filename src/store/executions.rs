@@ -1,0 +1,275 @@
+//! Executions: the idempotency identity, the state machine, and the cached result for replay.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{AgentId, ReplicaId, TenantId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExecutionRow {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub execution_key: String,
+    pub keyed: bool,
+    pub route: String,
+    pub fingerprint: String,
+    pub model_alias: Option<String>,
+    pub state: String,
+    pub attempt: i32,
+    pub stream: bool,
+    pub replica_id: Option<ReplicaId>,
+    pub provider: Option<String>,
+    pub estimate_micro_usd: i64,
+    pub actual_micro_usd: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub usage_source: Option<String>,
+    pub reason: Option<String>,
+    pub response_status: Option<i32>,
+    pub response_is_stream: bool,
+    pub result_pruned_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`ExecutionRow`] (the cached body is fetched separately: it can be large).
+macro_rules! execution_columns {
+    () => {
+        "id, tenant_id, agent_id, execution_key, keyed, route, fingerprint, model_alias, state, \
+         attempt, stream, replica_id, provider, estimate_micro_usd, actual_micro_usd, \
+         prompt_tokens, completion_tokens, usage_source, reason, response_status, \
+         response_is_stream, result_pruned_at, created_at, updated_at, dispatched_at, completed_at"
+    };
+}
+
+/// A new execution (or a new attempt of a released one) as admission writes it.
+#[derive(Debug, Clone)]
+pub struct NewExecution<'a> {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub execution_key: &'a str,
+    pub keyed: bool,
+    pub route: &'a str,
+    pub fingerprint: &'a str,
+    pub model_alias: Option<&'a str>,
+    pub state: &'a str,
+    pub attempt: i32,
+    pub stream: bool,
+    pub replica_id: Option<ReplicaId>,
+    pub estimate_micro_usd: i64,
+    pub reason: Option<&'a str>,
+}
+
+pub async fn find_by_key(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    agent_id: AgentId,
+    key: &str,
+) -> Result<Option<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions WHERE tenant_id = $1 AND agent_id = $2 AND execution_key = $3"
+    ))
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get_execution(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<Option<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Inserts a new execution, or turns a released/failed one into its next attempt (same row, so
+/// the caller's key keeps one identity).
+pub async fn upsert_attempt(
+    conn: &mut PgConnection,
+    e: &NewExecution<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, \
+         fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, \
+         completed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                 CASE WHEN $9 IN ('DENIED', 'FAILED') THEN now() END) \
+         ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET \
+           state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, \
+           replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, \
+           model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, provider = NULL, \
+           actual_micro_usd = NULL, prompt_tokens = NULL, completion_tokens = NULL, \
+           usage_source = NULL, response_status = NULL, response_body = NULL, \
+           dispatched_at = NULL, completed_at = EXCLUDED.completed_at, updated_at = now()",
+    )
+    .bind(e.id)
+    .bind(e.tenant_id)
+    .bind(e.agent_id)
+    .bind(e.execution_key)
+    .bind(e.keyed)
+    .bind(e.route)
+    .bind(e.fingerprint)
+    .bind(e.model_alias)
+    .bind(e.state)
+    .bind(e.attempt)
+    .bind(e.stream)
+    .bind(e.replica_id)
+    .bind(e.estimate_micro_usd)
+    .bind(e.reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the result a replay will return.
+pub async fn store_result(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: u16,
+    body: &[u8],
+    is_stream: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE executions SET response_status = $2, response_body = $3, \
+         response_is_stream = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i32::from(status))
+    .bind(body)
+    .bind(is_stream)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `RESERVED -> DISPATCHED`; false when the execution was not RESERVED (already settled).
+pub async fn mark_dispatched(
+    conn: &mut PgConnection,
+    id: Uuid,
+    provider: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE executions SET state = 'DISPATCHED', provider = $2, dispatched_at = now(), \
+         updated_at = now() WHERE id = $1 AND state = 'RESERVED'",
+    )
+    .bind(id)
+    .bind(provider)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The outcome written at settlement.
+#[derive(Debug, Clone)]
+pub struct Settled<'a> {
+    pub state: &'a str,
+    pub actual_micro_usd: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub usage_source: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+pub async fn mark_settled(
+    conn: &mut PgConnection,
+    id: Uuid,
+    s: &Settled<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE executions SET state = $2, actual_micro_usd = $3, prompt_tokens = $4, \
+         completion_tokens = $5, usage_source = $6, reason = $7, completed_at = now(), \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(s.state)
+    .bind(s.actual_micro_usd)
+    .bind(s.prompt_tokens)
+    .bind(s.completion_tokens)
+    .bind(s.usage_source)
+    .bind(s.reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The cached result of a terminal execution, if still retained.
+pub async fn get_result(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(i32, Vec<u8>, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT response_status, response_body, response_is_stream FROM executions \
+         WHERE id = $1 AND response_body IS NOT NULL AND response_status IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Non-terminal executions owned by replicas that are stopped or silent since `stale_before`
+/// (or by no replica at all).
+pub async fn list_orphaned(
+    conn: &mut PgConnection,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions e WHERE state IN ('RESERVING', 'RESERVED', 'DISPATCHED') \
+          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = e.replica_id \
+                          AND r.stopped_at IS NULL AND r.heartbeat_at >= $1) \
+          ORDER BY created_at LIMIT $2"
+    ))
+    .bind(stale_before)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks one execution row (the reconciler's claim before settling it).
+pub async fn lock_execution(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        execution_columns!(),
+        " FROM executions WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Drops cached bodies older than the retention period; the rows and ledger stay.
+pub async fn prune_results(
+    conn: &mut PgConnection,
+    older_than: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE executions SET response_body = NULL, result_pruned_at = now() \
+         WHERE response_body IS NOT NULL AND completed_at < $1",
+    )
+    .bind(older_than)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

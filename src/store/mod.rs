@@ -1,0 +1,41 @@
+//! Postgres access: one file per table family. Functions take `&mut PgConnection` so the caller
+//! owns the transaction; tenant-owned data is always addressed with the tenant id first.
+
+pub mod agents;
+pub mod config_versions;
+pub mod db;
+pub mod executions;
+pub mod projection;
+pub mod replicas;
+pub mod reservations;
+pub mod tenants;
+pub mod tokens;
+
+/// Errors of the store layer that callers map to client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// The name of the constraint a database error violated, if any.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+/// Fixed advisory-lock keys of singleton jobs (chain-tail locks hash the chain id instead).
+pub mod locks {
+    /// Importing a routing-table file as a new config version.
+    pub const CONFIG_IMPORT: i64 = 0x4145_5801;
+    /// The reconciler: one replica at a time.
+    pub const RECONCILER: i64 = 0x4145_5802;
+    /// Writing a ledger checkpoint.
+    pub const CHECKPOINT: i64 = 0x4145_5803;
+}

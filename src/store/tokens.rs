@@ -1,0 +1,125 @@
+//! Issued tokens: ids and metadata only, never the token itself.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{AgentId, TenantId};
+
+/// The channel on which revocations are announced to every replica.
+pub const REVOCATION_CHANNEL: &str = "aex_revocations";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub jti: Uuid,
+    pub tenant_id: Option<TenantId>,
+    pub agent_id: Option<AgentId>,
+    pub subject: String,
+    pub scope: String,
+    pub kid: String,
+    pub description: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert_token(conn: &mut PgConnection, token: &TokenRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO api_tokens (jti, tenant_id, agent_id, subject, scope, kid, description, \
+         issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(token.jti)
+    .bind(token.tenant_id)
+    .bind(token.agent_id)
+    .bind(&token.subject)
+    .bind(&token.scope)
+    .bind(&token.kid)
+    .bind(&token.description)
+    .bind(token.issued_at)
+    .bind(token.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes one token (scoped to its tenant unless `tenant_id` is `None`, the operator's view) and
+/// announces it; the announcement is delivered when the caller's transaction commits.
+pub async fn revoke_token(
+    conn: &mut PgConnection,
+    tenant_id: Option<TenantId>,
+    jti: Uuid,
+    reason: &str,
+) -> Result<TokenRow, StoreError> {
+    let row: TokenRow = sqlx::query_as(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()), \
+         revoked_reason = COALESCE(revoked_reason, $3) \
+         WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2) \
+         RETURNING jti, tenant_id, agent_id, subject, scope, kid, description, issued_at, \
+         expires_at, revoked_at",
+    )
+    .bind(jti)
+    .bind(tenant_id)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    notify_revoked(conn, &[jti]).await?;
+    Ok(row)
+}
+
+/// Revokes every live token of an agent; returns their ids.
+pub async fn revoke_agent_tokens(
+    conn: &mut PgConnection,
+    agent_id: AgentId,
+    reason: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let jtis: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE api_tokens SET revoked_at = now(), revoked_reason = $2 \
+         WHERE agent_id = $1 AND revoked_at IS NULL RETURNING jti",
+    )
+    .bind(agent_id)
+    .bind(reason)
+    .fetch_all(&mut *conn)
+    .await?;
+    notify_revoked(conn, &jtis).await?;
+    Ok(jtis)
+}
+
+async fn notify_revoked(conn: &mut PgConnection, jtis: &[Uuid]) -> Result<(), sqlx::Error> {
+    for jti in jtis {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REVOCATION_CHANNEL)
+            .bind(jti.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every revoked token id (that has not expired long ago), for the in-memory revocation set.
+pub async fn list_revoked(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT jti FROM api_tokens WHERE revoked_at IS NOT NULL \
+         AND (expires_at IS NULL OR expires_at > now() - interval '1 day')",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn list_tokens(
+    conn: &mut PgConnection,
+    tenant_id: Option<TenantId>,
+    agent_id: Option<AgentId>,
+) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT jti, tenant_id, agent_id, subject, scope, kid, description, issued_at, \
+         expires_at, revoked_at FROM api_tokens \
+         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR agent_id = $2) \
+         ORDER BY issued_at",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_all(conn)
+    .await
+}
