@@ -1,0 +1,313 @@
+//! The test harness: a fresh database per test, a loopback mock provider, and the real server
+//! bound to port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aex::auth::TokenSigner;
+use aex::config::{Secret, Settings};
+use aex::dev::mock_upstream::{self, MockControl};
+use aex::domain::Scope;
+use aex::server::{self, ServerHandle};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+/// The server every test database is created on: `AEX_TEST_DATABASE_URL`, else the local one.
+pub fn admin_database_url() -> String {
+    std::env::var("AEX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database created for one test and dropped when the test ends (even if it fails).
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = admin_database_url();
+        let name = format!("aex_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = PgPool::connect(&admin)
+            .await
+            .expect("connect to the test Postgres server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create test database");
+        pool.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .expect("url has a database");
+        TestDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(pool) = PgPool::connect(&admin_database_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub const KEY: &str = "test-signing-key-0123456789abcdef0123456789";
+
+/// The routing table the tests use, pointing at the mock.
+pub fn models_toml(mock: SocketAddr) -> String {
+    format!(
+        r#"
+[providers.mock]
+kind = "openai"
+base_url = "http://{mock}/v1"
+timeout_seconds = 30
+
+[providers.slow]
+kind = "openai"
+base_url = "http://{mock}/v1"
+timeout_seconds = 1
+
+[models."gpt-4o-mini"]
+provider = "mock"
+upstream_model = "mock-gpt-4o-mini"
+input_usd_per_million = "0.15"
+output_usd_per_million = "0.60"
+max_output_tokens = 1000
+capabilities = ["chat", "streaming", "tools", "vision", "responses"]
+
+[models."pricey"]
+provider = "mock"
+upstream_model = "mock-pricey"
+input_usd_per_million = "30"
+output_usd_per_million = "60"
+max_output_tokens = 100
+capabilities = ["chat", "streaming", "responses"]
+
+[models."slow-model"]
+provider = "slow"
+upstream_model = "mock-slow"
+input_usd_per_million = "1"
+output_usd_per_million = "2"
+max_output_tokens = 100
+capabilities = ["chat"]
+
+[models."text-embedding-3-small"]
+provider = "mock"
+upstream_model = "mock-embedding"
+input_usd_per_million = "0.02"
+capabilities = ["embeddings"]
+"#
+    )
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub mock: Arc<MockControl>,
+    pub server: Option<ServerHandle>,
+    pub signer: TokenSigner,
+    pub operator_token: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    // Dropped last: the database outlives the server and pool above.
+    pub db: TestDb,
+}
+
+/// Settings for a server on a free port against `db`.
+pub fn test_settings(db: &TestDb, models_file: PathBuf) -> Settings {
+    let mut s = Settings::default();
+    s.listen = "127.0.0.1:0".parse().expect("addr");
+    s.database_url = Some(Secret::new(db.url.clone()));
+    s.models_file = Some(models_file);
+    s.db.max_connections = 40;
+    s.auth.keys.insert("k1".into(), Secret::new(KEY));
+    s.cluster.heartbeat_seconds = 1;
+    s.cluster.stale_after_seconds = 5;
+    s.cluster.drain_timeout_seconds = 10;
+    s.auth.revocation_resync_seconds = 30;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::create().await;
+    let mock = Arc::new(MockControl::default());
+    let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().expect("addr"), Arc::clone(&mock))
+        .await
+        .expect("mock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models.toml");
+    std::fs::write(&models, models_toml(mock_addr)).expect("models file");
+    let mut settings = test_settings(&db, models);
+    tweak(&mut settings);
+    let signer = TokenSigner::new(&settings.auth);
+    let server = server::start(settings).await.expect("server starts");
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+    let pool = PgPool::connect(&db.url).await.expect("test pool");
+    let operator_token = signer
+        .issue("test-operator", Scope::Operator, None, None, None)
+        .expect("token")
+        .token;
+    TestApp {
+        base,
+        pool,
+        mock,
+        server: Some(server),
+        signer,
+        operator_token,
+        http,
+        dir,
+        db,
+    }
+}
+
+/// Polls `/ready` until 200 (bounded).
+pub async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/ready")).send().await {
+            if r.status() == StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not become ready");
+}
+
+/// An agent created through the admin API.
+pub struct Agent {
+    pub id: uuid::Uuid,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn create_agent(&self, name: &str, budget_usd: &str, extra: Value) -> Agent {
+        let mut body = json!({"name": name, "budget_usd": budget_usd, "rpm": 100000});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let resp = self
+            .http
+            .post(format!("{}/admin/agents", self.base))
+            .bearer_auth(&self.operator_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create agent");
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+        let v: Value = resp.json().await.expect("json");
+        Agent {
+            id: v["agent"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+            token: v["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    pub async fn chat(&self, token: &str, body: Value) -> reqwest::Response {
+        self.post("/v1/chat/completions", token, body, &[]).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// `(spent, reserved, budget)` of an agent, read from the database.
+    pub async fn books(&self, agent: uuid::Uuid) -> (i64, i64, i64) {
+        sqlx::query_as("SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_one(&self.pool)
+            .await
+            .expect("agent books")
+    }
+
+    pub async fn execution_states(&self, agent: uuid::Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT state FROM executions WHERE agent_id = $1 ORDER BY created_at")
+            .bind(agent)
+            .fetch_all(&self.pool)
+            .await
+            .expect("states")
+    }
+
+    pub async fn event_types(&self, agent: uuid::Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_type FROM event_log WHERE agent_id = $1 ORDER BY seq")
+            .bind(agent)
+            .fetch_all(&self.pool)
+            .await
+            .expect("events")
+    }
+
+    /// Runs the full audit (SPEC §15) and fails the test on any violation.
+    pub async fn assert_books_audit(&self) {
+        let report = aex::admin::audit::audit(&self.pool, 5)
+            .await
+            .expect("audit runs");
+        assert!(
+            report.ok,
+            "audit failed: {}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    }
+}
+
+/// The cost the gateway must charge for a response's usage, at gpt-4o-mini's prices.
+pub fn mini_cost(usage: &Value) -> i64 {
+    let p = usage["prompt_tokens"].as_i64().expect("prompt_tokens");
+    let c = usage["completion_tokens"]
+        .as_i64()
+        .expect("completion_tokens");
+    (p * 150_000 + 999_999) / 1_000_000 + (c * 600_000 + 999_999) / 1_000_000
+}
+
+pub fn hello() -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the ledger"}]})
+}

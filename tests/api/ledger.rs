@@ -1,0 +1,153 @@
+//! Tamper evidence and the replay fold.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{hello, spawn_app};
+
+#[tokio::test]
+async fn an_edited_event_is_detected_and_named_by_aex_ledger_verify() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("victim", "1.00", json!({})).await;
+    assert_eq!(
+        app.chat(&agent.token, hello()).await.status(),
+        StatusCode::OK
+    );
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_aex"))
+            .args(["ledger", "verify", "--json"])
+            .env("AEX_HOME", app.dir.path())
+            .env("AEX_DATABASE_URL", &app.db.url)
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // The append-only trigger refuses an edit...
+    let refused =
+        sqlx::query("UPDATE event_log SET payload = '{}' WHERE event_type = 'usage.commit'")
+            .execute(&app.pool)
+            .await;
+    assert!(refused.is_err(), "the trigger must refuse UPDATE");
+    assert!(sqlx::query("DELETE FROM event_log")
+        .execute(&app.pool)
+        .await
+        .is_err());
+
+    // ...so a superuser disables it to forge the bill.
+    let id: i64 = sqlx::query_scalar("SELECT id FROM event_log WHERE event_type = 'usage.commit'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE event_log SET payload = regexp_replace(payload, '\"actual_micro_usd\":[0-9]+', '\"actual_micro_usd\":1') WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let out = verify();
+    assert!(!out.status.success(), "verification must fail");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["first_bad_event"]["id"], id,
+        "names the edited event"
+    );
+    assert!(report["first_bad_event"]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("edited"));
+
+    // The admin replay sees it too.
+    let replay: Value = app
+        .http
+        .get(format!("{}/admin/replay", app.base))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["ok"], false);
+    assert_eq!(replay["ledger"]["first_bad_event"]["id"], id);
+}
+
+#[tokio::test]
+async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("folded", "1.00", json!({})).await;
+    for i in 0..3 {
+        let key = format!("k-{i}");
+        app.post(
+            "/v1/chat/completions",
+            &agent.token,
+            hello(),
+            &[("Idempotency-Key", &key)],
+        )
+        .await;
+    }
+    let replay: Value = app
+        .http
+        .get(format!("{}/admin/replay", app.base))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["ok"], true, "{replay}");
+    let row = replay["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "folded")
+        .unwrap()
+        .clone();
+    let (spent, reserved, _) = app.books(agent.id).await;
+    assert_eq!(row["ledger"]["spent_micro_usd"], spent);
+    assert_eq!(row["ledger"]["reserved_micro_usd"], reserved);
+    assert!(spent > 0);
+
+    let timeline: Value = app
+        .http
+        .get(format!("{}/admin/replay?execution_id=k-1", app.base))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "reservation.reserved",
+            "execution.dispatched",
+            "usage.commit"
+        ]
+    );
+}

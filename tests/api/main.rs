@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0, a real Postgres (a fresh database per test),
+//! and a real HTTP provider on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod chat;
+mod cli;
+mod concurrency;
+mod helpers;
+mod ledger;
+mod openapi;
+mod recovery;
