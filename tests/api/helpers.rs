@@ -136,10 +136,12 @@ pub struct TestApp {
 
 /// Settings for a server on a free port against `db`.
 pub fn test_settings(db: &TestDb, models_file: PathBuf) -> Settings {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().expect("addr");
-    s.database_url = Some(Secret::new(db.url.clone()));
-    s.models_file = Some(models_file);
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: Some(Secret::new(db.url.clone())),
+        models_file: Some(models_file),
+        ..Settings::default()
+    };
     s.db.max_connections = 40;
     s.auth.keys.insert("k1".into(), Secret::new(KEY));
     s.cluster.heartbeat_seconds = 1;
