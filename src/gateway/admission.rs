@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
+use super::prepare::worst_estimate;
 use super::{Gateway, GatewayError};
 use crate::config::ModelRoute;
 use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
@@ -30,6 +31,8 @@ pub struct Ticket<'a> {
     pub keyed: bool,
     pub fingerprint: &'a str,
     pub model: &'a ModelRoute,
+    /// The model and its fallbacks: the hold covers the most expensive of them.
+    pub price_models: &'a [std::sync::Arc<ModelRoute>],
     pub body: &'a serde_json::Map<String, Value>,
     pub prompt_tokens: u64,
     /// The output cap the request asked for.
@@ -287,7 +290,7 @@ fn decide(
     // Routes without output (embeddings) hold no output tokens.
     let cap = t.default_cap.map(|_| cap);
 
-    let mut estimate = Estimate::new(t.model, t.prompt_tokens, cap);
+    let mut estimate = worst_estimate(t.price_models, t.prompt_tokens, cap);
     let mut clamped = false;
     let agent_room = agent.remaining_micro_usd();
     let tenant_room = tenant.and_then(|tn| {
@@ -308,7 +311,7 @@ fn decide(
             .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
         match (affordable, cap) {
             (Some(n), Some(c)) if n < c => {
-                estimate = Estimate::new(t.model, t.prompt_tokens, Some(n));
+                estimate = worst_estimate(t.price_models, t.prompt_tokens, Some(n));
                 clamped = true;
             }
             _ => {

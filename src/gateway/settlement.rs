@@ -46,6 +46,8 @@ pub enum Outcome {
         /// The result to cache for replay: status, body, whether it is an SSE transcript.
         result: Option<(u16, Vec<u8>, bool)>,
         latency_ms: i64,
+        /// For a stream: how it ended and how many events were relayed.
+        stream: Option<(&'static str, u64)>,
     },
     /// Nothing billable happened: give the hold back.
     Release {
@@ -107,18 +109,16 @@ async fn settle_once(
             provider,
             result,
             latency_ms,
+            stream,
         } => {
-            commit(
-                &mut tx,
-                r,
-                model,
-                *usage,
-                *source,
+            let facts = CommitFacts {
+                usage: *usage,
+                source: *source,
                 provider,
-                result.as_ref(),
-                *latency_ms,
-            )
-            .await?
+                latency_ms: *latency_ms,
+                stream: *stream,
+            };
+            commit(&mut tx, r, model, &facts, result.as_ref()).await?
         }
         Outcome::Release {
             reason,
@@ -133,17 +133,24 @@ async fn settle_once(
     Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a commit records besides the result.
+struct CommitFacts<'a> {
+    usage: Usage,
+    source: UsageSource,
+    provider: &'a str,
+    latency_ms: i64,
+    stream: Option<(&'static str, u64)>,
+}
+
 async fn commit(
     conn: &mut PgConnection,
     r: &Reservation,
     model: &ModelRoute,
-    usage: Usage,
-    source: UsageSource,
-    provider: &str,
+    facts: &CommitFacts<'_>,
     result: Option<&(u16, Vec<u8>, bool)>,
-    latency_ms: i64,
 ) -> Result<SettleResult, sqlx::Error> {
+    let (usage, source, provider, latency_ms) =
+        (facts.usage, facts.source, facts.provider, facts.latency_ms);
     let actual = model
         .input_price
         .cost(usage.prompt_tokens)
@@ -206,6 +213,8 @@ async fn commit(
                 "overrun_micro_usd": overrun,
                 "budget_overrun": remaining < 0,
                 "holds_tenant": held.holds_tenant,
+                "stream_end": facts.stream.map(|s| s.0),
+                "stream_events": facts.stream.map(|s| s.1),
             }),
         ),
     )

@@ -156,6 +156,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_full("", tweak).await
+}
+
+/// An app whose routing table also has `extra` (TOML; `{mock}` stands for the mock's address).
+pub async fn spawn_app_with_models(extra: &str) -> TestApp {
+    spawn_app_full(extra, |_| {}).await
+}
+
+async fn spawn_app_full(extra_models: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::create().await;
     let mock = Arc::new(MockControl::default());
     let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().expect("addr"), Arc::clone(&mock))
@@ -163,7 +172,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("mock");
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models.toml");
-    std::fs::write(&models, models_toml(mock_addr)).expect("models file");
+    let extra = extra_models.replace("{mock}", &mock_addr.to_string());
+    std::fs::write(&models, models_toml(mock_addr) + &extra).expect("models file");
     let mut settings = test_settings(&db, models);
     tweak(&mut settings);
     let signer = TokenSigner::new(&settings.auth);

@@ -10,3 +10,5 @@ mod helpers;
 mod ledger;
 mod openapi;
 mod recovery;
+mod streaming;
+mod surface;
