@@ -205,7 +205,8 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, stop: CancellationToken) {
     }
 }
 
-async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
+/// Drops cached results past the retention period (the rows and their ledger events stay).
+pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
     let hours = i64::try_from(gw.settings.gateway.result_retention_hours).unwrap_or(24);
     let mut conn = gw.pool.acquire().await?;
     let pruned =

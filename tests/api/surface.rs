@@ -330,3 +330,47 @@ capabilities = ["chat", "streaming"]
     assert_eq!(fallbacks, vec!["upstream_status_503", "connect_error"]);
     app.assert_books_audit().await;
 }
+
+#[tokio::test]
+async fn cached_results_are_pruned_after_retention_and_the_execution_stays() {
+    let app = crate::helpers::spawn_app_with(|s| s.gateway.result_retention_hours = 0).await;
+    let agent = app.create_agent("forgetful", "1.00", json!({})).await;
+    let key = [("Idempotency-Key", "old-result")];
+    assert_eq!(
+        app.post("/v1/chat/completions", &agent.token, hello(), &key)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    aex::cluster::reconciler::prune(&app.server.as_ref().unwrap().gateway)
+        .await
+        .unwrap();
+    let (pruned, has_body): (bool, bool) = sqlx::query_as(
+        "SELECT result_pruned_at IS NOT NULL, response_body IS NOT NULL FROM executions WHERE execution_key = 'old-result'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(pruned && !has_body);
+    let again = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CONFLICT,
+        "never a second charge for a forgotten result"
+    );
+    let v: Value = again.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no longer retained"));
+    assert_eq!(app.mock.calls(), 1);
+    assert!(
+        app.event_types(agent.id)
+            .await
+            .contains(&"usage.commit".to_owned()),
+        "the ledger keeps the execution"
+    );
+    app.assert_books_audit().await;
+}
