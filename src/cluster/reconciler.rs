@@ -97,6 +97,7 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         clamped: false,
         holds_tenant: false,
         remaining_after: 0,
+        quota: Default::default(),
     };
     let model = gw.routing().model(&reservation.model_alias).cloned();
     let outcome = Outcome::Release {

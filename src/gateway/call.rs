@@ -13,6 +13,7 @@ use super::admission::{self, Admission, Ticket};
 use super::dispatch::{self, Dispatch};
 use super::error::openai_error_body;
 use super::prepare;
+use super::rate_limit::Quota;
 use super::settlement::{self, Outcome};
 use super::{Gateway, GatewayError};
 use crate::config::Secret;
@@ -44,6 +45,9 @@ pub struct CallOutput {
     pub cost_micro_usd: Option<i64>,
     pub remaining_micro_usd: Option<i64>,
     pub replayed: bool,
+    /// The agent's rate-limit quota (`x-ratelimit-*` headers) and, on a 429, `Retry-After`.
+    pub quota: Quota,
+    pub retry_after_seconds: Option<i64>,
 }
 
 pub const JSON: &str = "application/json";
@@ -64,6 +68,8 @@ impl CallOutput {
             cost_micro_usd: None,
             remaining_micro_usd: None,
             replayed: false,
+            quota: Quota::default(),
+            retry_after_seconds: None,
         }
     }
 
@@ -109,6 +115,8 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
                 span.record("outcome", f.code);
                 let mut out = CallOutput::full(&f.execution_key, f.status, JSON, f.body);
                 out.remaining_micro_usd = Some(f.remaining);
+                out.quota = f.quota;
+                out.retry_after_seconds = f.retry_after_seconds;
                 return Ok(out);
             }
             Admission::Replay(s) => {

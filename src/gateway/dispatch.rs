@@ -48,6 +48,19 @@ fn retryable(reply: &Result<UpstreamReply, ProviderError>) -> Option<String> {
 /// Runs the call and sends the client's answer on `reply` as soon as it is known (for a stream:
 /// when the first byte can flow); settles before returning.
 pub async fn run(job: Dispatch, reply: oneshot::Sender<CallOutput>) {
+    // Every answer carries the agent's quota after this admission.
+    let (tx, rx) = oneshot::channel::<CallOutput>();
+    let quota = job.reservation.quota;
+    let forward = async move {
+        if let Ok(mut out) = rx.await {
+            out.quota = quota;
+            let _ = reply.send(out);
+        }
+    };
+    tokio::join!(attempt_all(&job, tx), forward);
+}
+
+async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
     let started = Instant::now();
     let count = job.attempts.len();
     for (i, (model, body)) in job.attempts.iter().enumerate() {
@@ -65,16 +78,16 @@ pub async fn run(job: Dispatch, reply: oneshot::Sender<CallOutput>) {
             .await;
         if i + 1 < count {
             if let Some(reason) = retryable(&sent) {
-                record_fallback(&job, model, &job.attempts[i + 1].0, &reason).await;
+                record_fallback(job, model, &job.attempts[i + 1].0, &reason).await;
                 continue;
             }
         }
         match sent {
-            Ok(UpstreamReply::Complete(resp)) => complete(&job, model, resp, started, reply).await,
+            Ok(UpstreamReply::Complete(resp)) => complete(job, model, resp, started, reply).await,
             Ok(UpstreamReply::Streaming { chunks, .. }) => {
-                stream::relay(&job, model, chunks, started, reply).await;
+                stream::relay(job, model, chunks, started, reply).await;
             }
-            Err(e) => fail(&job, model, e, reply).await,
+            Err(e) => fail(job, model, e, reply).await,
         }
         return;
     }

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod models;
 pub mod policy;
 pub mod prepare;
+pub mod rate_limit;
 pub mod settlement;
 pub mod stream;
 

@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 
 use super::admission::Reservation;
 use super::error::is_unavailable;
+use super::rate_limit;
 use super::Gateway;
 use crate::config::ModelRoute;
 use crate::domain::ExecutionState;
@@ -17,7 +18,7 @@ use crate::ledger::fold::types;
 use crate::ledger::{self, NewEvent};
 use crate::providers::Usage;
 use crate::store::executions::{self, Settled};
-use crate::store::{agents, projection, reservations, tenants};
+use crate::store::{agents, projection, rate_windows, reservations, tenants};
 
 /// Whether usage came from the provider or was counted by AEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +177,7 @@ async fn commit(
         completion,
     )
     .await?;
+    correct_rate_windows(conn, r, &held, prompt.saturating_add(completion)).await?;
     executions::mark_settled(
         conn,
         r.execution_id,
@@ -259,6 +261,7 @@ async fn release(
         tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, 0).await?;
     }
     let remaining = agents::settle(conn, r.agent_id, held.estimate_micro_usd, 0, 0, 0).await?;
+    correct_rate_windows(conn, r, &held, 0).await?;
     executions::mark_settled(
         conn,
         r.execution_id,
@@ -307,6 +310,26 @@ async fn release(
     Ok(SettleResult::Released {
         remaining_micro_usd: remaining,
     })
+}
+
+/// TPM windows were charged the estimate at admission; now the actual tokens are known.
+async fn correct_rate_windows(
+    conn: &mut PgConnection,
+    r: &Reservation,
+    held: &reservations::SettledHold,
+    actual_tokens: i64,
+) -> Result<(), sqlx::Error> {
+    if held.rate_tokens == 0 {
+        return Ok(());
+    }
+    let delta = actual_tokens - held.rate_tokens;
+    for subject in [
+        rate_limit::agent_subject(r.agent_id),
+        rate_limit::tenant_subject(r.tenant_id),
+    ] {
+        rate_windows::correct_tokens(conn, &subject, held.created_at, delta).await?;
+    }
+    Ok(())
 }
 
 /// `RESERVED -> DISPATCHED`, durably, before the provider is called, with its ledger event.

@@ -88,6 +88,18 @@ fn render(out: CallOutput) -> Response {
     if out.replayed {
         put("idempotent-replayed", "true".to_owned());
     }
+    let q = out.quota;
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", q.limit_requests),
+        ("x-ratelimit-remaining-requests", q.remaining_requests),
+        ("x-ratelimit-limit-tokens", q.limit_tokens),
+        ("x-ratelimit-remaining-tokens", q.remaining_tokens),
+        ("retry-after", out.retry_after_seconds),
+    ] {
+        if let Some(v) = value {
+            put(name, v.to_string());
+        }
+    }
     if out.content_type.starts_with("text/event-stream") {
         put("cache-control", "no-cache".to_owned());
     }

@@ -6,6 +6,7 @@ pub mod config_versions;
 pub mod db;
 pub mod executions;
 pub mod projection;
+pub mod rate_windows;
 pub mod replicas;
 pub mod reservations;
 pub mod tenants;

@@ -123,6 +123,7 @@ capabilities = ["embeddings"]
 
 pub struct TestApp {
     pub base: String,
+    pub settings: Settings,
     pub pool: PgPool,
     pub mock: Arc<MockControl>,
     pub server: Option<ServerHandle>,
@@ -177,7 +178,9 @@ async fn spawn_app_full(extra_models: &str, tweak: impl FnOnce(&mut Settings)) -
     let mut settings = test_settings(&db, models);
     tweak(&mut settings);
     let signer = TokenSigner::new(&settings.auth);
-    let server = server::start(settings).await.expect("server starts");
+    let server = server::start(settings.clone())
+        .await
+        .expect("server starts");
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
@@ -188,6 +191,7 @@ async fn spawn_app_full(extra_models: &str, tweak: impl FnOnce(&mut Settings)) -
         .token;
     TestApp {
         base,
+        settings,
         pool,
         mock,
         server: Some(server),
@@ -219,6 +223,16 @@ pub struct Agent {
 }
 
 impl TestApp {
+    /// Another server instance on the same database and routing table (a second replica).
+    pub async fn spawn_replica(&self) -> (ServerHandle, String) {
+        let server = server::start(self.settings.clone())
+            .await
+            .expect("replica starts");
+        let base = format!("http://{}", server.addr);
+        wait_ready(&self.http, &base).await;
+        (server, base)
+    }
+
     pub async fn create_agent(&self, name: &str, budget_usd: &str, extra: Value) -> Agent {
         let mut body = json!({"name": name, "budget_usd": budget_usd, "rpm": 100000});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {

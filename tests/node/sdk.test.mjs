@@ -23,11 +23,11 @@ after(async () => {
   await new Promise((resolve) => harness.once("exit", resolve));
 });
 
-async function agent(name, budgetUsd = "5.00") {
+async function agent(name, budgetUsd = "5.00", rpm = 600) {
   const r = await fetch(`${aex.base}/admin/agents`, {
     method: "POST",
     headers: { authorization: `Bearer ${aex.operator_token}`, "content-type": "application/json" },
-    body: JSON.stringify({ name, budget_usd: budgetUsd, rpm: 600 }),
+    body: JSON.stringify({ name, budget_usd: budgetUsd, rpm }),
   });
   assert.equal(r.status, 201);
   return (await r.json()).token;
@@ -120,5 +120,14 @@ test("errors surface as the SDK's exception classes", async () => {
   await assert.rejects(
     rich.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "b" }] }, { headers }),
     OpenAI.ConflictError,
+  );
+});
+
+test("a rate-limited agent gets RateLimitError", async () => {
+  const c = client(await agent("node-throttled", "5.00", 1));
+  await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "one" }] });
+  await assert.rejects(
+    c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "two" }] }),
+    (e) => e instanceof OpenAI.RateLimitError && e.code === "rate_limit_exceeded",
   );
 });

@@ -113,3 +113,13 @@ def test_sdk_errors_surface_as_the_right_exception_classes(aex):
     with pytest.raises(openai.ConflictError) as exc:
         rich.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "b"}], extra_headers=keyed)
     assert exc.value.body["code"] == "idempotency_conflict"
+
+
+def test_a_rate_limited_agent_gets_rate_limit_errors(aex):
+    out = aex.cli("agent", "create", "sdk-throttled", "5.00", "1", "--json")
+    c = client(aex, json.loads(out.stdout)["token"])
+    c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "one"}])
+    with pytest.raises(openai.RateLimitError) as exc:
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "two"}])
+    assert exc.value.body["code"] == "rate_limit_exceeded"
+    assert 1 <= int(exc.value.response.headers["retry-after"]) <= 60
