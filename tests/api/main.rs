@@ -9,6 +9,7 @@ mod concurrency;
 mod helpers;
 mod ledger;
 mod openapi;
+mod policy;
 mod rate_limits;
 mod recovery;
 mod streaming;
