@@ -29,6 +29,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger {
             action: LedgerAction::Verify,
         } => cli::db_checks::ledger_verify(&cli).await,
+        Command::Ledger {
+            action: LedgerAction::Checkpoint,
+        } => cli::db_checks::ledger_checkpoint(&cli).await,
+        Command::Ledger {
+            action: LedgerAction::Export { output },
+        } => cli::db_checks::ledger_export(&cli, output.as_deref()).await,
         Command::Replay { execution } => cli::db_checks::replay(&cli, execution.as_deref()).await,
         Command::Audit => cli::db_checks::audit(&cli).await,
         Command::Openapi => {

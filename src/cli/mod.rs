@@ -76,8 +76,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerAction {
-    /// Walk every chain, recompute every hash and name the first bad event.
+    /// Walk every chain, recompute every hash, check the latest checkpoint, name the first bad event.
     Verify,
+    /// Write a signed checkpoint of every chain's head now.
+    Checkpoint,
+    /// Write every event as JSON lines (re-verifiable with deploy/verify-ledger-export.py).
+    Export {
+        /// File to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -145,7 +145,8 @@ pub async fn get_replay(
         Scope::Operator => q.tenant_id,
         _ => Some(acting_tenant(&caller.principal, q.tenant_id)?),
     };
-    Ok(Json(admin::replay::replay(pool, scope).await?).into_response())
+    let keys = &state.gateway.settings.auth.keys;
+    Ok(Json(admin::replay::replay(pool, scope, keys).await?).into_response())
 }
 
 /// Verify every hash chain; names the first bad event.
@@ -167,5 +168,8 @@ pub async fn verify_ledger(
             "ledger verification covers every tenant: operator token required",
         ));
     }
-    Ok(Json(verify::verify_all(&state.gateway.pool).await?))
+    let gw = &state.gateway;
+    Ok(Json(
+        verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?,
+    ))
 }

@@ -314,7 +314,7 @@ impl TestApp {
 
     /// Runs the full audit (SPEC §15) and fails the test on any violation.
     pub async fn assert_books_audit(&self) {
-        let report = aex::admin::audit::audit(&self.pool, 5)
+        let report = aex::admin::audit::audit(&self.pool, 5, &self.settings.auth.keys)
             .await
             .expect("audit runs");
         assert!(

@@ -14,3 +14,4 @@ mod rate_limits;
 mod recovery;
 mod streaming;
 mod surface;
+mod tamper;

@@ -1,27 +1,15 @@
-"""An independent implementation of the ledger's canonical encoding v1 (src/ledger/encoding.rs),
-used to write the golden vectors in ledger_v1.json. Run: python3 tests/vectors/ledger_v1.py"""
+"""Writes the golden vectors in ledger_v1.json with the independent implementation of the
+ledger's canonical encoding v1 (deploy/verify-ledger-export.py). Run: python3 tests/vectors/ledger_v1.py"""
 
-import hashlib
+import importlib
 import json
+import sys
 from pathlib import Path
 
-GENESIS = "0" * 64
-
-
-def encode(e: dict) -> bytes:
-    fields = [
-        e["chain_id"], str(e["seq"]), e["prev_hash"], e["event_type"],
-        e["tenant_id"] or "", e["agent_id"] or "", e["execution_id"] or "", e["ts"], e["payload"],
-    ]
-    out = b"aex-ledger-v1\n"
-    for f in fields:
-        b = f.encode("utf-8")
-        out += str(len(b)).encode() + b":" + b + b"\n"
-    return out
-
-
-def event_hash(e: dict) -> str:
-    return hashlib.sha256(encode(e)).hexdigest()
+# The independent implementation of the encoding lives with the export verifier.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
+verifier = importlib.import_module("verify-ledger-export")
+GENESIS, event_hash = verifier.GENESIS, verifier.event_hash
 
 
 def vectors() -> list:
