@@ -156,7 +156,17 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, BodyError
     })
 }
 
-/// A northbound request body: a JSON object, or a 400/413 in the OpenAI shape.
+/// Whether the request says its body is JSON (`application/json`, any parameters, any case).
+/// OpenAI's SDKs always say so; a form or text body is a client mistake, not JSON to guess at.
+fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A northbound request body: a JSON object sent as JSON, or a 400/413 in the OpenAI shape.
 pub struct OpenAiBody(pub Map<String, Value>);
 
 impl<S> FromRequest<S> for OpenAiBody
@@ -169,6 +179,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
         let limit = AppState::from_ref(state).gateway.settings.max_body_bytes;
+        let json_declared = declares_json(req.headers());
         let bytes = match read_body(req, limit).await {
             Ok(b) => b,
             Err(BodyError::TooLarge(limit)) => {
@@ -193,6 +204,14 @@ where
                 .into_response())
             }
         };
+        // Checked after the size limit, so an oversized body is a 413 whatever its type.
+        if !json_declared {
+            return Err(OpenAiError(GatewayError::invalid(
+                "the request body must be JSON sent with `Content-Type: application/json`",
+                None,
+            ))
+            .into_response());
+        }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
             Ok(_) => Err(OpenAiError(GatewayError::invalid(
