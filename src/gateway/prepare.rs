@@ -43,18 +43,41 @@ fn capability_of(route: CallRoute) -> Capability {
     }
 }
 
-/// Reads a positive integer field; `Err` names the field.
-fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, GatewayError> {
+/// The largest output cap accepted: no model generates more, and every sum of tokens and every
+/// price product stays far from overflowing.
+pub const MAX_OUTPUT_CAP: u64 = i32::MAX as u64;
+
+/// Reads an output cap: a positive integer up to [`MAX_OUTPUT_CAP`]; `Err` names the field.
+fn output_cap(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
-            Some(n) if n > 0 => Ok(Some(n)),
+            Some(n) if n > 0 && n <= MAX_OUTPUT_CAP => Ok(Some(n)),
             _ => Err(GatewayError::invalid(
-                format!("`{field}` must be a positive integer"),
+                format!("`{field}` must be a positive integer of at most {MAX_OUTPUT_CAP}"),
                 Some(field),
             )),
         },
     }
+}
+
+/// `stream_options`, when present, is an object whose `include_usage` is a boolean: AEX reads it
+/// and adds to it, so a value of another type would otherwise reach the provider after the hold.
+fn check_stream_options(body: &Map<String, Value>) -> Result<(), GatewayError> {
+    let ok = match body.get("stream_options") {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(o)) => o
+            .get("include_usage")
+            .is_none_or(|u| u.is_boolean() || u.is_null()),
+        Some(_) => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(GatewayError::invalid(
+        "`stream_options` must be an object whose `include_usage` is a boolean",
+        Some("stream_options"),
+    ))
 }
 
 fn check_input(route: CallRoute, body: &Map<String, Value>) -> Result<(), GatewayError> {
@@ -67,6 +90,7 @@ fn check_input(route: CallRoute, body: &Map<String, Value>) -> Result<(), Gatewa
         (CallRoute::ChatCompletions, Some(Value::Array(m))) => {
             !m.is_empty() && m.iter().all(Value::is_object)
         }
+        (CallRoute::ChatCompletions, _) => false,
         (_, Some(Value::String(s))) => !s.is_empty(),
         (_, Some(Value::Array(a))) => !a.is_empty(),
         _ => false,
@@ -126,6 +150,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         ));
     }
     check_input(input.route, body)?;
+    check_stream_options(body)?;
     let cap_field = match input.route {
         CallRoute::ChatCompletions if body.contains_key("max_completion_tokens") => {
             Some("max_completion_tokens")
@@ -135,7 +160,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         _ => None,
     };
     let requested_cap = match cap_field {
-        Some(field) => positive_int(body, field)?,
+        Some(field) => output_cap(body, field)?,
         None => None,
     };
     let model_max = model.max_output_tokens.map(u64::from);
