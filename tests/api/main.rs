@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
+mod bad_input;
 mod chat;
 mod cli;
 mod concurrency;
