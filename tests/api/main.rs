@@ -7,6 +7,7 @@ mod bad_input;
 mod chat;
 mod cli;
 mod concurrency;
+mod faults;
 mod helpers;
 mod ledger;
 mod openapi;
