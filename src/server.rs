@@ -94,6 +94,7 @@ async fn run(
     ));
 
     let app = router::app(state);
+    let grace = Duration::from_secs(gw.settings.cluster.drain_grace_seconds);
     let drain_signal = {
         let stop = stop.clone();
         let readiness = Arc::clone(&readiness);
@@ -103,6 +104,14 @@ async fn run(
                 () = shutdown_signal() => {}
             }
             Readiness::set(&readiness.draining, true);
+            if !grace.is_zero() {
+                // Governed routes already answer 503; /ready tells the load balancer why.
+                tracing::info!(
+                    grace_seconds = grace.as_secs(),
+                    "draining: /ready answers 503, still accepting connections"
+                );
+                tokio::time::sleep(grace).await;
+            }
             tracing::info!("draining: no new connections");
         }
     };

@@ -51,6 +51,7 @@ SETTINGS: dict[str, Any] = {
         "stale_after_seconds": INT,
         "reconcile_interval_seconds": INT,
         "drain_timeout_seconds": INT,
+        "drain_grace_seconds": INT,
     },
     "ledger": {
         "checkpoint_interval_seconds": INT,

@@ -157,6 +157,10 @@ pub struct ClusterSettings {
     pub reconcile_interval_seconds: u64,
     /// How long SIGTERM waits for in-flight requests and settlements.
     pub drain_timeout_seconds: u64,
+    /// After SIGTERM, how long to keep accepting connections while `/ready` answers 503, so a
+    /// load balancer that polls it stops routing here before the listener closes. 0 (the
+    /// default) closes at once, for platforms that drain first (Kubernetes with a preStop sleep).
+    pub drain_grace_seconds: u64,
 }
 
 impl Default for ClusterSettings {
@@ -166,6 +170,7 @@ impl Default for ClusterSettings {
             stale_after_seconds: 30,
             reconcile_interval_seconds: 15,
             drain_timeout_seconds: 30,
+            drain_grace_seconds: 0,
         }
     }
 }
