@@ -1,13 +1,16 @@
 //! Building and running a server instance: state, routes, background tasks, startup gate and
 //! graceful shutdown.
 
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, config_sync, Readiness};
@@ -95,6 +98,7 @@ async fn run(
 
     let app = router::app(state);
     let grace = Duration::from_secs(gw.settings.cluster.drain_grace_seconds);
+    let (drain_started_tx, drain_started) = oneshot::channel();
     let drain_signal = {
         let stop = stop.clone();
         let readiness = Arc::clone(&readiness);
@@ -113,19 +117,31 @@ async fn run(
                 tokio::time::sleep(grace).await;
             }
             tracing::info!("draining: no new connections");
+            let _ = drain_started_tx.send(Instant::now());
         }
     };
-    axum::serve(listener, app)
+    let serve = axum::serve(listener, app)
         .with_graceful_shutdown(drain_signal)
-        .await?;
-
-    // In-flight requests are done; settlements they started may still run.
+        .into_future();
+    tokio::pin!(serve);
+    let drain_timeout = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
+    let (deadline, served) = tokio::select! {
+        served = &mut serve => { served?; (Instant::now() + drain_timeout, true) }
+        Ok(started) = drain_started => (started + drain_timeout, false),
+    };
+    // In-flight requests, then the settlements they started, within the drain timeout.
+    let served = served
+        || drain(&gw, deadline, async {
+            if let Err(e) = (&mut serve).await {
+                tracing::warn!(error = %e, "serving ended with an error");
+            }
+        })
+        .await;
     gw.tasks.close();
-    let drain = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
-    if tokio::time::timeout(drain, gw.tasks.wait()).await.is_err() {
+    if !(served && drain(&gw, deadline, gw.tasks.wait()).await) {
         tracing::warn!(
             remaining = gw.tasks.len(),
-            "drain timeout: settlements still running are left to reconciliation"
+            "drain timeout: work still running is left to reconciliation"
         );
     }
     background.cancel();
@@ -138,6 +154,24 @@ async fn run(
     gw.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long streams cut at the drain timeout get to settle what they delivered.
+const SETTLE_AFTER_CUT: Duration = Duration::from_secs(5);
+
+/// Waits for `work` until `deadline`. Past it, streams still relaying are cut (each commits
+/// what it delivered, as when a client leaves) and `work` gets a short while more; false if it
+/// still has not finished.
+async fn drain(gw: &Gateway, deadline: Instant, work: impl Future<Output = ()>) -> bool {
+    tokio::pin!(work);
+    if tokio::time::timeout_at(deadline, &mut work).await.is_ok() {
+        return true;
+    }
+    if !gw.cut_streams.is_cancelled() {
+        tracing::warn!("drain timeout: cutting the streams still relaying");
+        gw.cut_streams.cancel();
+    }
+    tokio::time::timeout(SETTLE_AFTER_CUT, work).await.is_ok()
 }
 
 async fn shutdown_signal() {

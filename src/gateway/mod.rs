@@ -17,6 +17,7 @@ pub mod stream;
 use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{RevocationSet, TokenSigner};
@@ -36,6 +37,9 @@ pub struct Gateway {
     pub replica_id: ReplicaId,
     /// Settlements and other work a request started; awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Cancelled when a shutdown's drain timeout passes: streams still relaying stop and commit
+    /// what they delivered.
+    pub cut_streams: CancellationToken,
     routing: RwLock<Arc<RoutingTable>>,
 }
 
@@ -57,6 +61,7 @@ impl Gateway {
             providers,
             replica_id,
             tasks: TaskTracker::new(),
+            cut_streams: CancellationToken::new(),
             routing: RwLock::new(Arc::new(routing)),
         })
     }

@@ -1,9 +1,9 @@
 //! Relaying a provider's server-sent events to the client, event by event as they arrive: the
 //! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
 //! asked for it, usage captured (or the output counted when the provider reports none), and the
-//! transcript kept for replay. However the stream ends — finished, cut by the provider, or
-//! abandoned by the client (which stops the upstream call) — what was received is committed:
-//! never zero, never a release.
+//! transcript kept for replay. However the stream ends — finished, cut by the provider,
+//! abandoned by the client (which stops the upstream call) or cut by a shutdown past its drain
+//! timeout — what was received is committed: never zero, never a release.
 
 use std::time::Instant;
 
@@ -28,6 +28,8 @@ enum End {
     Finished,
     ClientGone,
     UpstreamFailed,
+    /// Cut by a shutdown whose drain timeout passed.
+    ServerDraining,
 }
 
 impl End {
@@ -36,6 +38,7 @@ impl End {
             End::Finished => "finished",
             End::ClientGone => "client_disconnected",
             End::UpstreamFailed => "upstream_failed",
+            End::ServerDraining => "server_draining",
         }
     }
 }
@@ -210,6 +213,7 @@ pub async fn relay(
         let next = tokio::select! {
             biased;
             () = tx.closed() => { end = Some(End::ClientGone); break; }
+            () = job.gw.cut_streams.cancelled() => { end = Some(End::ServerDraining); break; }
             next = chunks.next() => next,
         };
         match next {
