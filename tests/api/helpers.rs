@@ -25,13 +25,19 @@ pub fn admin_database_url() -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The server's admin URL the database was created through (and is dropped through).
+    admin: String,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        let admin = admin_database_url();
+        Self::create_on(&admin_database_url()).await
+    }
+
+    /// A database on the server at `admin` (a URL naming any database the user may connect to).
+    pub async fn create_on(admin: &str) -> TestDb {
         let name = format!("aex_test_{}", uuid::Uuid::new_v4().simple());
-        let pool = PgPool::connect(&admin)
+        let pool = PgPool::connect(admin)
             .await
             .expect("connect to the test Postgres server");
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -46,6 +52,7 @@ impl TestDb {
         TestDb {
             url: format!("{base}/{name}"),
             name,
+            admin: admin.to_owned(),
         }
     }
 }
@@ -53,6 +60,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -60,7 +68,12 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                if let Ok(pool) = PgPool::connect(&admin_database_url()).await {
+                // Bounded: a server a fault test left stopped must not hold the test up.
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect(&admin)
+                    .await;
+                if let Ok(pool) = pool {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&pool)
                         .await;
@@ -166,7 +179,15 @@ pub async fn spawn_app_with_models(extra: &str) -> TestApp {
 }
 
 async fn spawn_app_full(extra_models: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = TestDb::create().await;
+    spawn_app_on(TestDb::create().await, extra_models, tweak).await
+}
+
+/// An app on a database the caller created (on a private server, for instance).
+pub async fn spawn_app_on(
+    db: TestDb,
+    extra_models: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mock = Arc::new(MockControl::default());
     let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().expect("addr"), Arc::clone(&mock))
         .await
@@ -222,6 +243,44 @@ pub struct Agent {
     pub token: String,
 }
 
+/// Creates an agent through the admin API of the server at `base`.
+pub async fn create_agent_at(
+    base: &str,
+    operator_token: &str,
+    name: &str,
+    budget_usd: &str,
+    extra: Value,
+) -> Agent {
+    let mut body = json!({"name": name, "budget_usd": budget_usd, "rpm": 100000});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/admin/agents"))
+        .bearer_auth(operator_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("create agent");
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+    let v: Value = resp.json().await.expect("json");
+    Agent {
+        id: v["agent"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid"),
+        token: v["token"].as_str().expect("token").to_owned(),
+    }
+}
+
 impl TestApp {
     /// Another server instance on the same database and routing table (a second replica).
     pub async fn spawn_replica(&self) -> (ServerHandle, String) {
@@ -234,35 +293,7 @@ impl TestApp {
     }
 
     pub async fn create_agent(&self, name: &str, budget_usd: &str, extra: Value) -> Agent {
-        let mut body = json!({"name": name, "budget_usd": budget_usd, "rpm": 100000});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-        let resp = self
-            .http
-            .post(format!("{}/admin/agents", self.base))
-            .bearer_auth(&self.operator_token)
-            .json(&body)
-            .send()
-            .await
-            .expect("create agent");
-        assert_eq!(
-            resp.status(),
-            StatusCode::CREATED,
-            "{}",
-            resp.text().await.unwrap_or_default()
-        );
-        let v: Value = resp.json().await.expect("json");
-        Agent {
-            id: v["agent"]["id"]
-                .as_str()
-                .expect("id")
-                .parse()
-                .expect("uuid"),
-            token: v["token"].as_str().expect("token").to_owned(),
-        }
+        create_agent_at(&self.base, &self.operator_token, name, budget_usd, extra).await
     }
 
     pub async fn chat(&self, token: &str, body: Value) -> reqwest::Response {

@@ -12,6 +12,7 @@ mod helpers;
 mod ledger;
 mod openapi;
 mod policy;
+mod processes;
 mod rate_limits;
 mod recovery;
 mod streaming;
