@@ -219,8 +219,12 @@ async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: Cancel
             }
         }
     }
+    // Registration just reached the database.
+    let contact = Arc::new(cluster::replica::DbContact::default());
+    contact.reached();
     tokio::spawn(cluster::replica::heartbeat_loop(
         Arc::clone(&gw),
+        Arc::clone(&contact),
         background.clone(),
     ));
     tokio::spawn(cluster::listener::listen_loop(
@@ -229,6 +233,7 @@ async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: Cancel
     ));
     tokio::spawn(cluster::reconciler::reconcile_loop(
         Arc::clone(&gw),
+        contact,
         background,
     ));
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::replica::DbContact;
 use crate::domain::ExecutionState;
 use crate::gateway::admission::Reservation;
 use crate::gateway::estimate::Estimate;
@@ -188,13 +189,18 @@ async fn fail_without_hold(
     tx.commit().await
 }
 
-/// Reconciles at start and then every `reconcile_interval_seconds`; also prunes cached results
-/// past their retention.
-pub async fn reconcile_loop(gw: Arc<Gateway>, stop: CancellationToken) {
+/// Reconciles every `reconcile_interval_seconds` once this replica's own contact with the
+/// database has lasted `stale_after_seconds` (see [`DbContact`]: right after start or after an
+/// outage, a stale heartbeat does not mean a lost replica); also prunes cached results past
+/// their retention.
+pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: CancellationToken) {
     let every = Duration::from_secs(gw.settings.cluster.reconcile_interval_seconds.max(1));
+    let trusted_after = Duration::from_secs(gw.settings.cluster.stale_after_seconds);
     loop {
-        if let Err(e) = reconcile_once(&gw).await {
-            tracing::warn!(error = %e, "reconciliation failed");
+        if contact.held_for(trusted_after) {
+            if let Err(e) = reconcile_once(&gw).await {
+                tracing::warn!(error = %e, "reconciliation failed");
+            }
         }
         if let Err(e) = prune(&gw).await {
             tracing::warn!(error = %e, "pruning cached results failed");

@@ -1,7 +1,8 @@
-//! This instance's row in `replicas`, kept fresh by a heartbeat.
+//! This instance's row in `replicas`, kept fresh by a heartbeat, and what the heartbeat learns
+//! about this instance's own contact with the database.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -22,18 +23,57 @@ pub async fn register(gw: &Gateway) -> Result<(), sqlx::Error> {
     replicas::register(&mut conn, gw.replica_id, &hostname, crate::VERSION).await
 }
 
-/// Heartbeats until cancelled. A failed beat is retried on the next tick; if beats keep failing
-/// past `stale_after`, other replicas will reconcile this one's executions, which is correct:
-/// a replica that cannot reach the database cannot settle them either.
-pub async fn heartbeat_loop(gw: Arc<Gateway>, stop: CancellationToken) {
+/// Since when this replica has reached the database without a failed heartbeat.
+///
+/// Heartbeats only say who is alive while the database is reachable: after an outage every
+/// replica's heartbeat is stale, the living ones' included, until they beat again. A replica
+/// therefore judges others lost only once its own contact has lasted `stale_after` — long
+/// enough for every live replica to have beaten since.
+#[derive(Debug, Default)]
+pub struct DbContact {
+    since: Mutex<Option<Instant>>,
+}
+
+impl DbContact {
+    pub fn reached(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    pub fn lost(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            *since = None;
+        }
+    }
+
+    /// Whether contact has been unbroken for at least `span`.
+    pub fn held_for(&self, span: Duration) -> bool {
+        self.since
+            .lock()
+            .ok()
+            .and_then(|since| *since)
+            .is_some_and(|since| since.elapsed() >= span)
+    }
+}
+
+/// Heartbeats until cancelled, recording each beat's outcome in `contact`. A failed beat is
+/// retried on the next tick; if beats keep failing past `stale_after`, other replicas will
+/// reconcile this one's executions, which is correct: a replica that cannot reach the database
+/// cannot settle them either.
+pub async fn heartbeat_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: CancellationToken) {
     let every = Duration::from_secs(gw.settings.cluster.heartbeat_seconds.max(1));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = beat(&gw.pool, gw.replica_id).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        match beat(&gw.pool, gw.replica_id).await {
+            Ok(()) => contact.reached(),
+            Err(e) => {
+                contact.lost();
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
         }
     }
 }
