@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aex::auth::TokenSigner;
@@ -17,22 +17,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::helpers::{create_agent_at, hello, models_toml, wait_ready, Agent, TestDb, KEY};
-
-/// Polls `check` until it returns `Some`, failing the test after `within`.
-async fn poll<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::load::{keys_with, poll, Load};
 
 /// Server processes on one fresh database, the mock provider they share, and the environment
 /// every `aex` command of the test runs with.
@@ -226,47 +211,6 @@ impl Server {
     }
 }
 
-/// What one request ended as: its key, the server it went to, its status (0: no answer) and when.
-type Outcome = (String, usize, u16, Instant);
-
-/// Sends requests back to back to `base` until `stop` (or until the server stops answering).
-fn worker(
-    base: String,
-    server: usize,
-    token: String,
-    name: String,
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        for n in 0.. {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let key = format!("{name}-{n}");
-            let sent = http
-                .post(format!("{base}/v1/chat/completions"))
-                .bearer_auth(&token)
-                .header("Idempotency-Key", &key)
-                .json(&hello())
-                .send()
-                .await;
-            let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
-            outcomes
-                .lock()
-                .unwrap()
-                .push((key, server, status, Instant::now()));
-            if status == 0 {
-                break;
-            }
-        }
-    })
-}
-
 #[tokio::test]
 async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_twice() {
     let fleet = Fleet::new(&[]).await;
@@ -277,25 +221,20 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
     for i in 0..4 {
         agents.push(fleet.create_agent(&a, &format!("burst-{i}")).await);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..12)
-        .map(|i| {
-            let (server, base) = if i % 2 == 0 {
-                (0, &a.base)
-            } else {
-                (1, &b.base)
-            };
-            worker(
-                base.clone(),
-                server,
-                agents[i % agents.len()].token.clone(),
-                format!("w{i}"),
-                Arc::clone(&stop),
-                Arc::clone(&outcomes),
-            )
-        })
-        .collect();
+    let mut load = Load::default();
+    for i in 0..12 {
+        let (server, base) = if i % 2 == 0 {
+            (0, &a.base)
+        } else {
+            (1, &b.base)
+        };
+        load.add_worker(
+            base,
+            server,
+            &agents[i % agents.len()].token,
+            &format!("w{i}"),
+        );
+    }
 
     // Both servers have finished calls and `a` is in the middle of some.
     poll("a to be busy", Duration::from_secs(30), || async {
@@ -326,10 +265,7 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
     )
     .await;
     let reconciled_after = killed_at.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let outcomes = load.stop().await;
 
     let ids: Vec<Uuid> = at_kill.iter().map(|(id, _)| *id).collect();
     let ended: Vec<(String, String)> = sqlx::query_as(
@@ -347,10 +283,9 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
                 m
             })
     };
-    let outcomes = outcomes.lock().unwrap().clone();
     let served_after_kill = outcomes
         .iter()
-        .filter(|(_, server, status, at)| *server == 1 && *status == 200 && *at > killed_at)
+        .filter(|o| o.server == 1 && o.status == 200 && o.at > killed_at)
         .count();
     println!(
         "kill -9: {} executions of the killed server in flight {:?}; ended {:?}; reconciled {:.1} s after the kill; \
@@ -359,7 +294,7 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
         count(at_kill.iter().map(|(_, s)| s.clone()).collect()),
         count(ended.iter().map(|(s, r)| format!("{s} {r}")).collect()),
         reconciled_after.as_secs_f64(),
-        outcomes.iter().filter(|(_, server, status, _)| *server == 0 && *status == 0).count(),
+        outcomes.iter().filter(|o| o.server == 0 && o.status == 0).count(),
     );
     for (state, reason) in &ended {
         let expected = match state.as_str() {
@@ -380,18 +315,11 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
             .unwrap()
             .into_iter()
             .collect();
-    let with = |wanted: fn(u16) -> bool| -> BTreeSet<String> {
-        outcomes
-            .iter()
-            .filter(|(_, _, status, _)| wanted(*status))
-            .map(|(key, ..)| key.clone())
-            .collect()
-    };
-    let answered = with(|s| s == 200);
-    let cut = with(|s| s == 0);
+    let answered = keys_with(&outcomes, 200);
+    let cut = keys_with(&outcomes, 0);
     assert!(answered.is_subset(&committed));
     assert!(committed.difference(&answered).all(|k| cut.contains(k)));
-    assert!(outcomes.iter().all(|(_, _, s, _)| [0, 200].contains(s)));
+    assert!(outcomes.iter().all(|o| [0, 200].contains(&o.status)));
     fleet.assert_books().await;
 }
 
