@@ -231,6 +231,10 @@ async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: Cancel
         Arc::clone(&gw),
         background.clone(),
     ));
+    tokio::spawn(cluster::checkpointer::checkpoint_loop(
+        Arc::clone(&gw),
+        background.clone(),
+    ));
     tokio::spawn(cluster::reconciler::reconcile_loop(
         Arc::clone(&gw),
         contact,

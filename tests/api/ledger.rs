@@ -151,3 +151,42 @@ async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_running_server_writes_signed_checkpoints_of_new_events_periodically() {
+    let app = crate::helpers::spawn_app_with(|s| s.ledger.checkpoint_interval_seconds = 1).await;
+    let agent = app.create_agent("checkpointed", "1.00", json!({})).await;
+    let head_of_chain = || async {
+        let checkpoint: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, heads FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        let seq: i64 = sqlx::query_scalar("SELECT max(seq) FROM event_log WHERE agent_id = $1")
+            .bind(agent.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        checkpoint.filter(|(_, heads)| {
+            let heads: Value = serde_json::from_str(heads).unwrap();
+            heads[format!("agent:{}", agent.id)]["seq"] == seq
+        })
+    };
+    let within = std::time::Duration::from_secs(10);
+    for _ in 0..2 {
+        assert_eq!(
+            app.chat(&agent.token, hello()).await.status(),
+            StatusCode::OK
+        );
+        crate::load::poll("a checkpoint of the chain's head", within, || {
+            head_of_chain()
+        })
+        .await;
+    }
+    let report = aex::ledger::verify::verify_all(&app.pool, &app.settings.auth.keys)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    let checkpoint = report.checkpoint.unwrap();
+    assert!(checkpoint.signature_ok && checkpoint.chains >= 1, "{checkpoint:?}");
+}
