@@ -1,9 +1,8 @@
 //! The `aex` binary: parse the command line and run one command.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use aex::cli::{self, Cli, Command, DevAction, LedgerAction};
+use aex::cli::{self, Cli, Command, LedgerAction};
 use aex::config::LogFormat;
 use clap::Parser;
 
@@ -49,30 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Dev {
-            action:
-                DevAction::MockUpstream {
-                    listen,
-                    delay_ms,
-                    chunks,
-                    chunk_delay_ms,
-                },
-        } => {
-            let control = Arc::new(aex::dev::mock_upstream::MockControl::default());
-            control
-                .delay_ms
-                .store(*delay_ms, std::sync::atomic::Ordering::SeqCst);
-            control
-                .chunks
-                .store(*chunks, std::sync::atomic::Ordering::SeqCst);
-            control
-                .chunk_delay_ms
-                .store(*chunk_delay_ms, std::sync::atomic::Ordering::SeqCst);
-            let addr = aex::dev::mock_upstream::spawn(*listen, control).await?;
-            println!("{addr}");
-            tokio::signal::ctrl_c().await?;
-            Ok(())
-        }
+        Command::Dev { action } => cli::dev::run(&cli, action).await,
     }
 }
 

@@ -10,7 +10,8 @@ use crate::domain::DEFAULT_TENANT;
 use crate::ledger::verify;
 use crate::store::db;
 
-async fn pool(cli: &Cli) -> anyhow::Result<sqlx::PgPool> {
+/// A pool on the configured database (starting the embedded cluster when there is one).
+pub(super) async fn pool(cli: &Cli) -> anyhow::Result<sqlx::PgPool> {
     let settings = super::settings(cli)?;
     if let Ok(pg) = super::embedded::EmbeddedPg::for_home(&crate::config::aex_home()) {
         if pg.exists() {

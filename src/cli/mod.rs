@@ -5,6 +5,7 @@ pub mod agent;
 pub mod client;
 pub mod daemon;
 pub mod db_checks;
+pub mod dev;
 pub mod embedded;
 pub mod init;
 
@@ -103,6 +104,26 @@ pub enum DevAction {
         /// Delay between streamed chunks, in milliseconds.
         #[arg(long, default_value_t = 0)]
         chunk_delay_ms: u64,
+    },
+    /// Append EVENTS valid hash-chained events over CHAINS new agent chains, fast, to measure
+    /// verification at scale (a scratch database: the events belong to no agent).
+    #[command(hide = true)]
+    SeedLedger {
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value_t = 1_000)]
+        chains: u64,
+    },
+    /// Measure append throughput through the real append path: APPENDERS concurrent tasks
+    /// writing EVENTS events to CHAINS new chains (a scratch database).
+    #[command(hide = true)]
+    BenchAppend {
+        #[arg(long, default_value_t = 8)]
+        appenders: usize,
+        #[arg(long, default_value_t = 1)]
+        chains: usize,
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
     },
 }
 
