@@ -167,9 +167,9 @@ async fn drain(gw: &Gateway, deadline: Instant, work: impl Future<Output = ()>) 
     if tokio::time::timeout_at(deadline, &mut work).await.is_ok() {
         return true;
     }
-    if !gw.cut_streams.is_cancelled() {
+    if !gw.drain_expired.is_cancelled() {
         tracing::warn!("drain timeout: cutting the streams still relaying");
-        gw.cut_streams.cancel();
+        gw.drain_expired.cancel();
     }
     tokio::time::timeout(SETTLE_AFTER_CUT, work).await.is_ok()
 }

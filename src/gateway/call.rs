@@ -137,13 +137,19 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     };
 
     if let Err(e) = settlement::mark_dispatched(&gw, &reservation, p.model()).await {
-        // Nothing was sent: give the hold back before reporting the failure.
+        // Nothing was sent: the hold is given back on a tracked task (it waits for the database
+        // if need be) and the client is told at once.
         let release = Outcome::Release {
             reason: "dispatch_not_recorded".into(),
             state: ExecutionState::Released,
             upstream_status: None,
         };
-        let _ = settlement::settle(&gw, &reservation, p.model(), &release).await;
+        let (gw2, model) = (Arc::clone(&gw), Arc::clone(p.model()));
+        gw.tasks.spawn(async move {
+            if let Err(e) = settlement::settle(&gw2, &reservation, &model, &release).await {
+                tracing::error!(execution_id = %reservation.execution_key, error = %e, "release failed");
+            }
+        });
         return Err(e.into());
     }
 

@@ -38,8 +38,8 @@ pub struct Gateway {
     /// Settlements and other work a request started; awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when a shutdown's drain timeout passes: streams still relaying stop and commit
-    /// what they delivered.
-    pub cut_streams: CancellationToken,
+    /// what they delivered, and settlements stop waiting for the database.
+    pub drain_expired: CancellationToken,
     routing: RwLock<Arc<RoutingTable>>,
 }
 
@@ -61,7 +61,7 @@ impl Gateway {
             providers,
             replica_id,
             tasks: TaskTracker::new(),
-            cut_streams: CancellationToken::new(),
+            drain_expired: CancellationToken::new(),
             routing: RwLock::new(Arc::new(routing)),
         })
     }

@@ -73,8 +73,11 @@ pub enum SettleResult {
     AlreadySettled,
 }
 
-/// Settles, retrying while the database is unreachable: the money is real and must be booked.
-/// The compare-and-set makes a retry after an unacknowledged commit harmless.
+/// Settles, retrying for as long as the database is unreachable: the money is real and must be
+/// booked, and while this replica lives nobody else will book it (the reconciler only settles
+/// the executions of lost replicas). Only a shutdown past its drain timeout stops the retries;
+/// the replica then deregisters and another one reconciles. The compare-and-set makes a retry
+/// after an unacknowledged commit harmless.
 pub async fn settle(
     gw: &Gateway,
     r: &Reservation,
@@ -82,13 +85,14 @@ pub async fn settle(
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(gw.settings.cluster.drain_timeout_seconds.max(30));
     loop {
         match settle_once(gw, r, model, outcome).await {
-            Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+            Err(e) if is_unavailable(&e) && !gw.drain_expired.is_cancelled() => {
                 tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying: database unavailable");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = gw.drain_expired.cancelled() => {}
+                }
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             other => return other,

@@ -213,7 +213,7 @@ pub async fn relay(
         let next = tokio::select! {
             biased;
             () = tx.closed() => { end = Some(End::ClientGone); break; }
-            () = job.gw.cut_streams.cancelled() => { end = Some(End::ServerDraining); break; }
+            () = job.gw.drain_expired.cancelled() => { end = Some(End::ServerDraining); break; }
             next = chunks.next() => next,
         };
         match next {
