@@ -15,10 +15,6 @@ use crate::helpers::{hello, spawn_app_on, Agent, TestApp, TestDb};
 use crate::load::{keys_with, poll, Load, Outcome};
 use crate::private_pg::PrivatePg;
 
-/// How long the database stays down: longer than `stale_after_seconds`, so that every replica's
-/// heartbeat is stale when it returns.
-const OUTAGE: Duration = Duration::from_secs(5);
-
 /// A server on a fresh database of `pg`, with short cluster timings, and two agents: one for the
 /// load, one whose token is revoked after the fault.
 async fn setup(pg: &PrivatePg) -> (TestApp, Agent, Agent) {
@@ -194,8 +190,9 @@ async fn terminated_backends_fail_requests_cleanly_and_the_gateway_recovers_by_i
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_restart_fails_requests_cleanly_and_the_gateway_recovers_by_itself() {
+/// Stops the database under load for `outage`, starts it again, and checks that the gateway
+/// failed cleanly and recovered by itself.
+async fn restart_under_load(outage: Duration) {
     let pg = PrivatePg::start().await;
     let (app, worker, spare) = setup(&pg).await;
     let load = start_load(&app, &worker);
@@ -229,8 +226,8 @@ async fn a_database_restart_fails_requests_cleanly_and_the_gateway_recovers_by_i
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
     assert_eq!(body["error"]["type"], "server_error");
-    // The fault itself: the database stays down past every heartbeat's staleness.
-    tokio::time::sleep_until((stopped + OUTAGE).into()).await;
+    // The fault itself: the database stays down for `outage`.
+    tokio::time::sleep_until((stopped + outage).into()).await;
     pg.restart().await;
     let restarted = Instant::now();
     let recovered_in = wait_recovered(&app, &worker).await;
@@ -255,4 +252,16 @@ async fn a_database_restart_fails_requests_cleanly_and_the_gateway_recovers_by_i
         open.len(),
         states_of(&app, &open).await,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_requests_cleanly_and_the_gateway_recovers_by_itself() {
+    // Longer than stale_after_seconds: every heartbeat is stale when the database returns.
+    restart_under_load(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_through_a_long_database_outage_are_settled_when_it_returns() {
+    // Longer than any fixed settlement retry budget: settlement must wait for the database.
+    restart_under_load(Duration::from_secs(35)).await;
 }
