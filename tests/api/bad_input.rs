@@ -261,22 +261,16 @@ fn wrong_types() -> Vec<(&'static str, Value, &'static str)> {
 #[tokio::test]
 async fn a_wrong_type_for_any_field_aex_reads_is_400_naming_the_field() {
     let (app, agent, before) = setup().await;
+    let rejected = |path: &'static str, body: Value, field: &'static str| {
+        let (app, token) = (&app, &agent.token);
+        async move {
+            let got = send(app, path, token, Some("application/json"), body.to_string()).await;
+            let what = format!("{body} on {path}");
+            assert_openai_error(&got, 400, "invalid_request", Some(field), &what);
+        }
+    };
     for (path, body, field) in wrong_types() {
-        let got = send(
-            &app,
-            path,
-            &agent.token,
-            Some("application/json"),
-            body.to_string(),
-        )
-        .await;
-        assert_openai_error(
-            &got,
-            400,
-            "invalid_request",
-            Some(field),
-            &format!("{body} on {path}"),
-        );
+        rejected(path, body, field).await;
     }
     // Output caps beyond any model's limit, on a model that has none of its own.
     for cap in [
@@ -288,21 +282,7 @@ async fn a_wrong_type_for_any_field_aex_reads_is_400_naming_the_field() {
         let mut body = hello();
         body["model"] = json!("unbounded");
         body["max_tokens"] = cap;
-        let got = send(
-            &app,
-            "/v1/chat/completions",
-            &agent.token,
-            Some("application/json"),
-            body.to_string(),
-        )
-        .await;
-        assert_openai_error(
-            &got,
-            400,
-            "invalid_request",
-            Some("max_tokens"),
-            &body.to_string(),
-        );
+        rejected("/v1/chat/completions", body, "max_tokens").await;
     }
     assert_eq!(written(&app, &agent).await, before);
 }

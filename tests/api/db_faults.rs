@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{hello, spawn_app_on, Agent, TestApp, TestDb};
-use crate::load::{keys_with, poll, Load, Outcome};
+use crate::load::{committed_keys, keys_with, poll, Load, Outcome};
 use crate::private_pg::PrivatePg;
 
 /// A server on a fresh database of `pg`, with short cluster timings, and two agents: one for the
@@ -126,13 +126,7 @@ async fn assert_clean(app: &TestApp, outcomes: &[Outcome]) -> BTreeMap<String, u
         kinds.keys().all(|k| k == "200" || k == "503 unavailable"),
         "only successes and clean 503s: {kinds:?}"
     );
-    let committed: std::collections::BTreeSet<String> =
-        sqlx::query_scalar("SELECT execution_key FROM executions WHERE state = 'COMMITTED'")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let committed = committed_keys(&app.pool).await;
     let answered = keys_with(outcomes, 200);
     let missing: Vec<String> = answered.difference(&committed).cloned().collect();
     let missing_states: Vec<(String, String, Option<String>)> = sqlx::query_as(

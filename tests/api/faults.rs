@@ -23,6 +23,21 @@ async fn event(app: &TestApp, execution_id: &str, event_type: &str) -> Value {
     serde_json::from_str(&payload).unwrap()
 }
 
+/// A routing-table provider at `addr`.
+fn provider(name: &str, addr: std::net::SocketAddr) -> String {
+    format!("\n[providers.{name}]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\n")
+}
+
+/// A chat model on `provider` at (input, output) USD per million tokens, with its fallbacks.
+fn chat_model(alias: &str, provider: &str, prices: (&str, &str), fallbacks: &[&str]) -> String {
+    let (input, output) = prices;
+    format!(
+        "\n[models.\"{alias}\"]\nprovider = \"{provider}\"\nupstream_model = \"mock-{alias}\"\n\
+         input_usd_per_million = \"{input}\"\noutput_usd_per_million = \"{output}\"\n\
+         max_output_tokens = 100\ncapabilities = [\"chat\"]\nfallbacks = {fallbacks:?}\n"
+    )
+}
+
 fn execution_id(resp: &reqwest::Response) -> String {
     resp.headers()["x-aex-execution-id"]
         .to_str()
@@ -74,28 +89,10 @@ async fn an_upstream_429_with_a_fallback_is_served_and_charged_by_the_fallback()
         .await
         .unwrap();
     let app = spawn_app_with_models(&format!(
-        r#"
-[providers.backup]
-kind = "openai"
-base_url = "http://{backup_addr}/v1"
-
-[models."busy"]
-provider = "mock"
-upstream_model = "mock-busy"
-input_usd_per_million = "1"
-output_usd_per_million = "2"
-max_output_tokens = 100
-capabilities = ["chat"]
-fallbacks = ["spare"]
-
-[models."spare"]
-provider = "backup"
-upstream_model = "mock-spare"
-input_usd_per_million = "3"
-output_usd_per_million = "4"
-max_output_tokens = 100
-capabilities = ["chat"]
-"#
+        "{}{}{}",
+        provider("backup", backup_addr),
+        chat_model("busy", "mock", ("1", "2"), &["spare"]),
+        chat_model("spare", "backup", ("3", "4"), &[]),
     ))
     .await;
     let agent = app.create_agent("rerouted", "1.00", json!({})).await;
@@ -130,19 +127,9 @@ async fn a_refused_connection_without_a_fallback_releases_the_hold_and_is_a_502(
         .local_addr()
         .unwrap();
     let app = spawn_app_with_models(&format!(
-        r#"
-[providers.gone]
-kind = "openai"
-base_url = "http://{closed}/v1"
-
-[models."gone"]
-provider = "gone"
-upstream_model = "mock-gone"
-input_usd_per_million = "1"
-output_usd_per_million = "2"
-max_output_tokens = 100
-capabilities = ["chat"]
-"#
+        "{}{}",
+        provider("gone", closed),
+        chat_model("gone", "gone", ("1", "2"), &[])
     ))
     .await;
     let agent = app.create_agent("stranded", "1.00", json!({})).await;

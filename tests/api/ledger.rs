@@ -188,5 +188,8 @@ async fn a_running_server_writes_signed_checkpoints_of_new_events_periodically()
         .unwrap();
     assert!(report.ok, "{report:?}");
     let checkpoint = report.checkpoint.unwrap();
-    assert!(checkpoint.signature_ok && checkpoint.chains >= 1, "{checkpoint:?}");
+    assert!(
+        checkpoint.signature_ok && checkpoint.chains >= 1,
+        "{checkpoint:?}"
+    );
 }

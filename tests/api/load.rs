@@ -123,3 +123,13 @@ pub fn keys_with(outcomes: &[Outcome], status: u16) -> std::collections::BTreeSe
         .map(|o| o.key.clone())
         .collect()
 }
+
+/// The keys of every committed execution.
+pub async fn committed_keys(pool: &sqlx::PgPool) -> std::collections::BTreeSet<String> {
+    sqlx::query_scalar("SELECT execution_key FROM executions WHERE state = 'COMMITTED'")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}

@@ -2,7 +2,7 @@
 //! stopped with SIGTERM while requests are in flight. Afterwards the books are checked by SQL and
 //! by the binary itself (`aex audit`, `aex ledger verify`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::helpers::{create_agent_at, hello, models_toml, wait_ready, Agent, TestDb, KEY};
-use crate::load::{keys_with, poll, Load};
+use crate::load::{committed_keys, keys_with, poll, Load};
 
 /// Server processes on one fresh database, the mock provider they share, and the environment
 /// every `aex` command of the test runs with.
@@ -308,13 +308,7 @@ async fn killing_one_of_two_server_processes_loses_nothing_and_charges_nothing_t
 
     // Every 200 is a committed execution. The only other commits are calls the killed server
     // settled in the instant before its answer could be written: the provider did that work.
-    let committed: BTreeSet<String> =
-        sqlx::query_scalar("SELECT execution_key FROM executions WHERE state = 'COMMITTED'")
-            .fetch_all(&fleet.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let committed = committed_keys(&fleet.pool).await;
     let answered = keys_with(&outcomes, 200);
     let cut = keys_with(&outcomes, 0);
     assert!(answered.is_subset(&committed));
