@@ -336,7 +336,7 @@ async fn stopped_at(fleet: &Fleet, replica: Uuid) -> Option<chrono::DateTime<chr
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let fleet = Fleet::new(&[("AEX_CLUSTER__DRAIN_GRACE_SECONDS", "2")]).await;
-    fleet.mock.delay_ms.store(4_000, Ordering::SeqCst);
+    fleet.mock.delay_ms.store(6_000, Ordering::SeqCst);
     let mut server = fleet.spawn("s").await;
     let agent = fleet.create_agent(&server, "drained").await;
     let in_flight: Vec<_> = (0..6)
