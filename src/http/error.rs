@@ -90,7 +90,9 @@ impl AdminApiError {
 impl From<AdminError> for AdminApiError {
     fn from(e: AdminError) -> Self {
         let (status, code) = match &e {
-            AdminError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            AdminError::Invalid { .. } | AdminError::BadValue(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -13,7 +13,14 @@ use utoipa::{Modify, OpenApi};
     ),
     tags(
         (name = "openai", description = "OpenAI-compatible routes agents call"),
-        (name = "admin", description = "Administration (admin or operator token)"),
+        (name = "tenants", description = "Tenants (operator; an admin token sees its own)"),
+        (name = "agents", description = "Agents of a tenant: budgets, limits, policy, lifecycle, tokens"),
+        (name = "tokens", description = "Bearer tokens: issue, list, revoke, rotate"),
+        (name = "executions", description = "Governed calls and their ledger timelines"),
+        (name = "ledger", description = "The hash-chained ledger: events, verification, replay"),
+        (name = "config", description = "Routing-table versions and reloads"),
+        (name = "plugins", description = "The tool plugin registry of a tenant"),
+        (name = "usage", description = "Usage summaries and the activity feed"),
         (name = "ops", description = "Health, readiness and metrics (no token)")
     ),
     modifiers(&BearerAuth)

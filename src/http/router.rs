@@ -17,11 +17,34 @@ fn openai_routes() -> OpenApiRouter<AppState> {
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
+    use admin::{agents, config, executions, ledger, plugins, tenants, tokens, usage};
     OpenApiRouter::new()
-        .routes(routes!(admin::create_agent, admin::list_agents))
-        .routes(routes!(admin::get_agent))
-        .routes(routes!(admin::get_replay))
-        .routes(routes!(admin::verify_ledger))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(agents::create_agent, agents::list_agents))
+        .routes(routes!(agents::get_agent, agents::update_agent))
+        .routes(routes!(agents::set_agent_state))
+        .routes(routes!(agents::decommission_agent))
+        .routes(routes!(agents::top_up_agent))
+        .routes(routes!(agents::set_agent_budget))
+        .routes(routes!(agents::rotate_agent_token))
+        .routes(routes!(agents::revoke_agent_tokens))
+        .routes(routes!(tokens::issue_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::rotate_token))
+        .routes(routes!(executions::list_executions))
+        .routes(routes!(executions::get_execution))
+        .routes(routes!(ledger::list_ledger_events))
+        .routes(routes!(ledger::verify_ledger))
+        .routes(routes!(ledger::get_replay))
+        .routes(routes!(config::get_config))
+        .routes(routes!(config::list_config_versions))
+        .routes(routes!(config::reload_config))
+        .routes(routes!(plugins::install_plugin, plugins::list_plugins))
+        .routes(routes!(plugins::enable_plugin))
+        .routes(routes!(plugins::disable_plugin))
+        .routes(routes!(usage::get_usage))
+        .routes(routes!(usage::get_activity))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {

@@ -45,6 +45,7 @@ macro_rules! execution_columns {
          response_is_stream, result_pruned_at, created_at, updated_at, dispatched_at, completed_at"
     };
 }
+pub(crate) use execution_columns;
 
 /// A new execution (or a new attempt of a released one) as admission writes it.
 #[derive(Debug, Clone)]

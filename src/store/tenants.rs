@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use super::StoreError;
+use super::{violated_constraint, StoreError};
 use crate::domain::TenantId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -27,6 +27,82 @@ macro_rules! tenant_columns {
         "id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, rpm_limit, tpm_limit, \
          default_policy, created_at, updated_at"
     };
+}
+
+/// The settings of a tenant an operator chooses (the money counters are the gateway's).
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    pub name: String,
+    pub budget_micro_usd: Option<i64>,
+    pub rpm_limit: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub default_policy: serde_json::Value,
+}
+
+fn on_name_conflict(e: sqlx::Error) -> StoreError {
+    match violated_constraint(&e) {
+        Some("tenants_name_key") => StoreError::Conflict("a tenant with this name"),
+        _ => StoreError::Db(e),
+    }
+}
+
+pub async fn insert_tenant(
+    conn: &mut PgConnection,
+    id: TenantId,
+    t: &TenantSettings,
+) -> Result<TenantRow, StoreError> {
+    sqlx::query_as(concat!(
+        "INSERT INTO tenants (id, name, budget_micro_usd, rpm_limit, tpm_limit, default_policy) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(id)
+    .bind(&t.name)
+    .bind(t.budget_micro_usd)
+    .bind(t.rpm_limit)
+    .bind(t.tpm_limit)
+    .bind(Json(&t.default_policy))
+    .fetch_one(conn)
+    .await
+    .map_err(on_name_conflict)
+}
+
+/// Replaces a tenant's settings (the caller holds its row lock).
+pub async fn update_tenant(
+    conn: &mut PgConnection,
+    id: TenantId,
+    t: &TenantSettings,
+) -> Result<TenantRow, StoreError> {
+    sqlx::query_as(concat!(
+        "UPDATE tenants SET name = $2, budget_micro_usd = $3, rpm_limit = $4, tpm_limit = $5, \
+         default_policy = $6, updated_at = now() WHERE id = $1 RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(id)
+    .bind(&t.name)
+    .bind(t.budget_micro_usd)
+    .bind(t.rpm_limit)
+    .bind(t.tpm_limit)
+    .bind(Json(&t.default_policy))
+    .fetch_optional(conn)
+    .await
+    .map_err(on_name_conflict)?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Every tenant, or only `only` (an admin sees its own), by name.
+pub async fn list_tenants(
+    conn: &mut PgConnection,
+    only: Option<TenantId>,
+) -> Result<Vec<TenantRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenants WHERE ($1::uuid IS NULL OR id = $1) ORDER BY name"
+    ))
+    .bind(only)
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn get_tenant(conn: &mut PgConnection, id: TenantId) -> Result<TenantRow, StoreError> {

@@ -1,0 +1,109 @@
+//! `/admin/ledger/*` and the seed's `GET /admin/replay`: read and verify the hash chains.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::AdminErrors;
+use crate::admin::ledger::{self, EventQuery, LedgerEvent};
+use crate::admin::replay::{self, ReplayReport, TimelineEvent};
+use crate::admin::{require_operator, AdminError};
+use crate::domain::TenantId;
+use crate::http::error::AdminApiError;
+use crate::http::extract::{AdminCaller, AdminQuery};
+use crate::http::AppState;
+use crate::ledger::verify::{self, VerifyReport};
+
+type Result<T> = std::result::Result<T, AdminApiError>;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListEventsQuery {
+    /// An operator without it reads every tenant's events and the system chain.
+    pub tenant_id: Option<TenantId>,
+    /// Only this agent's events (id or name).
+    pub agent: Option<String>,
+    /// Only this execution key's events.
+    pub execution_id: Option<String>,
+    /// Only events of this type, e.g. `usage.commit`.
+    pub event_type: Option<String>,
+    /// Only this chain, e.g. `agent:<id>`, `tenant:<id>`, `system`.
+    pub chain_id: Option<String>,
+    /// Keyset paging: events after this id (the last id of the previous page).
+    pub after_id: Option<i64>,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// List ledger events in append order.
+#[utoipa::path(get, path = "/admin/ledger/events", tag = "ledger", params(ListEventsQuery),
+    responses((status = 200, body = Vec<LedgerEvent>), AdminErrors), security(("bearer" = [])))]
+pub async fn list_ledger_events(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    AdminQuery(q): AdminQuery<ListEventsQuery>,
+) -> Result<Json<Vec<LedgerEvent>>> {
+    let query = EventQuery {
+        tenant_id: q.tenant_id.or(caller.tenant_header),
+        agent: q.agent,
+        execution_id: q.execution_id,
+        event_type: q.event_type,
+        chain_id: q.chain_id,
+        after_id: q.after_id,
+        limit: q.limit,
+    };
+    Ok(Json(
+        ledger::list_events(&state.gateway.pool, &caller.principal, query).await?,
+    ))
+}
+
+/// Verify every hash chain (operator: it covers every tenant); names the first bad event.
+#[utoipa::path(get, path = "/admin/ledger/verify", tag = "ledger",
+    responses((status = 200, body = VerifyReport), AdminErrors), security(("bearer" = [])))]
+pub async fn verify_ledger(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+) -> Result<Json<VerifyReport>> {
+    require_operator(&caller.principal, "verifying the whole ledger")?;
+    Ok(Json(verify::verify_all(&state.gateway.pool).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayQuery {
+    pub tenant_id: Option<TenantId>,
+    /// Return this execution's event timeline instead of the full replay.
+    pub execution_id: Option<String>,
+}
+
+/// Verify the hash chains and rebuild every agent's books from the ledger, compared with the live
+/// counters; or, with `execution_id`, that execution's event timeline.
+#[utoipa::path(get, path = "/admin/replay", tag = "ledger", params(ReplayQuery),
+    responses(
+        (status = 200, description = "A ReplayReport, or a list of TimelineEvent with execution_id", body = ReplayReport),
+        AdminErrors),
+    security(("bearer" = [])))]
+pub async fn get_replay(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    AdminQuery(q): AdminQuery<ReplayQuery>,
+) -> Result<Response> {
+    let pool = &state.gateway.pool;
+    if let Some(execution_id) = q.execution_id {
+        let tenant = caller.tenant(q.tenant_id)?;
+        let events: Vec<TimelineEvent> = replay::timeline(pool, tenant, &execution_id)
+            .await
+            .map_err(AdminError::from)?;
+        if events.is_empty() {
+            return Err(AdminError::NotFound("execution").into());
+        }
+        return Ok(Json(events).into_response());
+    }
+    let scope = caller.visible(q.tenant_id)?;
+    let report = replay::replay(pool, scope)
+        .await
+        .map_err(AdminError::from)?;
+    Ok(Json(report).into_response())
+}
