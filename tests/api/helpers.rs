@@ -313,3 +313,101 @@ pub fn mini_cost(usage: &Value) -> i64 {
 pub fn hello() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the ledger"}]})
 }
+
+/// A second server instance on the same database and routing file (another replica).
+pub struct Replica {
+    pub base: String,
+    pub server: ServerHandle,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.server.shutdown();
+    }
+}
+
+impl TestApp {
+    /// Starts another replica of this app's server and waits until it is ready.
+    pub async fn spawn_replica(&self) -> Replica {
+        let models = self.dir.path().join("models.toml");
+        let server = server::start(test_settings(&self.db, models))
+            .await
+            .expect("replica starts");
+        let base = format!("http://{}", server.addr);
+        wait_ready(&self.http, &base).await;
+        Replica { base, server }
+    }
+
+    /// An admin API call with `token`: the status and the JSON body (`Null` when empty).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `admin` with the operator token, asserting the expected status.
+    pub async fn op(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        expect: StatusCode,
+    ) -> Value {
+        let (status, value) = self.admin(method, path, &self.operator_token, body).await;
+        assert_eq!(status, expect, "{path}: {value}");
+        value
+    }
+
+    /// Creates a tenant and an admin token for it; returns `(tenant id, admin token)`.
+    pub async fn tenant_with_admin(&self, name: &str, extra: Value) -> (String, String) {
+        let mut body = json!({"name": name});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let t = self
+            .op(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await;
+        let id = t["id"].as_str().expect("tenant id").to_owned();
+        let issued = self
+            .op(
+                reqwest::Method::POST,
+                &format!("/admin/tokens?tenant_id={id}"),
+                Some(json!({"scope": "admin", "subject": format!("{name}-admin")})),
+                StatusCode::CREATED,
+            )
+            .await;
+        (id, issued["token"].as_str().expect("token").to_owned())
+    }
+
+    /// The ledger events of one type, payloads parsed, in append order.
+    pub async fn ledger_payloads(&self, event_type: &str) -> Vec<Value> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT payload FROM event_log WHERE event_type = $1 ORDER BY id")
+                .bind(event_type)
+                .fetch_all(&self.pool)
+                .await
+                .expect("ledger payloads");
+        rows.iter()
+            .map(|p| serde_json::from_str(p).expect("canonical JSON"))
+            .collect()
+    }
+}

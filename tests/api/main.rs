@@ -2,11 +2,16 @@
 //! and a real HTTP provider on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_agents;
+mod admin_reads;
+mod admin_tokens;
 mod auth;
 mod chat;
 mod cli;
+mod cluster;
 mod concurrency;
 mod helpers;
 mod ledger;
 mod openapi;
 mod recovery;
+mod tenancy;
