@@ -316,7 +316,14 @@ async fn admin_errors_come_in_one_shape_and_name_the_field() {
         }
         req.send()
     };
-    let cases: Vec<(Method, &str, Option<&str>, StatusCode, Option<&str>)> = vec![
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        StatusCode,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/admin/agents",

@@ -10,7 +10,7 @@ use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{spawn_app, TestApp};
 
 const SAMPLES: usize = 5;
 
