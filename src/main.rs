@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aex::cli::{self, Cli, Command, DevAction, LedgerAction};
+use aex::cli::{self, Cli, Command, DevAction};
 use aex::config::LogFormat;
 use clap::Parser;
 
@@ -26,9 +26,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon { action } => cli::daemon::run(&cli, action).await,
         Command::Migrate => cli::db_checks::migrate(&cli).await,
         Command::Agent { action } => cli::agent::run(&cli, action).await,
-        Command::Ledger {
-            action: LedgerAction::Verify,
-        } => cli::db_checks::ledger_verify(&cli).await,
+        Command::Tenant { action } => cli::tenant::run(&cli, action).await,
+        Command::Token { action } => cli::token::run(&cli, action).await,
+        Command::Models { action } => cli::models::run(&cli, action).await,
+        Command::Plugin { action } => cli::plugin::run(&cli, action).await,
+        Command::Ledger { action } => cli::ledger::run(&cli, action).await,
         Command::Replay { execution } => cli::db_checks::replay(&cli, execution.as_deref()).await,
         Command::Audit => cli::db_checks::audit(&cli).await,
         Command::Openapi => {
@@ -85,9 +87,18 @@ async fn main() -> ExitCode {
         })
         .unwrap_or(LogFormat::Pretty);
     init_tracing(format);
+    let json = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // With --json, a failure is still exactly one JSON object on stdout (a failed check
+            // has printed its report already).
+            if json && !cli::emitted() {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"message": format!("{e:#}")}})
+                );
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

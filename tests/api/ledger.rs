@@ -16,7 +16,7 @@ async fn an_edited_event_is_detected_and_named_by_aex_ledger_verify() {
 
     let verify = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_aex"))
-            .args(["ledger", "verify", "--json"])
+            .args(["ledger", "verify", "--local", "--json"])
             .env("AEX_HOME", app.dir.path())
             .env("AEX_DATABASE_URL", &app.db.url)
             .output()

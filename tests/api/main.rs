@@ -8,6 +8,7 @@ mod admin_tokens;
 mod auth;
 mod chat;
 mod cli;
+mod cli_admin;
 mod cluster;
 mod concurrency;
 mod helpers;
