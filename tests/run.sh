@@ -9,7 +9,9 @@ source tests/ensure-postgres.sh
 cargo build --bins
 cargo test --all-targets
 
-# The official `openai` Python SDK against the built binary.
+# The official `openai` Python SDK against the built binary; a client generated from
+# openapi/openapi.json (openapi-python-client) driving the admin API; the document checked by
+# openapi-spec-validator; schemathesis fuzzing the admin API for 5xx.
 venv=${AEX_TEST_VENV:-/tmp/aex-test-venv}
 [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt

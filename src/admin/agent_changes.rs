@@ -23,11 +23,11 @@ use crate::store::tokens;
 pub struct UpdateAgentRequest {
     /// Requests per minute; `null` removes the limit.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub rpm: Option<Option<i32>>,
     /// Tokens per minute; `null` removes the limit.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     pub tpm: Option<Option<i64>>,
     #[serde(default)]
     pub period: Option<BudgetPeriod>,

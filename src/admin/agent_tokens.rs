@@ -24,6 +24,7 @@ pub struct RotateAgentTokenRequest {
     pub scope: Option<Scope>,
     /// Lifetime of the new token in hours; none means it does not expire.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 87840)]
     pub ttl_hours: Option<u32>,
 }
 

@@ -17,14 +17,18 @@ use crate::store::agents::{self, AgentRow, NewAgent};
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     /// Unique within the tenant.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Budget in decimal USD, e.g. "5.00" (parsed exactly).
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub budget_usd: String,
     /// Requests per minute.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub rpm: Option<i32>,
     /// Tokens per minute.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub tpm: Option<i64>,
     #[serde(default)]
     pub period: Option<BudgetPeriod>,
@@ -35,6 +39,7 @@ pub struct CreateAgentRequest {
     pub token_scope: Option<Scope>,
     /// Token lifetime in hours; none means it does not expire.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 87840)]
     pub token_ttl_hours: Option<u32>,
     /// Initial lifecycle state (`READY` or `REGISTERED`).
     #[serde(default)]

@@ -17,6 +17,7 @@ use crate::store::agent_settings;
 #[serde(deny_unknown_fields)]
 pub struct TopUpRequest {
     /// Decimal USD to add to the budget, e.g. "2.50".
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub amount_usd: String,
 }
 
@@ -25,6 +26,7 @@ pub struct TopUpRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetBudgetRequest {
     /// The new budget in decimal USD, e.g. "10.00".
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub budget_usd: String,
 }
 

@@ -29,16 +29,21 @@ pub enum PluginKind {
 #[serde(deny_unknown_fields)]
 pub struct InstallPluginRequest {
     /// Unique within the tenant; the `tool_name` agents call.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub version: String,
     pub kind: PluginKind,
     /// Price of one run in decimal USD, e.g. "0.001".
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub cost_usd: String,
     /// Wall-clock limit of one run (default 30,000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600000)]
     pub timeout_ms: Option<i32>,
     /// Output kept from one run (default 1 MiB).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 67108864)]
     pub max_output_bytes: Option<i32>,
     #[serde(default)]
     pub enabled: Option<bool>,

@@ -23,13 +23,17 @@ use crate::store::tenants::{self as store, TenantRow, TenantSettings};
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
     /// Unique.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Budget every agent of the tenant also draws from, in decimal USD; none: unlimited.
     #[serde(default)]
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub budget_usd: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub rpm: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub tpm: Option<i64>,
     /// Policy values the tenant's agents inherit unless they set their own.
     #[serde(default)]
@@ -41,15 +45,16 @@ pub struct CreateTenantRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantRequest {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$")]
     pub budget_usd: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub rpm: Option<Option<i32>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     pub tpm: Option<Option<i64>>,
     /// A merge patch of the default policy: a field set to `null` is removed.
     #[serde(default)]

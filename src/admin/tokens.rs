@@ -33,6 +33,7 @@ pub struct IssueTokenRequest {
     pub subject: Option<String>,
     /// Lifetime in hours; none means it does not expire.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 87840)]
     pub ttl_hours: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,

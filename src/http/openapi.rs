@@ -23,6 +23,11 @@ use utoipa::{Modify, OpenApi};
         (name = "usage", description = "Usage summaries and the activity feed"),
         (name = "ops", description = "Health, readiness and metrics (no token)")
     ),
+    components(schemas(
+        crate::http::error::AdminErrorBody,
+        crate::http::error::AdminErrorDetail,
+        crate::domain::ExecutionState
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

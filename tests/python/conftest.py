@@ -1,6 +1,7 @@
 """A running AEX for the SDK tests: a fresh database, the mock provider and `aex serve`, all on
 loopback, started from the built binary and torn down afterwards."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,8 +46,9 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
 
 
 class Aex:
-    def __init__(self, home: Path, env: dict, base: str):
+    def __init__(self, home: Path, env: dict, base: str, operator_token: str):
         self.home, self.env, self.base = home, env, base
+        self.operator_token = operator_token
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run([AEX, *args], env=self.env, capture_output=True, text=True)
@@ -62,22 +64,7 @@ class Aex:
         return json.loads(self.cli("agent", "show", name, "--json").stdout)
 
 
-@pytest.fixture(scope="session")
-def aex():
-    db = "aex_pytest_" + uuid.uuid4().hex
-    psql(f"CREATE DATABASE {db}")
-    home = Path(tempfile.mkdtemp(prefix="aex-sdk-"))
-    procs = []
-    try:
-        mock = subprocess.Popen(
-            [AEX, "dev", "mock-upstream", "--listen", "127.0.0.1:0", "--chunks", "4"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        procs.append(mock)
-        mock_addr = mock.stdout.readline().strip()
-        port = free_port()
-        db_url = ADMIN_DB_URL.rsplit("/", 1)[0] + "/" + db
-        (home / "models.toml").write_text(f"""
+MODELS = """
 [providers.mock]
 kind = "openai"
 base_url = "http://{mock_addr}/v1"
@@ -96,7 +83,26 @@ provider = "mock"
 upstream_model = "mock-embedding"
 input_usd_per_million = "0.02"
 capabilities = ["embeddings"]
-""")
+"""
+
+
+@contextlib.contextmanager
+def running_aex():
+    """A fresh database, the mock provider and `aex serve`; all removed afterwards."""
+    db = "aex_pytest_" + uuid.uuid4().hex
+    psql(f"CREATE DATABASE {db}")
+    home = Path(tempfile.mkdtemp(prefix="aex-sdk-"))
+    procs = []
+    try:
+        mock = subprocess.Popen(
+            [AEX, "dev", "mock-upstream", "--listen", "127.0.0.1:0", "--chunks", "4"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        procs.append(mock)
+        mock_addr = mock.stdout.readline().strip()
+        port = free_port()
+        db_url = ADMIN_DB_URL.rsplit("/", 1)[0] + "/" + db
+        (home / "models.toml").write_text(MODELS.format(mock_addr=mock_addr))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AEX_")}
         env.update({"AEX_HOME": str(home), "MOCK_PROVIDER_KEY": "sk-mock"})
         init = subprocess.run(
@@ -104,12 +110,13 @@ capabilities = ["embeddings"]
             env=env, capture_output=True, text=True,
         )
         assert init.returncode == 0, init.stderr
+        operator_token = json.loads(init.stdout)["operator_token"]
         log = open(home / "serve.log", "w")
         server = subprocess.Popen([AEX, "serve"], env=env, stdout=log, stderr=log)
         procs.append(server)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, server)
-        yield Aex(home, env, base)
+        yield Aex(home, env, base, operator_token)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -119,3 +126,9 @@ capabilities = ["embeddings"]
                 p.kill()
         psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def aex():
+    with running_aex() as instance:
+        yield instance

@@ -53,6 +53,7 @@ pub struct ListAgentsQuery {
     /// Keyset paging: agents after this id (the last id of the previous page).
     pub after: Option<AgentId>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

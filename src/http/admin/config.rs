@@ -29,6 +29,7 @@ pub async fn get_config(
 #[into_params(parameter_in = Query)]
 pub struct VersionsQuery {
     /// At most this many, newest first (1–1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

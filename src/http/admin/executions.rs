@@ -34,6 +34,7 @@ pub struct ListExecutionsQuery {
     /// Keyset paging: executions older than this id (the last id of the previous page).
     pub before: Option<Uuid>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

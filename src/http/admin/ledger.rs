@@ -34,6 +34,7 @@ pub struct ListEventsQuery {
     /// Keyset paging: events after this id (the last id of the previous page).
     pub after_id: Option<i64>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

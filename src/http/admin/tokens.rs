@@ -45,6 +45,7 @@ pub struct ListTokensQuery {
     /// Include revoked tokens (default false).
     pub include_revoked: Option<bool>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

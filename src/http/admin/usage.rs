@@ -56,6 +56,7 @@ pub struct ActivityParams {
     /// Keyset paging: items older than this id.
     pub before_id: Option<i64>,
     /// At most this many (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
