@@ -242,11 +242,19 @@ pub async fn get_agent(
 }
 
 /// Filters of `GET /admin/agents`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AgentQuery {
+    /// Tenant (operator tokens only; an admin token lists its own).
+    pub tenant_id: Option<TenantId>,
+    /// Only agents in this lifecycle state.
     pub state: Option<AgentState>,
+    /// Only agents whose name contains this text.
     pub name_contains: Option<String>,
+    /// Keyset paging: agents after this id (the last id of the previous page).
     pub after: Option<AgentId>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -8,62 +8,10 @@ use uuid::Uuid;
 use super::agents::find_agent;
 use super::ledger::LedgerEvent;
 use super::{check_time, page_limit, AdminError};
-use crate::domain::{AgentId, ExecutionState, TenantId};
+use crate::domain::{ExecutionState, TenantId};
 use crate::store::event_log::{self, EventFilter};
 use crate::store::execution_search::{self as search, ExecutionFilter};
-use crate::store::executions::ExecutionRow;
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ExecutionResponse {
-    pub id: Uuid,
-    /// The caller's Idempotency-Key / X-AEX-Execution-Id, or the minted one.
-    pub execution_key: String,
-    pub tenant_id: TenantId,
-    pub agent_id: AgentId,
-    pub route: String,
-    pub model_alias: Option<String>,
-    pub state: String,
-    pub attempt: i32,
-    pub stream: bool,
-    pub provider: Option<String>,
-    pub estimate_micro_usd: i64,
-    pub actual_micro_usd: Option<i64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub usage_source: Option<String>,
-    pub reason: Option<String>,
-    pub response_status: Option<i32>,
-    pub created_at: DateTime<Utc>,
-    pub dispatched_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-impl From<ExecutionRow> for ExecutionResponse {
-    fn from(e: ExecutionRow) -> Self {
-        ExecutionResponse {
-            id: e.id,
-            execution_key: e.execution_key,
-            tenant_id: e.tenant_id,
-            agent_id: e.agent_id,
-            route: e.route,
-            model_alias: e.model_alias,
-            state: e.state,
-            attempt: e.attempt,
-            stream: e.stream,
-            provider: e.provider,
-            estimate_micro_usd: e.estimate_micro_usd,
-            actual_micro_usd: e.actual_micro_usd,
-            prompt_tokens: e.prompt_tokens,
-            completion_tokens: e.completion_tokens,
-            usage_source: e.usage_source,
-            reason: e.reason,
-            response_status: e.response_status,
-            created_at: e.created_at,
-            dispatched_at: e.dispatched_at,
-            completed_at: e.completed_at,
-        }
-    }
-}
+pub use crate::store::executions::ExecutionRow as ExecutionResponse;
 
 /// An execution and every ledger event recorded for it, in order.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -73,15 +21,26 @@ pub struct ExecutionDetail {
 }
 
 /// Filters of `GET /admin/executions`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
+    /// Tenant (operator tokens only; an admin token lists its own).
+    pub tenant_id: Option<TenantId>,
+    /// Only this agent's (id or name).
     pub agent: Option<String>,
     pub state: Option<ExecutionState>,
+    /// Only this model alias.
     pub model: Option<String>,
+    /// Only this route, e.g. `/v1/chat/completions`.
     pub route: Option<String>,
+    /// Created at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
+    /// Keyset paging: executions older than this id (the last id of the previous page).
     pub before: Option<Uuid>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -107,8 +66,7 @@ pub async fn list_executions(
         until: q.until,
         before: q.before,
     };
-    let rows = search::list_executions(&mut conn, tenant_id, &filter, limit).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(search::list_executions(&mut conn, tenant_id, &filter, limit).await?)
 }
 
 /// One execution by its id, or by its caller key when that names exactly one in the tenant.
@@ -144,8 +102,5 @@ pub async fn get_execution(
         ..EventFilter::default()
     };
     let events = event_log::list_events(&mut conn, &filter, 10_000).await?;
-    Ok(ExecutionDetail {
-        execution: execution.into(),
-        events: events.into_iter().map(Into::into).collect(),
-    })
+    Ok(ExecutionDetail { execution, events })
 }

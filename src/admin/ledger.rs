@@ -1,60 +1,31 @@
 //! Reading the ledger through the admin API: events in append order, filtered and keyset paged.
 //! (Verification is `ledger::verify`, shared with the CLI and the startup gate.)
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use super::agents::find_agent;
 use super::{acting_tenant, page_limit, visible_tenant, AdminError};
 use crate::auth::Principal;
-use crate::domain::{AgentId, TenantId};
-use crate::store::event_log::{self, EventFilter, EventRow};
-
-/// One ledger event, with its hash-chain links.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LedgerEvent {
-    pub id: i64,
-    pub chain_id: String,
-    pub seq: i64,
-    pub prev_hash: String,
-    pub event_hash: String,
-    pub event_type: String,
-    pub tenant_id: Option<TenantId>,
-    pub agent_id: Option<AgentId>,
-    pub execution_id: Option<String>,
-    pub ts: DateTime<Utc>,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
-
-impl From<EventRow> for LedgerEvent {
-    fn from(e: EventRow) -> Self {
-        LedgerEvent {
-            id: e.id,
-            chain_id: e.chain_id,
-            seq: e.seq,
-            prev_hash: e.prev_hash,
-            event_hash: e.event_hash,
-            event_type: e.event_type,
-            tenant_id: e.tenant_id,
-            agent_id: e.agent_id,
-            execution_id: e.execution_id,
-            ts: e.ts,
-            payload: e.payload.0,
-        }
-    }
-}
+use crate::domain::TenantId;
+pub use crate::store::event_log::EventRow as LedgerEvent;
+use crate::store::event_log::{self, EventFilter};
 
 /// Filters of `GET /admin/ledger/events`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// An operator without it reads every tenant's events and the system chain.
     pub tenant_id: Option<TenantId>,
+    /// Only this agent's events (id or name).
     pub agent: Option<String>,
+    /// Only this execution key's events.
     pub execution_id: Option<String>,
+    /// Only events of this type, e.g. `usage.commit`.
     pub event_type: Option<String>,
+    /// Only this chain, e.g. `agent:<id>`, `tenant:<id>`, `system`.
     pub chain_id: Option<String>,
+    /// Keyset paging: events after this id (the last id of the previous page).
     pub after_id: Option<i64>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -79,6 +50,5 @@ pub async fn list_events(
         filter.agent_id = Some(find_agent(&mut conn, tenant, agent, false).await?.id);
         filter.tenant_id = Some(tenant);
     }
-    let rows = event_log::list_events(&mut conn, &filter, limit).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(event_log::list_events(&mut conn, &filter, limit).await?)
 }

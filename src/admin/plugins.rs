@@ -2,7 +2,6 @@
 //! executable is hashed here, at install), list, enable and disable. Running plugins is the
 //! gateway's business.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -13,7 +12,8 @@ use super::{admin_event, usd, validate_name, AdminError};
 use crate::auth::Principal;
 use crate::domain::TenantId;
 use crate::ledger;
-use crate::store::plugins::{self as store, NewPlugin, PluginRow};
+pub use crate::store::plugins::PluginRow as PluginResponse;
+use crate::store::plugins::{self as store, NewPlugin};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -51,42 +51,6 @@ pub struct InstallPluginRequest {
     /// (the hash is computed at install and must match when given).
     #[schema(value_type = Object)]
     pub manifest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PluginResponse {
-    pub id: Uuid,
-    pub tenant_id: TenantId,
-    pub name: String,
-    pub version: String,
-    pub kind: String,
-    pub cost_micro_usd: i64,
-    pub timeout_ms: i32,
-    pub max_output_bytes: i32,
-    pub enabled: bool,
-    #[schema(value_type = Object)]
-    pub manifest: Value,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<PluginRow> for PluginResponse {
-    fn from(p: PluginRow) -> Self {
-        PluginResponse {
-            id: p.id,
-            tenant_id: p.tenant_id,
-            name: p.name,
-            version: p.version,
-            kind: p.kind,
-            cost_micro_usd: p.cost_micro_usd,
-            timeout_ms: p.timeout_ms,
-            max_output_bytes: p.max_output_bytes,
-            enabled: p.enabled,
-            manifest: p.manifest.0,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
 }
 
 fn manifest_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a str, AdminError> {
@@ -192,7 +156,7 @@ pub async fn install_plugin(
     )
     .await?;
     tx.commit().await?;
-    Ok(row.into())
+    Ok(row)
 }
 
 pub async fn list_plugins(
@@ -200,8 +164,7 @@ pub async fn list_plugins(
     tenant_id: TenantId,
 ) -> Result<Vec<PluginResponse>, AdminError> {
     let mut conn = pool.acquire().await?;
-    let rows = store::list_plugins(&mut conn, tenant_id).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(store::list_plugins(&mut conn, tenant_id).await?)
 }
 
 #[tracing::instrument(skip_all, fields(%tenant_id, name, enabled))]
@@ -232,5 +195,5 @@ pub async fn set_enabled(
         .await?;
     }
     tx.commit().await?;
-    Ok(after.into())
+    Ok(after)
 }

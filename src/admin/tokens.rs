@@ -17,6 +17,7 @@ use crate::auth::{Principal, TokenSigner};
 use crate::domain::{AgentId, AgentState, Scope, TenantId};
 use crate::gateway::Gateway;
 use crate::ledger;
+pub use crate::store::tokens::TokenRow as TokenResponse;
 use crate::store::tokens::{self as store, TokenFilter, TokenRow};
 
 /// `POST /admin/tokens`.
@@ -37,40 +38,6 @@ pub struct IssueTokenRequest {
     pub ttl_hours: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,
-}
-
-/// A token's metadata (never the token itself).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub id: Uuid,
-    pub tenant_id: Option<TenantId>,
-    pub agent_id: Option<AgentId>,
-    pub subject: String,
-    pub scope: String,
-    pub kid: String,
-    pub description: Option<String>,
-    pub issued_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub revoked_reason: Option<String>,
-}
-
-impl From<TokenRow> for TokenResponse {
-    fn from(t: TokenRow) -> Self {
-        TokenResponse {
-            id: t.jti,
-            tenant_id: t.tenant_id,
-            agent_id: t.agent_id,
-            subject: t.subject,
-            scope: t.scope,
-            kid: t.kid,
-            description: t.description,
-            issued_at: t.issued_at,
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-            revoked_reason: t.revoked_reason,
-        }
-    }
 }
 
 /// A freshly issued token, shown this once.
@@ -217,12 +184,19 @@ pub async fn issue_token(
 }
 
 /// Filters of `GET /admin/tokens`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// An operator without it sees every tenant's tokens and the operator tokens.
     pub tenant_id: Option<TenantId>,
+    /// Only this agent's tokens (id or name).
     pub agent: Option<String>,
     pub scope: Option<Scope>,
+    /// Include revoked tokens (default false).
+    #[serde(default)]
     pub include_revoked: bool,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -244,8 +218,7 @@ pub async fn list_tokens(
         filter.agent_id = Some(find_agent(&mut conn, tenant, agent, false).await?.id);
         filter.tenant_id = Some(tenant);
     }
-    let rows = store::list_tokens(&mut conn, &filter, limit).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    Ok(store::list_tokens(&mut conn, &filter, limit).await?)
 }
 
 /// Revokes one token the caller can see; revoking a revoked token changes nothing.
@@ -265,7 +238,7 @@ pub async fn revoke_token(
         .await
         .map_err(AdminError::from_store("token"))?;
     if before.revoked_at.is_some() {
-        return Ok(before.into());
+        return Ok(before);
     }
     let row = store::revoke_token(&mut tx, scope, jti, &reason)
         .await
@@ -278,7 +251,7 @@ pub async fn revoke_token(
     .await?;
     tx.commit().await?;
     gw.revocations.insert(jti);
-    Ok(row.into())
+    Ok(row)
 }
 
 /// Revokes a live token and issues its successor: same scope, holder and lifetime.

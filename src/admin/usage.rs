@@ -9,39 +9,8 @@ use super::agents::find_agent;
 use super::{acting_tenant, check_time, visible_tenant, AdminError};
 use crate::auth::Principal;
 use crate::domain::TenantId;
-use crate::store::usage::{self as store, GroupBy, UsageRow};
-
-/// Counts and sums over one group of executions.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UsageLine {
-    /// The tenant id, agent id or model alias of the group (empty for the total).
-    pub key: String,
-    /// The agent's name, for lines per agent.
-    pub name: Option<String>,
-    pub executions: i64,
-    pub committed: i64,
-    pub denied: i64,
-    pub failed: i64,
-    pub spent_micro_usd: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-}
-
-impl From<UsageRow> for UsageLine {
-    fn from(r: UsageRow) -> Self {
-        UsageLine {
-            key: r.key,
-            name: r.label,
-            executions: r.executions,
-            committed: r.committed,
-            denied: r.denied,
-            failed: r.failed,
-            spent_micro_usd: r.spent_micro_usd,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-        }
-    }
-}
+pub use crate::store::usage::UsageRow as UsageLine;
+use crate::store::usage::{self as store, GroupBy};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UsageSummary {
@@ -56,13 +25,16 @@ pub struct UsageSummary {
 }
 
 /// Filters of `GET /admin/usage`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// An operator without it summarises every tenant.
     pub tenant_id: Option<TenantId>,
+    /// Only this agent (id or name).
     pub agent: Option<String>,
-    /// Default: 30 days before `until`.
+    /// Start of the range (RFC 3339; default: 30 days before `until`).
     pub since: Option<DateTime<Utc>>,
-    /// Default: now.
+    /// End of the range, exclusive (RFC 3339; default: now).
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -93,15 +65,12 @@ pub async fn summarise(
         GroupBy::Model,
     ] {
         let rows = store::summarise(&mut conn, tenant_id, agent_id, since, until, group).await?;
-        lines.push(rows.into_iter().map(UsageLine::from).collect::<Vec<_>>());
+        lines.push(rows);
     }
     let by_model = lines.pop().unwrap_or_default();
     let by_agent = lines.pop().unwrap_or_default();
     let by_tenant = lines.pop().unwrap_or_default();
-    let total = lines
-        .pop()
-        .and_then(|mut t| t.pop())
-        .unwrap_or_else(|| UsageRow::default().into());
+    let total = lines.pop().and_then(|mut t| t.pop()).unwrap_or_default();
     Ok(UsageSummary {
         since,
         until,

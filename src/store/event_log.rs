@@ -7,7 +7,9 @@ use sqlx::{PgConnection, QueryBuilder};
 
 use crate::domain::{AgentId, TenantId};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One ledger event with its hash-chain links, as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = LedgerEvent)]
 pub struct EventRow {
     pub id: i64,
     pub chain_id: String,
@@ -20,6 +22,7 @@ pub struct EventRow {
     pub execution_id: Option<String>,
     pub ts: DateTime<Utc>,
     /// The canonical payload text, parsed (`json`, unlike `jsonb`, keeps its key order).
+    #[schema(value_type = Object)]
     pub payload: Json<serde_json::Value>,
 }
 

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use crate::domain::{AgentId, ReplicaId, TenantId};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One execution, as the admin API shows it too.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = ExecutionResponse)]
 pub struct ExecutionRow {
     pub id: Uuid,
     pub tenant_id: TenantId,

@@ -40,8 +40,9 @@ pub async fn record(conn: &mut PgConnection, f: &Fact<'_>) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// One projected fact as read back (the activity feed).
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One projected fact as read back: an item of the activity feed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = ActivityItem)]
 pub struct FactRow {
     pub id: i64,
     pub ts: chrono::DateTime<chrono::Utc>,
@@ -49,6 +50,7 @@ pub struct FactRow {
     pub agent_id: Option<AgentId>,
     pub agent_name: Option<String>,
     pub execution_id: Option<String>,
+    /// `usage.commit`, `reservation.released`, `admission.denied`, …
     pub kind: String,
     pub reason: Option<String>,
     pub model_alias: Option<String>,

@@ -10,8 +10,12 @@ use crate::domain::{AgentId, TenantId};
 /// The channel on which revocations are announced to every replica.
 pub const REVOCATION_CHANNEL: &str = "aex_revocations";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A token's metadata (never the token itself), as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = TokenResponse)]
 pub struct TokenRow {
+    /// The token's id (its `jti` claim).
+    #[serde(rename = "id")]
     pub jti: Uuid,
     pub tenant_id: Option<TenantId>,
     pub agent_id: Option<AgentId>,

@@ -7,11 +7,13 @@ use sqlx::PgConnection;
 use crate::domain::{AgentId, TenantId};
 
 /// Counts and sums over one group of executions.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = UsageLine)]
 pub struct UsageRow {
     /// The agent id, model alias or tenant id the row is about (empty for the total).
     pub key: String,
     /// The agent's name, when grouped by agent.
+    #[serde(rename = "name")]
     pub label: Option<String>,
     pub executions: i64,
     pub committed: i64,

@@ -4,8 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use utoipa::IntoParams;
 
 use super::{AdminErrors, TenantQuery};
 use crate::admin::agent_changes::{
@@ -18,7 +16,7 @@ use crate::admin::agents::{
     self, AgentQuery, AgentResponse, CreateAgentRequest, CreatedAgentResponse,
 };
 use crate::admin::budgets::{self, BudgetChange, SetBudgetRequest, TopUpRequest};
-use crate::domain::{AgentId, AgentState, TenantId};
+use crate::domain::AgentState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
 use crate::http::AppState;
@@ -42,38 +40,17 @@ pub async fn create_agent(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListAgentsQuery {
-    pub tenant_id: Option<TenantId>,
-    /// Only agents in this lifecycle state.
-    pub state: Option<AgentState>,
-    /// Only agents whose name contains this text.
-    pub name_contains: Option<String>,
-    /// Keyset paging: agents after this id (the last id of the previous page).
-    pub after: Option<AgentId>,
-    /// At most this many (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<i64>,
-}
-
 /// List agents with their financials, oldest first.
-#[utoipa::path(get, path = "/admin/agents", tag = "agents", params(ListAgentsQuery),
+#[utoipa::path(get, path = "/admin/agents", tag = "agents", params(AgentQuery),
     responses((status = 200, body = Vec<AgentResponse>), AdminErrors), security(("bearer" = [])))]
 pub async fn list_agents(
     State(state): State<AppState>,
     caller: AdminCaller,
-    AdminQuery(q): AdminQuery<ListAgentsQuery>,
+    AdminQuery(q): AdminQuery<AgentQuery>,
 ) -> Result<Json<Vec<AgentResponse>>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let query = AgentQuery {
-        state: q.state,
-        name_contains: q.name_contains,
-        after: q.after,
-        limit: q.limit,
-    };
     Ok(Json(
-        agents::list_agents(&state.gateway.pool, tenant, &query).await?,
+        agents::list_agents(&state.gateway.pool, tenant, &q).await?,
     ))
 }
 

@@ -18,45 +18,17 @@ use crate::ledger::verify::{self, VerifyReport};
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListEventsQuery {
-    /// An operator without it reads every tenant's events and the system chain.
-    pub tenant_id: Option<TenantId>,
-    /// Only this agent's events (id or name).
-    pub agent: Option<String>,
-    /// Only this execution key's events.
-    pub execution_id: Option<String>,
-    /// Only events of this type, e.g. `usage.commit`.
-    pub event_type: Option<String>,
-    /// Only this chain, e.g. `agent:<id>`, `tenant:<id>`, `system`.
-    pub chain_id: Option<String>,
-    /// Keyset paging: events after this id (the last id of the previous page).
-    pub after_id: Option<i64>,
-    /// At most this many (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<i64>,
-}
-
 /// List ledger events in append order.
-#[utoipa::path(get, path = "/admin/ledger/events", tag = "ledger", params(ListEventsQuery),
+#[utoipa::path(get, path = "/admin/ledger/events", tag = "ledger", params(EventQuery),
     responses((status = 200, body = Vec<LedgerEvent>), AdminErrors), security(("bearer" = [])))]
 pub async fn list_ledger_events(
     State(state): State<AppState>,
     caller: AdminCaller,
-    AdminQuery(q): AdminQuery<ListEventsQuery>,
+    AdminQuery(mut q): AdminQuery<EventQuery>,
 ) -> Result<Json<Vec<LedgerEvent>>> {
-    let query = EventQuery {
-        tenant_id: q.tenant_id.or(caller.tenant_header),
-        agent: q.agent,
-        execution_id: q.execution_id,
-        event_type: q.event_type,
-        chain_id: q.chain_id,
-        after_id: q.after_id,
-        limit: q.limit,
-    };
+    q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        ledger::list_events(&state.gateway.pool, &caller.principal, query).await?,
+        ledger::list_events(&state.gateway.pool, &caller.principal, q).await?,
     ))
 }
 

@@ -4,14 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AdminErrors, TenantQuery};
 use crate::admin::tokens::{
     self, IssueTokenRequest, IssuedTokenResponse, TokenQuery, TokenResponse,
 };
-use crate::domain::{Scope, TenantId};
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
 use crate::http::AppState;
@@ -34,38 +33,17 @@ pub async fn issue_token(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListTokensQuery {
-    /// An operator without it sees every tenant's tokens and the operator tokens.
-    pub tenant_id: Option<TenantId>,
-    /// Only this agent's tokens (id or name).
-    pub agent: Option<String>,
-    pub scope: Option<Scope>,
-    /// Include revoked tokens (default false).
-    pub include_revoked: Option<bool>,
-    /// At most this many (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<i64>,
-}
-
 /// List tokens (metadata only; a token itself is never stored).
-#[utoipa::path(get, path = "/admin/tokens", tag = "tokens", params(ListTokensQuery),
+#[utoipa::path(get, path = "/admin/tokens", tag = "tokens", params(TokenQuery),
     responses((status = 200, body = Vec<TokenResponse>), AdminErrors), security(("bearer" = [])))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: AdminCaller,
-    AdminQuery(q): AdminQuery<ListTokensQuery>,
+    AdminQuery(mut q): AdminQuery<TokenQuery>,
 ) -> Result<Json<Vec<TokenResponse>>> {
-    let query = TokenQuery {
-        tenant_id: q.tenant_id.or(caller.tenant_header),
-        agent: q.agent,
-        scope: q.scope,
-        include_revoked: q.include_revoked.unwrap_or(false),
-        limit: q.limit,
-    };
+    q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        tokens::list_tokens(&state.gateway.pool, &caller.principal, &query).await?,
+        tokens::list_tokens(&state.gateway.pool, &caller.principal, &q).await?,
     ))
 }
 

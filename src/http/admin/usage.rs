@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -16,35 +15,17 @@ use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UsageParams {
-    /// An operator without it summarises every tenant.
-    pub tenant_id: Option<TenantId>,
-    /// Only this agent (id or name).
-    pub agent: Option<String>,
-    /// Start of the range (RFC 3339; default: 30 days before `until`).
-    pub since: Option<DateTime<Utc>>,
-    /// End of the range, exclusive (RFC 3339; default: now).
-    pub until: Option<DateTime<Utc>>,
-}
-
 /// Executions, spend and tokens over a time range: in total, per tenant, agent and model.
-#[utoipa::path(get, path = "/admin/usage", tag = "usage", params(UsageParams),
+#[utoipa::path(get, path = "/admin/usage", tag = "usage", params(UsageQuery),
     responses((status = 200, body = UsageSummary), AdminErrors), security(("bearer" = [])))]
 pub async fn get_usage(
     State(state): State<AppState>,
     caller: AdminCaller,
-    AdminQuery(q): AdminQuery<UsageParams>,
+    AdminQuery(mut q): AdminQuery<UsageQuery>,
 ) -> Result<Json<UsageSummary>> {
-    let query = UsageQuery {
-        tenant_id: q.tenant_id.or(caller.tenant_header),
-        agent: q.agent,
-        since: q.since,
-        until: q.until,
-    };
+    q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        usage::summarise(&state.gateway.pool, &caller.principal, query).await?,
+        usage::summarise(&state.gateway.pool, &caller.principal, q).await?,
     ))
 }
 
