@@ -143,7 +143,7 @@ pub fn test_settings(db: &TestDb, models_file: PathBuf) -> Settings {
         models_file: Some(models_file),
         ..Settings::default()
     };
-    s.db.max_connections = 40;
+    s.db.max_connections = 16;
     s.auth.keys.insert("k1".into(), Secret::new(KEY));
     s.cluster.heartbeat_seconds = 1;
     s.cluster.stale_after_seconds = 5;

@@ -5,6 +5,7 @@
 mod auth;
 mod chat;
 mod cli;
+mod cluster;
 mod concurrency;
 mod helpers;
 mod ledger;
