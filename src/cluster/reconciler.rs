@@ -160,6 +160,7 @@ async fn fail_without_hold(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;

@@ -188,12 +188,10 @@ async fn commit(
             completion_tokens: Some(completion),
             usage_source: Some(source.as_str()),
             reason: None,
+            result: result.map(|(status, body, is_stream)| (*status, body.as_slice(), *is_stream)),
         },
     )
     .await?;
-    if let Some((status, body, is_stream)) = result {
-        executions::store_result(conn, r.execution_id, *status, body, *is_stream).await?;
-    }
     // The real money was spent: an overrun is recorded and flagged, never dropped.
     let overrun = (actual - held.estimate_micro_usd).max(0);
     ledger::append(
@@ -272,6 +270,7 @@ async fn release(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;
