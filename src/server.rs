@@ -206,8 +206,10 @@ async fn startup_once(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()>
         Readiness::set(&readiness.config_loaded, true);
     }
     if !Readiness::get(&readiness.ledger_verified) && gw.settings.ledger.verify_on_startup {
-        let report = crate::ledger::verify::verify_all(&gw.pool).await?;
-        if let Some(bad) = report.first_bad_event {
+        let report =
+            crate::ledger::verify::verify_since_checkpoint(&gw.pool, &gw.settings.auth.keys)
+                .await?;
+        if let Some(bad) = &report.first_bad_event {
             Readiness::set(&readiness.gate_failed, true);
             anyhow::bail!(
                 "ledger verification failed at event {} ({} seq {}): {}",
@@ -217,6 +219,16 @@ async fn startup_once(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()>
                 bad.problem
             );
         }
+        if let Some(problem) = report.checkpoint.as_ref().and_then(|c| c.problem.as_ref()) {
+            Readiness::set(&readiness.gate_failed, true);
+            anyhow::bail!("ledger checkpoint rejected: {problem}");
+        }
+        tracing::info!(
+            events = report.events,
+            chains = report.chains,
+            elapsed_ms = report.elapsed_ms,
+            "ledger verified since the last checkpoint"
+        );
         Readiness::set(&readiness.ledger_verified, true);
     }
     if !Readiness::get(&readiness.registered) {

@@ -17,4 +17,7 @@ venv=${AEX_TEST_VENV:-/tmp/aex-test-venv}
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 "$venv/bin/pytest" -q tests/python
 
+# The official `openai` npm SDK (v6) against the built binary.
+(cd tests/node && npm ci --silent --no-audit --no-fund && node --test)
+
 bash deploy/check.sh

@@ -46,7 +46,11 @@ async fn check_sql(
 }
 
 /// Runs every check. `stale_seconds` is the heartbeat age after which a replica counts as lost.
-pub async fn audit(pool: &PgPool, stale_seconds: i64) -> Result<AuditReport, sqlx::Error> {
+pub async fn audit(
+    pool: &PgPool,
+    stale_seconds: i64,
+    keys: &std::collections::BTreeMap<String, crate::config::Secret>,
+) -> Result<AuditReport, sqlx::Error> {
     let mut checks = vec![
         check_sql(
             pool,
@@ -112,7 +116,7 @@ pub async fn audit(pool: &PgPool, stale_seconds: i64) -> Result<AuditReport, sql
         .await?,
     ];
     checks.push(fold_check(pool).await?);
-    let ledger = verify::verify_all(pool).await?;
+    let ledger = verify::verify_all(pool, keys).await?;
     checks.push(Check {
         invariant: 4,
         name: "every chain verifies",

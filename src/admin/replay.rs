@@ -31,8 +31,12 @@ pub struct TimelineEvent {
 }
 
 /// Verifies and folds; an operator sees every agent, an admin its tenant's.
-pub async fn replay(pool: &PgPool, tenant: Option<TenantId>) -> Result<ReplayReport, sqlx::Error> {
-    let ledger = verify::verify_all(pool).await?;
+pub async fn replay(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    keys: &std::collections::BTreeMap<String, crate::config::Secret>,
+) -> Result<ReplayReport, sqlx::Error> {
+    let ledger = verify::verify_all(pool, keys).await?;
     let mut agents = audit::fold_mismatches(pool).await?;
     if let Some(tenant) = tenant {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")

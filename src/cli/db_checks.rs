@@ -38,8 +38,9 @@ pub async fn migrate(cli: &Cli) -> anyhow::Result<()> {
 }
 
 pub async fn ledger_verify(cli: &Cli) -> anyhow::Result<()> {
+    let settings = super::settings(cli)?;
     let pool = pool(cli).await?;
-    let report = verify::verify_all(&pool).await?;
+    let report = verify::verify_all(&pool, &settings.auth.keys).await?;
     print_verify(cli.json, &serde_json::to_value(&report)?)
 }
 
@@ -67,6 +68,47 @@ pub fn print_verify(json: bool, report: &serde_json::Value) -> anyhow::Result<()
     Ok(())
 }
 
+pub async fn ledger_checkpoint(cli: &Cli) -> anyhow::Result<()> {
+    let settings = super::settings(cli)?;
+    let pool = pool(cli).await?;
+    let kid = &settings.auth.active_kid;
+    let key = settings
+        .auth
+        .keys
+        .get(kid)
+        .context("no signing key configured in [auth.keys]")?;
+    let id = crate::ledger::checkpoint::write(&pool, kid, key, None).await?;
+    emit(cli.json, &json!({"checkpoint_id": id}), || {
+        match id {
+        Some(id) => format!("checkpoint {id} written"),
+        None => "no checkpoint written: nothing changed since the last one (or another is being written)".to_owned(),
+    }
+    });
+    Ok(())
+}
+
+pub async fn ledger_export(cli: &Cli, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let pool = pool(cli).await?;
+    let count = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            crate::ledger::export::export(&pool, &mut out).await?
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            return crate::ledger::export::export(&pool, &mut out)
+                .await
+                .map(|_| ());
+        }
+    };
+    emit(cli.json, &json!({"events": count}), || {
+        format!("{count} events exported")
+    });
+    Ok(())
+}
+
 pub async fn replay(cli: &Cli, execution: Option<&str>) -> anyhow::Result<()> {
     let pool = pool(cli).await?;
     if let Some(id) = execution {
@@ -87,7 +129,7 @@ pub async fn replay(cli: &Cli, execution: Option<&str>) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let report = replay::replay(&pool, None).await?;
+    let report = replay::replay(&pool, None, &super::settings(cli)?.auth.keys).await?;
     emit(cli.json, &serde_json::to_value(&report)?, || {
         let mut lines = vec![format!(
             "ledger: {} ({} events)",
@@ -117,7 +159,7 @@ pub async fn audit(cli: &Cli) -> anyhow::Result<()> {
     let settings = super::settings(cli)?;
     let pool = pool(cli).await?;
     let stale = i64::try_from(settings.cluster.stale_after_seconds).unwrap_or(30);
-    let report = audit::audit(&pool, stale).await?;
+    let report = audit::audit(&pool, stale, &settings.auth.keys).await?;
     emit(cli.json, &serde_json::to_value(&report)?, || {
         report
             .checks

@@ -8,11 +8,21 @@ use super::{emit_list, text, Cli};
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerAction {
-    /// Walk every chain, recompute every hash and name the first bad event.
+    /// Walk every chain, recompute every hash, check the latest checkpoint, name the first bad
+    /// event.
     Verify {
         /// Read the database directly (database_url) instead of asking the server.
         #[arg(long)]
         local: bool,
+    },
+    /// Write a signed checkpoint of every chain's head now (reads the database directly).
+    Checkpoint,
+    /// Write every event as JSON lines, re-verifiable with deploy/verify-ledger-export.py (reads
+    /// the database directly).
+    Export {
+        /// File to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
     /// List ledger events in append order.
     Events {
@@ -34,17 +44,20 @@ pub enum LedgerAction {
     },
 }
 
+fn client(cli: &Cli) -> anyhow::Result<AdminClient> {
+    AdminClient::from_settings(&super::settings(cli)?)
+}
+
 pub async fn run(cli: &Cli, action: &LedgerAction) -> anyhow::Result<()> {
-    if let LedgerAction::Verify { local: true } = action {
-        return super::db_checks::ledger_verify(cli).await;
-    }
-    let settings = super::settings(cli)?;
-    let client = AdminClient::from_settings(&settings)?;
     match action {
-        LedgerAction::Verify { .. } => {
-            let report = client
-                .get(&["admin", "ledger", "verify"], &Default::default())
-                .await?;
+        LedgerAction::Verify { local: true } => super::db_checks::ledger_verify(cli).await,
+        LedgerAction::Checkpoint => super::db_checks::ledger_checkpoint(cli).await,
+        LedgerAction::Export { output } => {
+            super::db_checks::ledger_export(cli, output.as_deref()).await
+        }
+        LedgerAction::Verify { local: false } => {
+            let path = ["admin", "ledger", "verify"];
+            let report = client(cli)?.get(&path, &Default::default()).await?;
             super::db_checks::print_verify(cli.json, &report)
         }
         LedgerAction::Events {
@@ -55,6 +68,7 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> anyhow::Result<()> {
             after_id,
             limit,
         } => {
+            let client = client(cli)?;
             let q = client
                 .tenant_query(tenant.as_deref())
                 .await?
@@ -66,13 +80,8 @@ pub async fn run(cli: &Cli, action: &LedgerAction) -> anyhow::Result<()> {
             let list = client.get(&["admin", "ledger", "events"], &q).await?;
             let header = format!("{:>8} {:<32} {:<26} {}", "ID", "TYPE", "TS", "PAYLOAD");
             emit_list(cli.json, "events", &list, &header, |e| {
-                format!(
-                    "{:>8} {:<32} {:<26} {}",
-                    text(e, "id"),
-                    text(e, "event_type"),
-                    text(e, "ts"),
-                    e["payload"]
-                )
+                let (id, kind, ts) = (text(e, "id"), text(e, "event_type"), text(e, "ts"));
+                format!("{id:>8} {kind:<32} {ts:<26} {}", e["payload"])
             });
             Ok(())
         }

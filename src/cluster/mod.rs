@@ -2,6 +2,7 @@
 //! reconciler that settles a lost replica's executions, LISTEN/NOTIFY for config versions and
 //! revocations, and the routing-table versions themselves.
 
+pub mod checkpointer;
 pub mod config_sync;
 pub mod listener;
 pub mod reconciler;

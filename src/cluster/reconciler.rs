@@ -97,6 +97,7 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         clamped: false,
         holds_tenant: false,
         remaining_after: 0,
+        quota: Default::default(),
     };
     let model = gw.routing().model(&reservation.model_alias).cloned();
     let outcome = Outcome::Release {
@@ -159,6 +160,7 @@ async fn fail_without_hold(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;
@@ -205,7 +207,8 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, stop: CancellationToken) {
     }
 }
 
-async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
+/// Drops cached results past the retention period (the rows and their ledger events stay).
+pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
     let hours = i64::try_from(gw.settings.gateway.result_retention_hours).unwrap_or(24);
     let mut conn = gw.pool.acquire().await?;
     let pruned =

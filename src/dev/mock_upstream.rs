@@ -31,6 +31,10 @@ pub struct MockControl {
     /// Chunks in a streamed answer, and the delay between them.
     pub chunks: AtomicU64,
     pub chunk_delay_ms: AtomicU64,
+    /// Cut the connection after this many streamed chunks (0: never), as a failing provider does.
+    pub cut_after_chunks: AtomicU64,
+    /// Streamed chunks actually sent (a dropped client stops the count).
+    pub chunks_sent: Arc<AtomicU64>,
     /// Calls received, and their bodies.
     pub calls: AtomicU64,
     pub requests: Mutex<Vec<Value>>,
@@ -48,6 +52,8 @@ impl Default for MockControl {
             completion_tokens: AtomicU64::new(20),
             chunks: AtomicU64::new(5),
             chunk_delay_ms: AtomicU64::new(0),
+            cut_after_chunks: AtomicU64::new(0),
+            chunks_sent: Arc::new(AtomicU64::new(0)),
             calls: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
@@ -221,25 +227,8 @@ fn stream_chat(
     include_usage: bool,
 ) -> Response {
     let chunks = c.chunks.load(Ordering::SeqCst).max(1);
-    let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
-    let stream = async_stream_chunks(model, prompt, completion, chunks, delay, include_usage);
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-fn async_stream_chunks(
-    model: Value,
-    prompt: u64,
-    completion: u64,
-    chunks: u64,
-    delay: Duration,
-    include_usage: bool,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    let chunk = move |delta: Value, finish: Value| {
-        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model.clone(),
+    let chunk = |delta: Value, finish: Value| {
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
         format!("data: {v}\n\n")
     };
@@ -247,32 +236,95 @@ fn async_stream_chunks(
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    // Spread the completion tokens over the chunks: words, so that counting them is predictable.
-    let per = completion.div_ceil(chunks);
-    let mut left = completion;
-    for _ in 0..chunks {
-        let n = per.min(left);
-        left -= n;
+    for n in spread(completion, chunks) {
         let text: String = (0..n).map(|_| " w").collect();
         events.push(chunk(json!({"content": text}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
     if include_usage {
-        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "x", "choices": [],
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
         events.push(format!("data: {v}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
-    futures::stream::unfold(
-        (events.into_iter(), true),
-        move |(mut it, first)| async move {
+    sse_response(&c, events)
+}
+
+/// `total` tokens spread over `chunks` chunks, as evenly as whole words allow.
+fn spread(total: u64, chunks: u64) -> Vec<u64> {
+    let per = total.div_ceil(chunks);
+    let mut left = total;
+    (0..chunks)
+        .map(|_| {
+            let n = per.min(left);
+            left -= n;
+            n
+        })
+        .collect()
+}
+
+/// Streams `events` with the configured delay between them; counts what was sent; cuts the
+/// connection mid-way when told to.
+fn sse_response(c: &MockControl, events: Vec<String>) -> Response {
+    let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
+    let cut = c.cut_after_chunks.load(Ordering::SeqCst);
+    let sent = Arc::clone(&c.chunks_sent);
+    let stream = futures::stream::unfold((events.into_iter(), 0u64), move |(mut it, n)| {
+        let sent = Arc::clone(&sent);
+        async move {
+            if cut > 0 && n >= cut {
+                return Some((
+                    Err(std::io::Error::other("mock cut the stream")),
+                    (it, n + 1),
+                ))
+                .filter(|_| n == cut);
+            }
             let next = it.next()?;
-            if !first && !delay.is_zero() {
+            if n > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            Some((Ok(bytes::Bytes::from(next)), (it, false)))
-        },
-    )
+            sent.fetch_add(1, Ordering::SeqCst);
+            Some((Ok(bytes::Bytes::from(next)), (it, n + 1)))
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn stream_responses(
+    c: Arc<MockControl>,
+    model: Value,
+    input: u64,
+    output: u64,
+    with_usage: bool,
+) -> Response {
+    let chunks = c.chunks.load(Ordering::SeqCst).max(1);
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let response = |status: &str, usage: Value| {
+        json!({"id": "resp_mock", "object": "response", "created_at": 1_700_000_000,
+        "status": status, "model": model, "output": [], "usage": usage})
+    };
+    let mut events = vec![event(
+        "response.created",
+        json!({"type": "response.created", "response": response("in_progress", Value::Null)}),
+    )];
+    for n in spread(output, chunks) {
+        let text: String = (0..n).map(|_| " w").collect();
+        events.push(event("response.output_text.delta", json!({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": text})));
+    }
+    let usage = if with_usage {
+        json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output})
+    } else {
+        Value::Null
+    };
+    events.push(event(
+        "response.completed",
+        json!({"type": "response.completed", "response": response("completed", usage)}),
+    ));
+    sse_response(&c, events)
 }
 
 async fn responses(
@@ -287,6 +339,11 @@ async fn responses(
         + words(body.get("input").unwrap_or(&Value::Null))
         + words(body.get("instructions").unwrap_or(&Value::Null));
     let output = output_tokens(&c, &body, &["max_output_tokens"]);
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let model = body.get("model").cloned().unwrap_or(Value::Null);
+        let with_usage = !c.omit_usage.load(Ordering::SeqCst);
+        return stream_responses(Arc::clone(&c), model, input, output, with_usage);
+    }
     let mut out = json!({
         "id": "resp_mock",
         "object": "response",

@@ -11,6 +11,8 @@ use uuid::Uuid;
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
+use super::prepare::worst_estimate;
+use super::rate_limit::{self, Limits, Quota, Verdict};
 use super::{Gateway, GatewayError};
 use crate::config::ModelRoute;
 use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
@@ -19,7 +21,7 @@ use crate::ledger::{self, ChainId, NewEvent};
 use crate::store::agents::{self, AgentRow};
 use crate::store::executions::{self, NewExecution};
 use crate::store::reservations::{self, NewReservation};
-use crate::store::{projection, tenants, StoreError};
+use crate::store::{projection, rate_windows, tenants, StoreError};
 
 /// Everything admission decides on.
 pub struct Ticket<'a> {
@@ -30,6 +32,8 @@ pub struct Ticket<'a> {
     pub keyed: bool,
     pub fingerprint: &'a str,
     pub model: &'a ModelRoute,
+    /// The model and its fallbacks: the hold covers the most expensive of them.
+    pub price_models: &'a [std::sync::Arc<ModelRoute>],
     pub body: &'a serde_json::Map<String, Value>,
     pub prompt_tokens: u64,
     /// The output cap the request asked for.
@@ -54,6 +58,8 @@ pub struct Reservation {
     pub clamped: bool,
     pub holds_tenant: bool,
     pub remaining_after: i64,
+    /// The agent's rate-limit quota after this admission, for the response headers.
+    pub quota: Quota,
 }
 
 /// A recorded refusal (execution DENIED, ledger event written).
@@ -65,6 +71,8 @@ pub struct Refusal {
     pub body: Vec<u8>,
     pub execution_key: String,
     pub remaining: i64,
+    pub quota: Quota,
+    pub retry_after_seconds: Option<i64>,
 }
 
 /// A stored terminal result to replay.
@@ -92,6 +100,93 @@ struct Refuse {
     code: &'static str,
     reason: String,
     message: String,
+    quota: Quota,
+    retry_after_seconds: Option<i64>,
+}
+
+impl Refuse {
+    fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        reason: impl Into<String>,
+        message: String,
+    ) -> Box<Self> {
+        Box::new(Refuse {
+            status,
+            kind,
+            code,
+            reason: reason.into(),
+            message,
+            quota: Quota::default(),
+            retry_after_seconds: None,
+        })
+    }
+}
+
+fn agent_limits(agent: &AgentRow) -> Limits {
+    Limits {
+        rpm: agent.rpm_limit.map(i64::from),
+        tpm: agent.tpm_limit,
+    }
+}
+
+fn tenant_limits(tenant: &tenants::TenantRow) -> Limits {
+    Limits {
+        rpm: tenant.rpm_limit.map(i64::from),
+        tpm: tenant.tpm_limit,
+    }
+}
+
+/// The agent's limits, then the tenant's, against the windows (read under the row locks).
+async fn check_rates(
+    conn: &mut PgConnection,
+    t: &Ticket<'_>,
+    agent: &AgentRow,
+    tenant: Option<&tenants::TenantRow>,
+    cap: Option<u64>,
+) -> Result<Result<(Option<u64>, Quota), Box<Refuse>>, sqlx::Error> {
+    let tokens = i64::try_from(t.prompt_tokens + cap.unwrap_or(0)).unwrap_or(i64::MAX);
+    let mut subjects = vec![(
+        "agent",
+        rate_limit::agent_subject(t.agent_id),
+        agent_limits(agent),
+    )];
+    if let Some(tn) = tenant {
+        subjects.push((
+            "tenant",
+            rate_limit::tenant_subject(t.tenant_id),
+            tenant_limits(tn),
+        ));
+    }
+    let mut agent_quota = Quota::default();
+    for (whose, subject, limits) in subjects {
+        match rate_limit::check(conn, &subject, limits, tokens).await? {
+            Verdict::Allowed(q) => {
+                if whose == "agent" {
+                    agent_quota = q;
+                }
+            }
+            Verdict::Limited {
+                quota,
+                retry_after_seconds,
+                which,
+            } => {
+                let quota = if whose == "agent" { quota } else { agent_quota };
+                let mut refuse = Refuse::new(
+                    429,
+                    "requests",
+                    "rate_limit_exceeded",
+                    format!("rate_limit_{whose}"),
+                    format!("rate limit reached: the {whose}'s {which} are used up; retry after {retry_after_seconds} s"),
+                );
+                refuse.quota = quota;
+                refuse.retry_after_seconds = Some(retry_after_seconds);
+                return Ok(Err(refuse));
+            }
+        }
+    }
+    Ok(Ok((cap, agent_quota)))
 }
 
 /// Runs the admission transaction.
@@ -99,15 +194,17 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let mut tx = gw.pool.begin().await?;
 
     // Lock order is always tenant, then agent. The tenant row is only locked when the tenant
-    // has a budget: otherwise a busy tenant would serialise all of its agents for nothing.
-    let (tenant_budgeted, tenant_policy): (bool, sqlx::types::Json<Value>) = sqlx::query_as(
-        "SELECT budget_micro_usd IS NOT NULL, default_policy FROM tenants WHERE id = $1",
+    // has a budget or rate limits of its own: otherwise a busy tenant would serialise all of its
+    // agents for nothing.
+    let (tenant_limited, tenant_policy): (bool, sqlx::types::Json<Value>) = sqlx::query_as(
+        "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, \
+         default_policy FROM tenants WHERE id = $1",
     )
     .bind(t.tenant_id)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
-    let tenant = match tenant_budgeted {
+    let tenant = match tenant_limited {
         true => Some(tenants::lock_tenant(&mut tx, t.tenant_id).await?),
         false => None,
     };
@@ -167,8 +264,14 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         .map_or(&tenant_policy.0, |tn| &tn.default_policy.0);
     let effective = Policy::from_json(&agent.policy).resolve(&Policy::from_json(tenant_policy));
 
-    let decision = decide(gw, t, &agent, tenant.as_ref(), &effective);
-    let (estimate, clamped) = match decision {
+    let admitted = match decide(t, &agent, &effective) {
+        Ok(cap) => check_rates(&mut tx, t, &agent, tenant.as_ref(), cap).await?,
+        Err(refuse) => Err(refuse),
+    };
+    let admitted = admitted.and_then(|(cap, quota)| {
+        decide_budget(gw, t, &agent, tenant.as_ref(), &effective, cap).map(|(e, c)| (e, c, quota))
+    });
+    let (estimate, clamped, quota) = match admitted {
         Ok(ok) => ok,
         Err(refuse) => {
             let refusal = record_refusal(&mut tx, t, &agent, execution_id, attempt, refuse).await?;
@@ -176,8 +279,25 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             return Ok(Admission::Refused(refusal));
         }
     };
+    // Only admitted requests consume quota, charged with the estimate and corrected at settlement.
+    let limited =
+        agent_limits(&agent).any() || tenant.as_ref().is_some_and(|tn| tenant_limits(tn).any());
+    let rate_tokens = if limited {
+        let tokens = i64::try_from(estimate.prompt_tokens + estimate.output_cap.unwrap_or(0))
+            .unwrap_or(i64::MAX);
+        rate_windows::consume(&mut tx, &rate_limit::agent_subject(t.agent_id), tokens).await?;
+        if tenant.as_ref().is_some_and(|tn| tenant_limits(tn).any()) {
+            rate_windows::consume(&mut tx, &rate_limit::tenant_subject(t.tenant_id), tokens)
+                .await?;
+        }
+        tokens
+    } else {
+        0
+    };
 
-    let holds_tenant = tenant.is_some();
+    let holds_tenant = tenant
+        .as_ref()
+        .is_some_and(|tn| tn.budget_micro_usd.is_some());
     executions::upsert_attempt(
         &mut tx,
         &NewExecution {
@@ -208,6 +328,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             agent_id: t.agent_id,
             estimate_micro_usd: estimate.cost.0,
             holds_tenant,
+            rate_tokens,
         },
     )
     .await?;
@@ -248,25 +369,25 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         clamped,
         holds_tenant,
         remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
+        quota,
     }))
 }
 
-/// Lifecycle, policy and budget, in that order; the estimate to hold, or why not.
+/// Lifecycle, then policy: the output cap the request may use (`None` for routes without output).
 fn decide(
-    gw: &Gateway,
     t: &Ticket<'_>,
     agent: &AgentRow,
-    tenant: Option<&tenants::TenantRow>,
     effective: &policy::EffectivePolicy,
-) -> Result<(Estimate, bool), Refuse> {
+) -> Result<Option<u64>, Box<Refuse>> {
     if agent.state != "READY" {
-        return Err(Refuse {
-            status: 423,
-            kind: "invalid_request_error",
-            code: "agent_not_ready",
-            reason: "agent_not_ready".into(),
-            message: format!("agent is {}; only READY agents can execute", agent.state),
-        });
+        let message = format!("agent is {}; only READY agents can execute", agent.state);
+        return Err(Refuse::new(
+            423,
+            "invalid_request_error",
+            "agent_not_ready",
+            "agent_not_ready",
+            message,
+        ));
     }
     let facts = RequestFacts::from_body(
         t.route,
@@ -276,62 +397,72 @@ fn decide(
         t.requested_cap,
         t.passthrough,
     );
-    let cap =
-        policy::evaluate(effective, &facts, t.default_cap.unwrap_or(0)).map_err(|d| Refuse {
-            status: 403,
-            kind: "permission_error",
-            code: "policy_violation",
-            reason: d.rule.to_owned(),
-            message: d.message,
-        })?;
+    let cap = policy::evaluate(effective, &facts, t.default_cap.unwrap_or(0)).map_err(|d| {
+        Refuse::new(
+            403,
+            "permission_error",
+            "policy_violation",
+            d.rule,
+            d.message,
+        )
+    })?;
     // Routes without output (embeddings) hold no output tokens.
-    let cap = t.default_cap.map(|_| cap);
+    Ok(t.default_cap.map(|_| cap))
+}
 
-    let mut estimate = Estimate::new(t.model, t.prompt_tokens, cap);
-    let mut clamped = false;
+/// The budget: the estimate to hold (possibly with a clamped output cap), or a 402.
+fn decide_budget(
+    gw: &Gateway,
+    t: &Ticket<'_>,
+    agent: &AgentRow,
+    tenant: Option<&tenants::TenantRow>,
+    effective: &policy::EffectivePolicy,
+    cap: Option<u64>,
+) -> Result<(Estimate, bool), Box<Refuse>> {
+    let estimate = worst_estimate(t.price_models, t.prompt_tokens, cap);
     let agent_room = agent.remaining_micro_usd();
     let tenant_room = tenant.and_then(|tn| {
         tn.budget_micro_usd
             .map(|b| b - tn.spent_micro_usd - tn.reserved_micro_usd)
     });
     let room = tenant_room.map_or(agent_room, |tr| tr.min(agent_room));
-    if estimate.cost.0 > room {
-        // clamp_max_tokens: lower the output cap to what the budget affords, when that is
-        // still a useful answer and the request did not insist on its own cap.
-        let affordable = (effective.clamp_max_tokens && t.requested_cap.is_none())
-            .then(|| {
-                let left =
-                    crate::money::MicroUsd(room - t.model.input_price.cost(t.prompt_tokens).0);
-                t.model.output_price.tokens_affordable(left)
-            })
-            .flatten()
-            .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
-        match (affordable, cap) {
-            (Some(n), Some(c)) if n < c => {
-                estimate = Estimate::new(t.model, t.prompt_tokens, Some(n));
-                clamped = true;
-            }
-            _ => {
-                let whose = if tenant_room.is_some_and(|tr| tr < agent_room) {
-                    "tenant"
-                } else {
-                    "agent"
-                };
-                return Err(Refuse {
-                    status: 402,
-                    kind: "insufficient_quota",
-                    code: "insufficient_budget",
-                    reason: "insufficient_budget".into(),
-                    message: format!(
-                        "insufficient budget: this request is estimated at {} micro-USD but the {whose} has {} micro-USD remaining",
-                        estimate.cost.0,
-                        room.max(0)
-                    ),
-                });
-            }
+    if estimate.cost.0 <= room {
+        return Ok((estimate, false));
+    }
+    // clamp_max_tokens: lower the output cap to what the budget affords, when that is still a
+    // useful answer and the request did not insist on its own cap.
+    let affordable = (effective.clamp_max_tokens && t.requested_cap.is_none())
+        .then(|| {
+            let left = crate::money::MicroUsd(room - t.model.input_price.cost(t.prompt_tokens).0);
+            t.model.output_price.tokens_affordable(left)
+        })
+        .flatten()
+        .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
+    match (affordable, cap) {
+        (Some(n), Some(c)) if n < c => Ok((
+            worst_estimate(t.price_models, t.prompt_tokens, Some(n)),
+            true,
+        )),
+        _ => {
+            let whose = if tenant_room.is_some_and(|tr| tr < agent_room) {
+                "tenant"
+            } else {
+                "agent"
+            };
+            let message = format!(
+                "insufficient budget: this request is estimated at {} micro-USD but the {whose} has {} micro-USD remaining",
+                estimate.cost.0,
+                room.max(0)
+            );
+            Err(Refuse::new(
+                402,
+                "insufficient_quota",
+                "insufficient_budget",
+                "insufficient_budget",
+                message,
+            ))
         }
     }
-    Ok((estimate, clamped))
 }
 
 /// Writes a refusal: the execution DENIED with its result cached for replay, the ledger event
@@ -342,7 +473,7 @@ async fn record_refusal(
     agent: &AgentRow,
     execution_id: Uuid,
     attempt: i32,
-    r: Refuse,
+    r: Box<Refuse>,
 ) -> Result<Refusal, GatewayError> {
     let body = openai_error_body(&r.message, r.kind, r.code, None);
     executions::upsert_attempt(
@@ -406,6 +537,8 @@ async fn record_refusal(
         body,
         execution_key: t.key.to_owned(),
         remaining: agent.remaining_micro_usd(),
+        quota: r.quota,
+        retry_after_seconds: r.retry_after_seconds,
     })
 }
 

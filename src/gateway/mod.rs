@@ -3,11 +3,16 @@
 
 pub mod admission;
 pub mod call;
+pub mod dispatch;
 pub mod error;
 pub mod estimate;
 pub mod idempotency;
+pub mod models;
 pub mod policy;
+pub mod prepare;
+pub mod rate_limit;
 pub mod settlement;
+pub mod stream;
 
 use std::sync::{Arc, RwLock};
 
@@ -17,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{RevocationSet, TokenSigner};
 use crate::config::{RoutingTable, Settings};
 use crate::domain::ReplicaId;
-use crate::providers::Upstream;
+use crate::providers::Providers;
 
 pub use error::GatewayError;
 
@@ -27,7 +32,7 @@ pub struct Gateway {
     pub settings: Arc<Settings>,
     pub signer: Arc<TokenSigner>,
     pub revocations: Arc<RevocationSet>,
-    pub upstream: Upstream,
+    pub providers: Providers,
     pub replica_id: ReplicaId,
     /// Settlements and other work a request started; awaited at shutdown.
     pub tasks: TaskTracker,
@@ -41,7 +46,7 @@ impl Gateway {
         routing: RoutingTable,
         replica_id: ReplicaId,
     ) -> Result<Self, reqwest::Error> {
-        let upstream = Upstream::new(std::time::Duration::from_secs(
+        let providers = Providers::new(std::time::Duration::from_secs(
             settings.gateway.upstream_connect_timeout_seconds,
         ))?;
         Ok(Gateway {
@@ -49,7 +54,7 @@ impl Gateway {
             revocations: Arc::new(RevocationSet::default()),
             pool,
             settings,
-            upstream,
+            providers,
             replica_id,
             tasks: TaskTracker::new(),
             routing: RwLock::new(Arc::new(routing)),

@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 
 use super::admission::Reservation;
 use super::error::is_unavailable;
+use super::rate_limit;
 use super::Gateway;
 use crate::config::ModelRoute;
 use crate::domain::ExecutionState;
@@ -17,7 +18,7 @@ use crate::ledger::fold::types;
 use crate::ledger::{self, NewEvent};
 use crate::providers::Usage;
 use crate::store::executions::{self, Settled};
-use crate::store::{agents, projection, reservations, tenants};
+use crate::store::{agents, projection, rate_windows, reservations, tenants};
 
 /// Whether usage came from the provider or was counted by AEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub enum Outcome {
         /// The result to cache for replay: status, body, whether it is an SSE transcript.
         result: Option<(u16, Vec<u8>, bool)>,
         latency_ms: i64,
+        /// For a stream: how it ended and how many events were relayed.
+        stream: Option<(&'static str, u64)>,
     },
     /// Nothing billable happened: give the hold back.
     Release {
@@ -107,18 +110,16 @@ async fn settle_once(
             provider,
             result,
             latency_ms,
+            stream,
         } => {
-            commit(
-                &mut tx,
-                r,
-                model,
-                *usage,
-                *source,
+            let facts = CommitFacts {
+                usage: *usage,
+                source: *source,
                 provider,
-                result.as_ref(),
-                *latency_ms,
-            )
-            .await?
+                latency_ms: *latency_ms,
+                stream: *stream,
+            };
+            commit(&mut tx, r, model, &facts, result.as_ref()).await?
         }
         Outcome::Release {
             reason,
@@ -133,17 +134,24 @@ async fn settle_once(
     Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a commit records besides the result.
+struct CommitFacts<'a> {
+    usage: Usage,
+    source: UsageSource,
+    provider: &'a str,
+    latency_ms: i64,
+    stream: Option<(&'static str, u64)>,
+}
+
 async fn commit(
     conn: &mut PgConnection,
     r: &Reservation,
     model: &ModelRoute,
-    usage: Usage,
-    source: UsageSource,
-    provider: &str,
+    facts: &CommitFacts<'_>,
     result: Option<&(u16, Vec<u8>, bool)>,
-    latency_ms: i64,
 ) -> Result<SettleResult, sqlx::Error> {
+    let (usage, source, provider, latency_ms) =
+        (facts.usage, facts.source, facts.provider, facts.latency_ms);
     let actual = model
         .input_price
         .cost(usage.prompt_tokens)
@@ -169,6 +177,7 @@ async fn commit(
         completion,
     )
     .await?;
+    correct_rate_windows(conn, r, &held, prompt.saturating_add(completion)).await?;
     executions::mark_settled(
         conn,
         r.execution_id,
@@ -179,12 +188,10 @@ async fn commit(
             completion_tokens: Some(completion),
             usage_source: Some(source.as_str()),
             reason: None,
+            result: result.map(|(status, body, is_stream)| (*status, body.as_slice(), *is_stream)),
         },
     )
     .await?;
-    if let Some((status, body, is_stream)) = result {
-        executions::store_result(conn, r.execution_id, *status, body, *is_stream).await?;
-    }
     // The real money was spent: an overrun is recorded and flagged, never dropped.
     let overrun = (actual - held.estimate_micro_usd).max(0);
     ledger::append(
@@ -206,6 +213,8 @@ async fn commit(
                 "overrun_micro_usd": overrun,
                 "budget_overrun": remaining < 0,
                 "holds_tenant": held.holds_tenant,
+                "stream_end": facts.stream.map(|s| s.0),
+                "stream_events": facts.stream.map(|s| s.1),
             }),
         ),
     )
@@ -250,6 +259,7 @@ async fn release(
         tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, 0).await?;
     }
     let remaining = agents::settle(conn, r.agent_id, held.estimate_micro_usd, 0, 0, 0).await?;
+    correct_rate_windows(conn, r, &held, 0).await?;
     executions::mark_settled(
         conn,
         r.execution_id,
@@ -260,6 +270,7 @@ async fn release(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;
@@ -298,6 +309,26 @@ async fn release(
     Ok(SettleResult::Released {
         remaining_micro_usd: remaining,
     })
+}
+
+/// TPM windows were charged the estimate at admission; now the actual tokens are known.
+async fn correct_rate_windows(
+    conn: &mut PgConnection,
+    r: &Reservation,
+    held: &reservations::SettledHold,
+    actual_tokens: i64,
+) -> Result<(), sqlx::Error> {
+    if held.rate_tokens == 0 {
+        return Ok(());
+    }
+    let delta = actual_tokens - held.rate_tokens;
+    for subject in [
+        rate_limit::agent_subject(r.agent_id),
+        rate_limit::tenant_subject(r.tenant_id),
+    ] {
+        rate_windows::correct_tokens(conn, &subject, held.created_at, delta).await?;
+    }
+    Ok(())
 }
 
 /// `RESERVED -> DISPATCHED`, durably, before the provider is called, with its ledger event.

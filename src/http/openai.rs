@@ -1,15 +1,20 @@
 //! Handlers of the OpenAI-compatible routes. Thin: extract, call the gateway, render.
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::OpenAiError;
 use super::extract::{AgentCaller, OpenAiBody};
 use super::AppState;
 use crate::config::Secret;
 use crate::domain::CallRoute;
-use crate::gateway::call::{self, CallInput, CallOutput};
+use crate::gateway::call::{self, CallBody, CallInput, CallOutput};
+use crate::gateway::models::{self, ModelObject};
 use crate::gateway::GatewayError;
 
 fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, GatewayError> {
@@ -52,7 +57,18 @@ async fn governed(
 
 fn render(out: CallOutput) -> Response {
     let status = StatusCode::from_u16(out.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, out.body).into_response();
+    let body = match out.body {
+        CallBody::Full(bytes) => Body::from(bytes),
+        // Each relayed event is its own frame: hyper writes it out as soon as it is yielded.
+        CallBody::Stream(rx) => {
+            Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+            }))
+        }
+    };
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&out.content_type) {
         h.insert(header::CONTENT_TYPE, v);
@@ -72,42 +88,129 @@ fn render(out: CallOutput) -> Response {
     if out.replayed {
         put("idempotent-replayed", "true".to_owned());
     }
+    let q = out.quota;
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", q.limit_requests),
+        ("x-ratelimit-remaining-requests", q.remaining_requests),
+        ("x-ratelimit-limit-tokens", q.limit_tokens),
+        ("x-ratelimit-remaining-tokens", q.remaining_tokens),
+        ("retry-after", out.retry_after_seconds),
+    ] {
+        if let Some(v) = value {
+            put(name, v.to_string());
+        }
+    }
+    if out.content_type.starts_with("text/event-stream") {
+        put("cache-control", "no-cache".to_owned());
+    }
     response
 }
 
-/// Create a chat completion (OpenAI-compatible), governed by budget, policy and the ledger.
+/// The headers and error statuses every governed `/v1` POST route documents.
+macro_rules! governed_route {
+    ($name:ident, $path:literal, $route:expr, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "openai",
+            request_body(content = Object, description = "The OpenAI request body; unknown fields are passed through to the provider"),
+            params(
+                ("Idempotency-Key" = Option<String>, Header, description = "Execution identity for idempotent replay (at most 255 printable characters)"),
+                ("X-AEX-Execution-Id" = Option<String>, Header, description = "Alternative to Idempotency-Key"),
+                ("X-AEX-Provider-Key" = Option<String>, Header, description = "Bring-your-own provider key (agents with allow_passthrough only)"),
+                ("X-AEX-Tenant-Id" = Option<String>, Header, description = "Must match the token's tenant when present"),
+            ),
+            responses(
+                (status = 200, description = "The provider's answer with `model` as the alias; `text/event-stream` when `stream` is true", body = Object),
+                (status = 400, description = "Invalid request (OpenAI error shape)", body = Object),
+                (status = 401, description = "Missing, invalid, expired or revoked token", body = Object),
+                (status = 402, description = "The estimate does not fit the remaining budget", body = Object),
+                (status = 403, description = "Scope or policy refused the request", body = Object),
+                (status = 404, description = "Unknown model alias", body = Object),
+                (status = 409, description = "Idempotency conflict or execution in progress", body = Object),
+                (status = 413, description = "Body too large", body = Object),
+                (status = 423, description = "Agent not READY", body = Object),
+                (status = 429, description = "Rate limit exceeded", body = Object),
+                (status = 502, description = "Provider failed; reservation released", body = Object),
+                (status = 503, description = "Database unreachable or draining; nothing charged", body = Object),
+                (status = 504, description = "Provider timed out; reservation released", body = Object),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: AgentCaller,
+            headers: HeaderMap,
+            OpenAiBody(body): OpenAiBody,
+        ) -> Result<Response, OpenAiError> {
+            governed(state, caller, headers, $route, body).await
+        }
+    };
+}
+
+governed_route!(
+    create_chat_completion,
+    "/v1/chat/completions",
+    CallRoute::ChatCompletions,
+    "Create a chat completion (OpenAI-compatible), governed by budget, policy and the ledger."
+);
+governed_route!(
+    create_response,
+    "/v1/responses",
+    CallRoute::Responses,
+    "Create a response (OpenAI Responses API), streaming or not."
+);
+governed_route!(
+    create_embedding,
+    "/v1/embeddings",
+    CallRoute::Embeddings,
+    "Create embeddings; the reservation holds the input only."
+);
+
+/// OpenAI's list shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+/// The model aliases this token may use.
 #[utoipa::path(
-    post,
-    path = "/v1/chat/completions",
+    get,
+    path = "/v1/models",
     tag = "openai",
-    request_body(content = Object, description = "An OpenAI chat completion request; unknown fields are passed through"),
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Execution identity for idempotent replay (at most 255 printable characters)"),
-        ("X-AEX-Execution-Id" = Option<String>, Header, description = "Alternative to Idempotency-Key"),
-        ("X-AEX-Provider-Key" = Option<String>, Header, description = "Bring-your-own provider key (agents with allow_passthrough only)"),
-        ("X-AEX-Tenant-Id" = Option<String>, Header, description = "Must match the token's tenant when present"),
-    ),
-    responses(
-        (status = 200, description = "The provider's chat completion, `model` as the alias", body = Object),
-        (status = 400, description = "Invalid request (OpenAI error shape)", body = Object),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = Object),
-        (status = 402, description = "The estimate does not fit the remaining budget", body = Object),
-        (status = 403, description = "Scope or policy refused the request", body = Object),
-        (status = 404, description = "Unknown model alias", body = Object),
-        (status = 409, description = "Idempotency conflict or execution in progress", body = Object),
-        (status = 413, description = "Body too large", body = Object),
-        (status = 423, description = "Agent not READY", body = Object),
-        (status = 502, description = "Provider failed; reservation released", body = Object),
-        (status = 503, description = "Database unreachable or draining; nothing charged", body = Object),
-        (status = 504, description = "Provider timed out; reservation released", body = Object),
-    ),
+    responses((status = 200, body = ModelList), (status = 401, description = "Invalid token", body = Object)),
     security(("bearer" = []))
 )]
-pub async fn create_chat_completion(
+pub async fn list_models(
     State(state): State<AppState>,
     caller: AgentCaller,
-    headers: HeaderMap,
-    OpenAiBody(body): OpenAiBody,
-) -> Result<Response, OpenAiError> {
-    governed(state, caller, headers, CallRoute::ChatCompletions, body).await
+) -> Result<Json<ModelList>, OpenAiError> {
+    let data = models::visible_models(&state.gateway, caller.tenant_id, caller.agent_id).await?;
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
+}
+
+/// One model alias, if this token may use it.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    tag = "openai",
+    params(("model" = String, Path, description = "Model alias")),
+    responses((status = 200, body = ModelObject), (status = 404, description = "Unknown or not allowed", body = Object)),
+    security(("bearer" = []))
+)]
+pub async fn get_model(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    Path(model): Path<String>,
+) -> Result<Json<ModelObject>, OpenAiError> {
+    let data = models::visible_models(&state.gateway, caller.tenant_id, caller.agent_id).await?;
+    data.into_iter()
+        .find(|m| m.id == model)
+        .map(Json)
+        .ok_or_else(|| GatewayError::ModelNotFound(model).into())
 }

@@ -13,7 +13,12 @@ use super::{admin, openai, ops, AppState};
 
 /// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
 fn openai_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(openai::create_chat_completion))
+    OpenApiRouter::new()
+        .routes(routes!(openai::create_chat_completion))
+        .routes(routes!(openai::create_response))
+        .routes(routes!(openai::create_embedding))
+        .routes(routes!(openai::list_models))
+        .routes(routes!(openai::get_model))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {

@@ -3,7 +3,9 @@
 //! rebuilds every agent's books from the events.
 
 pub mod append;
+pub mod checkpoint;
 pub mod encoding;
+pub mod export;
 pub mod fold;
 pub mod verify;
 

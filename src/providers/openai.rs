@@ -3,55 +3,25 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
-use crate::config::ProviderRoute;
-use crate::domain::CallRoute;
-
-/// Why an upstream call produced no HTTP response.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    #[error("could not connect to provider {provider}: {detail}")]
-    Connect { provider: String, detail: String },
-    #[error("provider {provider} timed out")]
-    Timeout { provider: String },
-    #[error("provider {provider} failed: {detail}")]
-    Transport { provider: String, detail: String },
-}
-
-/// One call to send upstream.
-pub struct UpstreamRequest<'a> {
-    pub provider: &'a ProviderRoute,
-    pub route: CallRoute,
-    /// The JSON body, already rewritten for the provider (upstream model name).
-    pub body: Bytes,
-    /// A caller-supplied key (`X-AEX-Provider-Key`), used instead of the configured one.
-    pub passthrough_key: Option<&'a str>,
-}
-
-/// A complete upstream response.
-#[derive(Debug, Clone)]
-pub struct UpstreamResponse {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Bytes,
-}
+use super::{Provider, ProviderError, UpstreamReply, UpstreamRequest, UpstreamResponse};
 
 /// The shared upstream client.
-#[derive(Clone)]
-pub struct Upstream {
+pub struct OpenAiCompatible {
     client: reqwest::Client,
 }
 
-impl Upstream {
+impl OpenAiCompatible {
     pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Upstream { client })
+        Ok(OpenAiCompatible { client })
     }
 
     /// The key for a provider: the caller's passthrough key, else the environment variable the
@@ -66,40 +36,74 @@ impl Upstream {
             .and_then(|var| std::env::var(var).ok())
     }
 
-    fn request(&self, req: &UpstreamRequest<'_>) -> reqwest::RequestBuilder {
+    async fn send(&self, req: UpstreamRequest<'_>) -> Result<UpstreamReply, ProviderError> {
+        let provider = req.provider.name.clone();
         let url = format!("{}{}", req.provider.base_url, req.route.upstream_path());
         let mut builder = self
             .client
             .post(url)
-            .timeout(req.provider.timeout)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(req.body.clone());
-        if let Some(key) = Self::api_key(req) {
+        if req.stream {
+            builder = builder.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        if let Some(key) = Self::api_key(&req) {
             builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
         }
-        builder
-    }
-
-    /// Sends a non-streaming call and reads the whole body.
-    pub async fn send(&self, req: UpstreamRequest<'_>) -> Result<UpstreamResponse, ProviderError> {
-        let provider = &req.provider.name;
-        let response = self
-            .request(&req)
-            .send()
+        // The provider's timeout bounds the wait for the answer to start and, for a stream, every
+        // gap between chunks; a long stream that keeps flowing is not cut.
+        let limit = req.provider.timeout;
+        let response = tokio::time::timeout(limit, builder.send())
             .await
-            .map_err(|e| classify(provider, e))?;
+            .map_err(|_| ProviderError::Timeout {
+                provider: provider.clone(),
+            })?
+            .map_err(|e| classify(&provider, e))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| classify(provider, e))?;
-        Ok(UpstreamResponse {
+        if req.stream && (200..300).contains(&status) {
+            let name = provider.clone();
+            let chunks = futures::stream::unfold(Some(response), move |state| {
+                let name = name.clone();
+                async move {
+                    let mut response = state?;
+                    match tokio::time::timeout(limit, response.chunk()).await {
+                        Err(_) => Some((Err(ProviderError::Timeout { provider: name }), None)),
+                        Ok(Err(e)) => Some((Err(classify(&name, e)), None)),
+                        Ok(Ok(None)) => None,
+                        Ok(Ok(Some(bytes))) => Some((Ok(bytes), Some(response))),
+                    }
+                }
+            });
+            return Ok(UpstreamReply::Streaming {
+                status,
+                chunks: chunks.boxed(),
+            });
+        }
+        let body = tokio::time::timeout(limit, response.bytes())
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                provider: provider.clone(),
+            })?
+            .map_err(|e| classify(&provider, e))?;
+        Ok(UpstreamReply::Complete(UpstreamResponse {
             status,
             content_type,
             body,
-        })
+        }))
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn call<'a>(
+        &'a self,
+        req: UpstreamRequest<'a>,
+    ) -> BoxFuture<'a, Result<UpstreamReply, ProviderError>> {
+        self.send(req).boxed()
     }
 }
 

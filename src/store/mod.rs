@@ -10,6 +10,7 @@ pub mod execution_search;
 pub mod executions;
 pub mod plugins;
 pub mod projection;
+pub mod rate_windows;
 pub mod replicas;
 pub mod reservations;
 pub mod tenants;

@@ -14,6 +14,7 @@ pub struct NewReservation {
     pub agent_id: AgentId,
     pub estimate_micro_usd: i64,
     pub holds_tenant: bool,
+    pub rate_tokens: i64,
 }
 
 pub async fn insert_reservation(
@@ -22,7 +23,8 @@ pub async fn insert_reservation(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO reservations (id, execution_id, attempt, tenant_id, agent_id, \
-         estimate_micro_usd, holds_tenant, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'RESERVED')",
+         estimate_micro_usd, holds_tenant, rate_tokens, state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RESERVED')",
     )
     .bind(r.id)
     .bind(r.execution_id)
@@ -31,6 +33,7 @@ pub async fn insert_reservation(
     .bind(r.agent_id)
     .bind(r.estimate_micro_usd)
     .bind(r.holds_tenant)
+    .bind(r.rate_tokens)
     .execute(conn)
     .await?;
     Ok(())
@@ -41,6 +44,9 @@ pub async fn insert_reservation(
 pub struct SettledHold {
     pub estimate_micro_usd: i64,
     pub holds_tenant: bool,
+    /// Tokens charged to the rate windows at admission (0 when no limit applied).
+    pub rate_tokens: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// `RESERVED -> COMMITTED` (with `actual`) or `RESERVED -> RELEASED` (with `None`). Returns
@@ -57,7 +63,7 @@ pub async fn settle_reservation(
            state = CASE WHEN $3::bigint IS NULL THEN 'RELEASED' ELSE 'COMMITTED' END, \
            actual_micro_usd = $3, reason = $4, settled_at = now() \
          WHERE execution_id = $1 AND attempt = $2 AND state = 'RESERVED' \
-         RETURNING estimate_micro_usd, holds_tenant",
+         RETURNING estimate_micro_usd, holds_tenant, rate_tokens, created_at",
     )
     .bind(execution_id)
     .bind(attempt)

@@ -15,9 +15,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-/// The server every test database is created on: `AEX_TEST_DATABASE_URL`, else the local one.
+/// The server every test database is created on: `TEST_DATABASE_URL`, else the local one.
 pub fn admin_database_url() -> String {
-    std::env::var("AEX_TEST_DATABASE_URL")
+    std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
@@ -123,6 +123,7 @@ capabilities = ["embeddings"]
 
 pub struct TestApp {
     pub base: String,
+    pub settings: Settings,
     pub pool: PgPool,
     pub mock: Arc<MockControl>,
     pub server: Option<ServerHandle>,
@@ -142,7 +143,7 @@ pub fn test_settings(db: &TestDb, models_file: PathBuf) -> Settings {
         models_file: Some(models_file),
         ..Settings::default()
     };
-    s.db.max_connections = 40;
+    s.db.max_connections = 16;
     s.auth.keys.insert("k1".into(), Secret::new(KEY));
     s.cluster.heartbeat_seconds = 1;
     s.cluster.stale_after_seconds = 5;
@@ -156,6 +157,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_full("", tweak).await
+}
+
+/// An app whose routing table also has `extra` (TOML; `{mock}` stands for the mock's address).
+pub async fn spawn_app_with_models(extra: &str) -> TestApp {
+    spawn_app_full(extra, |_| {}).await
+}
+
+async fn spawn_app_full(extra_models: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::create().await;
     let mock = Arc::new(MockControl::default());
     let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().expect("addr"), Arc::clone(&mock))
@@ -163,11 +173,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("mock");
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models.toml");
-    std::fs::write(&models, models_toml(mock_addr)).expect("models file");
+    let extra = extra_models.replace("{mock}", &mock_addr.to_string());
+    std::fs::write(&models, models_toml(mock_addr) + &extra).expect("models file");
     let mut settings = test_settings(&db, models);
     tweak(&mut settings);
     let signer = TokenSigner::new(&settings.auth);
-    let server = server::start(settings).await.expect("server starts");
+    let server = server::start(settings.clone())
+        .await
+        .expect("server starts");
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
@@ -178,6 +191,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .token;
     TestApp {
         base,
+        settings,
         pool,
         mock,
         server: Some(server),
@@ -209,6 +223,16 @@ pub struct Agent {
 }
 
 impl TestApp {
+    /// Another server instance on the same database and routing table (a second replica).
+    pub async fn spawn_replica(&self) -> (ServerHandle, String) {
+        let server = server::start(self.settings.clone())
+            .await
+            .expect("replica starts");
+        let base = format!("http://{}", server.addr);
+        wait_ready(&self.http, &base).await;
+        (server, base)
+    }
+
     pub async fn create_agent(&self, name: &str, budget_usd: &str, extra: Value) -> Agent {
         let mut body = json!({"name": name, "budget_usd": budget_usd, "rpm": 100000});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
@@ -290,7 +314,7 @@ impl TestApp {
 
     /// Runs the full audit (SPEC §15) and fails the test on any violation.
     pub async fn assert_books_audit(&self) {
-        let report = aex::admin::audit::audit(&self.pool, 5)
+        let report = aex::admin::audit::audit(&self.pool, 5, &self.settings.auth.keys)
             .await
             .expect("audit runs");
         assert!(
@@ -314,30 +338,7 @@ pub fn hello() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the ledger"}]})
 }
 
-/// A second server instance on the same database and routing file (another replica).
-pub struct Replica {
-    pub base: String,
-    pub server: ServerHandle,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.server.shutdown();
-    }
-}
-
 impl TestApp {
-    /// Starts another replica of this app's server and waits until it is ready.
-    pub async fn spawn_replica(&self) -> Replica {
-        let models = self.dir.path().join("models.toml");
-        let server = server::start(test_settings(&self.db, models))
-            .await
-            .expect("replica starts");
-        let base = format!("http://{}", server.addr);
-        wait_ready(&self.http, &base).await;
-        Replica { base, server }
-    }
-
     /// An admin API call with `token`: the status and the JSON body (`Null` when empty).
     pub async fn admin(
         &self,

@@ -151,3 +151,32 @@ async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_databases_append_function_hashes_the_golden_vectors_as_recorded() {
+    let db = crate::helpers::TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    aex::store::db::migrate(&pool).await.unwrap();
+    let vectors: Vec<Value> =
+        serde_json::from_str(include_str!("../vectors/ledger_v1.json")).unwrap();
+    for v in vectors {
+        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap();
+        let uuid = |k: &str| v[k].as_str().map(|s| s.parse::<uuid::Uuid>().unwrap());
+        let hash: String =
+            sqlx::query_scalar("SELECT aex_ledger_hash($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .bind(v["chain_id"].as_str())
+                .bind(v["seq"].as_i64())
+                .bind(v["prev_hash"].as_str())
+                .bind(v["event_type"].as_str())
+                .bind(uuid("tenant_id"))
+                .bind(uuid("agent_id"))
+                .bind(v["execution_id"].as_str())
+                .bind(ts)
+                .bind(v["payload"].as_str())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(hash, v["event_hash"].as_str().unwrap(), "{v}");
+    }
+    pool.close().await;
+}

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, running_aex
+from aex_harness import ROOT, AexInstance
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
 MAX_EXAMPLES = "25"
@@ -13,7 +13,9 @@ MAX_EXAMPLES = "25"
 
 def test_generated_admin_requests_never_get_a_server_error():
     # An instance of its own: the fuzzer changes tenants, agents, tokens and the routing table.
-    with running_aex() as aex:
+    instance = AexInstance()
+    try:
+        aex = instance.start()
         run = subprocess.run(
             [
                 str(SCHEMATHESIS), "run", str(ROOT / "openapi" / "openapi.json"),
@@ -33,3 +35,5 @@ def test_generated_admin_requests_never_get_a_server_error():
         assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
         aex.cli("ledger", "verify")
         aex.cli("audit")
+    finally:
+        instance.stop()

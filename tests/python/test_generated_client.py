@@ -12,7 +12,7 @@ import openai
 import pytest
 from openapi_spec_validator import validate
 
-from conftest import ROOT
+from aex_harness import ROOT
 
 SPEC = ROOT / "openapi" / "openapi.json"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"

@@ -40,7 +40,10 @@ pub async fn verify_ledger(
     caller: AdminCaller,
 ) -> Result<Json<VerifyReport>> {
     require_operator(&caller.principal, "verifying the whole ledger")?;
-    Ok(Json(verify::verify_all(&state.gateway.pool).await?))
+    let gw = &state.gateway;
+    Ok(Json(
+        verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -75,7 +78,8 @@ pub async fn get_replay(
         return Ok(Json(events).into_response());
     }
     let scope = caller.visible(q.tenant_id)?;
-    let report = replay::replay(pool, scope)
+    let keys = &state.gateway.settings.auth.keys;
+    let report = replay::replay(pool, scope, keys)
         .await
         .map_err(AdminError::from)?;
     Ok(Json(report).into_response())

@@ -1,0 +1,34 @@
+//! Writes a signed ledger checkpoint every `ledger.checkpoint_interval_seconds`; replicas race
+//! for an advisory lock, so one writes and the others skip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::Gateway;
+use crate::ledger::checkpoint;
+
+/// Writes one checkpoint now (if this replica wins the lock and anything changed).
+pub async fn checkpoint_now(gw: &Gateway) -> Result<Option<i64>, sqlx::Error> {
+    let auth = &gw.settings.auth;
+    let Some(key) = auth.keys.get(&auth.active_kid) else {
+        return Ok(None);
+    };
+    checkpoint::write(&gw.pool, &auth.active_kid, key, Some(gw.replica_id.0)).await
+}
+
+pub async fn checkpoint_loop(gw: Arc<Gateway>, stop: CancellationToken) {
+    let every = Duration::from_secs(gw.settings.ledger.checkpoint_interval_seconds.max(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match checkpoint_now(&gw).await {
+            Ok(Some(id)) => tracing::debug!(checkpoint = id, "ledger checkpoint written"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "writing a ledger checkpoint failed"),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `GET /v1/models`: the aliases an agent may use, in OpenAI's list shape.
+
+use serde::Serialize;
+use sqlx::types::Json;
+
+use super::policy::Policy;
+use super::{Gateway, GatewayError};
+use crate::domain::{AgentId, TenantId};
+
+/// One model in OpenAI's shape.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: String,
+}
+
+/// The aliases of the active routing table the agent's effective policy allows, sorted.
+pub async fn visible_models(
+    gw: &Gateway,
+    tenant_id: TenantId,
+    agent_id: AgentId,
+) -> Result<Vec<ModelObject>, GatewayError> {
+    let row: Option<(Json<serde_json::Value>, Json<serde_json::Value>)> = sqlx::query_as(
+        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
+         WHERE a.tenant_id = $1 AND a.id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_optional(&gw.pool)
+    .await?;
+    let (agent, tenant) = row.ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
+    let effective = Policy::from_json(&agent.0).resolve(&Policy::from_json(&tenant.0));
+    let routing = gw.routing();
+    Ok(routing
+        .aliases()
+        .into_iter()
+        .filter(|alias| {
+            effective
+                .allowed_models
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|a| a == alias))
+        })
+        .filter_map(|alias| routing.model(alias))
+        .map(|m| ModelObject {
+            id: m.alias.clone(),
+            object: "model",
+            created: 0,
+            owned_by: m.provider.name.clone(),
+        })
+        .collect())
+}

@@ -1,0 +1,262 @@
+//! Relaying a provider's server-sent events to the client, event by event as they arrive: the
+//! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
+//! asked for it, usage captured (or the output counted when the provider reports none), and the
+//! transcript kept for replay. However the stream ends — finished, cut by the provider, or
+//! abandoned by the client (which stops the upstream call) — what was received is committed:
+//! never zero, never a release.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::call::{CallBody, CallOutput, SSE};
+use super::dispatch::Dispatch;
+use super::estimate;
+use super::settlement::{self, Outcome, UsageSource};
+use crate::config::{ModelRoute, TokenizerKind};
+use crate::domain::CallRoute;
+use crate::providers::sse::{self, SseSplitter};
+use crate::providers::{usage, ProviderError, Usage};
+
+/// How a relayed stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Finished,
+    ClientGone,
+    UpstreamFailed,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Finished => "finished",
+            End::ClientGone => "client_disconnected",
+            End::UpstreamFailed => "upstream_failed",
+        }
+    }
+}
+
+/// Per-stream state: what was seen, what was sent.
+struct Relay<'a> {
+    route: CallRoute,
+    alias: &'a str,
+    client_wants_usage: bool,
+    tokenizer: TokenizerKind,
+    reported: Option<Usage>,
+    output: String,
+    transcript: Vec<u8>,
+    transcript_cap: usize,
+    transcript_complete: bool,
+    events: u64,
+}
+
+impl Relay<'_> {
+    /// The bytes to send the client for one upstream event, or `None` to drop it.
+    fn event(&mut self, raw: &[u8]) -> Option<Bytes> {
+        let parsed = sse::parse(raw);
+        let out = match parsed
+            .data
+            .as_deref()
+            .map(|d| (d, serde_json::from_str::<Value>(d)))
+        {
+            Some((_, Ok(Value::Object(obj)))) => {
+                let mut value = Value::Object(obj);
+                if !self.inspect(&mut value) {
+                    return None;
+                }
+                Bytes::from(sse::format(parsed.event.as_deref(), &value.to_string()))
+            }
+            // `[DONE]`, comments, keep-alives and anything else pass through untouched.
+            _ => Bytes::copy_from_slice(raw),
+        };
+        if self.transcript.len() + out.len() <= self.transcript_cap {
+            self.transcript.extend_from_slice(&out);
+        } else {
+            self.transcript_complete = false;
+        }
+        self.events += 1;
+        Some(out)
+    }
+
+    /// Captures usage and output text, rewrites the model; false drops the event.
+    fn inspect(&mut self, value: &mut Value) -> bool {
+        match self.route {
+            CallRoute::Responses => {
+                let kind = value
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                if kind == "response.output_text.delta" {
+                    if let Some(d) = value.get("delta").and_then(Value::as_str) {
+                        self.output.push_str(d);
+                    }
+                }
+                if let Some(response) = value.get_mut("response") {
+                    if kind.starts_with("response.")
+                        && response.get("usage").is_some_and(|u| !u.is_null())
+                    {
+                        self.reported = usage::reported(CallRoute::Responses, response);
+                    }
+                    rewrite_model(response, self.alias);
+                }
+            }
+            _ => {
+                for choice in value
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(delta) = choice.get("delta") {
+                        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                            self.output.push_str(text);
+                        }
+                        for call in delta
+                            .get("tool_calls")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if let Some(args) =
+                                call.pointer("/function/arguments").and_then(Value::as_str)
+                            {
+                                self.output.push_str(args);
+                            }
+                        }
+                    }
+                }
+                if value.get("usage").is_some_and(|u| !u.is_null()) {
+                    self.reported = usage::reported(CallRoute::ChatCompletions, value);
+                    if !self.client_wants_usage {
+                        let usage_only = value
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty);
+                        if usage_only {
+                            return false;
+                        }
+                        if let Some(obj) = value.as_object_mut() {
+                            obj.remove("usage");
+                        }
+                    }
+                }
+            }
+        }
+        rewrite_model(value, self.alias);
+        true
+    }
+
+    fn usage(&self, prompt_estimate: u64) -> (Usage, UsageSource) {
+        match self.reported {
+            Some(u) => (u, UsageSource::Reported),
+            None => (
+                Usage {
+                    prompt_tokens: prompt_estimate,
+                    completion_tokens: estimate::count_text(self.tokenizer, &self.output),
+                },
+                UsageSource::Estimated,
+            ),
+        }
+    }
+}
+
+fn rewrite_model(value: &mut Value, alias: &str) {
+    if let Some(obj) = value.as_object_mut() {
+        if obj.contains_key("model") {
+            obj.insert("model".into(), Value::String(alias.to_owned()));
+        }
+    }
+}
+
+/// Relays a successful stream to the client and commits what it delivered.
+pub async fn relay(
+    job: &Dispatch,
+    model: &ModelRoute,
+    mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
+    started: Instant,
+    reply: oneshot::Sender<CallOutput>,
+) {
+    let r = &job.reservation;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut head = CallOutput::full(&r.execution_key, 200, SSE, Bytes::new());
+    head.body = CallBody::Stream(rx);
+    head.remaining_micro_usd = Some(r.remaining_after);
+    let mut end = if reply.send(head).is_err() {
+        Some(End::ClientGone)
+    } else {
+        None
+    };
+
+    let mut relay = Relay {
+        route: job.route,
+        alias: &r.model_alias,
+        client_wants_usage: job.client_wants_usage,
+        tokenizer: model.tokenizer,
+        reported: None,
+        output: String::new(),
+        transcript: Vec::new(),
+        transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
+        transcript_complete: true,
+        events: 0,
+    };
+    let mut splitter = SseSplitter::default();
+    let mut first_byte_ms = None;
+    while end.is_none() {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => { end = Some(End::ClientGone); break; }
+            next = chunks.next() => next,
+        };
+        match next {
+            None => end = Some(End::Finished),
+            Some(Err(e)) => {
+                tracing::warn!(execution_id = %r.execution_key, error = %e, "upstream stream failed mid-way");
+                end = Some(End::UpstreamFailed);
+            }
+            Some(Ok(bytes)) => {
+                first_byte_ms.get_or_insert_with(|| started.elapsed().as_millis());
+                for event in splitter.push(&bytes) {
+                    if let Some(out) = relay.event(&event) {
+                        if tx.send(out).await.is_err() {
+                            end = Some(End::ClientGone);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let end = end.unwrap_or(End::Finished);
+    if end == End::Finished {
+        if let Some(mut rest) = splitter.finish() {
+            rest.extend_from_slice(b"\n\n");
+            if let Some(out) = relay.event(&rest) {
+                let _ = tx.send(out).await;
+            }
+        }
+    }
+    // Dropping the upstream stream closes its connection: the provider stops generating.
+    drop(chunks);
+    drop(tx);
+
+    let (usage, source) = relay.usage(r.estimate.prompt_tokens);
+    let result = relay
+        .transcript_complete
+        .then(|| (200, std::mem::take(&mut relay.transcript), true));
+    let outcome = Outcome::Commit {
+        usage,
+        source,
+        provider: model.provider.name.clone(),
+        result,
+        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        stream: Some((end.as_str(), relay.events)),
+    };
+    if let Err(e) = settlement::settle(&job.gw, r, model, &outcome).await {
+        tracing::error!(execution_id = %r.execution_key, error = %e, "settlement of a stream failed after retries");
+    }
+}

@@ -1,0 +1,232 @@
+//! Tampering with the ledger, every way a superuser could: each is detected and the first bad
+//! event named — by `aex ledger verify`, by the checkpoint, and by an independent verifier of the
+//! export.
+
+use aex::ledger::{checkpoint, verify};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{hello, spawn_app, TestApp};
+
+/// Runs `sql` with the append-only trigger disabled, as a superuser could.
+async fn tamper(app: &TestApp, sql: &str) {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// An app with one agent, three committed calls and a checkpoint of that state.
+async fn ledger_with_history() -> (TestApp, uuid::Uuid) {
+    let app = spawn_app().await;
+    let agent = app.create_agent("audited", "1.00", json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.chat(&agent.token, hello()).await.status(),
+            StatusCode::OK
+        );
+    }
+    let key = &app.settings.auth.keys["k1"];
+    assert!(checkpoint::write(&app.pool, "k1", key, None)
+        .await
+        .unwrap()
+        .is_some());
+    (app, agent.id)
+}
+
+async fn first_bad(app: &TestApp) -> (i64, String, i64, String) {
+    let report = verify::verify_all(&app.pool, &app.settings.auth.keys)
+        .await
+        .unwrap();
+    assert!(!report.ok, "tampering went unnoticed");
+    let bad = report.first_bad_event.expect("a bad event is named");
+    (bad.id, bad.chain_id, bad.seq, bad.problem)
+}
+
+fn chain(agent: uuid::Uuid) -> String {
+    format!("agent:{agent}")
+}
+
+#[tokio::test]
+async fn an_untouched_ledger_verifies_fully_and_since_the_checkpoint() {
+    let (app, agent) = ledger_with_history().await;
+    let keys = &app.settings.auth.keys;
+    let full = verify::verify_all(&app.pool, keys).await.unwrap();
+    assert!(full.ok, "{full:?}");
+    assert!(full.checkpoint.as_ref().unwrap().signature_ok);
+    let token = app.create_agent("later", "1.00", json!({})).await.token;
+    app.chat(&token, hello()).await;
+    let since = verify::verify_since_checkpoint(&app.pool, keys)
+        .await
+        .unwrap();
+    assert!(since.ok, "{since:?}");
+    assert!(
+        since.events < full.events + 10,
+        "only the tail since the checkpoint is read"
+    );
+    let _ = agent;
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_a_sequence_gap() {
+    let (app, agent) = ledger_with_history().await;
+    tamper(
+        &app,
+        &format!(
+            "DELETE FROM event_log WHERE chain_id = '{}' AND seq = 4",
+            chain(agent)
+        ),
+    )
+    .await;
+    let (_, chain_id, seq, problem) = first_bad(&app).await;
+    assert_eq!((chain_id, seq), (chain(agent), 5));
+    assert!(problem.contains("sequence gap"), "{problem}");
+}
+
+#[tokio::test]
+async fn a_truncated_tail_is_caught_by_the_checkpoint() {
+    let (app, agent) = ledger_with_history().await;
+    let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM event_log WHERE chain_id = $1")
+        .bind(chain(agent))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // Cutting the last two events leaves a chain that links perfectly: only the checkpoint knows.
+    tamper(
+        &app,
+        &format!(
+            "DELETE FROM event_log WHERE chain_id = '{}' AND seq > {}",
+            chain(agent),
+            last - 2
+        ),
+    )
+    .await;
+    let (_, chain_id, seq, problem) = first_bad(&app).await;
+    assert_eq!((chain_id, seq), (chain(agent), last - 2));
+    assert!(problem.contains("tail was removed"), "{problem}");
+    let since = verify::verify_since_checkpoint(&app.pool, &app.settings.auth.keys)
+        .await
+        .unwrap();
+    assert!(!since.ok, "the startup gate's partial walk sees it too");
+}
+
+#[tokio::test]
+async fn a_reordered_sequence_is_detected() {
+    let (app, agent) = ledger_with_history().await;
+    let c = chain(agent);
+    tamper(
+        &app,
+        &format!(
+            "UPDATE event_log SET seq = 1000004 WHERE chain_id = '{c}' AND seq = 4; \
+             UPDATE event_log SET seq = 4 WHERE chain_id = '{c}' AND seq = 5; \
+             UPDATE event_log SET seq = 5 WHERE chain_id = '{c}' AND seq = 1000004"
+        ),
+    )
+    .await;
+    let (_, chain_id, seq, _) = first_bad(&app).await;
+    assert_eq!((chain_id, seq), (c, 4));
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_rejected() {
+    let (app, _) = ledger_with_history().await;
+    sqlx::query("UPDATE ledger_checkpoints SET heads = replace(heads, '\"seq\":', '\"seq\":1')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = verify::verify_all(&app.pool, &app.settings.auth.keys)
+        .await
+        .unwrap();
+    assert!(!report.ok);
+    assert!(report
+        .checkpoint
+        .unwrap()
+        .problem
+        .unwrap()
+        .contains("invalid signature"));
+}
+
+#[tokio::test]
+async fn the_export_reverifies_independently_and_catches_an_edit() {
+    let (app, agent) = ledger_with_history().await;
+    let export = |name: &str| {
+        let path = app.dir.path().join(name);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aex"))
+            .args(["ledger", "export", "--output"])
+            .arg(&path)
+            .env("AEX_HOME", app.dir.path())
+            .env("AEX_DATABASE_URL", &app.db.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    let check = |path: &std::path::Path| {
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/verify-ledger-export.py"
+            ))
+            .arg(path)
+            .env("AEX_CHECKPOINT_KEY", app.settings.auth.keys["k1"].expose())
+            .output()
+            .unwrap()
+    };
+    let good = check(&export("good.jsonl"));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("ledger export OK"));
+
+    let id: i64 = sqlx::query_scalar("SELECT id FROM event_log WHERE chain_id = $1 AND seq = 3")
+        .bind(chain(agent))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    tamper(
+        &app,
+        &format!("UPDATE event_log SET payload = '{{}}' WHERE id = {id}"),
+    )
+    .await;
+    let bad = check(&export("bad.jsonl"));
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert!(
+        said.contains(&format!("event {id}")) && said.contains("edited"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_whose_ledger_fails_the_startup_gate_stays_unready() {
+    let (app, agent) = ledger_with_history().await;
+    tamper(&app, &format!("UPDATE event_log SET payload = '{{}}' WHERE chain_id = '{}' AND seq = (SELECT max(seq) FROM event_log WHERE chain_id = '{}')", chain(agent), chain(agent))).await;
+    let server = aex::server::start(app.settings.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let r = app.http.get(format!("{base}/ready")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        last = r.json().await.unwrap();
+        if last["checks"]["startup_gate"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["checks"]["startup_gate"], false, "{last}");
+    server.shutdown();
+    server.wait().await.unwrap();
+}
