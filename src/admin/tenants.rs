@@ -142,7 +142,7 @@ pub async fn create_tenant(
     };
     let mut tx = pool.begin().await?;
     let id = TenantId(uuid::Uuid::now_v7());
-    let row = store::insert_tenant(&mut tx, id, &settings).await?;
+    let row = store::save_tenant(&mut tx, id, &settings).await?;
     let payload = json!({"by": by.subject, "after": settings_json(&settings)});
     ledger::append(
         &mut tx,
@@ -235,9 +235,7 @@ pub async fn update_tenant(
             None => old.default_policy.clone(),
         },
     };
-    let row = store::update_tenant(&mut tx, before.id, &new)
-        .await
-        .map_err(AdminError::from_store("tenant"))?;
+    let row = store::save_tenant(&mut tx, before.id, &new).await?;
     let payload =
         json!({"by": by.subject, "before": settings_json(&old), "after": settings_json(&new)});
     ledger::append(

@@ -39,21 +39,20 @@ pub struct TenantSettings {
     pub default_policy: serde_json::Value,
 }
 
-fn on_name_conflict(e: sqlx::Error) -> StoreError {
-    match violated_constraint(&e) {
-        Some("tenants_name_key") => StoreError::Conflict("a tenant with this name"),
-        _ => StoreError::Db(e),
-    }
-}
-
-pub async fn insert_tenant(
+/// Writes a tenant's settings: a new tenant, or (under the caller's row lock) an existing one.
+pub async fn save_tenant(
     conn: &mut PgConnection,
     id: TenantId,
     t: &TenantSettings,
 ) -> Result<TenantRow, StoreError> {
     sqlx::query_as(concat!(
         "INSERT INTO tenants (id, name, budget_micro_usd, rpm_limit, tpm_limit, default_policy) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, \
+           budget_micro_usd = EXCLUDED.budget_micro_usd, rpm_limit = EXCLUDED.rpm_limit, \
+           tpm_limit = EXCLUDED.tpm_limit, default_policy = EXCLUDED.default_policy, \
+           updated_at = now() \
+         RETURNING ",
         tenant_columns!()
     ))
     .bind(id)
@@ -64,30 +63,10 @@ pub async fn insert_tenant(
     .bind(Json(&t.default_policy))
     .fetch_one(conn)
     .await
-    .map_err(on_name_conflict)
-}
-
-/// Replaces a tenant's settings (the caller holds its row lock).
-pub async fn update_tenant(
-    conn: &mut PgConnection,
-    id: TenantId,
-    t: &TenantSettings,
-) -> Result<TenantRow, StoreError> {
-    sqlx::query_as(concat!(
-        "UPDATE tenants SET name = $2, budget_micro_usd = $3, rpm_limit = $4, tpm_limit = $5, \
-         default_policy = $6, updated_at = now() WHERE id = $1 RETURNING ",
-        tenant_columns!()
-    ))
-    .bind(id)
-    .bind(&t.name)
-    .bind(t.budget_micro_usd)
-    .bind(t.rpm_limit)
-    .bind(t.tpm_limit)
-    .bind(Json(&t.default_policy))
-    .fetch_optional(conn)
-    .await
-    .map_err(on_name_conflict)?
-    .ok_or(StoreError::NotFound)
+    .map_err(|e| match violated_constraint(&e) {
+        Some("tenants_name_key") => StoreError::Conflict("a tenant with this name"),
+        _ => StoreError::Db(e),
+    })
 }
 
 /// Every tenant, or only `only` (an admin sees its own), by name.

@@ -21,11 +21,10 @@ async fn agent_row(app: &TestApp, id: uuid::Uuid) -> (String, i64, Option<i32>, 
 
 async fn set_state(app: &TestApp, id: uuid::Uuid, state: &str) -> (StatusCode, Value) {
     let path = format!("/admin/agents/{id}/state");
-    app.admin(
-        Method::POST,
+    app.admin_post(
         &path,
         &app.operator_token,
-        Some(json!({"state": state, "reason": "test"})),
+        json!({"state": state, "reason": "test"}),
     )
     .await
 }

@@ -173,10 +173,7 @@ async fn the_ledger_usage_and_activity_agree_with_the_books() {
         after = last["id"].as_i64().unwrap();
         events.extend(page);
     }
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let total: i64 = app.count("SELECT count(*) FROM event_log").await;
     assert_eq!(events.len() as i64, total);
     let mut heads = std::collections::HashMap::new();
     for e in &events {
@@ -439,9 +436,6 @@ async fn admin_errors_come_in_one_shape_and_name_the_field() {
             assert_eq!(err["error"]["field"], f, "{method} {path}: {err}");
         }
     }
-    let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let agents: i64 = app.count("SELECT count(*) FROM agents").await;
     assert_eq!(agents, 0, "no invalid request created anything");
 }

@@ -200,20 +200,18 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
     let app = spawn_app().await;
     let (tenant, admin) = app.tenant_with_admin("scoped", json!({})).await;
     let (_, created) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/agents",
             &admin,
-            Some(json!({"name": "worker", "budget_usd": "1"})),
+            json!({"name": "worker", "budget_usd": "1"}),
         )
         .await;
     let execution = created["token"].as_str().unwrap().to_owned();
     let (status, reader) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/tokens",
             &admin,
-            Some(json!({"scope": "read-only", "agent": "worker"})),
+            json!({"scope": "read-only", "agent": "worker"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -275,11 +273,10 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
     let (status, _) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/tokens",
             &admin,
-            Some(json!({"scope": "admin", "subject": "deputy"})),
+            json!({"scope": "admin", "subject": "deputy"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);

@@ -360,6 +360,20 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// `admin` with a POST body.
+    pub async fn admin_post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// A count (or any one `bigint`) read from the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+
     /// `admin` with the operator token, asserting the expected status.
     pub async fn op(
         &self,

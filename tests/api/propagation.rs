@@ -145,10 +145,7 @@ async fn a_reload_through_one_instance_is_in_force_on_the_other_within_a_second(
     }
     report("config reload", &samples);
 
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM config_versions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows: i64 = app.count("SELECT count(*) FROM config_versions").await;
     assert_eq!(rows, 1 + SAMPLES as i64);
     let events = app.ledger_payloads("config.reloaded").await;
     assert_eq!(events.len(), SAMPLES);
@@ -205,10 +202,7 @@ async fn an_invalid_reload_is_refused_with_its_reason_and_changes_nothing_anywhe
             assert!(message.contains(reason), "{reason:?} not in {message:?}");
         }
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM config_versions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows: i64 = app.count("SELECT count(*) FROM config_versions").await;
     assert_eq!(rows, 1);
     assert!(app.ledger_payloads("config.reloaded").await.is_empty());
     assert_eq!(config_version(&app, &app.base).await, before);

@@ -124,11 +124,10 @@ async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_sp
         .await;
 
     let (status, created) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/agents",
             &b_admin,
-            Some(json!({"name": "b-agent", "budget_usd": "2.00"})),
+            json!({"name": "b-agent", "budget_usd": "2.00"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -151,10 +150,7 @@ async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_sp
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let before = b_books(&app, &b_agent).await;
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_before: i64 = app.count("SELECT count(*) FROM event_log").await;
 
     for (method, path, body) in foreign_requests(&b, &b_agent, &b_jti, "b-exec") {
         let (status, value) = app.admin(method.clone(), &path, &a_admin, body).await;
@@ -198,10 +194,7 @@ async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_sp
 
     // Nothing of B changed, and the ledger recorded nothing: every attempt was refused.
     assert_eq!(b_books(&app, &b_agent).await, before);
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let events_after: i64 = app.count("SELECT count(*) FROM event_log").await;
     assert_eq!(events_after, events_before);
     assert_eq!(app.chat(&b_token, hello()).await.status(), StatusCode::OK);
     app.assert_books_audit().await;
@@ -214,11 +207,10 @@ async fn a_reservation_must_fit_the_tenant_budget_as_well_as_the_agent_budget() 
         .tenant_with_admin("lean", json!({"budget_usd": "0.000500"}))
         .await;
     let (_, created) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/agents",
             &admin,
-            Some(json!({"name": "rich", "budget_usd": "5.00"})),
+            json!({"name": "rich", "budget_usd": "5.00"}),
         )
         .await;
     let token = created["token"].as_str().unwrap().to_owned();
@@ -297,33 +289,22 @@ async fn operators_manage_tenants_whose_default_policy_agents_inherit() {
 
     // Names are unique and validated; only operators create or change tenants.
     let (status, body) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/tenants",
             &app.operator_token,
-            Some(json!({"name": "policed"})),
+            json!({"name": "policed"}),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, body) = app
-        .admin(
-            Method::POST,
-            "/admin/tenants",
-            &app.operator_token,
-            Some(json!({"name": " "})),
-        )
+        .admin_post("/admin/tenants", &app.operator_token, json!({"name": " "}))
         .await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("name"))
     );
     let (status, _) = app
-        .admin(
-            Method::POST,
-            "/admin/tenants",
-            &admin,
-            Some(json!({"name": "x"})),
-        )
+        .admin_post("/admin/tenants", &admin, json!({"name": "x"}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app
@@ -338,6 +319,19 @@ async fn operators_manage_tenants_whose_default_policy_agents_inherit() {
     let (status, own) = app.admin(Method::GET, "/admin/tenants", &admin, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(own.as_array().unwrap().len(), 1);
+    // An operator names the tenant to act on with X-AEX-Tenant-Id (or ?tenant_id=).
+    let resp = app
+        .http
+        .post(format!("{}/admin/agents", app.base))
+        .bearer_auth(&app.operator_token)
+        .header("X-AEX-Tenant-Id", &tenant)
+        .json(&json!({"name": "placed", "budget_usd": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let placed: Value = resp.json().await.unwrap();
+    assert_eq!(placed["agent"]["tenant_id"], tenant);
     let all = app
         .op(Method::GET, "/admin/tenants", None, StatusCode::OK)
         .await;
@@ -348,11 +342,10 @@ async fn operators_manage_tenants_whose_default_policy_agents_inherit() {
     );
 
     let (_, agent) = app
-        .admin(
-            Method::POST,
+        .admin_post(
             "/admin/agents",
             &admin,
-            Some(json!({"name": "inheritor", "budget_usd": "1"})),
+            json!({"name": "inheritor", "budget_usd": "1"}),
         )
         .await;
     let token = agent["token"].as_str().unwrap().to_owned();
