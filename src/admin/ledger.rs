@@ -2,7 +2,7 @@
 //! (Verification is `ledger::verify`, shared with the CLI and the startup gate.)
 
 use super::agents::find_agent;
-use super::{acting_tenant, page_limit, visible_tenant, AdminError};
+use super::{acting_tenant, page_limit, require_operator, visible_tenant, AdminError};
 use crate::auth::Principal;
 use crate::domain::TenantId;
 pub use crate::store::event_log::EventRow as LedgerEvent;
@@ -51,4 +51,52 @@ pub async fn list_events(
         filter.tenant_id = Some(tenant);
     }
     Ok(event_log::list_events(&mut conn, &filter, limit).await?)
+}
+
+/// A signed checkpoint of every chain's head (the heads themselves name every tenant's agents,
+/// so only operators read or write checkpoints).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckpointResponse {
+    pub id: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The key that signed it.
+    pub kid: String,
+    pub chain_count: i32,
+    pub event_count: i64,
+}
+
+/// The outcome of `POST /admin/ledger/checkpoints`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckpointWritten {
+    /// The new checkpoint; none when nothing was appended since the last one (or another
+    /// replica was writing one at that moment).
+    pub checkpoint_id: Option<i64>,
+}
+
+/// Writes a signed checkpoint of every chain's head now.
+pub async fn write_checkpoint(
+    gw: &crate::gateway::Gateway,
+    by: &Principal,
+) -> Result<CheckpointWritten, AdminError> {
+    require_operator(by, "writing a ledger checkpoint")?;
+    let id = crate::cluster::checkpointer::checkpoint_now(gw).await?;
+    Ok(CheckpointWritten { checkpoint_id: id })
+}
+
+/// The latest checkpoint.
+pub async fn latest_checkpoint(
+    pool: &sqlx::PgPool,
+    by: &Principal,
+) -> Result<CheckpointResponse, AdminError> {
+    require_operator(by, "reading ledger checkpoints")?;
+    let row = crate::ledger::checkpoint::latest(pool)
+        .await?
+        .ok_or(AdminError::NotFound("checkpoint"))?;
+    Ok(CheckpointResponse {
+        id: row.id,
+        created_at: row.created_at,
+        kid: row.kid,
+        chain_count: row.chain_count,
+        event_count: row.event_count,
+    })
 }

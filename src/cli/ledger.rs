@@ -4,7 +4,7 @@
 use clap::Subcommand;
 
 use super::client::AdminClient;
-use super::{emit_list, text, Cli};
+use super::{emit, emit_list, text, Cli};
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerAction {
@@ -15,8 +15,12 @@ pub enum LedgerAction {
         #[arg(long)]
         local: bool,
     },
-    /// Write a signed checkpoint of every chain's head now (reads the database directly).
-    Checkpoint,
+    /// Write a signed checkpoint of every chain's head now.
+    Checkpoint {
+        /// Write it directly in the database (database_url) instead of asking the server.
+        #[arg(long)]
+        local: bool,
+    },
     /// Write every event as JSON lines, re-verifiable with deploy/verify-ledger-export.py (reads
     /// the database directly).
     Export {
@@ -51,7 +55,20 @@ fn client(cli: &Cli) -> anyhow::Result<AdminClient> {
 pub async fn run(cli: &Cli, action: &LedgerAction) -> anyhow::Result<()> {
     match action {
         LedgerAction::Verify { local: true } => super::db_checks::ledger_verify(cli).await,
-        LedgerAction::Checkpoint => super::db_checks::ledger_checkpoint(cli).await,
+        LedgerAction::Checkpoint { local: true } => super::db_checks::ledger_checkpoint(cli).await,
+        LedgerAction::Checkpoint { local: false } => {
+            let path = ["admin", "ledger", "checkpoints"];
+            let written = client(cli)?
+                .post(&path, &Default::default(), &serde_json::json!(null))
+                .await?;
+            emit(cli.json, &written, || {
+                match written["checkpoint_id"].as_i64() {
+                    Some(id) => format!("checkpoint {id} written"),
+                    None => "no checkpoint written: nothing changed since the last one".to_owned(),
+                }
+            });
+            Ok(())
+        }
         LedgerAction::Export { output } => {
             super::db_checks::ledger_export(cli, output.as_deref()).await
         }

@@ -41,6 +41,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(executions::get_execution))
         .routes(routes!(ledger::list_ledger_events))
         .routes(routes!(ledger::verify_ledger))
+        .routes(routes!(ledger::write_checkpoint))
+        .routes(routes!(ledger::get_latest_checkpoint))
         .routes(routes!(ledger::get_replay))
         .routes(routes!(config::get_config))
         .routes(routes!(config::list_config_versions))

@@ -239,6 +239,12 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
         ),
         (Method::POST, "/admin/reload_config".to_owned(), None),
         (Method::GET, "/admin/ledger/verify".to_owned(), None),
+        (Method::POST, "/admin/ledger/checkpoints".to_owned(), None),
+        (
+            Method::GET,
+            "/admin/ledger/checkpoints/latest".to_owned(),
+            None,
+        ),
         (
             Method::POST,
             "/admin/tokens".to_owned(),

@@ -262,6 +262,11 @@ async fn an_operator_runs_tenants_agents_tokens_models_plugins_and_the_ledger_fr
     assert_eq!(events["events"].as_array().unwrap().len(), 1);
     assert_eq!(events["events"][0]["payload"]["by"], "test-operator");
     assert_eq!(aex(&app, &["ledger", "verify"]).await["ok"], true);
+    let checkpoint = aex(&app, &["ledger", "checkpoint"]).await;
+    assert!(
+        checkpoint["checkpoint_id"].as_i64().is_some(),
+        "{checkpoint}"
+    );
     let gone = aex(
         &app,
         &[

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AdminErrors;
-use crate::admin::ledger::{self, EventQuery, LedgerEvent};
+use crate::admin::ledger::{self, CheckpointResponse, CheckpointWritten, EventQuery, LedgerEvent};
 use crate::admin::replay::{self, ReplayReport, TimelineEvent};
 use crate::admin::{require_operator, AdminError};
 use crate::domain::TenantId;
@@ -43,6 +43,31 @@ pub async fn verify_ledger(
     let gw = &state.gateway;
     Ok(Json(
         verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?,
+    ))
+}
+
+/// Write a signed checkpoint of every chain's head now (operator; replicas also write one
+/// periodically).
+#[utoipa::path(post, path = "/admin/ledger/checkpoints", tag = "ledger",
+    responses((status = 200, body = CheckpointWritten), AdminErrors), security(("bearer" = [])))]
+pub async fn write_checkpoint(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+) -> Result<Json<CheckpointWritten>> {
+    Ok(Json(
+        ledger::write_checkpoint(&state.gateway, &caller.principal).await?,
+    ))
+}
+
+/// The latest signed checkpoint (operator).
+#[utoipa::path(get, path = "/admin/ledger/checkpoints/latest", tag = "ledger",
+    responses((status = 200, body = CheckpointResponse), AdminErrors), security(("bearer" = [])))]
+pub async fn get_latest_checkpoint(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+) -> Result<Json<CheckpointResponse>> {
+    Ok(Json(
+        ledger::latest_checkpoint(&state.gateway.pool, &caller.principal).await?,
     ))
 }
 
