@@ -15,6 +15,13 @@ async fn revoked(app: &TestApp, jti: &str) -> Option<String> {
         .unwrap()
 }
 
+/// Issues a token with `token`'s authority; the response (201).
+async fn issue(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, issued) = app.admin_post("/admin/tokens", token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    issued
+}
+
 fn ids(list: &Value) -> Vec<String> {
     let mut ids: Vec<String> = list
         .as_array()
@@ -207,14 +214,12 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
         )
         .await;
     let execution = created["token"].as_str().unwrap().to_owned();
-    let (status, reader) = app
-        .admin_post(
-            "/admin/tokens",
-            &admin,
-            json!({"scope": "read-only", "agent": "worker"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let reader = issue(
+        &app,
+        &admin,
+        json!({"scope": "read-only", "agent": "worker"}),
+    )
+    .await;
     let reader = reader["token"].as_str().unwrap().to_owned();
 
     // Agent tokens never reach the admin API.
@@ -278,14 +283,7 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
         let (status, body) = app.admin(Method::GET, path, &admin, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
-    let (status, _) = app
-        .admin_post(
-            "/admin/tokens",
-            &admin,
-            json!({"scope": "admin", "subject": "deputy"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    issue(&app, &admin, json!({"scope": "admin", "subject": "deputy"})).await;
     // An operator token is invisible to an admin.
     let op = app
         .op(
