@@ -167,5 +167,7 @@ pub async fn verify_ledger(
             "ledger verification covers every tenant: operator token required",
         ));
     }
-    Ok(Json(verify::verify_all(&state.gateway.pool).await?))
+    let report = verify::verify_all(&state.gateway.pool).await?;
+    state.observed.record_verification(&report);
+    Ok(Json(report))
 }

@@ -8,6 +8,7 @@ pub mod executions;
 pub mod projection;
 pub mod replicas;
 pub mod reservations;
+pub mod stats;
 pub mod tenants;
 pub mod tokens;
 
