@@ -194,11 +194,12 @@ fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError> {
     })
 }
 
-/// Runs one governed call to its settled result.
-#[tracing::instrument(skip_all, fields(route = input.route.as_str(), agent = %input.agent_id, execution_id, model, outcome))]
+/// Runs one governed call to its settled result, recording its facts on the request span.
 pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, GatewayError> {
-    let p = prepare(&gw, &input)?;
     let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(input.tenant_id));
+    span.record("agent", tracing::field::display(input.agent_id));
+    let p = prepare(&gw, &input)?;
     span.record("execution_id", p.key.as_str());
     span.record("model", p.model.alias.as_str());
     let ticket = Ticket {
@@ -218,8 +219,11 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     };
     let wait = Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
     let deadline = tokio::time::Instant::now() + wait;
+    let admission_started = Instant::now();
     let reservation = loop {
-        match admission::admit(&gw, &ticket).await? {
+        let admitted = admission::admit(&gw, &ticket).await?;
+        crate::telemetry::record_ms("admission_ms", admission_started);
+        match admitted {
             Admission::Reserved(r) => break r,
             Admission::Refused(f) => {
                 span.record("outcome", f.code);
@@ -275,15 +279,16 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let route = input.route;
     let passthrough = input.passthrough_key.clone();
     let model = Arc::clone(&p.model);
-    gw.tasks.spawn(async move {
+    let task = async move {
         let out =
             dispatch_and_settle(&task_gw, route, &reservation, &model, body, passthrough).await;
         let _ = tx.send(out);
-    });
+    };
+    gw.tasks
+        .spawn(tracing::Instrument::instrument(task, span.clone()));
     let out = rx.await.map_err(|_| {
         GatewayError::Internal(anyhow::anyhow!("settlement task ended without a result"))
     })?;
-    span.record("outcome", out.status);
     Ok(out)
 }
 
@@ -363,6 +368,12 @@ async fn dispatch_and_settle(
         })
         .await;
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    crate::telemetry::record_ms("upstream_ms", started);
+    crate::metrics::observe_upstream(
+        &model.provider.name,
+        started.elapsed(),
+        sent.as_ref().map(|r| r.status),
+    );
     let id = r.execution_key.as_str();
     let response = match sent {
         Ok(resp) => resp,
@@ -450,7 +461,10 @@ async fn dispatch_and_settle(
         result: Some((status, out_body.clone(), false)),
         latency_ms,
     };
+    let settle_started = Instant::now();
     let settled = settlement::settle(gw, r, model, &outcome).await;
+    crate::telemetry::record_ms("settlement_ms", settle_started);
+    crate::telemetry::record_outcome("committed");
     let (cost, remaining) = match settled {
         Ok(SettleResult::Committed {
             actual_micro_usd,
@@ -487,7 +501,11 @@ async fn release(
         state: ExecutionState::Released,
         upstream_status: status,
     };
-    if let Err(e) = settlement::settle(gw, r, model, &outcome).await {
+    let settle_started = Instant::now();
+    let settled = settlement::settle(gw, r, model, &outcome).await;
+    crate::telemetry::record_ms("settlement_ms", settle_started);
+    crate::telemetry::record_outcome(reason);
+    if let Err(e) = settled {
         tracing::error!(execution_id = %r.execution_key, error = %e, "release failed after retries");
     }
 }
