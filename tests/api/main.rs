@@ -8,5 +8,6 @@ mod cli;
 mod concurrency;
 mod helpers;
 mod ledger;
+mod metrics;
 mod openapi;
 mod recovery;
