@@ -57,6 +57,7 @@ SETTINGS: dict[str, Any] = {
         "verify_on_startup": BOOL,
         "refuse_start_on_failure": BOOL,
         "verify_interval_seconds": INT,
+        "full_verify_interval_seconds": INT,
     },
     "metrics": {
         "agent_labels": BOOL,

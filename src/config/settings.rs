@@ -178,9 +178,11 @@ pub struct LedgerSettings {
     pub verify_on_startup: bool,
     /// Exit instead of staying unready when the startup gate fails.
     pub refuse_start_on_failure: bool,
-    /// How often a running server verifies every chain again for `/metrics` and the dashboard
-    /// (0: only at startup and on request).
+    /// How often a running server verifies the events appended since its last check, for
+    /// `/metrics` and the dashboard (0: only at startup and on request).
     pub verify_interval_seconds: u64,
+    /// How often that check walks every chain again from the start instead.
+    pub full_verify_interval_seconds: u64,
 }
 
 impl Default for LedgerSettings {
@@ -189,7 +191,8 @@ impl Default for LedgerSettings {
             checkpoint_interval_seconds: 60,
             verify_on_startup: true,
             refuse_start_on_failure: false,
-            verify_interval_seconds: 300,
+            verify_interval_seconds: 10,
+            full_verify_interval_seconds: 3600,
         }
     }
 }

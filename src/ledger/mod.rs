@@ -1,11 +1,13 @@
 //! The tamper-evident ledger (SPEC §10): canonical encoding and hashing, appending under the
-//! chain's advisory lock in the caller's transaction, streaming verification, and the fold that
-//! rebuilds every agent's books from the events.
+//! chain's advisory lock in the caller's transaction, streaming verification (in full, or of what
+//! was appended since the last pass), and the fold that rebuilds every agent's books from the
+//! events.
 
 pub mod append;
 pub mod encoding;
 pub mod fold;
 pub mod verify;
+pub mod watch;
 
 pub use append::{append, AppendedEvent, ChainId, NewEvent};
 pub use encoding::{event_hash, EventHeader, GENESIS_HASH};

@@ -30,18 +30,18 @@ pub struct VerifyReport {
 }
 
 #[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    chain_id: String,
-    seq: i64,
-    prev_hash: String,
-    event_hash: String,
-    event_type: String,
-    tenant_id: Option<Uuid>,
-    agent_id: Option<Uuid>,
-    execution_id: Option<String>,
-    ts: DateTime<Utc>,
-    payload: String,
+pub(crate) struct EventRow {
+    pub(crate) id: i64,
+    pub(crate) chain_id: String,
+    pub(crate) seq: i64,
+    pub(crate) prev_hash: String,
+    pub(crate) event_hash: String,
+    pub(crate) event_type: String,
+    pub(crate) tenant_id: Option<Uuid>,
+    pub(crate) agent_id: Option<Uuid>,
+    pub(crate) execution_id: Option<String>,
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) payload: String,
 }
 
 /// Walks every chain and stops at the first bad event.
@@ -90,7 +90,7 @@ pub async fn verify_all(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
 }
 
 /// What is wrong with `row` given the event before it in its chain, if anything.
-fn check(row: &EventRow, last_seq: i64, last_hash: &str) -> Option<String> {
+pub(crate) fn check(row: &EventRow, last_seq: i64, last_hash: &str) -> Option<String> {
     if row.seq != last_seq + 1 {
         return Some(format!(
             "sequence gap: expected seq {} after {}, found {}",

@@ -1,6 +1,6 @@
 //! Background tasks that keep [`Observed`] current, so that neither a scrape nor a dashboard
-//! poll ever pays for them: the database gauges every `metrics.sample_interval_seconds`, and a
-//! verification of every hash chain every `ledger.verify_interval_seconds`.
+//! poll ever pays for them: the database gauges every `metrics.sample_interval_seconds`, and the
+//! ledger's verification, kept current incrementally (`ledger::watch`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::observed::{BooksSample, Observed};
 use crate::config::Settings;
 use crate::gateway::Gateway;
-use crate::ledger::verify;
+use crate::ledger::watch::ChainWatch;
 use crate::store::stats;
 
 /// Reads the database gauges once.
@@ -61,24 +61,34 @@ pub async fn sample_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: Cancel
     }
 }
 
-/// Verifies every chain every `ledger.verify_interval_seconds` (immediately when no
-/// verification has run yet); does nothing when the interval is 0.
+/// Verifies what was appended every `ledger.verify_interval_seconds`, and every chain from the
+/// start every `ledger.full_verify_interval_seconds` (and on the first pass); does nothing when
+/// the interval is 0.
 pub async fn verify_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: CancellationToken) {
-    let seconds = gw.settings.ledger.verify_interval_seconds;
-    if seconds == 0 {
+    let ledger = &gw.settings.ledger;
+    if ledger.verify_interval_seconds == 0 {
         return;
     }
-    let every = Duration::from_secs(seconds);
+    let every = Duration::from_secs(ledger.verify_interval_seconds);
+    let full_every = Duration::from_secs(ledger.full_verify_interval_seconds.max(1));
+    let mut watch = ChainWatch::default();
+    let mut last_full = tokio::time::Instant::now();
     loop {
+        // The startup gate's verification (when it ran) stands for the first pass.
         if observed.ledger().is_some() {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
         }
-        match verify::verify_all(&gw.pool).await {
+        if last_full.elapsed() >= full_every {
+            watch.reset();
+            last_full = tokio::time::Instant::now();
+        }
+        match watch.verify_new(&gw.pool).await {
             Ok(report) => {
-                if let Some(bad) = &report.first_bad_event {
+                let newly_bad = observed.ledger().is_none_or(|before| before.ok);
+                if let (Some(bad), true) = (&report.first_bad_event, newly_bad) {
                     tracing::error!(
                         event_id = bad.id,
                         chain_id = %bad.chain_id,
@@ -93,7 +103,7 @@ pub async fn verify_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: Cancel
                 tracing::warn!(error = %e, "ledger verification could not run");
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every.min(Duration::from_secs(30))) => {}
+                    () = tokio::time::sleep(every) => {}
                 }
             }
         }

@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod helpers;
 mod ledger;
+mod ledger_watch;
 mod metrics;
 mod openapi;
 mod recovery;
