@@ -226,7 +226,7 @@ function renderKpis(d) {
   ledger.classList.toggle("alert", Boolean(check && !check.ok));
   ledger.classList.toggle("good", Boolean(check && check.ok));
   if (!check) kpi("kpi-ledger", "not verified yet", "");
-  else if (check.ok) kpi("kpi-ledger", "verified", count(check.events) + " events, " + time(check.checked_at));
+  else if (check.ok) kpi("kpi-ledger", "verified", "checked " + time(check.checked_at) + ": " + count(check.events) + " events");
   else kpi("kpi-ledger", "NOT VERIFIED", "bad event " + (check.first_bad_event ? check.first_bad_event.id : "?"));
 }
 
