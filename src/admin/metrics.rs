@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{AgentId, TenantId};
 use crate::metrics::observed::{LedgerCheck, Observed};
-use crate::store::stats::{self, AgentSpendRow, BucketRow};
+use crate::store::stats::{self, AgentSpendRow, BucketRow, FeedEvent, ModelUse, RecentExecution};
 
 /// At most this many agents are listed (the biggest spenders); totals cover all of them.
 const AGENT_LIMIT: i64 = 500;
@@ -37,14 +37,14 @@ pub struct MetricsSummary {
     /// Executions created in the 24-hour window, by state.
     pub execution_states: BTreeMap<String, i64>,
     /// The most used models in the 24-hour window.
-    pub top_models: Vec<ModelUsage>,
+    pub top_models: Vec<ModelUse>,
     /// The 24-hour window: 24 buckets of one hour, oldest first; the last is the current
     /// (partial) hour.
     pub hourly: Vec<Bucket>,
     /// 60 buckets of one minute, oldest first; the last is the current (partial) minute.
     pub per_minute: Vec<Bucket>,
     /// The newest executions, newest first.
-    pub recent_executions: Vec<ExecutionSummary>,
+    pub recent_executions: Vec<RecentExecution>,
     pub ledger: LedgerStatus,
 }
 
@@ -100,13 +100,6 @@ pub struct AgentFinancials {
     pub seconds_to_exhaustion: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ModelUsage {
-    pub model: String,
-    pub requests: i64,
-    pub spent_micro_usd: i64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Bucket {
     pub start: DateTime<Utc>,
@@ -116,41 +109,11 @@ pub struct Bucket {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ExecutionSummary {
-    /// The execution key (`Idempotency-Key`, `X-AEX-Execution-Id` or minted), as
-    /// `/admin/replay?execution_id=` takes it.
-    pub execution_id: String,
-    pub tenant_id: TenantId,
-    pub agent_id: AgentId,
-    pub agent: String,
-    pub model: Option<String>,
-    pub state: String,
-    pub attempt: i32,
-    /// What admission held for the execution.
-    pub reserved_micro_usd: i64,
-    /// What was charged (committed executions only).
-    pub actual_micro_usd: Option<i64>,
-    pub reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LedgerFeedEvent {
-    pub id: i64,
-    pub event_type: String,
-    pub tenant_id: Option<uuid::Uuid>,
-    pub agent: Option<String>,
-    pub execution_id: Option<String>,
-    pub ts: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LedgerStatus {
     /// The last verification of every chain by this server; `null` before the first.
     pub last_verification: Option<LedgerCheck>,
     /// The newest ledger events, newest first.
-    pub recent_events: Vec<LedgerFeedEvent>,
+    pub recent_events: Vec<FeedEvent>,
 }
 
 /// Builds the summary for one tenant (`Some`) or every tenant (`None`).
@@ -221,46 +184,13 @@ pub async fn summary(
         agents_truncated: totals.agents > i64::try_from(agents.len()).unwrap_or(i64::MAX),
         agents: agents.into_iter().map(financials).collect(),
         execution_states: states.into_iter().collect(),
-        top_models: top_models
-            .into_iter()
-            .map(|m| ModelUsage {
-                model: m.model,
-                requests: m.requests,
-                spent_micro_usd: m.spent_micro_usd,
-            })
-            .collect(),
+        top_models,
         hourly,
         per_minute,
-        recent_executions: recent
-            .into_iter()
-            .map(|e| ExecutionSummary {
-                execution_id: e.execution_id,
-                tenant_id: e.tenant_id,
-                agent_id: e.agent_id,
-                agent: e.agent,
-                model: e.model,
-                state: e.state,
-                attempt: e.attempt,
-                reserved_micro_usd: e.estimate_micro_usd,
-                actual_micro_usd: e.actual_micro_usd,
-                reason: e.reason,
-                created_at: e.created_at,
-                completed_at: e.completed_at,
-            })
-            .collect(),
+        recent_executions: recent,
         ledger: LedgerStatus {
             last_verification: observed.ledger(),
-            recent_events: feed
-                .into_iter()
-                .map(|f| LedgerFeedEvent {
-                    id: f.id,
-                    event_type: f.event_type,
-                    tenant_id: f.tenant_id,
-                    agent: f.agent,
-                    execution_id: f.execution_id,
-                    ts: f.ts,
-                })
-                .collect(),
+            recent_events: feed,
         },
     })
 }

@@ -2,8 +2,9 @@
 //! build step). The page itself is open; everything it shows comes from the admin API with the
 //! admin token the user gives it, which stays in the browser's session storage.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -14,7 +15,7 @@ const STYLE_CSS: &str = include_str!("dashboard/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+fn asset_response(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -35,27 +36,24 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))
 )]
 pub async fn get_dashboard() -> impl IntoResponse {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+    asset_response("text/html; charset=utf-8", INDEX_HTML)
 }
 
-/// The dashboard's script.
+/// The dashboard's script (`app.js`) and style sheet (`style.css`).
 #[utoipa::path(
     get,
-    path = "/dashboard/app.js",
+    path = "/dashboard/{asset}",
     tag = "dashboard",
-    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String))
+    params(("asset" = String, Path, description = "`app.js` or `style.css`")),
+    responses(
+        (status = 200, description = "JavaScript or CSS", content_type = "text/plain", body = String),
+        (status = 404, description = "No such asset"),
+    )
 )]
-pub async fn get_dashboard_script() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-/// The dashboard's style sheet.
-#[utoipa::path(
-    get,
-    path = "/dashboard/style.css",
-    tag = "dashboard",
-    responses((status = 200, description = "CSS", content_type = "text/css", body = String))
-)]
-pub async fn get_dashboard_style() -> impl IntoResponse {
-    asset("text/css; charset=utf-8", STYLE_CSS)
+pub async fn get_dashboard_asset(Path(asset): Path<String>) -> Response {
+    match asset.as_str() {
+        "app.js" => asset_response("text/javascript; charset=utf-8", APP_JS).into_response(),
+        "style.css" => asset_response("text/css; charset=utf-8", STYLE_CSS).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }

@@ -26,8 +26,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
 fn dashboard_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(dashboard::get_dashboard))
-        .routes(routes!(dashboard::get_dashboard_script))
-        .routes(routes!(dashboard::get_dashboard_style))
+        .routes(routes!(dashboard::get_dashboard_asset))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {

@@ -43,8 +43,16 @@ fn register(local: &Registry, c: impl Collector + 'static) -> prometheus::Result
     local.register(Box::new(c))
 }
 
-fn unix_seconds(t: chrono::DateTime<chrono::Utc>) -> f64 {
-    t.timestamp_millis() as f64 / 1000.0
+/// A gauge holding a moment as Unix time in seconds.
+fn timestamp_gauge(
+    local: &Registry,
+    name: &str,
+    help: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> prometheus::Result<()> {
+    let g = Gauge::new(name, help)?;
+    g.set(at.timestamp_millis() as f64 / 1000.0);
+    register(local, g)
 }
 
 fn local_registry(s: &ScrapeInputs<'_>) -> prometheus::Result<Registry> {
@@ -87,12 +95,12 @@ fn local_registry(s: &ScrapeInputs<'_>) -> prometheus::Result<Registry> {
             "Events checked by the last ledger verification",
             i64::try_from(check.events).unwrap_or(i64::MAX),
         )?;
-        let at = Gauge::new(
+        timestamp_gauge(
+            r,
             "aex_ledger_verify_timestamp_seconds",
             "When the last ledger verification finished (Unix time)",
+            check.checked_at,
         )?;
-        at.set(unix_seconds(check.checked_at));
-        register(r, at)?;
     }
     if let Some(books) = s.observed.books() {
         let tenants = &books.tenants;
@@ -144,12 +152,12 @@ fn local_registry(s: &ScrapeInputs<'_>) -> prometheus::Result<Registry> {
             "Agents (not decommissioned) whose remaining budget is zero or less",
             books.exhausted_agents,
         )?;
-        let at = Gauge::new(
+        timestamp_gauge(
+            r,
             "aex_books_sample_timestamp_seconds",
             "When the database gauges were last sampled (Unix time)",
+            books.sampled_at,
         )?;
-        at.set(unix_seconds(books.sampled_at));
-        register(r, at)?;
     }
     Ok(local)
 }

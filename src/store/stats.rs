@@ -2,10 +2,13 @@
 //! bounded by an index: a time range on `events (ts)` / `(tenant_id, ts)` or
 //! `executions (created_at)` / `(tenant_id, created_at)`, the open-reservation partial index, a
 //! `LIMIT` on an ordered index, or the agents table (one row per agent). `tenant: None` means
-//! every tenant (an operator's view).
+//! every tenant (an operator's view). Rows that `/admin/metrics` shows as they are serialise
+//! directly.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{AgentId, TenantId};
@@ -173,7 +176,7 @@ pub async fn count_execution_states(
 }
 
 /// A model alias with its governed requests and spend.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 pub struct ModelUse {
     pub model: String,
     pub requests: i64,
@@ -253,8 +256,10 @@ pub async fn count_denials(
 }
 
 /// An execution as the dashboard lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 pub struct RecentExecution {
+    /// The execution key (`Idempotency-Key`, `X-AEX-Execution-Id` or minted), as
+    /// `/admin/replay?execution_id=` takes it.
     pub execution_id: String,
     pub tenant_id: TenantId,
     pub agent_id: AgentId,
@@ -262,7 +267,9 @@ pub struct RecentExecution {
     pub model: Option<String>,
     pub state: String,
     pub attempt: i32,
-    pub estimate_micro_usd: i64,
+    /// What admission held for the execution.
+    pub reserved_micro_usd: i64,
+    /// What was charged (committed executions only).
     pub actual_micro_usd: Option<i64>,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -277,7 +284,8 @@ pub async fn list_recent_executions(
 ) -> Result<Vec<RecentExecution>, sqlx::Error> {
     let mut q = QueryBuilder::new(
         "SELECT e.execution_key AS execution_id, e.tenant_id, e.agent_id, a.name AS agent, \
-         e.model_alias AS model, e.state, e.attempt, e.estimate_micro_usd, e.actual_micro_usd, \
+         e.model_alias AS model, e.state, e.attempt, e.estimate_micro_usd AS reserved_micro_usd, \
+         e.actual_micro_usd, \
          e.reason, e.created_at, e.completed_at \
          FROM executions e JOIN agents a ON a.id = e.agent_id WHERE true",
     );
@@ -288,7 +296,7 @@ pub async fn list_recent_executions(
 }
 
 /// A ledger event as the dashboard's feed shows it (the payload stays in the timeline).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 pub struct FeedEvent {
     pub id: i64,
     pub event_type: String,

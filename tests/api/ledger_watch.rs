@@ -19,22 +19,8 @@ async fn event_count(app: &TestApp) -> u64 {
     u64::try_from(n).unwrap()
 }
 
-async fn forge(app: &TestApp, id: i64) {
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE event_log SET payload = replace(payload, '\"attempt\":1', '\"attempt\":2') WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+async fn forge_attempt(app: &TestApp, id: i64) {
+    app.forge_event(id, "\"attempt\":1", "\"attempt\":2").await;
 }
 
 async fn quiet_app() -> TestApp {
@@ -105,7 +91,7 @@ async fn a_forged_new_event_is_caught_by_the_next_pass_and_an_old_one_by_a_full_
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    forge(&app, old).await;
+    forge_attempt(&app, old).await;
     assert!(watch.verify_new(&app.pool).await.unwrap().ok);
     // ...until the periodic full pass.
     watch.reset();
@@ -127,7 +113,7 @@ async fn a_forged_new_event_is_caught_by_the_next_pass_and_an_old_one_by_a_full_
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    forge(&app, fresh).await;
+    forge_attempt(&app, fresh).await;
     let report = watch.verify_new(&app.pool).await.unwrap();
     assert_eq!(report.first_bad_event.as_ref().map(|b| b.id), Some(fresh));
     assert!(!watch.verify_new(&app.pool).await.unwrap().ok);
@@ -142,16 +128,7 @@ async fn a_forged_event_turns_aex_ledger_verify_ok_to_zero_on_metrics() {
     })
     .await;
     let agent = app.create_agent("watched", "1.00", json!({})).await;
-    let scrape = || async {
-        app.http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || async { app.get("/metrics", None).await.text().await.unwrap() };
     assert!(scrape().await.contains("\naex_ledger_verify_ok 1\n"));
     assert_eq!(
         app.chat(&agent.token, hello()).await.status(),
@@ -162,16 +139,12 @@ async fn a_forged_event_turns_aex_ledger_verify_ok_to_zero_on_metrics() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    forge(&app, commit).await;
+    forge_attempt(&app, commit).await;
     for _ in 0..100 {
         if scrape().await.contains("\naex_ledger_verify_ok 0\n") {
             let m: serde_json::Value = app
-                .http
-                .get(format!("{}/admin/metrics", app.base))
-                .bearer_auth(&app.operator_token)
-                .send()
+                .get("/admin/metrics", Some(&app.operator_token))
                 .await
-                .unwrap()
                 .json()
                 .await
                 .unwrap();

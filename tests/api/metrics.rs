@@ -39,12 +39,7 @@ const EXPECTED_METRICS: &[&str] = &[
 ];
 
 async fn scrape(app: &TestApp) -> String {
-    let resp = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get("/metrics", None).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -136,12 +131,7 @@ async fn metrics_of_a_busy_server_pass_promtool_and_carry_every_family() {
         StatusCode::BAD_GATEWAY
     );
     app.mock.status.store(0, Ordering::SeqCst);
-    let missing = app
-        .http
-        .get(format!("{}/nowhere", app.base))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/nowhere", None).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let (spent, _, _) = app.books(rich.id).await;
 
@@ -251,12 +241,8 @@ async fn agent_labels_and_a_separate_metrics_port_are_opt_in() {
 }
 
 async fn admin_metrics(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
-    app.http
-        .get(format!("{}/admin/metrics{query}", app.base))
-        .bearer_auth(token)
-        .send()
+    app.get(&format!("/admin/metrics{query}"), Some(token))
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -425,12 +411,7 @@ async fn an_admin_sees_only_its_own_tenant_and_agents_cannot_see_the_summary() {
         admin_metrics(&app, &agent.token, "").await.status(),
         StatusCode::FORBIDDEN
     );
-    let anonymous = app
-        .http
-        .get(format!("{}/admin/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = app.get("/admin/metrics", None).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -442,20 +423,7 @@ async fn reservations_held_past_the_threshold_are_stale() {
     .await;
     let agent = app.create_agent("waiting", "1.00", json!({})).await;
     app.mock.delay_ms.store(1_500, Ordering::SeqCst);
-    let call = {
-        let base = app.base.clone();
-        let token = agent.token.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/v1/chat/completions"))
-                .bearer_auth(token)
-                .json(&hello())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let call = app.spawn_chat(&agent.token);
     let mut stale = 0;
     for _ in 0..100 {
         let m: Value = admin_metrics(&app, &app.operator_token, "")
@@ -471,7 +439,7 @@ async fn reservations_held_past_the_threshold_are_stale() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(stale, 1, "the in-flight reservation is older than 0 s");
-    assert_eq!(call.await.unwrap(), StatusCode::OK);
+    assert_eq!(call.await.unwrap().status(), StatusCode::OK);
     let m: Value = admin_metrics(&app, &app.operator_token, "")
         .await
         .json()
@@ -488,12 +456,7 @@ async fn the_dashboard_is_served_by_the_binary_with_a_strict_content_policy() {
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/style.css", "text/css"),
     ] {
-        let resp = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get(path, None).await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         let headers = resp.headers().clone();
         assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
