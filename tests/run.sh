@@ -11,7 +11,7 @@ source tests/ensure-postgres.sh
 # the dashboard, node and npm run the browser test.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
-[[ -x ${AEX_CHROMIUM:-/usr/bin/chromium} ]] || missing+=(chromium)
+[[ -x ${TEST_CHROMIUM:-/usr/bin/chromium} ]] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   sudo=()
@@ -25,7 +25,7 @@ if ((${#missing[@]})); then
   done
 fi
 # The metrics test must not skip its promtool check here.
-export AEX_REQUIRE_PROMTOOL=1
+export TEST_REQUIRE_PROMTOOL=1
 
 cargo build --bins
 cargo test --all-targets
@@ -38,7 +38,7 @@ venv=${AEX_TEST_VENV:-/tmp/aex-test-venv}
 
 # The dashboard in headless Chromium: Debian's chromium driven by playwright-core (npm), against
 # the built binary; screenshots land in tests/output/.
-if [[ -x ${AEX_CHROMIUM:-/usr/bin/chromium} ]] && command -v npm >/dev/null; then
+if [[ -x ${TEST_CHROMIUM:-/usr/bin/chromium} ]] && command -v npm >/dev/null; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
   node --test tests/browser/dashboard.test.mjs
 else

@@ -72,7 +72,7 @@ async fn scrape_until(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
 }
 
 /// Runs `promtool check metrics` on the exposition; `None` when promtool is not installed
-/// (tests/run.sh installs it and sets AEX_REQUIRE_PROMTOOL=1 so that it cannot be skipped).
+/// (tests/run.sh installs it and sets TEST_REQUIRE_PROMTOOL=1 so that it cannot be skipped).
 fn promtool_check(text: &str) -> Option<(bool, String)> {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -82,11 +82,11 @@ fn promtool_check(text: &str) -> Option<(bool, String)> {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) if std::env::var_os("AEX_REQUIRE_PROMTOOL").is_none() => {
+        Err(e) if std::env::var_os("TEST_REQUIRE_PROMTOOL").is_none() => {
             eprintln!("skipped promtool check metrics: promtool not runnable ({e})");
             return None;
         }
-        Err(e) => panic!("promtool is required (AEX_REQUIRE_PROMTOOL) but cannot run: {e}"),
+        Err(e) => panic!("promtool is required (TEST_REQUIRE_PROMTOOL) but cannot run: {e}"),
     };
     child
         .stdin
