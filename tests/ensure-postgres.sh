@@ -1,6 +1,6 @@
 # Sourced by tests/run.sh: makes sure a Postgres server answers and exports
-# AEX_TEST_DATABASE_URL (a superuser URL on its `postgres` database).
-#   1. AEX_TEST_DATABASE_URL already set: use it.
+# TEST_DATABASE_URL (a superuser URL on its `postgres` database).
+#   1. TEST_DATABASE_URL already set: use it.
 #   2. The machine's server on 127.0.0.1:5432 (started with pg_ctlcluster if it is down).
 #   3. Otherwise a private cluster under /tmp, created with initdb (as `postgres` when root).
 
@@ -14,7 +14,7 @@ pg_bin_dir() {
 
 answers() { pg_isready -q -h "$1" -p "$2" 2>/dev/null; }
 
-if [[ -z ${AEX_TEST_DATABASE_URL:-} ]]; then
+if [[ -z ${TEST_DATABASE_URL:-} ]]; then
   if ! answers 127.0.0.1 5432 && command -v pg_ctlcluster >/dev/null && ls /etc/postgresql >/dev/null 2>&1; then
     for v in $(ls /etc/postgresql); do
       pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null || true
@@ -22,7 +22,7 @@ if [[ -z ${AEX_TEST_DATABASE_URL:-} ]]; then
     for _ in $(seq 1 50); do answers 127.0.0.1 5432 && break; sleep 0.2; done
   fi
   if answers 127.0.0.1 5432 && psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
-    export AEX_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
+    export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
   else
     bin=$(pg_bin_dir) || { echo "no Postgres server answers and no initdb/pg_ctl found: install PostgreSQL" >&2; exit 1; }
     dir=/tmp/aex-test-pg
@@ -37,7 +37,7 @@ if [[ -z ${AEX_TEST_DATABASE_URL:-} ]]; then
       "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
     fi
-    export AEX_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres
+    export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres
   fi
 fi
-echo "tests use Postgres at ${AEX_TEST_DATABASE_URL}"
+echo "tests use Postgres at ${TEST_DATABASE_URL}"

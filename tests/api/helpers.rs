@@ -15,9 +15,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-/// The server every test database is created on: `AEX_TEST_DATABASE_URL`, else the local one.
+/// The server every test database is created on: `TEST_DATABASE_URL`, else the local one.
 pub fn admin_database_url() -> String {
-    std::env::var("AEX_TEST_DATABASE_URL")
+    std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 

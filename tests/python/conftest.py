@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AEX = os.environ.get("AEX_BIN", str(ROOT / "target" / "debug" / "aex"))
-ADMIN_DB_URL = os.environ.get("AEX_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+ADMIN_DB_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
