@@ -19,7 +19,7 @@ import { chromium } from "playwright-core";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const AEX = process.env.AEX_BIN || path.join(ROOT, "target/debug/aex");
 const CHROMIUM = process.env.TEST_CHROMIUM || "/usr/bin/chromium";
-const ADMIN_DB_URL = process.env.TEST_DATABASE_URL || process.env.AEX_TEST_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+const ADMIN_DB_URL = process.env.TEST_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 const OUTPUT = path.join(ROOT, "tests/output");
 const XSS_NAME = "<img src=x onerror=alert(1)>";
 
