@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod metrics;
 pub mod replay;
 
 use crate::auth::Principal;

@@ -169,7 +169,7 @@ pub async fn verify_ledger(
         ));
     }
     let gw = &state.gateway;
-    Ok(Json(
-        verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?,
-    ))
+    let report = verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?;
+    state.observed.record_verification(&report);
+    Ok(Json(report))
 }

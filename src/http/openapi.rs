@@ -14,7 +14,8 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "openai", description = "OpenAI-compatible routes agents call"),
         (name = "admin", description = "Administration (admin or operator token)"),
-        (name = "ops", description = "Health, readiness and metrics (no token)")
+        (name = "ops", description = "Health, readiness and metrics (no token)"),
+        (name = "dashboard", description = "The live dashboard page (its data needs an admin token)")
     ),
     modifiers(&BearerAuth)
 )]

@@ -9,6 +9,8 @@ mod cluster;
 mod concurrency;
 mod helpers;
 mod ledger;
+mod ledger_watch;
+mod metrics;
 mod openapi;
 mod policy;
 mod rate_limits;
