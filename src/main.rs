@@ -4,20 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use aex::cli::{self, Cli, Command, DevAction};
-use aex::config::LogFormat;
+use aex::config::{LogFormat, Settings};
 use clap::Parser;
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -75,18 +63,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr; the log format comes from settings when they load, else the default.
-    let format = std::env::var("AEX_LOG_FORMAT")
-        .ok()
-        .and_then(|f| {
-            if f == "json" {
-                Some(LogFormat::Json)
-            } else {
-                None
-            }
-        })
-        .unwrap_or(LogFormat::Pretty);
-    init_tracing(format);
+    // Logs go to stderr, in the format the settings name (`log_format`, `AEX_LOG_FORMAT`); when
+    // the settings do not load (the command reports why), `AEX_LOG_FORMAT` alone decides.
+    let format = Settings::load(&Settings::config_path(cli.config.as_deref()))
+        .map(|s| s.log_format)
+        .unwrap_or_else(|_| match std::env::var("AEX_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Pretty,
+        });
+    aex::telemetry::init(format);
     let json = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
 //! Administrative use cases, one file per family (tenants, agents, tokens, executions, ledger,
-//! config, plugins, usage, audits, replay), called by the admin API handlers and, for read-only
+//! config, plugins, usage, metrics, audits, replay), called by the admin API handlers and, for read-only
 //! checks, by the CLI directly against the database. Every change that matters appends a ledger
 //! event `{"by": <principal>, …, "before": …, "after": …}` in the transaction that makes it.
 
@@ -12,6 +12,7 @@ pub mod budgets;
 pub mod config;
 pub mod executions;
 pub mod ledger;
+pub mod metrics;
 pub mod plugins;
 pub mod replay;
 pub mod tenants;

@@ -81,6 +81,22 @@ pub async fn settle(
     model: &ModelRoute,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let result = settle_retrying(gw, r, model, outcome).await;
+    crate::telemetry::record_ms("settlement_ms", started);
+    crate::telemetry::record_outcome(match outcome {
+        Outcome::Commit { .. } => "committed",
+        Outcome::Release { reason, .. } => reason,
+    });
+    result
+}
+
+async fn settle_retrying(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs(gw.settings.cluster.drain_timeout_seconds.max(30));

@@ -24,7 +24,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let (status, kind, code) = self.0.status_type_code();
         if status >= 500 {
-            tracing::error!(error = ?anyhow_chain(&self.0), code, "request failed");
+            tracing::error!(error = %anyhow_chain(&self.0), code, "request failed");
         }
         let body = openai_error_body(&self.0.public_message(), kind, code, self.0.param());
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -105,7 +105,7 @@ impl From<AdminError> for AdminApiError {
         };
         let message = match &e {
             AdminError::Internal(inner) => {
-                tracing::error!(error = ?inner, "admin request failed");
+                tracing::error!(error = %format!("{inner:#}"), "admin request failed");
                 "internal error".to_owned()
             }
             other => other.to_string(),

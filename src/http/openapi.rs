@@ -20,8 +20,9 @@ use utoipa::{Modify, OpenApi};
         (name = "ledger", description = "The hash-chained ledger: events, verification, replay"),
         (name = "config", description = "Routing-table versions and reloads"),
         (name = "plugins", description = "The tool plugin registry of a tenant"),
-        (name = "usage", description = "Usage summaries and the activity feed"),
-        (name = "ops", description = "Health, readiness and metrics (no token)")
+        (name = "usage", description = "Usage summaries, the dashboard's metrics and the activity feed"),
+        (name = "ops", description = "Health, readiness and metrics (no token)"),
+        (name = "dashboard", description = "The live dashboard page (its data needs an admin token)")
     ),
     components(schemas(
         crate::http::error::AdminErrorBody,

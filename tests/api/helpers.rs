@@ -287,6 +287,47 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// A GET, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Starts a chat completion on its own task, to look at the books while it is in flight.
+    pub fn spawn_chat(&self, token: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+        let req = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(token)
+            .json(&hello());
+        tokio::spawn(async move { req.send().await.expect("request sent") })
+    }
+
+    /// Rewrites an event's stored payload (`regexp_replace(payload, pattern, replacement)`) as a
+    /// superuser would to forge the books: with the append-only trigger disabled for the edit.
+    pub async fn forge_event(&self, id: i64, pattern: &str, replacement: &str) {
+        let mut tx = self.pool.begin().await.expect("begin");
+        sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
+            .execute(&mut *tx)
+            .await
+            .expect("disable trigger");
+        sqlx::query("UPDATE event_log SET payload = regexp_replace(payload, $2, $3) WHERE id = $1")
+            .bind(id)
+            .bind(pattern)
+            .bind(replacement)
+            .execute(&mut *tx)
+            .await
+            .expect("edit event");
+        sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
+            .execute(&mut *tx)
+            .await
+            .expect("enable trigger");
+        tx.commit().await.expect("commit");
+    }
+
     /// `(spent, reserved, budget)` of an agent, read from the database.
     pub async fn books(&self, agent: uuid::Uuid) -> (i64, i64, i64) {
         sqlx::query_as("SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1")

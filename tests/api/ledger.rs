@@ -45,21 +45,8 @@ async fn an_edited_event_is_detected_and_named_by_aex_ledger_verify() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE event_log SET payload = regexp_replace(payload, '\"actual_micro_usd\":[0-9]+', '\"actual_micro_usd\":1') WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    app.forge_event(id, "\"actual_micro_usd\":[0-9]+", "\"actual_micro_usd\":1")
+        .await;
 
     let out = verify();
     assert!(!out.status.success(), "verification must fail");

@@ -13,6 +13,8 @@ mod cluster;
 mod concurrency;
 mod helpers;
 mod ledger;
+mod ledger_watch;
+mod metrics;
 mod openapi;
 mod policy;
 mod propagation;

@@ -41,9 +41,9 @@ pub async fn verify_ledger(
 ) -> Result<Json<VerifyReport>> {
     require_operator(&caller.principal, "verifying the whole ledger")?;
     let gw = &state.gateway;
-    Ok(Json(
-        verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?,
-    ))
+    let report = verify::verify_all(&gw.pool, &gw.settings.auth.keys).await?;
+    state.observed.record_verification(&report);
+    Ok(Json(report))
 }
 
 /// Write a signed checkpoint of every chain's head now (operator; replicas also write one

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod config;
 pub mod executions;
 pub mod ledger;
+pub mod metrics;
 pub mod plugins;
 pub mod tenants;
 pub mod tokens;
