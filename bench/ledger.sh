@@ -47,10 +47,10 @@ echo "  seeded in $(field elapsed_ms <<<"$seed") ms ($(field events_per_second <
 psql "$AEX_DATABASE_URL" -qXc "VACUUM ANALYZE event_log" >/dev/null
 
 started=$(date +%s%N)
-verify=$(aex ledger verify)
+verify=$(aex ledger verify --local)
 wall_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 [[ $(field ok <<<"$verify") == true ]] || { echo "verification failed: $verify"; exit 1; }
-echo "aex ledger verify: $(field events <<<"$verify") events in $(field chains <<<"$verify") chains," \
+echo "aex ledger verify --local: $(field events <<<"$verify") events in $(field chains <<<"$verify") chains," \
   "$(field elapsed_ms <<<"$verify") ms walking ($wall_ms ms for the whole command):" \
   "$(field events_per_second <<<"$verify") events/s"
 

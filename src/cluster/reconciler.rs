@@ -161,6 +161,7 @@ async fn fail_without_hold(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;
@@ -198,8 +199,13 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
     let trusted_after = Duration::from_secs(gw.settings.cluster.stale_after_seconds);
     loop {
         if contact.held_for(trusted_after) {
-            if let Err(e) = reconcile_once(&gw).await {
-                tracing::warn!(error = %e, "reconciliation failed");
+            match reconcile_once(&gw).await {
+                Ok(r) if r.skipped => crate::metrics::reconcile_run("skipped", 0, 0),
+                Ok(r) => crate::metrics::reconcile_run("done", r.released, r.failed),
+                Err(e) => {
+                    crate::metrics::reconcile_run("error", 0, 0);
+                    tracing::warn!(error = %e, "reconciliation failed");
+                }
             }
         }
         if let Err(e) = prune(&gw).await {

@@ -84,6 +84,22 @@ pub async fn settle(
     model: &ModelRoute,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let result = settle_retrying(gw, r, model, outcome).await;
+    crate::telemetry::record_ms("settlement_ms", started);
+    crate::telemetry::record_outcome(match outcome {
+        Outcome::Commit { .. } => "committed",
+        Outcome::Release { reason, .. } => reason,
+    });
+    result
+}
+
+async fn settle_retrying(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     loop {
         match settle_once(gw, r, model, outcome).await {
@@ -192,12 +208,10 @@ async fn commit(
             completion_tokens: Some(completion),
             usage_source: Some(source.as_str()),
             reason: None,
+            result: result.map(|(status, body, is_stream)| (*status, body.as_slice(), *is_stream)),
         },
     )
     .await?;
-    if let Some((status, body, is_stream)) = result {
-        executions::store_result(conn, r.execution_id, *status, body, *is_stream).await?;
-    }
     // The real money was spent: an overrun is recorded and flagged, never dropped.
     let overrun = (actual - held.estimate_micro_usd).max(0);
     ledger::append(
@@ -276,6 +290,7 @@ async fn release(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;

@@ -19,6 +19,9 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
+        // Connections opened for a burst are given back to Postgres, whose connection slots are
+        // shared by every replica.
+        .idle_timeout(Duration::from_secs(60))
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
         .connect_lazy_with(options))
 }

@@ -2,22 +2,31 @@
 //! and a real HTTP provider on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_agents;
+mod admin_reads;
+mod admin_tokens;
 mod auth;
 mod bad_input;
 mod chat;
 mod cli;
+mod cli_admin;
+mod cluster;
 mod concurrency;
 mod db_faults;
 mod faults;
 mod helpers;
 mod ledger;
+mod ledger_watch;
 mod load;
+mod metrics;
 mod openapi;
 mod policy;
 mod private_pg;
 mod processes;
+mod propagation;
 mod rate_limits;
 mod recovery;
 mod streaming;
 mod surface;
 mod tamper;
+mod tenancy;

@@ -191,7 +191,7 @@ impl Fleet {
         assert_eq!((held, doubles, wrong_spent), (0, 0, 0));
         let (ok, audit) = self.aex(&["audit"]).await;
         assert!(ok && audit["ok"] == true, "aex audit: {audit:#}");
-        let (ok, verify) = self.aex(&["ledger", "verify"]).await;
+        let (ok, verify) = self.aex(&["ledger", "verify", "--local"]).await;
         assert!(ok && verify["ok"] == true, "aex ledger verify: {verify:#}");
         assert!(verify["events"].as_u64().unwrap() > 0);
     }

@@ -1,0 +1,287 @@
+//! Three replicas on one database, started by deploy/local-cluster.sh: one budget, one rate
+//! limit, one config and one revocation set for all of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aex::dev::mock_upstream::{self, MockControl};
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{hello, models_toml, TestDb, KEY};
+
+struct Cluster {
+    home: PathBuf,
+    ports: Vec<u16>,
+}
+
+impl Cluster {
+    fn script(&self, action: &str) -> std::process::Output {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/local-cluster.sh"
+            ))
+            .arg(action)
+            .env("AEX_HOME", &self.home)
+            .env("BIN", env!("CARGO_BIN_EXE_aex"))
+            .env("PORTS", ports.join(" "))
+            .output()
+            .expect("script runs")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(home: &Path, db: &TestDb, models: &Path) {
+    let config = format!(
+        "database_url = \"{}\"\nmodels_file = \"{}\"\n[auth.keys]\nk1 = \"{KEY}\"\n[cluster]\nheartbeat_seconds = 1\nstale_after_seconds = 5\n[db]\nmax_connections = 10\n",
+        db.url,
+        models.display()
+    );
+    std::fs::write(home.join("aex.toml"), config).unwrap();
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_budget_one_rate_limit_one_config_and_one_revocation_set() {
+    let db = TestDb::create().await;
+    let mock = Arc::new(MockControl::default());
+    mock.delay_ms.store(30, std::sync::atomic::Ordering::SeqCst);
+    let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().unwrap(), Arc::clone(&mock))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_path_buf();
+    let models = home.join("models.toml");
+    std::fs::write(&models, models_toml(mock_addr)).unwrap();
+    write_config(&home, &db, &models);
+    let cluster = Cluster {
+        home: home.clone(),
+        ports: vec![free_port(), free_port(), free_port()],
+    };
+    let up = cluster.script("up");
+    assert!(
+        up.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let bases: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let http = reqwest::Client::new();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    let signer = aex::auth::TokenSigner::new(&{
+        let mut a = aex::config::AuthSettings::default();
+        a.keys.insert("k1".into(), aex::config::Secret::new(KEY));
+        a
+    });
+    let operator = signer
+        .issue("op", aex::domain::Scope::Operator, None, None, None)
+        .unwrap()
+        .token;
+    let create = |name: &'static str, body: Value| {
+        let http = http.clone();
+        let url = format!("{}/admin/agents", bases[0]);
+        let operator = operator.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(operator)
+                .json(
+                    &body
+                        .as_object()
+                        .unwrap()
+                        .clone()
+                        .into_iter()
+                        .chain([("name".to_owned(), json!(name))])
+                        .collect::<serde_json::Map<_, _>>(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let v: Value = r.json().await.unwrap();
+            (
+                v["agent"]["id"].as_str().unwrap().to_owned(),
+                v["token"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+
+    // One budget across three replicas: never overspent.
+    let (budget_agent, budget_token) =
+        create("budgeted", json!({"budget_usd": "0.010000", "rpm": 100000})).await;
+    let results = join_all((0..90).map(|i| {
+        let url = format!("{}/v1/chat/completions", bases[i % 3]);
+        let (http, token) = (http.clone(), budget_token.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&hello())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    }))
+    .await;
+    let admitted = results.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(results
+        .iter()
+        .all(|s| *s == StatusCode::OK || *s == StatusCode::PAYMENT_REQUIRED));
+    let (spent, reserved, budget): (i64, i64, i64) =
+        sqlx::query_as("SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1::uuid")
+            .bind(&budget_agent)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        spent <= budget && reserved == 0,
+        "spent {spent} of {budget}, reserved {reserved}"
+    );
+
+    // One rate limit: exactly the RPM is admitted across all three.
+    let (_, limited_token) = create("limited", json!({"budget_usd": "1.00", "rpm": 15})).await;
+    let results = join_all((0..45).map(|i| {
+        let url = format!("{}/v1/chat/completions", bases[i % 3]);
+        let (http, token) = (http.clone(), limited_token.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&hello())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    }))
+    .await;
+    let rpm_admitted = results.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(rpm_admitted, 15);
+
+    // A config version reaches every replica.
+    let before: i64 = http
+        .get(format!("{}/health", bases[2]))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["config_version"]
+        .as_i64()
+        .unwrap();
+    let text = models_toml(mock_addr) + "\n# reloaded\n";
+    let mut tx = pool.begin().await.unwrap();
+    let version = aex::store::config_versions::insert_version(
+        &mut tx,
+        &text,
+        &aex::config::RoutingTable::parse(&text, 0)
+            .unwrap()
+            .content_hash,
+        "test",
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(version > before);
+    let started = Instant::now();
+    let mut reload_ms = Vec::new();
+    for base in &bases {
+        loop {
+            let v: Value = http
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["config_version"].as_i64() == Some(version) {
+                reload_ms.push(started.elapsed().as_millis());
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "config version not seen by {base} within a second"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // A revocation reaches every replica.
+    let jti: uuid::Uuid =
+        sqlx::query_scalar("SELECT jti FROM api_tokens WHERE subject = 'limited'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    aex::store::tokens::revoke_token(&mut tx, None, jti, "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let started = Instant::now();
+    let mut revoke_ms = Vec::new();
+    for base in &bases {
+        loop {
+            let r = http
+                .get(format!("{base}/v1/models"))
+                .bearer_auth(&limited_token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                revoke_ms.push(started.elapsed().as_millis());
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "revocation not seen by {base} within a second"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    println!(
+        "three replicas: budget {budget} micro-USD, 90 requests, {admitted} admitted, spent {spent}; \
+         rpm 15, 45 requests, {rpm_admitted} admitted; config reload seen after {reload_ms:?} ms; revocation after {revoke_ms:?} ms"
+    );
+
+    let down = cluster.script("down");
+    assert!(down.status.success());
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas WHERE stopped_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0, "every replica deregistered");
+    let report = aex::admin::audit::audit(&pool, 5, &signer_keys())
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    pool.close().await;
+}
+
+fn signer_keys() -> std::collections::BTreeMap<String, aex::config::Secret> {
+    [("k1".to_owned(), aex::config::Secret::new(KEY))]
+        .into_iter()
+        .collect()
+}
