@@ -21,6 +21,7 @@ pub mod providers;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

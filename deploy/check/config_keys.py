@@ -66,6 +66,8 @@ SETTINGS: dict[str, Any] = {
         "sample_interval_seconds": INT,
         "stale_reservation_seconds": INT,
     },
+    "cli": {"url": STR, "admin_token": STR},
+    "tools": {"require_isolation": BOOL, "bwrap_path": STR, "memory_limit_mib": INT},
 }
 # AEX_* variables that are read but are not settings keys.
 NON_SETTING_ENV = {"AEX_HOME", "AEX_CONFIG", "AEX_URL", "AEX_ADMIN_TOKEN"}

@@ -73,6 +73,8 @@ fn checked_manifest(
                     "manifest.url must start with http:// or https://",
                 ));
             }
+            // Calls are HMAC-signed with the secret in this environment variable.
+            manifest_str(&m, "secret_env")?;
         }
         PluginKind::Process => {
             let path = manifest_str(&m, "path")?;

@@ -21,6 +21,12 @@ pub enum PluginAction {
         cost: String,
         #[arg(long, required_if_eq("kind", "http"))]
         url: Option<String>,
+        /// Environment variable (on the servers) holding the HMAC secret calls are signed with.
+        #[arg(long, required_if_eq("kind", "http"))]
+        secret_env: Option<String>,
+        /// Arguments passed to a process plugin.
+        #[arg(long = "arg")]
+        args: Vec<String>,
         #[arg(long, required_if_eq("kind", "process"))]
         path: Option<String>,
         #[arg(long)]
@@ -59,6 +65,8 @@ pub async fn run(cli: &Cli, action: &PluginAction) -> anyhow::Result<()> {
             version,
             cost,
             url,
+            secret_env,
+            args,
             path,
             timeout_ms,
             max_output_bytes,
@@ -66,8 +74,8 @@ pub async fn run(cli: &Cli, action: &PluginAction) -> anyhow::Result<()> {
         } => {
             let q = client.tenant_query(tenant.as_deref()).await?;
             let manifest = match (url, path) {
-                (Some(u), _) => json!({"url": u}),
-                (None, Some(p)) => json!({"path": p}),
+                (Some(u), _) => json!({"url": u, "secret_env": secret_env}),
+                (None, Some(p)) => json!({"path": p, "args": args}),
                 (None, None) => json!({}),
             };
             let body = json!({"name": name, "kind": kind, "version": version, "cost_usd": cost,

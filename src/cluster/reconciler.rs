@@ -18,7 +18,7 @@ use super::replica::DbContact;
 use crate::domain::ExecutionState;
 use crate::gateway::admission::Reservation;
 use crate::gateway::estimate::Estimate;
-use crate::gateway::settlement::{self, Outcome, SettleResult};
+use crate::gateway::settlement::{self, Outcome, Priced, SettleResult};
 use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
 use crate::money::MicroUsd;
@@ -107,7 +107,7 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         upstream_status: None,
     };
     let settled = match &model {
-        Some(m) => settlement::settle(gw, &reservation, m, &outcome).await?,
+        Some(m) => settlement::settle(gw, &reservation, Priced::Tokens(m), &outcome).await?,
         None => SettleResult::AlreadySettled,
     };
     if settled == SettleResult::AlreadySettled {

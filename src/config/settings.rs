@@ -43,6 +43,7 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub metrics: MetricsSettings,
     pub cli: CliSettings,
+    pub tools: ToolsSettings,
 }
 
 impl Default for Settings {
@@ -61,6 +62,29 @@ impl Default for Settings {
             ledger: LedgerSettings::default(),
             metrics: MetricsSettings::default(),
             cli: CliSettings::default(),
+            tools: ToolsSettings::default(),
+        }
+    }
+}
+
+/// How `process` tool plugins are isolated (SPEC §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsSettings {
+    /// Refuse to run a process plugin unless bubblewrap isolates it.
+    pub require_isolation: bool,
+    /// The bubblewrap binary; used when it exists and works.
+    pub bwrap_path: PathBuf,
+    /// Address-space limit of a process plugin, in MiB.
+    pub memory_limit_mib: u64,
+}
+
+impl Default for ToolsSettings {
+    fn default() -> Self {
+        ToolsSettings {
+            require_isolation: false,
+            bwrap_path: PathBuf::from("/usr/bin/bwrap"),
+            memory_limit_mib: 512,
         }
     }
 }

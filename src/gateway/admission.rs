@@ -18,6 +18,7 @@ use crate::config::ModelRoute;
 use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
 use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId, NewEvent};
+use crate::money::MicroUsd;
 use crate::store::agents::{self, AgentRow};
 use crate::store::executions::{self, NewExecution};
 use crate::store::reservations::{self, NewReservation};
@@ -31,9 +32,7 @@ pub struct Ticket<'a> {
     pub key: &'a str,
     pub keyed: bool,
     pub fingerprint: &'a str,
-    pub model: &'a ModelRoute,
-    /// The model and its fallbacks: the hold covers the most expensive of them.
-    pub price_models: &'a [std::sync::Arc<ModelRoute>],
+    pub pricing: Pricing<'a>,
     pub body: &'a serde_json::Map<String, Value>,
     pub prompt_tokens: u64,
     /// The output cap the request asked for.
@@ -42,6 +41,43 @@ pub struct Ticket<'a> {
     pub default_cap: Option<u64>,
     pub stream: bool,
     pub passthrough: bool,
+}
+
+/// What a call is priced by.
+#[derive(Debug, Clone, Copy)]
+pub enum Pricing<'a> {
+    /// Tokens at the model's prices; the hold covers the most expensive of the model and its
+    /// fallbacks (`candidates`, the model first).
+    Tokens {
+        candidates: &'a [std::sync::Arc<ModelRoute>],
+    },
+    /// A tool plugin's declared cost.
+    Fixed { tool: &'a str, cost: MicroUsd },
+}
+
+impl Pricing<'_> {
+    /// The model alias or tool name the execution is recorded under.
+    pub fn label(&self) -> &str {
+        match self {
+            Pricing::Tokens { candidates } => candidates.first().map_or("", |m| m.alias.as_str()),
+            Pricing::Fixed { tool, .. } => tool,
+        }
+    }
+
+    fn model_alias(&self) -> Option<&str> {
+        matches!(self, Pricing::Tokens { .. }).then(|| self.label())
+    }
+
+    fn estimate(&self, prompt_tokens: u64, output_cap: Option<u64>) -> Estimate {
+        match self {
+            Pricing::Tokens { candidates } => worst_estimate(candidates, prompt_tokens, output_cap),
+            Pricing::Fixed { cost, .. } => Estimate {
+                prompt_tokens: 0,
+                output_cap: None,
+                cost: *cost,
+            },
+        }
+    }
 }
 
 /// Money held for one attempt.
@@ -308,7 +344,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             keyed: t.keyed,
             route: t.route.as_str(),
             fingerprint: t.fingerprint,
-            model_alias: Some(&t.model.alias),
+            model_alias: t.pricing.model_alias(),
             state: ExecutionState::Reserved.as_str(),
             attempt,
             stream: t.stream,
@@ -346,7 +382,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             json!({
                 "attempt": attempt,
                 "route": t.route.as_str(),
-                "model": t.model.alias,
+                "model": t.pricing.label(),
                 "estimate_micro_usd": estimate.cost.0,
                 "prompt_tokens_estimate": estimate.prompt_tokens,
                 "output_cap": estimate.output_cap,
@@ -364,7 +400,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         attempt,
         tenant_id: t.tenant_id,
         agent_id: t.agent_id,
-        model_alias: t.model.alias.clone(),
+        model_alias: t.pricing.label().to_owned(),
         estimate,
         clamped,
         holds_tenant,
@@ -392,7 +428,7 @@ fn decide(
     let facts = RequestFacts::from_body(
         t.route,
         t.body,
-        &t.model.alias,
+        t.pricing.model_alias(),
         t.prompt_tokens,
         t.requested_cap,
         t.passthrough,
@@ -419,7 +455,7 @@ fn decide_budget(
     effective: &policy::EffectivePolicy,
     cap: Option<u64>,
 ) -> Result<(Estimate, bool), Box<Refuse>> {
-    let estimate = worst_estimate(t.price_models, t.prompt_tokens, cap);
+    let estimate = t.pricing.estimate(t.prompt_tokens, cap);
     let agent_room = agent.remaining_micro_usd();
     let tenant_room = tenant.and_then(|tn| {
         tn.budget_micro_usd
@@ -433,16 +469,17 @@ fn decide_budget(
     // useful answer and the request did not insist on its own cap.
     let affordable = (effective.clamp_max_tokens && t.requested_cap.is_none())
         .then(|| {
-            let left = crate::money::MicroUsd(room - t.model.input_price.cost(t.prompt_tokens).0);
-            t.model.output_price.tokens_affordable(left)
+            let Pricing::Tokens { candidates } = t.pricing else {
+                return None;
+            };
+            let model = candidates.first()?;
+            let left = MicroUsd(room - model.input_price.cost(t.prompt_tokens).0);
+            model.output_price.tokens_affordable(left)
         })
         .flatten()
         .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
     match (affordable, cap) {
-        (Some(n), Some(c)) if n < c => Ok((
-            worst_estimate(t.price_models, t.prompt_tokens, Some(n)),
-            true,
-        )),
+        (Some(n), Some(c)) if n < c => Ok((t.pricing.estimate(t.prompt_tokens, Some(n)), true)),
         _ => {
             let whose = if tenant_room.is_some_and(|tr| tr < agent_room) {
                 "tenant"
@@ -486,7 +523,7 @@ async fn record_refusal(
             keyed: t.keyed,
             route: t.route.as_str(),
             fingerprint: t.fingerprint,
-            model_alias: Some(&t.model.alias),
+            model_alias: t.pricing.model_alias(),
             state: ExecutionState::Denied.as_str(),
             attempt,
             stream: t.stream,
@@ -507,7 +544,7 @@ async fn record_refusal(
             json!({
                 "attempt": attempt,
                 "route": t.route.as_str(),
-                "model": t.model.alias,
+                "model": t.pricing.label(),
                 "status": r.status,
                 "code": r.code,
                 "reason": r.reason,
@@ -524,7 +561,7 @@ async fn record_refusal(
             execution_id: Some(t.key),
             kind: "admission.denied",
             reason: Some(&r.reason),
-            model_alias: Some(&t.model.alias),
+            model_alias: t.pricing.model_alias(),
             ..projection::Fact::default()
         },
     )

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::admission::{self, Admission, Ticket};
+use super::admission::{self, Admission, Pricing, Reservation, Ticket};
 use super::dispatch::{self, Dispatch};
 use super::error::openai_error_body;
 use super::prepare;
 use super::rate_limit::Quota;
-use super::settlement::{self, Outcome};
+use super::settlement::{self, Outcome, Priced};
 use super::{Gateway, GatewayError};
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
@@ -89,6 +89,9 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(input.tenant_id));
     span.record("agent", tracing::field::display(input.agent_id));
+    if input.route == CallRoute::ToolsExecute {
+        return super::tool_call::execute(gw, input).await;
+    }
     let p = prepare::prepare(&gw, &input)?;
     span.record("execution_id", p.key.as_str());
     span.record("model", p.model().alias.as_str());
@@ -99,8 +102,9 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         key: &p.key,
         keyed: p.keyed,
         fingerprint: &p.fingerprint,
-        model: p.model().as_ref(),
-        price_models: &p.candidates,
+        pricing: Pricing::Tokens {
+            candidates: &p.candidates,
+        },
         body: &input.body,
         prompt_tokens: p.prompt_tokens,
         requested_cap: p.requested_cap,
@@ -108,55 +112,17 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         stream: p.stream,
         passthrough: input.passthrough_key.is_some(),
     };
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
-    let reservation = loop {
-        let admission_started = std::time::Instant::now();
-        let admitted = admission::admit(&gw, &ticket).await?;
-        crate::telemetry::record_ms("admission_ms", admission_started);
-        match admitted {
-            Admission::Reserved(r) => break r,
-            Admission::Refused(f) => {
-                span.record("outcome", f.code);
-                let mut out = CallOutput::full(&f.execution_key, f.status, JSON, f.body);
-                out.remaining_micro_usd = Some(f.remaining);
-                out.quota = f.quota;
-                out.retry_after_seconds = f.retry_after_seconds;
-                return Ok(out);
-            }
-            Admission::Replay(s) => {
-                span.record("outcome", "replayed");
-                let mut out = CallOutput::full(
-                    &s.execution_key,
-                    s.status,
-                    if s.is_stream { SSE } else { JSON },
-                    s.body,
-                );
-                out.cost_micro_usd = Some(0);
-                out.remaining_micro_usd = Some(s.remaining);
-                out.replayed = true;
-                return Ok(out);
-            }
-            Admission::InFlight => wait_for_terminal(&gw, &ticket, deadline).await?,
-        }
+    let reservation = match admit_until_decided(&gw, &ticket).await? {
+        Ok(r) => r,
+        Err(answer) => return Ok(answer),
     };
-
-    if let Err(e) = settlement::mark_dispatched(&gw, &reservation, p.model()).await {
-        // Nothing was sent: the hold is given back on a tracked task (it waits for the database
-        // if need be) and the client is told at once.
-        let release = Outcome::Release {
-            reason: "dispatch_not_recorded".into(),
-            state: ExecutionState::Released,
-            upstream_status: None,
-        };
-        let (gw2, model) = (Arc::clone(&gw), Arc::clone(p.model()));
-        gw.tasks.spawn(async move {
-            if let Err(e) = settlement::settle(&gw2, &reservation, &model, &release).await {
-                tracing::error!(execution_id = %reservation.execution_key, error = %e, "release failed");
-            }
-        });
-        return Err(e.into());
-    }
+    let model = p.model();
+    let dispatched = json!({
+        "model": model.alias,
+        "upstream_model": model.upstream_model,
+        "output_cap": reservation.estimate.output_cap,
+    });
+    mark_dispatched_or_release(&gw, &reservation, &model.provider.name, dispatched).await?;
 
     // The provider call and settlement run on a tracked task: if the client goes away, the call
     // still completes (or, for a stream, stops) and is booked, and shutdown waits for it.
@@ -189,6 +155,75 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         GatewayError::Internal(anyhow::anyhow!("dispatch task ended without a result"))
     })?;
     Ok(out)
+}
+
+/// Admits the ticket, waiting out a duplicate in flight: the reservation, or the answer to give
+/// without one (a recorded refusal, or a replay).
+pub async fn admit_until_decided(
+    gw: &Gateway,
+    ticket: &Ticket<'_>,
+) -> Result<Result<Reservation, CallOutput>, GatewayError> {
+    let span = tracing::Span::current();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
+    loop {
+        let admission_started = std::time::Instant::now();
+        let admitted = admission::admit(gw, ticket).await?;
+        crate::telemetry::record_ms("admission_ms", admission_started);
+        match admitted {
+            Admission::Reserved(r) => return Ok(Ok(r)),
+            Admission::Refused(f) => {
+                span.record("outcome", f.code);
+                let mut out = CallOutput::full(&f.execution_key, f.status, JSON, f.body);
+                out.remaining_micro_usd = Some(f.remaining);
+                out.quota = f.quota;
+                out.retry_after_seconds = f.retry_after_seconds;
+                return Ok(Err(out));
+            }
+            Admission::Replay(s) => {
+                span.record("outcome", "replayed");
+                let content_type = if s.is_stream { SSE } else { JSON };
+                let mut out = CallOutput::full(&s.execution_key, s.status, content_type, s.body);
+                out.cost_micro_usd = Some(0);
+                out.remaining_micro_usd = Some(s.remaining);
+                out.replayed = true;
+                return Ok(Err(out));
+            }
+            Admission::InFlight => wait_for_terminal(gw, ticket, deadline).await?,
+        }
+    }
+}
+
+/// Makes DISPATCHED durable before anything is sent; if that fails, nothing was sent, so the hold
+/// is given back before the failure is reported.
+pub async fn mark_dispatched_or_release(
+    gw: &Arc<Gateway>,
+    reservation: &Reservation,
+    provider: &str,
+    details: serde_json::Value,
+) -> Result<(), GatewayError> {
+    if let Err(e) = settlement::mark_dispatched(gw, reservation, provider, details).await {
+        // Nothing was sent: the hold is given back on a tracked task (it waits for the database
+        // if need be) and the client is told at once.
+        let (task_gw, r) = (Arc::clone(gw), reservation.clone());
+        gw.tasks.spawn(async move {
+            let release = Outcome::Release {
+                reason: "dispatch_not_recorded".into(),
+                state: ExecutionState::Released,
+                upstream_status: None,
+            };
+            // A release prices nothing.
+            let priced = Priced::Fixed {
+                label: &r.model_alias,
+                cost: crate::money::MicroUsd::ZERO,
+            };
+            if let Err(e) = settlement::settle(&task_gw, &r, priced, &release).await {
+                tracing::error!(execution_id = %r.execution_key, error = %e, "release failed");
+            }
+        });
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Polls (without locks) until the execution under this key is terminal or the deadline passes.

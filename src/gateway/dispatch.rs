@@ -13,7 +13,7 @@ use super::admission::Reservation;
 use super::call::{CallOutput, JSON};
 use super::error::openai_error_body;
 use super::estimate;
-use super::settlement::{self, Outcome, SettleResult, UsageSource};
+use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use super::{stream, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
@@ -136,7 +136,9 @@ pub async fn release(job: &Dispatch, model: &ModelRoute, reason: &str, status: O
         state: ExecutionState::Released,
         upstream_status: status,
     };
-    if let Err(e) = settlement::settle(&job.gw, &job.reservation, model, &outcome).await {
+    if let Err(e) =
+        settlement::settle(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
+    {
         tracing::error!(execution_id = %job.reservation.execution_key, error = %e, "release failed after retries");
     }
 }
@@ -261,7 +263,7 @@ async fn complete(
         stream: None,
     };
     let mut out = CallOutput::full(id, status, JSON, body);
-    match settlement::settle(&job.gw, r, model, &outcome).await {
+    match settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
         Ok(SettleResult::Committed {
             actual_micro_usd,
             remaining_micro_usd,

@@ -20,6 +20,8 @@ pub enum GatewayError {
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("{0}")]
+    ToolNotFound(String),
+    #[error("{0}")]
     IdempotencyConflict(String),
     #[error("an execution with this key is still in flight; retry later")]
     InProgress,
@@ -46,6 +48,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => (401, "invalid_request_error", "invalid_api_key"),
             GatewayError::PermissionDenied(_) => (403, "permission_error", "permission_denied"),
             GatewayError::ModelNotFound(_) => (404, "invalid_request_error", "model_not_found"),
+            GatewayError::ToolNotFound(_) => (404, "invalid_request_error", "tool_not_found"),
             GatewayError::IdempotencyConflict(_) => {
                 (409, "invalid_request_error", "idempotency_conflict")
             }
@@ -71,6 +74,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => param.as_deref(),
             GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::ToolNotFound(_) => Some("tool_name"),
             _ => None,
         }
     }

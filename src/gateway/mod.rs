@@ -13,6 +13,7 @@ pub mod prepare;
 pub mod rate_limit;
 pub mod settlement;
 pub mod stream;
+pub mod tool_call;
 
 use std::sync::{Arc, RwLock};
 

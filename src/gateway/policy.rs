@@ -99,7 +99,8 @@ impl Policy {
 /// The facts of one request that policy looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFacts {
-    pub model_alias: String,
+    /// The model alias, for model calls (tool calls have none).
+    pub model_alias: Option<String>,
     pub stream: bool,
     /// Names of the tools the request declares (functions and built-in tool types).
     pub tool_names: Vec<String>,
@@ -117,7 +118,7 @@ impl RequestFacts {
     pub fn from_body(
         route: CallRoute,
         body: &serde_json::Map<String, Value>,
-        model_alias: &str,
+        model_alias: Option<&str>,
         prompt_tokens: u64,
         requested_output_cap: Option<u64>,
         passthrough: bool,
@@ -145,6 +146,11 @@ impl RequestFacts {
                 tool_names.push(name.unwrap_or(kind).to_owned());
             }
         }
+        if route == CallRoute::ToolsExecute {
+            if let Some(name) = body.get("tool_name").and_then(Value::as_str) {
+                tool_names.push(name.to_owned());
+            }
+        }
         for f in body
             .get("functions")
             .and_then(Value::as_array)
@@ -169,7 +175,7 @@ impl RequestFacts {
             _ => body.get("input"),
         };
         RequestFacts {
-            model_alias: model_alias.to_owned(),
+            model_alias: model_alias.map(str::to_owned),
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             tool_names,
             function_calling,
@@ -202,14 +208,11 @@ pub fn evaluate(
     facts: &RequestFacts,
     default_cap: u64,
 ) -> Result<u64, PolicyDenial> {
-    if let Some(models) = &policy.allowed_models {
-        if !models.iter().any(|m| m == &facts.model_alias) {
+    if let (Some(models), Some(alias)) = (&policy.allowed_models, &facts.model_alias) {
+        if !models.iter().any(|m| m == alias) {
             return deny(
                 "allowed_models",
-                format!(
-                    "model `{}` is not allowed for this agent",
-                    facts.model_alias
-                ),
+                format!("model `{alias}` is not allowed for this agent"),
             );
         }
     }
@@ -300,7 +303,7 @@ mod tests {
 
     fn facts() -> RequestFacts {
         RequestFacts {
-            model_alias: "m".into(),
+            model_alias: Some("m".into()),
             prompt_tokens: 10,
             ..RequestFacts::default()
         }
@@ -338,7 +341,7 @@ mod tests {
             rule(
                 &p,
                 &RequestFacts {
-                    model_alias: "a".into(),
+                    model_alias: Some("a".into()),
                     ..facts()
                 }
             ),
@@ -492,7 +495,7 @@ mod tests {
         let f = RequestFacts::from_body(
             CallRoute::ChatCompletions,
             body.as_object().unwrap(),
-            "m",
+            Some("m"),
             1,
             None,
             false,
@@ -505,7 +508,7 @@ mod tests {
         let f = RequestFacts::from_body(
             CallRoute::Responses,
             body.as_object().unwrap(),
-            "m",
+            Some("m"),
             1,
             None,
             false,

@@ -16,9 +16,41 @@ use crate::config::ModelRoute;
 use crate::domain::ExecutionState;
 use crate::ledger::fold::types;
 use crate::ledger::{self, NewEvent};
+use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::executions::{self, Settled};
 use crate::store::{agents, projection, rate_windows, reservations, tenants};
+
+/// How an execution is priced at commit.
+#[derive(Debug, Clone, Copy)]
+pub enum Priced<'a> {
+    /// By tokens, at a model's prices.
+    Tokens(&'a ModelRoute),
+    /// A fixed price (a tool plugin's declared cost), named by `label`.
+    Fixed { label: &'a str, cost: MicroUsd },
+}
+
+impl Priced<'_> {
+    fn cost(&self, usage: Usage) -> i64 {
+        match self {
+            Priced::Tokens(model) => {
+                model
+                    .input_price
+                    .cost(usage.prompt_tokens)
+                    .saturating_add(model.output_price.cost(usage.completion_tokens))
+                    .0
+            }
+            Priced::Fixed { cost, .. } => cost.0,
+        }
+    }
+
+    fn label(&self) -> &str {
+        match self {
+            Priced::Tokens(model) => &model.alias,
+            Priced::Fixed { label, .. } => label,
+        }
+    }
+}
 
 /// Whether usage came from the provider or was counted by AEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,11 +113,11 @@ pub enum SettleResult {
 pub async fn settle(
     gw: &Gateway,
     r: &Reservation,
-    model: &ModelRoute,
+    priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let started = std::time::Instant::now();
-    let result = settle_retrying(gw, r, model, outcome).await;
+    let result = settle_retrying(gw, r, priced, outcome).await;
     crate::telemetry::record_ms("settlement_ms", started);
     crate::telemetry::record_outcome(match outcome {
         Outcome::Commit { .. } => "committed",
@@ -97,12 +129,12 @@ pub async fn settle(
 async fn settle_retrying(
     gw: &Gateway,
     r: &Reservation,
-    model: &ModelRoute,
+    priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match settle_once(gw, r, model, outcome).await {
+        match settle_once(gw, r, priced, outcome).await {
             Err(e) if is_unavailable(&e) && !gw.drain_expired.is_cancelled() => {
                 tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying: database unavailable");
                 tokio::select! {
@@ -119,7 +151,7 @@ async fn settle_retrying(
 async fn settle_once(
     gw: &Gateway,
     r: &Reservation,
-    model: &ModelRoute,
+    priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let mut tx = gw.pool.begin().await?;
@@ -139,7 +171,7 @@ async fn settle_once(
                 latency_ms: *latency_ms,
                 stream: *stream,
             };
-            commit(&mut tx, r, model, &facts, result.as_ref()).await?
+            commit(&mut tx, r, priced, &facts, result.as_ref()).await?
         }
         Outcome::Release {
             reason,
@@ -166,17 +198,13 @@ struct CommitFacts<'a> {
 async fn commit(
     conn: &mut PgConnection,
     r: &Reservation,
-    model: &ModelRoute,
+    priced: Priced<'_>,
     facts: &CommitFacts<'_>,
     result: Option<&(u16, Vec<u8>, bool)>,
 ) -> Result<SettleResult, sqlx::Error> {
     let (usage, source, provider, latency_ms) =
         (facts.usage, facts.source, facts.provider, facts.latency_ms);
-    let actual = model
-        .input_price
-        .cost(usage.prompt_tokens)
-        .saturating_add(model.output_price.cost(usage.completion_tokens))
-        .0;
+    let actual = priced.cost(usage);
     let Some(held) =
         reservations::settle_reservation(conn, r.execution_id, r.attempt, Some(actual), None)
             .await?
@@ -223,7 +251,7 @@ async fn commit(
             Some(&r.execution_key),
             json!({
                 "attempt": r.attempt,
-                "model": model.alias,
+                "model": priced.label(),
                 "provider": provider,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
@@ -246,7 +274,7 @@ async fn commit(
             agent_id: Some(r.agent_id),
             execution_id: Some(&r.execution_key),
             kind: "usage.commit",
-            model_alias: Some(&model.alias),
+            model_alias: Some(priced.label()),
             cost_micro_usd: Some(actual),
             prompt_tokens: Some(prompt),
             completion_tokens: Some(completion),
@@ -351,15 +379,21 @@ async fn correct_rate_windows(
     Ok(())
 }
 
-/// `RESERVED -> DISPATCHED`, durably, before the provider is called, with its ledger event.
+/// `RESERVED -> DISPATCHED`, durably, before the provider (or tool) is called, with its ledger
+/// event (`details` describe what is called).
 pub async fn mark_dispatched(
     gw: &Gateway,
     r: &Reservation,
-    model: &ModelRoute,
+    provider: &str,
+    details: serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = gw.pool.begin().await?;
-    let moved = executions::mark_dispatched(&mut tx, r.execution_id, &model.provider.name).await?;
+    let moved = executions::mark_dispatched(&mut tx, r.execution_id, provider).await?;
     if moved {
+        let mut payload = json!({"attempt": r.attempt, "provider": provider});
+        if let (Some(p), Some(d)) = (payload.as_object_mut(), details.as_object()) {
+            p.extend(d.clone());
+        }
         ledger::append(
             &mut tx,
             NewEvent::for_agent(
@@ -367,13 +401,7 @@ pub async fn mark_dispatched(
                 r.agent_id,
                 "execution.dispatched",
                 Some(&r.execution_key),
-                json!({
-                    "attempt": r.attempt,
-                    "provider": model.provider.name,
-                    "model": model.alias,
-                    "upstream_model": model.upstream_model,
-                    "output_cap": r.estimate.output_cap,
-                }),
+                payload,
             ),
         )
         .await?;

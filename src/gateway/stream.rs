@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::call::{CallBody, CallOutput, SSE};
 use super::dispatch::Dispatch;
 use super::estimate;
-use super::settlement::{self, Outcome, UsageSource};
+use super::settlement::{self, Outcome, Priced, UsageSource};
 use crate::config::{ModelRoute, TokenizerKind};
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
@@ -260,7 +260,7 @@ pub async fn relay(
         latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         stream: Some((end.as_str(), relay.events)),
     };
-    if let Err(e) = settlement::settle(&job.gw, r, model, &outcome).await {
+    if let Err(e) = settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
         tracing::error!(execution_id = %r.execution_key, error = %e, "settlement of a stream failed after retries");
     }
 }

@@ -167,6 +167,12 @@ governed_route!(
     CallRoute::Embeddings,
     "Create embeddings; the reservation holds the input only."
 );
+governed_route!(
+    execute_tool,
+    "/v1/tools/execute",
+    CallRoute::ToolsExecute,
+    "Run a registered tool plugin (`tool_name`, `arguments`) at its declared cost under the agent's budget, policy and rate limits; answers `execution_id`, `tool_name`, `result`, `stdout`, `stderr`."
+);
 
 /// OpenAI's list shape.
 #[derive(Debug, Serialize, ToSchema)]

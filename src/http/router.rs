@@ -15,6 +15,7 @@ fn openai_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openai::create_chat_completion))
         .routes(routes!(openai::create_response))
         .routes(routes!(openai::create_embedding))
+        .routes(routes!(openai::execute_tool))
         .routes(routes!(openai::list_models))
         .routes(routes!(openai::get_model))
 }

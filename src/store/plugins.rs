@@ -92,6 +92,23 @@ pub async fn list_plugins(
 }
 
 /// Locks a plugin row by name for an update.
+/// A plugin by name, without locking it (the call path).
+pub async fn get_plugin(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    name: &str,
+) -> Result<Option<PluginRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        plugin_columns!(),
+        " FROM tool_plugins WHERE tenant_id = $1 AND name = $2"
+    ))
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn lock_plugin(
     conn: &mut PgConnection,
     tenant_id: TenantId,

@@ -240,6 +240,8 @@ async fn an_operator_runs_tenants_agents_tokens_models_plugins_and_the_ledger_fr
                 "http",
                 "--url",
                 "http://127.0.0.1:9/x",
+                "--secret-env",
+                "CALC_SECRET",
                 "--cost",
                 "0.001",
             ][..],

@@ -144,7 +144,7 @@ async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_sp
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let plugin = json!({"name": "b-tool", "version": "1", "kind": "http", "cost_usd": "0.001",
-                        "manifest": {"url": "http://127.0.0.1:9/tool"}});
+                        "manifest": {"url": "http://127.0.0.1:9/tool", "secret_env": "B_TOOL_SECRET"}});
     let (status, _) = app
         .admin(Method::POST, "/admin/plugins", &b_admin, Some(plugin))
         .await;

@@ -1,0 +1,170 @@
+//! `POST /v1/tools/execute` (SPEC §8): a registered tool plugin run through the same admission,
+//! reservation (at the plugin's declared cost), idempotency and settlement as a model call. A run
+//! that produced its result commits the declared cost; a failed one releases the hold with its
+//! reason.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+
+use super::admission::{Pricing, Reservation, Ticket};
+use super::call::{self, CallInput, CallOutput, JSON};
+use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use super::{idempotency, Gateway, GatewayError};
+use crate::domain::{CallRoute, ExecutionState};
+use crate::money::MicroUsd;
+use crate::providers::Usage;
+use crate::store::plugins::{self, PluginRow};
+use crate::tools::{self, ToolError};
+
+fn tool_name(body: &Map<String, Value>) -> Result<&str, GatewayError> {
+    match body.get("tool_name") {
+        Some(Value::String(name)) if !name.is_empty() => Ok(name),
+        _ => Err(GatewayError::invalid(
+            "`tool_name` is required and must be a non-empty string",
+            Some("tool_name"),
+        )),
+    }
+}
+
+async fn find_plugin(
+    gw: &Gateway,
+    input: &CallInput,
+    name: &str,
+) -> Result<PluginRow, GatewayError> {
+    let mut conn = gw.pool.acquire().await?;
+    match plugins::get_plugin(&mut conn, input.tenant_id, name).await? {
+        Some(p) if p.enabled => Ok(p),
+        Some(_) => Err(GatewayError::ToolNotFound(format!(
+            "tool `{name}` is disabled"
+        ))),
+        None => Err(GatewayError::ToolNotFound(format!(
+            "tool `{name}` does not exist or you do not have access to it"
+        ))),
+    }
+}
+
+/// Runs one governed tool call.
+pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, GatewayError> {
+    let span = tracing::Span::current();
+    let (key, keyed) = idempotency::execution_key(input.idempotency_key.as_deref())?;
+    let name = tool_name(&input.body)?.to_owned();
+    span.record("execution_id", key.as_str());
+    span.record("model", name.as_str());
+    let plugin = find_plugin(&gw, &input, &name).await?;
+    let fingerprint = idempotency::fingerprint(CallRoute::ToolsExecute, &input.body);
+    let cost = MicroUsd(plugin.cost_micro_usd);
+    let ticket = Ticket {
+        tenant_id: input.tenant_id,
+        agent_id: input.agent_id,
+        route: CallRoute::ToolsExecute,
+        key: &key,
+        keyed,
+        fingerprint: &fingerprint,
+        pricing: Pricing::Fixed { tool: &name, cost },
+        body: &input.body,
+        prompt_tokens: 0,
+        requested_cap: None,
+        default_cap: None,
+        stream: false,
+        passthrough: false,
+    };
+    let reservation = match call::admit_until_decided(&gw, &ticket).await? {
+        Ok(r) => r,
+        Err(answer) => return Ok(answer),
+    };
+    let details = json!({"tool": name, "kind": plugin.kind, "version": plugin.version});
+    call::mark_dispatched_or_release(&gw, &reservation, &format!("tool:{}", plugin.kind), details)
+        .await?;
+
+    let arguments = input
+        .body
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let (tx, rx) = oneshot::channel();
+    let task_gw = Arc::clone(&gw);
+    let task = async move {
+        let out = run_and_settle(&task_gw, &reservation, &plugin, &arguments).await;
+        let _ = tx.send(out);
+    };
+    gw.tasks
+        .spawn(tracing::Instrument::instrument(task, span.clone()));
+    rx.await
+        .map_err(|_| GatewayError::Internal(anyhow::anyhow!("tool task ended without a result")))
+}
+
+async fn run_and_settle(
+    gw: &Gateway,
+    r: &Reservation,
+    plugin: &PluginRow,
+    arguments: &Value,
+) -> CallOutput {
+    let id = r.execution_key.as_str();
+    let priced = Priced::Fixed {
+        label: &plugin.name,
+        cost: MicroUsd(plugin.cost_micro_usd),
+    };
+    let started = std::time::Instant::now();
+    let ran = tools::run(
+        gw.providers.http_client(),
+        &gw.settings.tools,
+        plugin,
+        id,
+        arguments,
+    )
+    .await;
+    crate::telemetry::record_ms("upstream_ms", started);
+    match ran {
+        Ok(output) => {
+            let body = json!({
+                "execution_id": id,
+                "tool_name": plugin.name,
+                "result": output.result,
+                "stdout": output.stdout,
+                "stderr": output.stderr,
+            });
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            let outcome = Outcome::Commit {
+                usage: Usage::default(),
+                source: UsageSource::Reported,
+                provider: format!("tool:{}", plugin.kind),
+                result: Some((200, body.clone(), false)),
+                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                stream: None,
+            };
+            let mut out = CallOutput::full(id, 200, JSON, body);
+            match settlement::settle(gw, r, priced, &outcome).await {
+                Ok(SettleResult::Committed {
+                    actual_micro_usd,
+                    remaining_micro_usd,
+                }) => {
+                    out.cost_micro_usd = Some(actual_micro_usd);
+                    out.remaining_micro_usd = Some(remaining_micro_usd);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(execution_id = id, error = %e, "settlement of a tool call failed after retries")
+                }
+            }
+            out
+        }
+        Err(e) => {
+            tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
+            let outcome = Outcome::Release {
+                reason: e.reason().to_owned(),
+                state: ExecutionState::Released,
+                upstream_status: None,
+            };
+            if let Err(err) = settlement::settle(gw, r, priced, &outcome).await {
+                tracing::error!(execution_id = id, error = %err, "release of a tool call failed after retries");
+            }
+            let (status, code) = match e {
+                ToolError::Timeout(_) => (504, "upstream_timeout"),
+                _ => (502, "upstream_error"),
+            };
+            CallOutput::error(id, status, "server_error", code, &e.to_string())
+        }
+    }
+}
