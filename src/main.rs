@@ -60,6 +60,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let control = Arc::new(aex::dev::mock_upstream::MockControl::default());
             control
+                .record
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            control
                 .delay_ms
                 .store(*delay_ms, std::sync::atomic::Ordering::SeqCst);
             control
