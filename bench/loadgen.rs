@@ -169,8 +169,11 @@ pub struct LoadResult {
     pub throughput_rps: f64,
     pub latency_us: Option<Percentiles>,
     pub ttfb_us: Option<Percentiles>,
-    /// Gaps between consecutive server-sent events of a stream.
+    /// Gaps between consecutive server-sent events of a stream (jitter shows here).
     pub gap_us: Option<Percentiles>,
+    /// Each stream's mean gap, first event to last over the gaps between: robust to the
+    /// occasional stall of a busy machine, which bunches a few events of a few streams.
+    pub stream_gap_us: Option<Percentiles>,
     pub events_per_stream: Option<f64>,
     pub peak_open_streams: Option<i64>,
     pub process: Option<ProcUse>,
@@ -185,6 +188,7 @@ struct Tally {
     latency: Vec<u32>,
     ttfb: Vec<u32>,
     gaps: Vec<u32>,
+    stream_gaps: Vec<u32>,
     events: u64,
     streams: u64,
 }
@@ -349,6 +353,12 @@ impl Plan {
                 t.events += o.event_times.len() as u64;
                 t.gaps
                     .extend(o.event_times.windows(2).map(|w| micros(w[1] - w[0])));
+                if let (Some(first), Some(last)) = (o.event_times.first(), o.event_times.last()) {
+                    let n = u32::try_from(o.event_times.len() - 1).unwrap_or(u32::MAX);
+                    if n > 0 {
+                        t.stream_gaps.push(micros((*last - *first) / n));
+                    }
+                }
             }
         }
         t
@@ -498,6 +508,7 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
         all.latency.extend(t.latency);
         all.ttfb.extend(t.ttfb);
         all.gaps.extend(t.gaps);
+        all.stream_gaps.extend(t.stream_gaps);
         all.events += t.events;
         all.streams += t.streams;
     }
@@ -528,6 +539,7 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
         latency_us: Percentiles::of(all.latency),
         ttfb_us: Percentiles::of(all.ttfb),
         gap_us: Percentiles::of(all.gaps),
+        stream_gap_us: Percentiles::of(all.stream_gaps),
         events_per_stream: (stream && all.streams > 0)
             .then(|| all.events as f64 / all.streams as f64),
         peak_open_streams: stream.then(|| plan.peak_open_streams.load(Ordering::SeqCst)),
