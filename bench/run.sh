@@ -47,11 +47,12 @@ db=aex_bench_$$
 ceiling_db=${db}_pg
 server=${DATABASE_URL%/*}
 pids=()
+aex_pid=
 
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in $aex_pid "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $aex_pid "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   for d in "$ceiling_db" "$db"; do
     psql "$DATABASE_URL" -qXc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
   done
@@ -149,16 +150,33 @@ EOF
 export AEX_HOME=$work/home AEX_CONFIG=$work/home/aex.toml
 operator_token=$("$AEX" init --database-url "$server/$db" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
 [[ -n $operator_token ]] || { echo "bench: aex init printed no operator token" >&2; exit 1; }
-# Port 0: aex logs the address it bound, the one info line let through.
-BENCH_UPSTREAM_KEY=bench AEX_LISTEN=127.0.0.1:0 AEX_MODELS_FILE=$work/models.toml AEX_LOG_FORMAT=json \
-  RUST_LOG=warn,aex::server=info "$AEX" serve 2>"$work/aex.log" &
-pids+=($!)
-aex_pid=$!
-for _ in $(seq 1 100); do grep -q '"aex listening"' "$work/aex.log" && break; sleep 0.1; done
-aex_addr=$(sed -n 's/.*"addr":"\([^"]*\)".*"aex listening".*/\1/p; s/.*"aex listening".*"addr":"\([^"]*\)".*/\1/p' "$work/aex.log" | head -n 1)
-[[ -n $aex_addr ]] || { echo "bench: aex did not start" >&2; exit 1; }
-for _ in $(seq 1 100); do curl -sf "http://$aex_addr/ready" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$aex_addr/ready" >/dev/null || { echo "bench: aex is not ready" >&2; exit 1; }
+# Starts aex serve and waits until it is ready; sets aex_pid and aex_addr. Port 0: aex logs the
+# address it bound, the one info line let through.
+start_aex() {
+  local started
+  started=$(grep -c '"aex listening"' "$work/aex.log" 2>/dev/null || true)
+  BENCH_UPSTREAM_KEY=bench AEX_LISTEN=127.0.0.1:0 AEX_MODELS_FILE=$work/models.toml AEX_LOG_FORMAT=json \
+    RUST_LOG=warn,aex::server=info "$AEX" serve 2>>"$work/aex.log" &
+  aex_pid=$!
+  for _ in $(seq 1 100); do
+    (( $(grep -c '"aex listening"' "$work/aex.log" || true) > ${started:-0} )) && break
+    sleep 0.1
+  done
+  aex_addr=$(sed -n 's/.*"addr":"\([^"]*\)".*"aex listening".*/\1/p; s/.*"aex listening".*"addr":"\([^"]*\)".*/\1/p' \
+    "$work/aex.log" | tail -n 1)
+  [[ -n $aex_addr ]] || { echo "bench: aex did not start" >&2; exit 1; }
+  for _ in $(seq 1 100); do curl -sf "http://$aex_addr/ready" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://$aex_addr/ready" >/dev/null || { echo "bench: aex is not ready" >&2; exit 1; }
+}
+
+# A graceful stop: aex drains and waits for every settlement.
+stop_aex() {
+  kill -TERM "$aex_pid"
+  wait "$aex_pid" || true
+  aex_pid=
+}
+
+start_aex
 sleep 2
 printf '{"record":"idle",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"
 echo "mock $mock, long-stream mock $mock_long, aex $aex_addr (pid $aex_pid)"
@@ -172,7 +190,8 @@ export BENCH_ADMIN_TOKEN=$operator_token
 
 # The Postgres ceiling: pgbench runs the SQL of one governed request (bench/governed-request.sql)
 # in a database of its own whose agents mirror the run's (many-0.., hot-0, each chain started by
-# one event as agent creation leaves it). It runs once aex has stopped: 64 clients next to aex's
+# one event as agent creation leaves it), right after the governed run it is compared with, so
+# that both meet the machine in the same state. aex is stopped meanwhile: 64 clients next to its
 # idle pool would pass a shared server's max_connections.
 psql "$DATABASE_URL" -qXc "CREATE DATABASE $ceiling_db" >/dev/null
 AEX_DATABASE_URL=$server/$ceiling_db "$AEX" migrate >/dev/null
@@ -223,7 +242,7 @@ ceiling() {
     "$scenario" "$clients" \
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
     "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" >>"$RESULTS"
-  echo "  $scenario: $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out") tps"
+  echo "  $(printf '%-14s %-8s' "$scenario" pgbench) $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out") tps"
 }
 
 # One run of the load client; bounded even if something hangs.
@@ -239,11 +258,20 @@ pair() {
   load --scenario "$scenario" --mode governed --url "http://$aex_addr/v1" --tokens "$tokens" --watch-pid "$aex_pid" "$@"
 }
 
-echo "== scenarios (${DURATION} s each way)"
-pair chat-c1 "$mock" "$work/many.tokens" --kind chat --model bench-chat --concurrency 1
-pair chat-c16 "$mock" "$work/many.tokens" --kind chat --model bench-chat --concurrency 16
-pair chat-c64 "$mock" "$work/many.tokens" --kind chat --model bench-chat --concurrency 64
-pair hot-c64 "$mock" "$work/hot.tokens" --kind chat --model bench-chat --concurrency 64
+# A chat scenario, then pgbench at its concurrency while aex is stopped.
+pair_and_ceiling() {
+  local scenario=$1 agents=$2 clients=$3
+  pair "$scenario" "$mock" "$work/$agents.tokens" --kind chat --model bench-chat --concurrency "$clients"
+  stop_aex
+  ceiling "$scenario" "$agents" "$clients"
+  start_aex
+}
+
+echo "== scenarios (${DURATION} s each way; pgbench after each chat scenario)"
+pair_and_ceiling chat-c1 many 1
+pair_and_ceiling chat-c16 many 16
+pair_and_ceiling chat-c64 many 64
+pair_and_ceiling hot-c64 hot 64
 pair embeddings-c16 "$mock" "$work/many.tokens" --kind embeddings --model bench-embed --concurrency 16
 pair stream-c16 "$mock" "$work/many.tokens" --kind stream --model bench-chat --concurrency 16
 # The long-stream mock's pid is not watched: direct, only the client's view matters here.
@@ -257,9 +285,8 @@ load --scenario capped-c64 --mode governed --url "http://$aex_addr/v1" --tokens 
 sleep 2
 printf '{"record":"idle_after",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"
 
-# A graceful stop waits for every settlement; then the books are final.
-kill -TERM "$aex_pid"
-wait "$aex_pid" || true
+# After a graceful stop the books are final.
+stop_aex
 read -r budget spent reserved < <(psql "$server/$db" -AtXF ' ' -c \
   "SELECT budget_micro_usd, spent_micro_usd, reserved_micro_usd FROM agents WHERE name = 'capped-0'")
 printf '{"record":"overspend","budget_micro_usd":%s,"spent_micro_usd":%s,"reserved_micro_usd":%s,"overspend_micro_usd":%s}\n' \
@@ -272,12 +299,6 @@ echo "== ledger verification and audit"
 verify=$("$AEX" ledger verify --json) || true
 audit=$("$AEX" audit --json) || true
 printf '{"record":"verify","report":%s}\n{"record":"audit","report":%s}\n' "${verify:-null}" "${audit:-null}" >>"$RESULTS"
-
-echo "== Postgres ceiling (pgbench, ${DURATION} s each)"
-ceiling chat-c1 many 1
-ceiling chat-c16 many 16
-ceiling chat-c64 many 64
-ceiling hot-c64 hot 64
 
 echo
 "$LOADGEN" report "$RESULTS"
