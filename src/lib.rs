@@ -20,6 +20,7 @@ pub mod money;
 pub mod providers;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

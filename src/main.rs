@@ -3,21 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aex::cli::{self, Cli, Command, DevAction, LedgerAction};
-use aex::config::LogFormat;
+use aex::cli::{self, Cli, Command, DevAction};
+use aex::config::{LogFormat, Settings};
 use clap::Parser;
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -26,15 +14,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon { action } => cli::daemon::run(&cli, action).await,
         Command::Migrate => cli::db_checks::migrate(&cli).await,
         Command::Agent { action } => cli::agent::run(&cli, action).await,
-        Command::Ledger {
-            action: LedgerAction::Verify,
-        } => cli::db_checks::ledger_verify(&cli).await,
-        Command::Ledger {
-            action: LedgerAction::Checkpoint,
-        } => cli::db_checks::ledger_checkpoint(&cli).await,
-        Command::Ledger {
-            action: LedgerAction::Export { output },
-        } => cli::db_checks::ledger_export(&cli, output.as_deref()).await,
+        Command::Tenant { action } => cli::tenant::run(&cli, action).await,
+        Command::Token { action } => cli::token::run(&cli, action).await,
+        Command::Models { action } => cli::models::run(&cli, action).await,
+        Command::Plugin { action } => cli::plugin::run(&cli, action).await,
+        Command::Ledger { action } => cli::ledger::run(&cli, action).await,
         Command::Replay { execution } => cli::db_checks::replay(&cli, execution.as_deref()).await,
         Command::Audit => cli::db_checks::audit(&cli).await,
         Command::Openapi => {
@@ -82,21 +66,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr; the log format comes from settings when they load, else the default.
-    let format = std::env::var("AEX_LOG_FORMAT")
-        .ok()
-        .and_then(|f| {
-            if f == "json" {
-                Some(LogFormat::Json)
-            } else {
-                None
-            }
-        })
-        .unwrap_or(LogFormat::Pretty);
-    init_tracing(format);
+    // Logs go to stderr, in the format the settings name (`log_format`, `AEX_LOG_FORMAT`); when
+    // the settings do not load (the command reports why), `AEX_LOG_FORMAT` alone decides.
+    let format = Settings::load(&Settings::config_path(cli.config.as_deref()))
+        .map(|s| s.log_format)
+        .unwrap_or_else(|_| match std::env::var("AEX_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Pretty,
+        });
+    aex::telemetry::init(format);
+    let json = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // With --json, a failure is still exactly one JSON object on stdout (a failed check
+            // has printed its report already).
+            if json && !cli::emitted() {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"message": format!("{e:#}")}})
+                );
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

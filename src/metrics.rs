@@ -1,13 +1,27 @@
 //! In-process Prometheus metrics, served at `/metrics`. Labels are bounded: routes are the
-//! matched templates, reasons and outcomes are fixed codes, never ids or free text.
+//! matched templates, reasons and outcomes are fixed codes, providers and tenants are configured
+//! names, never ids of requests or free text.
+//!
+//! Counters and histograms live in one process-wide registry and are updated where the facts
+//! happen. Values read from the database or from this server's state (spend by tenant, stale
+//! reservations, the last ledger verification, the pool) are sampled in the background
+//! ([`sampler`]) and rendered at scrape time ([`scrape`]).
+
+pub mod observed;
+pub mod sampler;
+pub mod scrape;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+use crate::providers::ProviderError;
+
+pub use observed::Observed;
+pub use scrape::{render, ScrapeInputs};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -19,53 +33,46 @@ pub struct Metrics {
     pub overruns: IntCounterVec,
     pub ledger_append: Histogram,
     pub config_version: IntGauge,
+    pub upstream_latency: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_fallbacks: IntCounterVec,
+    pub reconcile_runs: IntCounterVec,
+    pub reconciled: IntCounterVec,
 }
 
-fn build() -> Result<Metrics, prometheus::Error> {
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+fn build() -> prometheus::Result<Metrics> {
     let registry = Registry::new();
-    let http_requests = IntCounterVec::new(
-        Opts::new(
-            "aex_http_requests_total",
-            "HTTP requests by route and status",
-        ),
-        &["route", "status"],
-    )?;
-    let http_latency = HistogramVec::new(
-        HistogramOpts::new(
-            "aex_http_request_duration_seconds",
-            "HTTP request latency by route and status",
-        )
-        .buckets(vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            120.0,
-        ]),
-        &["route", "status"],
-    )?;
-    let admissions = IntCounterVec::new(
-        Opts::new(
-            "aex_admissions_total",
-            "Admission decisions by outcome and reason",
-        ),
-        &["outcome", "reason"],
-    )?;
-    let settlements = IntCounterVec::new(
-        Opts::new("aex_settlements_total", "Settlements by result"),
-        &["result"],
-    )?;
-    let spent = IntCounterVec::new(
-        Opts::new(
-            "aex_spent_micro_usd_total",
-            "Micro-USD committed by this replica",
-        ),
-        &["result"],
-    )?;
-    let overruns = IntCounterVec::new(
-        Opts::new(
-            "aex_overruns_total",
-            "Commits whose actual cost exceeded the estimate",
-        ),
-        &["result"],
-    )?;
+    let r = &registry;
     let ledger_append = Histogram::with_opts(
         HistogramOpts::new(
             "aex_ledger_append_duration_seconds",
@@ -75,25 +82,88 @@ fn build() -> Result<Metrics, prometheus::Error> {
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
         ]),
     )?;
-    let config_version = IntGauge::new("aex_config_version", "Active routing-table version")?;
-    registry.register(Box::new(http_requests.clone()))?;
-    registry.register(Box::new(http_latency.clone()))?;
-    registry.register(Box::new(admissions.clone()))?;
-    registry.register(Box::new(settlements.clone()))?;
-    registry.register(Box::new(spent.clone()))?;
-    registry.register(Box::new(overruns.clone()))?;
     registry.register(Box::new(ledger_append.clone()))?;
+    let config_version = IntGauge::new("aex_config_version", "Active routing-table version")?;
     registry.register(Box::new(config_version.clone()))?;
+    let build_info = IntGaugeVec::new(
+        Opts::new("aex_build_info", "The version of this build; always 1"),
+        &["version"],
+    )?;
+    registry.register(Box::new(build_info.clone()))?;
+    build_info.with_label_values(&[crate::VERSION]).set(1);
     Ok(Metrics {
-        registry,
-        http_requests,
-        http_latency,
-        admissions,
-        settlements,
-        spent,
-        overruns,
+        http_requests: counter(
+            r,
+            "aex_http_requests_total",
+            "HTTP requests by route and status",
+            &["route", "status"],
+        )?,
+        http_latency: histogram(
+            r,
+            "aex_http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            &["route", "status"],
+            LATENCY_BUCKETS,
+        )?,
+        admissions: counter(
+            r,
+            "aex_admissions_total",
+            "Admission decisions by outcome and reason",
+            &["outcome", "reason"],
+        )?,
+        settlements: counter(
+            r,
+            "aex_settlements_total",
+            "Settlements by result",
+            &["result"],
+        )?,
+        spent: counter(
+            r,
+            "aex_spent_micro_usd_total",
+            "Micro-USD committed by this replica",
+            &["result"],
+        )?,
+        overruns: counter(
+            r,
+            "aex_overruns_total",
+            "Commits whose actual cost exceeded the estimate",
+            &["result"],
+        )?,
+        upstream_latency: histogram(
+            r,
+            "aex_upstream_request_duration_seconds",
+            "Time until a provider answered (any status), by provider",
+            &["provider"],
+            LATENCY_BUCKETS,
+        )?,
+        upstream_errors: counter(
+            r,
+            "aex_upstream_errors_total",
+            "Provider calls that failed, by provider and kind (timeout, connect, transport, \
+             status_4xx, status_429, status_5xx)",
+            &["provider", "kind"],
+        )?,
+        upstream_fallbacks: counter(
+            r,
+            "aex_upstream_fallbacks_total",
+            "Calls moved to a fallback model's provider after their provider failed",
+            &["provider", "fallback_provider"],
+        )?,
+        reconcile_runs: counter(
+            r,
+            "aex_reconcile_runs_total",
+            "Reconciler passes by outcome (done, skipped: another replica held the lock, error)",
+            &["outcome"],
+        )?,
+        reconciled: counter(
+            r,
+            "aex_reconciled_executions_total",
+            "Executions of lost replicas settled by the reconciler, by resulting state",
+            &["state"],
+        )?,
         ledger_append,
         config_version,
+        registry,
     })
 }
 
@@ -131,6 +201,54 @@ pub fn settled(result: &str, actual_micro_usd: i64, overrun: bool) {
     }
 }
 
+/// One provider call: its latency when it answered, and its failure kind when it failed.
+pub fn observe_upstream(provider: &str, elapsed: Duration, outcome: Result<u16, &ProviderError>) {
+    let Some(m) = METRICS.as_ref() else {
+        return;
+    };
+    let kind = match outcome {
+        Ok(status) => {
+            m.upstream_latency
+                .with_label_values(&[provider])
+                .observe(elapsed.as_secs_f64());
+            match status {
+                429 => "status_429",
+                400..=499 => "status_4xx",
+                500..=599 => "status_5xx",
+                _ => return,
+            }
+        }
+        Err(ProviderError::Timeout { .. }) => "timeout",
+        Err(ProviderError::Connect { .. }) => "connect",
+        Err(ProviderError::Transport { .. }) => "transport",
+    };
+    m.upstream_errors.with_label_values(&[provider, kind]).inc();
+}
+
+/// A call moved from a failed provider to a fallback model's provider.
+pub fn upstream_fallback(provider: &str, fallback_provider: &str) {
+    if let Some(m) = METRICS.as_ref() {
+        m.upstream_fallbacks
+            .with_label_values(&[provider, fallback_provider])
+            .inc();
+    }
+}
+
+/// One reconciler pass: `outcome` is `done`, `skipped` or `error`.
+pub fn reconcile_run(outcome: &str, released: u64, failed: u64) {
+    if let Some(m) = METRICS.as_ref() {
+        m.reconcile_runs.with_label_values(&[outcome]).inc();
+        if released > 0 {
+            m.reconciled
+                .with_label_values(&["RELEASED"])
+                .inc_by(released);
+        }
+        if failed > 0 {
+            m.reconciled.with_label_values(&["FAILED"]).inc_by(failed);
+        }
+    }
+}
+
 pub fn observe_ledger_append(elapsed: Duration) {
     if let Some(m) = METRICS.as_ref() {
         m.ledger_append.observe(elapsed.as_secs_f64());
@@ -141,19 +259,4 @@ pub fn set_config_version(version: i64) {
     if let Some(m) = METRICS.as_ref() {
         m.config_version.set(version);
     }
-}
-
-/// The text exposition of every metric.
-pub fn render() -> String {
-    let Some(m) = METRICS.as_ref() else {
-        return String::new();
-    };
-    let mut buf = Vec::new();
-    if TextEncoder::new()
-        .encode(&m.registry.gather(), &mut buf)
-        .is_err()
-    {
-        return String::new();
-    }
-    String::from_utf8(buf).unwrap_or_default()
 }

@@ -15,13 +15,17 @@ use crate::config::{RoutingTable, Settings};
 use crate::domain::ReplicaId;
 use crate::gateway::Gateway;
 use crate::http::{router, AppState};
+use crate::metrics::{sampler, Observed};
 use crate::store::db;
 
 /// A running server.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The separate metrics address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     pub readiness: Arc<Readiness>,
+    pub observed: Arc<Observed>,
     stop: CancellationToken,
     join: JoinHandle<anyhow::Result<()>>,
 }
@@ -63,20 +67,50 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match settings.metrics.listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     let stop = CancellationToken::new();
+    let observed = Arc::new(Observed::default());
     let state = AppState {
         gateway: Arc::clone(&gateway),
         readiness: Arc::clone(&readiness),
+        observed: Arc::clone(&observed),
     };
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        let at = listener.local_addr()?;
+        tracing::info!(addr = %at, "metrics listening");
+        metrics_addr = Some(at);
+        tokio::spawn(serve_metrics(listener, state.clone(), stop.clone()));
+    }
     let join = tokio::spawn(run(listener, state, stop.clone()));
     tracing::info!(%addr, replica_id = %gateway.replica_id, "aex listening");
     Ok(ServerHandle {
         addr,
+        metrics_addr,
         gateway,
         readiness,
+        observed,
         stop,
         join,
     })
+}
+
+/// The separate metrics port: `/metrics` only, until the server stops.
+async fn serve_metrics(listener: TcpListener, state: AppState, stop: CancellationToken) {
+    let app = router::metrics_app(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
 }
 
 async fn run(
@@ -90,6 +124,7 @@ async fn run(
     let startup = tokio::spawn(startup(
         Arc::clone(&gw),
         Arc::clone(&readiness),
+        Arc::clone(&state.observed),
         background.clone(),
     ));
 
@@ -110,6 +145,8 @@ async fn run(
         .with_graceful_shutdown(drain_signal)
         .await?;
 
+    // The metrics port closes with the main one.
+    stop.cancel();
     // In-flight requests are done; settlements they started may still run.
     gw.tasks.close();
     let drain = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
@@ -153,10 +190,15 @@ async fn shutdown_signal() {
 }
 
 /// The startup sequence of SPEC §12, retried until the database answers.
-async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: CancellationToken) {
+async fn startup(
+    gw: Arc<Gateway>,
+    readiness: Arc<Readiness>,
+    observed: Arc<Observed>,
+    background: CancellationToken,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match startup_once(&gw, &readiness).await {
+        match startup_once(&gw, &readiness, &observed).await {
             Ok(()) => break,
             Err(e) if Readiness::get(&readiness.gate_failed) => {
                 tracing::error!(
@@ -184,13 +226,27 @@ async fn startup(gw: Arc<Gateway>, readiness: Arc<Readiness>, background: Cancel
         Arc::clone(&gw),
         background.clone(),
     ));
+    tokio::spawn(sampler::sample_loop(
+        Arc::clone(&gw),
+        Arc::clone(&observed),
+        background.clone(),
+    ));
+    tokio::spawn(sampler::verify_loop(
+        Arc::clone(&gw),
+        observed,
+        background.clone(),
+    ));
     tokio::spawn(cluster::reconciler::reconcile_loop(
         Arc::clone(&gw),
         background,
     ));
 }
 
-async fn startup_once(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()> {
+async fn startup_once(
+    gw: &Gateway,
+    readiness: &Readiness,
+    observed: &Observed,
+) -> anyhow::Result<()> {
     if !Readiness::get(&readiness.schema_current) {
         if gw.settings.auto_migrate {
             db::migrate(&gw.pool).await.context("applying migrations")?;
@@ -209,6 +265,7 @@ async fn startup_once(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()>
         let report =
             crate::ledger::verify::verify_since_checkpoint(&gw.pool, &gw.settings.auth.keys)
                 .await?;
+        observed.record_verification(&report);
         if let Some(bad) = &report.first_bad_event {
             Readiness::set(&readiness.gate_failed, true);
             anyhow::bail!(

@@ -56,8 +56,15 @@ SETTINGS: dict[str, Any] = {
         "checkpoint_interval_seconds": INT,
         "verify_on_startup": BOOL,
         "refuse_start_on_failure": BOOL,
+        "verify_interval_seconds": INT,
+        "full_verify_interval_seconds": INT,
     },
-    "metrics": {"agent_labels": BOOL},
+    "metrics": {
+        "agent_labels": BOOL,
+        "listen": STR,
+        "sample_interval_seconds": INT,
+        "stale_reservation_seconds": INT,
+    },
 }
 # AEX_* variables that are read but are not settings keys.
 NON_SETTING_ENV = {"AEX_HOME", "AEX_CONFIG", "AEX_URL", "AEX_ADMIN_TOKEN"}

@@ -1,31 +1,34 @@
-//! Creating, listing and reading agents.
+//! Creating, listing and reading agents (changes to an existing agent are in `agent_changes`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::AdminError;
+use super::tokens::{self, TokenSpec};
+use super::{page_limit, token_ttl, usd, validate_name, AdminError};
 use crate::auth::{Principal, TokenSigner};
 use crate::domain::{AgentId, AgentState, BudgetPeriod, Scope, TenantId};
 use crate::gateway::policy::Policy;
 use crate::ledger::{self, NewEvent};
-use crate::money::parse_usd;
 use crate::store::agents::{self, AgentRow, NewAgent};
-use crate::store::tokens::{self, TokenRow};
 
 /// `POST /admin/agents`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     /// Unique within the tenant.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Budget in decimal USD, e.g. "5.00" (parsed exactly).
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
     pub budget_usd: String,
     /// Requests per minute.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub rpm: Option<i32>,
     /// Tokens per minute.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub tpm: Option<i64>,
     #[serde(default)]
     pub period: Option<BudgetPeriod>,
@@ -36,6 +39,7 @@ pub struct CreateAgentRequest {
     pub token_scope: Option<Scope>,
     /// Token lifetime in hours; none means it does not expire.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 87840)]
     pub token_ttl_hours: Option<u32>,
     /// Initial lifecycle state (`READY` or `REGISTERED`).
     #[serde(default)]
@@ -98,21 +102,6 @@ pub struct CreatedAgentResponse {
     pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn validate_name(name: &str) -> Result<(), AdminError> {
-    let ok = !name.trim().is_empty()
-        && name.len() <= 128
-        && name == name.trim()
-        && !name.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(AdminError::invalid(
-            "name",
-            "must be 1 to 128 characters, without control characters or surrounding spaces",
-        ))
-    }
-}
-
 /// Creates an agent and its first token in one transaction, with ledger events for both.
 pub async fn create_agent(
     pool: &sqlx::PgPool,
@@ -121,15 +110,9 @@ pub async fn create_agent(
     tenant_id: TenantId,
     req: CreateAgentRequest,
 ) -> Result<CreatedAgentResponse, AdminError> {
-    validate_name(&req.name)?;
-    let budget =
-        parse_usd(&req.budget_usd).map_err(|e| AdminError::invalid("budget_usd", e.to_string()))?;
-    if req.rpm.is_some_and(|r| r <= 0) {
-        return Err(AdminError::invalid("rpm", "must be a positive integer"));
-    }
-    if req.tpm.is_some_and(|t| t <= 0) {
-        return Err(AdminError::invalid("tpm", "must be a positive integer"));
-    }
+    validate_name("name", &req.name)?;
+    let budget = usd("budget_usd", &req.budget_usd)?;
+    check_limits(req.rpm, req.tpm)?;
     let scope = req.token_scope.unwrap_or(Scope::Execution);
     if !scope.is_agent_scope() {
         return Err(AdminError::invalid(
@@ -137,6 +120,7 @@ pub async fn create_agent(
             "must be `execution` or `read-only`",
         ));
     }
+    let ttl = token_ttl("token_ttl_hours", req.token_ttl_hours)?;
     let state = req.state.unwrap_or(AgentState::Ready);
     if !matches!(state, AgentState::Ready | AgentState::Registered) {
         return Err(AdminError::invalid(
@@ -149,44 +133,22 @@ pub async fn create_agent(
     let period = req.period.unwrap_or(BudgetPeriod::Lifetime);
 
     let mut tx = pool.begin().await?;
-    // The tenant must exist (a stale operator request could name a removed one).
+    // The tenant must exist (an operator may name any id).
     crate::store::tenants::get_tenant(&mut tx, tenant_id)
         .await
-        .map_err(|_| AdminError::NotFound("tenant"))?;
+        .map_err(AdminError::from_store("tenant"))?;
     let agent = agents::insert_agent(
         &mut tx,
         tenant_id,
         &NewAgent {
             id: AgentId(uuid::Uuid::now_v7()),
             name: req.name.clone(),
-            budget_micro_usd: budget.0,
+            budget_micro_usd: budget,
             budget_period: period.as_str().to_owned(),
             rpm_limit: req.rpm,
             tpm_limit: req.tpm,
             policy: policy.clone(),
             state: state.as_str().to_owned(),
-        },
-    )
-    .await?;
-    let ttl = req
-        .token_ttl_hours
-        .map(|h| chrono::Duration::hours(i64::from(h)));
-    let issued = signer
-        .issue(&agent.name, scope, Some(tenant_id), Some(agent.id), ttl)
-        .map_err(|e| AdminError::Internal(e.into()))?;
-    tokens::insert_token(
-        &mut tx,
-        &TokenRow {
-            jti: issued.claims.jti,
-            tenant_id: Some(tenant_id),
-            agent_id: Some(agent.id),
-            subject: agent.name.clone(),
-            scope: scope.as_str().to_owned(),
-            kid: issued.kid.clone(),
-            description: Some("issued at agent creation".into()),
-            issued_at: chrono::Utc::now(),
-            expires_at: issued.expires_at(),
-            revoked_at: None,
         },
     )
     .await?;
@@ -210,24 +172,61 @@ pub async fn create_agent(
         ),
     )
     .await?;
-    ledger::append(
+    let issued = tokens::issue_in_tx(
         &mut tx,
-        NewEvent::for_agent(
-            tenant_id,
-            agent.id,
-            "token.issued",
-            None,
-            json!({"by": by.subject, "jti": issued.claims.jti, "scope": scope.as_str(), "expires_at": issued.claims.exp}),
-        ),
+        signer,
+        by,
+        TokenSpec {
+            tenant_id: Some(tenant_id),
+            agent: Some((agent.id, agent.name.clone())),
+            scope,
+            subject: agent.name.clone(),
+            ttl,
+            description: Some("issued at agent creation".into()),
+        },
     )
     .await?;
     tx.commit().await?;
     Ok(CreatedAgentResponse {
-        token_expires_at: issued.expires_at(),
-        token_id: issued.claims.jti,
+        token_expires_at: issued.expires_at,
+        token_id: issued.token_id,
         token: issued.token,
         agent: agent.into(),
     })
+}
+
+/// Rejects non-positive rate limits.
+pub(crate) fn check_limits(rpm: Option<i32>, tpm: Option<i64>) -> Result<(), AdminError> {
+    if rpm.is_some_and(|r| r <= 0) {
+        return Err(AdminError::invalid("rpm", "must be a positive integer"));
+    }
+    if tpm.is_some_and(|t| t <= 0) {
+        return Err(AdminError::invalid("tpm", "must be a positive integer"));
+    }
+    Ok(())
+}
+
+/// Reads an agent by id or, failing that, by name, within the tenant; `lock` takes its row lock.
+pub(crate) async fn find_agent(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    id_or_name: &str,
+    lock: bool,
+) -> Result<AgentRow, AdminError> {
+    let id = match id_or_name.parse::<AgentId>() {
+        Ok(id) => id,
+        Err(_) => {
+            agents::get_agent_by_name(conn, tenant_id, id_or_name)
+                .await
+                .map_err(AdminError::from_store("agent"))?
+                .id
+        }
+    };
+    let found = match lock {
+        true => agents::lock_agent(conn, tenant_id, id).await,
+        false => agents::get_agent(conn, tenant_id, id).await,
+    };
+    found.map_err(AdminError::from_store("agent"))
 }
 
 /// Finds an agent by id or, failing that, by name, within the tenant.
@@ -237,35 +236,40 @@ pub async fn get_agent(
     id_or_name: &str,
 ) -> Result<AgentResponse, AdminError> {
     let mut conn = pool.acquire().await?;
-    let found = match id_or_name.parse::<AgentId>() {
-        Ok(id) => agents::get_agent(&mut conn, tenant_id, id).await,
-        Err(_) => agents::get_agent_by_name(&mut conn, tenant_id, id_or_name).await,
-    };
-    found.map(Into::into).map_err(|e| match e {
-        crate::store::StoreError::NotFound => AdminError::NotFound("agent"),
-        other => other.into(),
-    })
+    Ok(find_agent(&mut conn, tenant_id, id_or_name, false)
+        .await?
+        .into())
+}
+
+/// Filters of `GET /admin/agents`.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentQuery {
+    /// Tenant (operator tokens only; an admin token lists its own).
+    pub tenant_id: Option<TenantId>,
+    /// Only agents in this lifecycle state.
+    pub state: Option<AgentState>,
+    /// Only agents whose name contains this text.
+    pub name_contains: Option<String>,
+    /// Keyset paging: agents after this id (the last id of the previous page).
+    pub after: Option<AgentId>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
 
 pub async fn list_agents(
     pool: &sqlx::PgPool,
     tenant_id: TenantId,
-    state: Option<AgentState>,
-    after: Option<AgentId>,
-    limit: Option<i64>,
+    q: &AgentQuery,
 ) -> Result<Vec<AgentResponse>, AdminError> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AdminError::invalid("limit", "must be between 1 and 1000"));
-    }
+    let limit = page_limit(q.limit, 100, 1000)?;
     let mut conn = pool.acquire().await?;
-    let rows = agents::list_agents(
-        &mut conn,
-        tenant_id,
-        state.map(AgentState::as_str),
-        after,
-        limit,
-    )
-    .await?;
+    let filter = agents::AgentFilter {
+        state: q.state.map(AgentState::as_str),
+        name_contains: q.name_contains.as_deref(),
+        after: q.after,
+    };
+    let rows = agents::list_agents(&mut conn, tenant_id, &filter, limit).await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }

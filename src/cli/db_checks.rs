@@ -41,21 +41,28 @@ pub async fn ledger_verify(cli: &Cli) -> anyhow::Result<()> {
     let settings = super::settings(cli)?;
     let pool = pool(cli).await?;
     let report = verify::verify_all(&pool, &settings.auth.keys).await?;
-    emit(
-        cli.json,
-        &serde_json::to_value(&report)?,
-        || match &report.first_bad_event {
-            None => format!(
-                "ledger OK: {} events in {} chains verified in {} ms",
-                report.events, report.chains, report.elapsed_ms
-            ),
-            Some(bad) => format!(
-                "ledger BROKEN at event {} (chain {}, seq {}): {}",
-                bad.id, bad.chain_id, bad.seq, bad.problem
-            ),
-        },
-    );
-    if !report.ok {
+    print_verify(cli.json, &serde_json::to_value(&report)?)
+}
+
+/// Prints a verification report (from the database or the admin API); fails when it is bad.
+pub fn print_verify(json: bool, report: &serde_json::Value) -> anyhow::Result<()> {
+    let field = |k: &str| super::text(report, k);
+    emit(json, report, || match report.get("first_bad_event") {
+        Some(bad) if !bad.is_null() => format!(
+            "ledger BROKEN at event {} (chain {}, seq {}): {}",
+            super::text(bad, "id"),
+            super::text(bad, "chain_id"),
+            super::text(bad, "seq"),
+            super::text(bad, "problem")
+        ),
+        _ => format!(
+            "ledger OK: {} events in {} chains verified in {} ms",
+            field("events"),
+            field("chains"),
+            field("elapsed_ms")
+        ),
+    });
+    if report.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
         bail!("ledger verification failed");
     }
     Ok(())

@@ -145,6 +145,7 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
             issued_at: chrono::Utc::now(),
             expires_at: None,
             revoked_at: None,
+            revoked_reason: None,
         },
     )
     .await?;

@@ -7,6 +7,11 @@ pub mod daemon;
 pub mod db_checks;
 pub mod embedded;
 pub mod init;
+pub mod ledger;
+pub mod models;
+pub mod plugin;
+pub mod tenant;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -50,10 +55,30 @@ pub enum Command {
         #[command(subcommand)]
         action: agent::AgentAction,
     },
-    /// Ledger verification.
+    /// Manage tenants through the admin API (operator).
+    Tenant {
+        #[command(subcommand)]
+        action: tenant::TenantAction,
+    },
+    /// Issue, list, revoke and rotate tokens through the admin API.
+    Token {
+        #[command(subcommand)]
+        action: token::TokenAction,
+    },
+    /// The routing table: reload it on every replica, or show the active version.
+    Models {
+        #[command(subcommand)]
+        action: models::ModelsAction,
+    },
+    /// A tenant's tool plugin registry.
+    Plugin {
+        #[command(subcommand)]
+        action: plugin::PluginAction,
+    },
+    /// The ledger: verify the chains, list events.
     Ledger {
         #[command(subcommand)]
-        action: LedgerAction,
+        action: ledger::LedgerAction,
     },
     /// Verify the chains and rebuild every agent's books from the ledger.
     Replay {
@@ -71,20 +96,6 @@ pub enum Command {
     Dev {
         #[command(subcommand)]
         action: DevAction,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LedgerAction {
-    /// Walk every chain, recompute every hash, check the latest checkpoint, name the first bad event.
-    Verify,
-    /// Write a signed checkpoint of every chain's head now.
-    Checkpoint,
-    /// Write every event as JSON lines (re-verifiable with deploy/verify-ledger-export.py).
-    Export {
-        /// File to write (default: standard output).
-        #[arg(long, short)]
-        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -112,11 +123,61 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings::load(&path)?)
 }
 
+/// Whether a command printed its result (a failing check prints its report, then fails).
+static EMITTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`emit`] has printed a result in this process.
+pub fn emitted() -> bool {
+    EMITTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Prints a value as the single JSON object of `--json`, or a human line.
 pub fn emit(json: bool, value: &serde_json::Value, human: impl FnOnce() -> String) {
+    EMITTED.store(true, std::sync::atomic::Ordering::SeqCst);
     if json {
         println!("{value}");
     } else {
         println!("{}", human());
     }
+}
+
+/// A field of a JSON object as text, for human output (`-` when absent or null).
+pub fn text(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(serde_json::Value::Null) => "-".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A micro-USD field as decimal USD, for human output.
+pub fn usd(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key).and_then(serde_json::Value::as_i64) {
+        Some(n) => crate::money::MicroUsd(n).to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+/// Prints a list: as `{"<key>": [...]}` with `--json`, else a header and one line per item.
+pub fn emit_list(
+    json: bool,
+    key: &str,
+    list: &serde_json::Value,
+    header: &str,
+    line: impl Fn(&serde_json::Value) -> String,
+) {
+    emit(json, &serde_json::json!({ key: list }), || {
+        let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        std::iter::once(header.to_owned())
+            .chain(items.iter().map(line))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+}
+
+/// Prints an object: itself with `--json`, else pretty JSON.
+pub fn emit_object(json: bool, value: &serde_json::Value) {
+    emit(json, value, || {
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    });
 }

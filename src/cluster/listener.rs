@@ -60,13 +60,12 @@ pub async fn listen_loop(gw: Arc<Gateway>, stop: CancellationToken) {
             };
             match received {
                 Ok(Some(n)) => handle(&gw, n.channel(), n.payload()).await,
-                // The connection was lost and will be re-established by the next call:
-                // anything announced meanwhile is missed, so resync in full.
+                // The connection was lost: anything announced meanwhile is missed. Listen again
+                // on a fresh connection first and only then resync in full (the outer loop), so
+                // nothing falls between the resync and the new LISTEN.
                 Ok(None) => {
-                    tracing::warn!("listener connection lost; resyncing");
-                    if let Err(e) = resync(&gw).await {
-                        tracing::warn!(error = %e, "resync failed");
-                    }
+                    tracing::warn!("listener connection lost; reconnecting and resyncing");
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "listener failed; reconnecting");

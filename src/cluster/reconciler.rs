@@ -160,6 +160,7 @@ async fn fail_without_hold(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;
@@ -193,8 +194,13 @@ async fn fail_without_hold(
 pub async fn reconcile_loop(gw: Arc<Gateway>, stop: CancellationToken) {
     let every = Duration::from_secs(gw.settings.cluster.reconcile_interval_seconds.max(1));
     loop {
-        if let Err(e) = reconcile_once(&gw).await {
-            tracing::warn!(error = %e, "reconciliation failed");
+        match reconcile_once(&gw).await {
+            Ok(r) if r.skipped => crate::metrics::reconcile_run("skipped", 0, 0),
+            Ok(r) => crate::metrics::reconcile_run("done", r.released, r.failed),
+            Err(e) => {
+                crate::metrics::reconcile_run("error", 0, 0);
+                tracing::warn!(error = %e, "reconciliation failed");
+            }
         }
         if let Err(e) = prune(&gw).await {
             tracing::warn!(error = %e, "pruning cached results failed");

@@ -178,6 +178,11 @@ pub struct LedgerSettings {
     pub verify_on_startup: bool,
     /// Exit instead of staying unready when the startup gate fails.
     pub refuse_start_on_failure: bool,
+    /// How often a running server verifies the events appended since its last check, for
+    /// `/metrics` and the dashboard (0: only at startup and on request).
+    pub verify_interval_seconds: u64,
+    /// How often that check walks every chain again from the start instead.
+    pub full_verify_interval_seconds: u64,
 }
 
 impl Default for LedgerSettings {
@@ -186,15 +191,36 @@ impl Default for LedgerSettings {
             checkpoint_interval_seconds: 60,
             verify_on_startup: true,
             refuse_start_on_failure: false,
+            verify_interval_seconds: 10,
+            full_verify_interval_seconds: 3600,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
-    /// Add an `agent` label to spend metrics (off by default to bound cardinality).
+    /// Also export spend per agent (off by default to bound cardinality).
     pub agent_labels: bool,
+    /// A second address serving only `/metrics` (e.g. `0.0.0.0:9100`); `/metrics` stays on the
+    /// main port too.
+    pub listen: Option<SocketAddr>,
+    /// How often the gauges read from the database (spend, stale reservations, exhausted
+    /// budgets) are sampled.
+    pub sample_interval_seconds: u64,
+    /// A reservation held longer than this counts as stale.
+    pub stale_reservation_seconds: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            agent_labels: false,
+            listen: None,
+            sample_interval_seconds: 10,
+            stale_reservation_seconds: 600,
+        }
+    }
 }
 
 /// `$AEX_HOME`, default `~/.aex`.
@@ -250,6 +276,9 @@ impl Settings {
         }
         if self.auth.keys.values().any(|k| k.expose().len() < 32) {
             return invalid("auth.keys", "every key must be at least 32 characters");
+        }
+        if self.metrics.sample_interval_seconds == 0 {
+            return invalid("metrics.sample_interval_seconds", "must be at least 1");
         }
         if self.cluster.stale_after_seconds <= self.cluster.heartbeat_seconds {
             return invalid(

@@ -83,11 +83,13 @@ impl CallOutput {
     }
 }
 
-/// Runs one governed call to its (possibly streaming) result.
-#[tracing::instrument(skip_all, fields(route = input.route.as_str(), tenant = %input.tenant_id, agent = %input.agent_id, execution_id, model, outcome))]
+/// Runs one governed call to its (possibly streaming) result, recording its facts on the
+/// request span.
 pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, GatewayError> {
-    let p = prepare::prepare(&gw, &input)?;
     let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(input.tenant_id));
+    span.record("agent", tracing::field::display(input.agent_id));
+    let p = prepare::prepare(&gw, &input)?;
     span.record("execution_id", p.key.as_str());
     span.record("model", p.model().alias.as_str());
     let ticket = Ticket {
@@ -109,7 +111,10 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
     let reservation = loop {
-        match admission::admit(&gw, &ticket).await? {
+        let admission_started = std::time::Instant::now();
+        let admitted = admission::admit(&gw, &ticket).await?;
+        crate::telemetry::record_ms("admission_ms", admission_started);
+        match admitted {
             Admission::Reserved(r) => break r,
             Admission::Refused(f) => {
                 span.record("outcome", f.code);
@@ -169,11 +174,14 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         stream: p.stream,
         client_wants_usage: p.client_wants_usage,
     };
-    gw.tasks.spawn(dispatch::run(job, tx));
+    // The task carries the request span, so its upstream and settlement facts land there.
+    gw.tasks.spawn(tracing::Instrument::instrument(
+        dispatch::run(job, tx),
+        span.clone(),
+    ));
     let out = rx.await.map_err(|_| {
         GatewayError::Internal(anyhow::anyhow!("dispatch task ended without a result"))
     })?;
-    span.record("outcome", out.status);
     Ok(out)
 }
 

@@ -64,6 +64,7 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
     let started = Instant::now();
     let count = job.attempts.len();
     for (i, (model, body)) in job.attempts.iter().enumerate() {
+        let upstream_started = Instant::now();
         let sent = job
             .gw
             .providers
@@ -76,6 +77,13 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
                 stream: job.stream,
             })
             .await;
+        crate::telemetry::record_ms("upstream_ms", upstream_started);
+        let status = match &sent {
+            Ok(UpstreamReply::Complete(r)) => Ok(r.status),
+            Ok(UpstreamReply::Streaming { status, .. }) => Ok(*status),
+            Err(e) => Err(e),
+        };
+        crate::metrics::observe_upstream(&model.provider.name, upstream_started.elapsed(), status);
         if i + 1 < count {
             if let Some(reason) = retryable(&sent) {
                 record_fallback(job, model, &job.attempts[i + 1].0, &reason).await;
@@ -95,6 +103,7 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
 
 /// Appends the fallback to the ledger: each attempt is visible there.
 async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, reason: &str) {
+    crate::metrics::upstream_fallback(&from.provider.name, &to.provider.name);
     let r = &job.reservation;
     let event = NewEvent::for_agent(
         r.tenant_id,

@@ -81,6 +81,22 @@ pub async fn settle(
     model: &ModelRoute,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let result = settle_retrying(gw, r, model, outcome).await;
+    crate::telemetry::record_ms("settlement_ms", started);
+    crate::telemetry::record_outcome(match outcome {
+        Outcome::Commit { .. } => "committed",
+        Outcome::Release { reason, .. } => reason,
+    });
+    result
+}
+
+async fn settle_retrying(
+    gw: &Gateway,
+    r: &Reservation,
+    model: &ModelRoute,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs(gw.settings.cluster.drain_timeout_seconds.max(30));
@@ -188,12 +204,10 @@ async fn commit(
             completion_tokens: Some(completion),
             usage_source: Some(source.as_str()),
             reason: None,
+            result: result.map(|(status, body, is_stream)| (*status, body.as_slice(), *is_stream)),
         },
     )
     .await?;
-    if let Some((status, body, is_stream)) = result {
-        executions::store_result(conn, r.execution_id, *status, body, *is_stream).await?;
-    }
     // The real money was spent: an overrun is recorded and flagged, never dropped.
     let overrun = (actual - held.estimate_micro_usd).max(0);
     ledger::append(
@@ -272,6 +286,7 @@ async fn release(
             completion_tokens: None,
             usage_source: None,
             reason: Some(reason),
+            result: None,
         },
     )
     .await?;

@@ -24,7 +24,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let (status, kind, code) = self.0.status_type_code();
         if status >= 500 {
-            tracing::error!(error = ?anyhow_chain(&self.0), code, "request failed");
+            tracing::error!(error = %anyhow_chain(&self.0), code, "request failed");
         }
         let body = openai_error_body(&self.0.public_message(), kind, code, self.0.param());
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -90,7 +90,9 @@ impl AdminApiError {
 impl From<AdminError> for AdminApiError {
     fn from(e: AdminError) -> Self {
         let (status, code) = match &e {
-            AdminError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            AdminError::Invalid { .. } | AdminError::BadValue(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -103,7 +105,7 @@ impl From<AdminError> for AdminApiError {
         };
         let message = match &e {
             AdminError::Internal(inner) => {
-                tracing::error!(error = ?inner, "admin request failed");
+                tracing::error!(error = %format!("{inner:#}"), "admin request failed");
                 "internal error".to_owned()
             }
             other => other.to_string(),

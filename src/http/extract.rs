@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::error::{AdminApiError, OpenAiError};
 use super::AppState;
+use crate::admin::AdminError;
 use crate::auth::{AuthError, Principal};
 use crate::domain::{AgentId, Scope, TenantId};
 use crate::gateway::GatewayError;
@@ -102,6 +103,21 @@ where
 #[derive(Debug, Clone)]
 pub struct AdminCaller {
     pub principal: Principal,
+    /// `X-AEX-Tenant-Id`, already checked against the token: for an operator it names the
+    /// tenant to act on when the query does not.
+    pub tenant_header: Option<TenantId>,
+}
+
+impl AdminCaller {
+    /// The one tenant a request acts on (see [`crate::admin::acting_tenant`]).
+    pub fn tenant(&self, requested: Option<TenantId>) -> Result<TenantId, AdminError> {
+        crate::admin::acting_tenant(&self.principal, requested.or(self.tenant_header))
+    }
+
+    /// The tenants a listing covers (see [`crate::admin::visible_tenant`]).
+    pub fn visible(&self, requested: Option<TenantId>) -> Result<Option<TenantId>, AdminError> {
+        crate::admin::visible_tenant(&self.principal, requested.or(self.tenant_header))
+    }
 }
 
 impl<S> FromRequestParts<S> for AdminCaller
@@ -118,8 +134,16 @@ where
         })?;
         check_tenant_header(parts, &principal)
             .map_err(|m| AdminApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
+        let tenant_header = parts
+            .headers
+            .get("x-aex-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<TenantId>().ok());
         match principal.scope {
-            Scope::Admin | Scope::Operator => Ok(AdminCaller { principal }),
+            Scope::Admin | Scope::Operator => Ok(AdminCaller {
+                principal,
+                tenant_header,
+            }),
             _ => Err(AdminApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -234,18 +258,70 @@ where
                 "could not read the request body",
             ),
         })?;
+        // An empty body reads as `null`: an optional body (`AdminJson<Option<T>>`) is absent.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return serde_json::from_slice(b"null").map(AdminJson).map_err(|_| {
+                AdminApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "a JSON request body is required",
+                )
+            });
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut de)
             .map(AdminJson)
+            .map_err(invalid_at)
+    }
+}
+
+/// A deserialisation error in the admin shape, naming the field it is about.
+fn invalid_at<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> AdminApiError {
+    let path = e.path().to_string();
+    let mut err = AdminApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        e.inner().to_string(),
+    );
+    err.field = (path != ".").then_some(path);
+    err
+}
+
+/// Admin query parameters, deserialised strictly; errors name the parameter.
+pub struct AdminQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AdminQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AdminApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(AdminQuery)
+            .map_err(invalid_at)
+    }
+}
+
+/// An admin path parameter; a malformed one is a 400 in the admin shape.
+pub struct AdminPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AdminPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = AdminApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| AdminPath(p.0))
             .map_err(|e| {
-                let path = e.path().to_string();
-                let mut err = AdminApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    e.inner().to_string(),
-                );
-                err.field = (path != ".").then_some(path);
-                err
+                AdminApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
             })
     }
 }

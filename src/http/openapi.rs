@@ -13,9 +13,22 @@ use utoipa::{Modify, OpenApi};
     ),
     tags(
         (name = "openai", description = "OpenAI-compatible routes agents call"),
-        (name = "admin", description = "Administration (admin or operator token)"),
-        (name = "ops", description = "Health, readiness and metrics (no token)")
+        (name = "tenants", description = "Tenants (operator; an admin token sees its own)"),
+        (name = "agents", description = "Agents of a tenant: budgets, limits, policy, lifecycle, tokens"),
+        (name = "tokens", description = "Bearer tokens: issue, list, revoke, rotate"),
+        (name = "executions", description = "Governed calls and their ledger timelines"),
+        (name = "ledger", description = "The hash-chained ledger: events, verification, replay"),
+        (name = "config", description = "Routing-table versions and reloads"),
+        (name = "plugins", description = "The tool plugin registry of a tenant"),
+        (name = "usage", description = "Usage summaries, the dashboard's metrics and the activity feed"),
+        (name = "ops", description = "Health, readiness and metrics (no token)"),
+        (name = "dashboard", description = "The live dashboard page (its data needs an admin token)")
     ),
+    components(schemas(
+        crate::http::error::AdminErrorBody,
+        crate::http::error::AdminErrorDetail,
+        crate::domain::ExecutionState
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

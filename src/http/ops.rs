@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::cluster::Readiness;
+use crate::metrics::ScrapeInputs;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {
@@ -84,12 +85,20 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
-pub async fn get_metrics() -> impl IntoResponse {
+pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let gw = &state.gateway;
+    let text = crate::metrics::render(&ScrapeInputs {
+        observed: &state.observed,
+        pool: &gw.pool,
+        max_connections: gw.settings.db.max_connections,
+        up: state.readiness.accepts_traffic(),
+        agent_labels: gw.settings.metrics.agent_labels,
+    });
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(),
+        text,
     )
 }

@@ -1,15 +1,13 @@
 //! The route table: paths to handlers, nothing else.
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{dedupe_alias_operation_ids, ApiDoc};
-use super::{admin, openai, ops, AppState};
+use super::{admin, dashboard, observe, openai, ops, AppState};
 
 /// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
 fn openai_routes() -> OpenApiRouter<AppState> {
@@ -22,11 +20,43 @@ fn openai_routes() -> OpenApiRouter<AppState> {
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
+    use admin::{agents, config, executions, ledger, metrics, plugins, tenants, tokens, usage};
     OpenApiRouter::new()
-        .routes(routes!(admin::create_agent, admin::list_agents))
-        .routes(routes!(admin::get_agent))
-        .routes(routes!(admin::get_replay))
-        .routes(routes!(admin::verify_ledger))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(agents::create_agent, agents::list_agents))
+        .routes(routes!(agents::get_agent, agents::update_agent))
+        .routes(routes!(agents::set_agent_state))
+        .routes(routes!(agents::decommission_agent))
+        .routes(routes!(agents::top_up_agent))
+        .routes(routes!(agents::set_agent_budget))
+        .routes(routes!(agents::rotate_agent_token))
+        .routes(routes!(agents::revoke_agent_tokens))
+        .routes(routes!(tokens::issue_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::rotate_token))
+        .routes(routes!(executions::list_executions))
+        .routes(routes!(executions::get_execution))
+        .routes(routes!(ledger::list_ledger_events))
+        .routes(routes!(ledger::verify_ledger))
+        .routes(routes!(ledger::write_checkpoint))
+        .routes(routes!(ledger::get_latest_checkpoint))
+        .routes(routes!(ledger::get_replay))
+        .routes(routes!(config::get_config))
+        .routes(routes!(config::list_config_versions))
+        .routes(routes!(config::reload_config))
+        .routes(routes!(plugins::install_plugin, plugins::list_plugins))
+        .routes(routes!(plugins::enable_plugin))
+        .routes(routes!(plugins::disable_plugin))
+        .routes(routes!(usage::get_usage))
+        .routes(routes!(usage::get_activity))
+        .routes(routes!(metrics::get_admin_metrics))
+}
+
+fn dashboard_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard::get_dashboard))
+        .routes(routes!(dashboard::get_dashboard_asset))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {
@@ -43,6 +73,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/openai", openai_routes())
         .merge(admin_routes())
         .merge(ops_routes())
+        .merge(dashboard_routes())
         .split_for_parts();
     dedupe_alias_operation_ids(&mut openapi);
     (router, openapi)
@@ -54,24 +85,19 @@ pub fn openapi_json() -> String {
     openapi.to_pretty_json().unwrap_or_default()
 }
 
-/// The complete application: routes, Swagger UI, and request metrics.
+/// The complete application: routes, Swagger UI, and the request span and metrics.
 pub fn app(state: AppState) -> Router {
     let (router, openapi) = api();
     router
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(observe::observe_request))
         .with_state(state)
 }
 
-/// Counts every request by its matched route template (bounded cardinality) and status.
-async fn record_request(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    crate::metrics::observe_http(&route, response.status().as_u16(), started.elapsed());
-    response
+/// The separate metrics port (`metrics.listen`): `/metrics` only.
+pub fn metrics_app(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::new()
+        .routes(routes!(ops::get_metrics))
+        .split_for_parts();
+    router.with_state(state)
 }

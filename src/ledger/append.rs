@@ -7,11 +7,10 @@
 use std::fmt;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use super::encoding::{canonical_json, event_hash, EventHeader, ENCODING_VERSION, GENESIS_HASH};
+use super::encoding::canonical_json;
 use crate::domain::{AgentId, TenantId};
 
 /// Which chain an event belongs to. Money events live on their agent's chain: the agent row lock
@@ -81,63 +80,26 @@ pub fn chain_lock_key(chain_id: &str) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
-/// Now, truncated to the microsecond precision Postgres stores, so the hashed timestamp
-/// round-trips exactly.
-fn now_micros() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
-
-/// Appends `event` to its chain in the caller's transaction.
+/// Appends `event` to its chain in the caller's transaction: one round trip to the
+/// `aex_append_event` function, which takes the chain's advisory lock, reads the tail, hashes with
+/// the canonical encoding and inserts (see the migration that defines it).
 pub async fn append(
     conn: &mut PgConnection,
     event: NewEvent<'_>,
 ) -> Result<AppendedEvent, sqlx::Error> {
     let started = Instant::now();
     let chain_id = event.chain.to_string();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(chain_lock_key(&chain_id))
-        .execute(&mut *conn)
-        .await?;
-    let tail: Option<(i64, String)> = sqlx::query_as(
-        "SELECT seq, event_hash FROM event_log WHERE chain_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(&chain_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (seq, prev_hash) = match tail {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    let ts = now_micros();
     let payload = canonical_json(&event.payload);
-    let header = EventHeader {
-        chain_id: &chain_id,
-        seq,
-        prev_hash: &prev_hash,
-        event_type: event.event_type,
-        tenant_id: event.tenant_id.map(|t| t.0),
-        agent_id: event.agent_id.map(|a| a.0),
-        execution_id: event.execution_id,
-        ts,
-    };
-    let hash = event_hash(&header, &payload);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, event_type, tenant_id, \
-         agent_id, execution_id, ts, payload, encoding) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    let (id, seq, event_hash): (i64, i64, String) = sqlx::query_as(
+        "SELECT id, seq, event_hash FROM aex_append_event($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&chain_id)
-    .bind(seq)
-    .bind(&prev_hash)
-    .bind(&hash)
+    .bind(chain_lock_key(&chain_id))
     .bind(event.event_type)
-    .bind(header.tenant_id)
-    .bind(header.agent_id)
+    .bind(event.tenant_id)
+    .bind(event.agent_id)
     .bind(event.execution_id)
-    .bind(ts)
     .bind(&payload)
-    .bind(ENCODING_VERSION)
     .fetch_one(&mut *conn)
     .await?;
     crate::metrics::observe_ledger_append(started.elapsed());
@@ -145,6 +107,6 @@ pub async fn append(
         id,
         chain_id,
         seq,
-        event_hash: hash,
+        event_hash,
     })
 }

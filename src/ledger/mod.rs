@@ -1,6 +1,7 @@
 //! The tamper-evident ledger (SPEC §10): canonical encoding and hashing, appending under the
-//! chain's advisory lock in the caller's transaction, streaming verification, and the fold that
-//! rebuilds every agent's books from the events.
+//! chain's advisory lock in the caller's transaction, streaming verification (in full, or of what
+//! was appended since the last pass), and the fold that rebuilds every agent's books from the
+//! events.
 
 pub mod append;
 pub mod checkpoint;
@@ -8,6 +9,7 @@ pub mod encoding;
 pub mod export;
 pub mod fold;
 pub mod verify;
+pub mod watch;
 
 pub use append::{append, AppendedEvent, ChainId, NewEvent};
 pub use encoding::{event_hash, EventHeader, GENESIS_HASH};

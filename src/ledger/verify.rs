@@ -49,18 +49,18 @@ pub struct VerifyReport {
 }
 
 #[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    chain_id: String,
-    seq: i64,
-    prev_hash: String,
-    event_hash: String,
-    event_type: String,
-    tenant_id: Option<Uuid>,
-    agent_id: Option<Uuid>,
-    execution_id: Option<String>,
-    ts: DateTime<Utc>,
-    payload: String,
+pub(crate) struct EventRow {
+    pub(crate) id: i64,
+    pub(crate) chain_id: String,
+    pub(crate) seq: i64,
+    pub(crate) prev_hash: String,
+    pub(crate) event_hash: String,
+    pub(crate) event_type: String,
+    pub(crate) tenant_id: Option<Uuid>,
+    pub(crate) agent_id: Option<Uuid>,
+    pub(crate) execution_id: Option<String>,
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) payload: String,
 }
 
 /// The columns of [`EventRow`], for `concat!` so that the SQL stays a static string.
@@ -72,7 +72,7 @@ macro_rules! select_events {
 }
 
 /// What is wrong with `row` given the event before it in its chain, if anything.
-fn check(row: &EventRow, last_seq: i64, last_hash: &str) -> Option<String> {
+pub(crate) fn check(row: &EventRow, last_seq: i64, last_hash: &str) -> Option<String> {
     if row.seq != last_seq + 1 {
         return Some(format!(
             "sequence gap: expected seq {} after {}, found {}",

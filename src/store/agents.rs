@@ -43,6 +43,7 @@ macro_rules! agent_columns {
          prompt_tokens_total, completion_tokens_total, requests_total, created_at, updated_at"
     };
 }
+pub(crate) use agent_columns;
 
 /// The fields of a new agent.
 #[derive(Debug, Clone)]
@@ -118,23 +119,34 @@ pub async fn get_agent_by_name(
     .ok_or(StoreError::NotFound)
 }
 
+/// Which of a tenant's agents to list.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFilter<'a> {
+    pub state: Option<&'a str>,
+    /// Only names containing this text.
+    pub name_contains: Option<&'a str>,
+    /// Keyset paging: agents after this id.
+    pub after: Option<AgentId>,
+}
+
 /// Lists a tenant's agents, oldest first, `limit` at a time after `after` (keyset paging).
 pub async fn list_agents(
     conn: &mut PgConnection,
     tenant_id: TenantId,
-    state: Option<&str>,
-    after: Option<AgentId>,
+    filter: &AgentFilter<'_>,
     limit: i64,
 ) -> Result<Vec<AgentRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         agent_columns!(),
         " FROM agents WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) \
-          AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+          AND ($3::text IS NULL OR strpos(name, $3) > 0) \
+          AND ($4::uuid IS NULL OR id > $4) ORDER BY id LIMIT $5"
     ))
     .bind(tenant_id)
-    .bind(state)
-    .bind(after)
+    .bind(filter.state)
+    .bind(filter.name_contains)
+    .bind(filter.after)
     .bind(limit)
     .fetch_all(conn)
     .await

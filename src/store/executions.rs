@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use crate::domain::{AgentId, ReplicaId, TenantId};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One execution, as the admin API shows it too.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = ExecutionResponse)]
 pub struct ExecutionRow {
     pub id: Uuid,
     pub tenant_id: TenantId,
@@ -45,6 +47,7 @@ macro_rules! execution_columns {
          response_is_stream, result_pruned_at, created_at, updated_at, dispatched_at, completed_at"
     };
 }
+pub(crate) use execution_columns;
 
 /// A new execution (or a new attempt of a released one) as admission writes it.
 #[derive(Debug, Clone)]
@@ -185,6 +188,8 @@ pub struct Settled<'a> {
     pub completion_tokens: Option<i64>,
     pub usage_source: Option<&'a str>,
     pub reason: Option<&'a str>,
+    /// The result to cache for replay: status, body, whether it is an SSE transcript.
+    pub result: Option<(u16, &'a [u8], bool)>,
 }
 
 pub async fn mark_settled(
@@ -195,7 +200,10 @@ pub async fn mark_settled(
     sqlx::query(
         "UPDATE executions SET state = $2, actual_micro_usd = $3, prompt_tokens = $4, \
          completion_tokens = $5, usage_source = $6, reason = $7, completed_at = now(), \
-         updated_at = now() WHERE id = $1",
+         updated_at = now(), \
+         response_status = COALESCE($8, response_status), \
+         response_body = COALESCE($9, response_body), \
+         response_is_stream = COALESCE($10, response_is_stream) WHERE id = $1",
     )
     .bind(id)
     .bind(s.state)
@@ -204,6 +212,9 @@ pub async fn mark_settled(
     .bind(s.completion_tokens)
     .bind(s.usage_source)
     .bind(s.reason)
+    .bind(s.result.map(|r| i32::from(r.0)))
+    .bind(s.result.map(|r| r.1))
+    .bind(s.result.map(|r| r.2))
     .execute(conn)
     .await?;
     Ok(())

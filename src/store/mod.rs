@@ -1,16 +1,22 @@
 //! Postgres access: one file per table family. Functions take `&mut PgConnection` so the caller
 //! owns the transaction; tenant-owned data is always addressed with the tenant id first.
 
+pub mod agent_settings;
 pub mod agents;
 pub mod config_versions;
 pub mod db;
+pub mod event_log;
+pub mod execution_search;
 pub mod executions;
+pub mod plugins;
 pub mod projection;
 pub mod rate_windows;
 pub mod replicas;
 pub mod reservations;
+pub mod stats;
 pub mod tenants;
 pub mod tokens;
+pub mod usage;
 
 /// Errors of the store layer that callers map to client errors.
 #[derive(Debug, thiserror::Error)]

@@ -39,3 +39,44 @@ pub async fn record(conn: &mut PgConnection, f: &Fact<'_>) -> Result<(), sqlx::E
     .await?;
     Ok(())
 }
+
+/// One projected fact as read back: an item of the activity feed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = ActivityItem)]
+pub struct FactRow {
+    pub id: i64,
+    pub ts: chrono::DateTime<chrono::Utc>,
+    pub tenant_id: Option<TenantId>,
+    pub agent_id: Option<AgentId>,
+    pub agent_name: Option<String>,
+    pub execution_id: Option<String>,
+    /// `usage.commit`, `reservation.released`, `admission.denied`, …
+    pub kind: String,
+    pub reason: Option<String>,
+    pub model_alias: Option<String>,
+    pub cost_micro_usd: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub latency_ms: Option<i64>,
+}
+
+/// The newest facts of one tenant or (`None`) all, newest first, older than `before_id`.
+pub async fn list_recent(
+    conn: &mut PgConnection,
+    tenant_id: Option<TenantId>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<FactRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.ts, e.tenant_id, e.agent_id, a.name AS agent_name, e.execution_id, e.kind, \
+         e.reason, e.model_alias, e.cost_micro_usd, e.prompt_tokens, e.completion_tokens, \
+         e.latency_ms FROM events e LEFT JOIN agents a ON a.id = e.agent_id \
+         WHERE ($1::uuid IS NULL OR e.tenant_id = $1) AND ($2::bigint IS NULL OR e.id < $2) \
+         ORDER BY e.id DESC LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

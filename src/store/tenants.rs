@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use super::StoreError;
+use super::{violated_constraint, StoreError};
 use crate::domain::TenantId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -27,6 +27,61 @@ macro_rules! tenant_columns {
         "id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, rpm_limit, tpm_limit, \
          default_policy, created_at, updated_at"
     };
+}
+
+/// The settings of a tenant an operator chooses (the money counters are the gateway's).
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    pub name: String,
+    pub budget_micro_usd: Option<i64>,
+    pub rpm_limit: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub default_policy: serde_json::Value,
+}
+
+/// Writes a tenant's settings: a new tenant, or (under the caller's row lock) an existing one.
+pub async fn save_tenant(
+    conn: &mut PgConnection,
+    id: TenantId,
+    t: &TenantSettings,
+) -> Result<TenantRow, StoreError> {
+    sqlx::query_as(concat!(
+        "INSERT INTO tenants (id, name, budget_micro_usd, rpm_limit, tpm_limit, default_policy) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, \
+           budget_micro_usd = EXCLUDED.budget_micro_usd, rpm_limit = EXCLUDED.rpm_limit, \
+           tpm_limit = EXCLUDED.tpm_limit, default_policy = EXCLUDED.default_policy, \
+           updated_at = now() \
+         RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(id)
+    .bind(&t.name)
+    .bind(t.budget_micro_usd)
+    .bind(t.rpm_limit)
+    .bind(t.tpm_limit)
+    .bind(Json(&t.default_policy))
+    .fetch_one(conn)
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("tenants_name_key") => StoreError::Conflict("a tenant with this name"),
+        _ => StoreError::Db(e),
+    })
+}
+
+/// Every tenant, or only `only` (an admin sees its own), by name.
+pub async fn list_tenants(
+    conn: &mut PgConnection,
+    only: Option<TenantId>,
+) -> Result<Vec<TenantRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenants WHERE ($1::uuid IS NULL OR id = $1) ORDER BY name"
+    ))
+    .bind(only)
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn get_tenant(conn: &mut PgConnection, id: TenantId) -> Result<TenantRow, StoreError> {

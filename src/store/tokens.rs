@@ -1,7 +1,7 @@
 //! Issued tokens: ids and metadata only, never the token itself.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -10,8 +10,12 @@ use crate::domain::{AgentId, TenantId};
 /// The channel on which revocations are announced to every replica.
 pub const REVOCATION_CHANNEL: &str = "aex_revocations";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A token's metadata (never the token itself), as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[schema(as = TokenResponse)]
 pub struct TokenRow {
+    /// The token's id (its `jti` claim).
+    #[serde(rename = "id")]
     pub jti: Uuid,
     pub tenant_id: Option<TenantId>,
     pub agent_id: Option<AgentId>,
@@ -22,6 +26,15 @@ pub struct TokenRow {
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+}
+
+/// The columns of [`TokenRow`].
+macro_rules! token_columns {
+    () => {
+        "jti, tenant_id, agent_id, subject, scope, kid, description, issued_at, expires_at, \
+         revoked_at, revoked_reason"
+    };
 }
 
 pub async fn insert_token(conn: &mut PgConnection, token: &TokenRow) -> Result<(), sqlx::Error> {
@@ -51,13 +64,12 @@ pub async fn revoke_token(
     jti: Uuid,
     reason: &str,
 ) -> Result<TokenRow, StoreError> {
-    let row: TokenRow = sqlx::query_as(
+    let row: TokenRow = sqlx::query_as(concat!(
         "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()), \
          revoked_reason = COALESCE(revoked_reason, $3) \
-         WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2) \
-         RETURNING jti, tenant_id, agent_id, subject, scope, kid, description, issued_at, \
-         expires_at, revoked_at",
-    )
+         WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING ",
+        token_columns!()
+    ))
     .bind(jti)
     .bind(tenant_id)
     .bind(reason)
@@ -107,19 +119,57 @@ pub async fn list_revoked(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Er
     .await
 }
 
-pub async fn list_tokens(
+/// One token's metadata, within a tenant unless `tenant_id` is `None` (the operator's view).
+pub async fn get_token(
     conn: &mut PgConnection,
     tenant_id: Option<TenantId>,
-    agent_id: Option<AgentId>,
-) -> Result<Vec<TokenRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT jti, tenant_id, agent_id, subject, scope, kid, description, issued_at, \
-         expires_at, revoked_at FROM api_tokens \
-         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR agent_id = $2) \
-         ORDER BY issued_at",
-    )
+    jti: Uuid,
+) -> Result<TokenRow, StoreError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM api_tokens WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
+    ))
+    .bind(jti)
     .bind(tenant_id)
-    .bind(agent_id)
-    .fetch_all(conn)
-    .await
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Which tokens to list.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter<'a> {
+    /// `None`: every tenant's, and operator tokens (the operator's view).
+    pub tenant_id: Option<TenantId>,
+    pub agent_id: Option<AgentId>,
+    pub scope: Option<&'a str>,
+    pub include_revoked: bool,
+}
+
+/// Tokens, oldest first.
+pub async fn list_tokens(
+    conn: &mut PgConnection,
+    f: &TokenFilter<'_>,
+    limit: i64,
+) -> Result<Vec<TokenRow>, sqlx::Error> {
+    let mut q = QueryBuilder::new(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM api_tokens WHERE true"
+    ));
+    if let Some(t) = f.tenant_id {
+        q.push(" AND tenant_id = ").push_bind(t);
+    }
+    if let Some(a) = f.agent_id {
+        q.push(" AND agent_id = ").push_bind(a);
+    }
+    if let Some(s) = f.scope {
+        q.push(" AND scope = ").push_bind(s.to_owned());
+    }
+    if !f.include_revoked {
+        q.push(" AND revoked_at IS NULL");
+    }
+    q.push(" ORDER BY issued_at, jti LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(conn).await
 }

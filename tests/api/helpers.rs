@@ -287,6 +287,47 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// A GET, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Starts a chat completion on its own task, to look at the books while it is in flight.
+    pub fn spawn_chat(&self, token: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+        let req = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(token)
+            .json(&hello());
+        tokio::spawn(async move { req.send().await.expect("request sent") })
+    }
+
+    /// Rewrites an event's stored payload (`regexp_replace(payload, pattern, replacement)`) as a
+    /// superuser would to forge the books: with the append-only trigger disabled for the edit.
+    pub async fn forge_event(&self, id: i64, pattern: &str, replacement: &str) {
+        let mut tx = self.pool.begin().await.expect("begin");
+        sqlx::query("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
+            .execute(&mut *tx)
+            .await
+            .expect("disable trigger");
+        sqlx::query("UPDATE event_log SET payload = regexp_replace(payload, $2, $3) WHERE id = $1")
+            .bind(id)
+            .bind(pattern)
+            .bind(replacement)
+            .execute(&mut *tx)
+            .await
+            .expect("edit event");
+        sqlx::query("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
+            .execute(&mut *tx)
+            .await
+            .expect("enable trigger");
+        tx.commit().await.expect("commit");
+    }
+
     /// `(spent, reserved, budget)` of an agent, read from the database.
     pub async fn books(&self, agent: uuid::Uuid) -> (i64, i64, i64) {
         sqlx::query_as("SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1")
@@ -336,4 +377,93 @@ pub fn mini_cost(usage: &Value) -> i64 {
 
 pub fn hello() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the ledger"}]})
+}
+
+impl TestApp {
+    /// An admin API call with `token`: the status and the JSON body (`Null` when empty).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `admin` with a POST body.
+    pub async fn admin_post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// A count (or any one `bigint`) read from the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+
+    /// `admin` with the operator token, asserting the expected status.
+    pub async fn op(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        expect: StatusCode,
+    ) -> Value {
+        let (status, value) = self.admin(method, path, &self.operator_token, body).await;
+        assert_eq!(status, expect, "{path}: {value}");
+        value
+    }
+
+    /// Creates a tenant and an admin token for it; returns `(tenant id, admin token)`.
+    pub async fn tenant_with_admin(&self, name: &str, extra: Value) -> (String, String) {
+        let mut body = json!({"name": name});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let t = self
+            .op(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await;
+        let id = t["id"].as_str().expect("tenant id").to_owned();
+        let issued = self
+            .op(
+                reqwest::Method::POST,
+                &format!("/admin/tokens?tenant_id={id}"),
+                Some(json!({"scope": "admin", "subject": format!("{name}-admin")})),
+                StatusCode::CREATED,
+            )
+            .await;
+        (id, issued["token"].as_str().expect("token").to_owned())
+    }
+
+    /// The ledger events of one type, payloads parsed, in append order.
+    pub async fn ledger_payloads(&self, event_type: &str) -> Vec<Value> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT payload FROM event_log WHERE event_type = $1 ORDER BY id")
+                .bind(event_type)
+                .fetch_all(&self.pool)
+                .await
+                .expect("ledger payloads");
+        rows.iter()
+            .map(|p| serde_json::from_str(p).expect("canonical JSON"))
+            .collect()
+    }
 }

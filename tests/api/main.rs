@@ -2,17 +2,25 @@
 //! and a real HTTP provider on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_agents;
+mod admin_reads;
+mod admin_tokens;
 mod auth;
 mod chat;
 mod cli;
+mod cli_admin;
 mod cluster;
 mod concurrency;
 mod helpers;
 mod ledger;
+mod ledger_watch;
+mod metrics;
 mod openapi;
 mod policy;
+mod propagation;
 mod rate_limits;
 mod recovery;
 mod streaming;
 mod surface;
 mod tamper;
+mod tenancy;

@@ -7,23 +7,14 @@ use std::time::Duration;
 use aex::cluster::reconciler;
 use serde_json::json;
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
     let app = spawn_app().await;
     let agent = app.create_agent("orphan", "1.00", json!({})).await;
     app.mock.delay_ms.store(1_500, Ordering::SeqCst);
-    let token = agent.token.clone();
-    let base = app.base.clone();
-    let inflight = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{base}/v1/chat/completions"))
-            .bearer_auth(token)
-            .json(&hello())
-            .send()
-            .await
-    });
+    let inflight = app.spawn_chat(&agent.token);
     for _ in 0..100 {
         if app.execution_states(agent.id).await == vec!["DISPATCHED"] {
             break;
@@ -52,7 +43,7 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
     assert_eq!(reason, "replica_lost");
 
     // The "lost" replica finishes its call: its settlement finds nothing to settle.
-    let resp = inflight.await.unwrap().unwrap();
+    let resp = inflight.await.unwrap();
     assert_eq!(resp.status(), 200);
     let (spent, reserved, _) = app.books(agent.id).await;
     assert_eq!((spent, reserved), (0, 0));

@@ -1,0 +1,181 @@
+//! The routing table's versions: the active one, the history, and reloads. A reload validates
+//! the document, stores it as a new version and `NOTIFY`s every replica, all in one transaction;
+//! an invalid document is refused with its reason and nothing changes anywhere.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{admin_event, page_limit, require_operator, AdminError};
+use crate::auth::Principal;
+use crate::config::RoutingTable;
+use crate::gateway::Gateway;
+use crate::ledger;
+use crate::store::config_versions::{self as store, ConfigVersionRow};
+use crate::store::locks;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigVersionResponse {
+    pub version: i64,
+    pub content_hash: String,
+    /// `file:<path>` or `api`.
+    pub source: String,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ConfigVersionRow> for ConfigVersionResponse {
+    fn from(r: ConfigVersionRow) -> Self {
+        ConfigVersionResponse {
+            version: r.version,
+            content_hash: r.content_hash,
+            source: r.source,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// The active version with its document, and the version this replica has loaded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActiveConfigResponse {
+    #[serde(flatten)]
+    pub active: ConfigVersionResponse,
+    /// The routing table (TOML) as stored.
+    pub content: String,
+    /// The version the answering replica routes with.
+    pub replica_version: i64,
+    /// The model aliases of the replica's table.
+    pub models: Vec<String>,
+}
+
+/// `POST /admin/reload_config`: with `content`, that document; without, the server's models
+/// file.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfigRequest {
+    /// A routing table (TOML, SPEC §11).
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReloadConfigResponse {
+    /// The active version afterwards.
+    pub version: i64,
+    pub previous_version: Option<i64>,
+    /// False when the document equals the active one (no new version).
+    pub changed: bool,
+    pub content_hash: String,
+    pub models: Vec<String>,
+}
+
+pub async fn get_active(gw: &Gateway) -> Result<ActiveConfigResponse, AdminError> {
+    let mut conn = gw.pool.acquire().await?;
+    let row = store::get_active(&mut conn)
+        .await?
+        .ok_or(AdminError::NotFound("config version"))?;
+    let routing = gw.routing();
+    Ok(ActiveConfigResponse {
+        content: row.content.clone(),
+        active: row.into(),
+        replica_version: routing.version,
+        models: routing.aliases().into_iter().map(str::to_owned).collect(),
+    })
+}
+
+pub async fn list_versions(
+    pool: &sqlx::PgPool,
+    limit: Option<i64>,
+) -> Result<Vec<ConfigVersionResponse>, AdminError> {
+    let limit = page_limit(limit, 50, 1000)?;
+    let mut conn = pool.acquire().await?;
+    let rows = store::list_versions(&mut conn, limit).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// The document to load: the request's, else the server's models file.
+fn document(gw: &Gateway, req: ReloadConfigRequest) -> Result<(String, String), AdminError> {
+    if let Some(content) = req.content {
+        return Ok((content, "api".to_owned()));
+    }
+    let path = gw.settings.models_file_path();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        AdminError::invalid(
+            "content",
+            format!(
+                "no content given and the server's models file {} cannot be read: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok((text, format!("file:{}", path.display())))
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn reload(
+    gw: &Gateway,
+    by: &Principal,
+    req: ReloadConfigRequest,
+) -> Result<ReloadConfigResponse, AdminError> {
+    require_operator(by, "reloading the routing table")?;
+    let (text, source) = document(gw, req)?;
+    let table =
+        RoutingTable::parse(&text, 0).map_err(|e| AdminError::invalid("content", e.to_string()))?;
+    if table.aliases().is_empty() {
+        return Err(AdminError::invalid(
+            "content",
+            "the routing table defines no models: refusing to route nothing",
+        ));
+    }
+    let models: Vec<String> = table.aliases().into_iter().map(str::to_owned).collect();
+    let mut tx = gw.pool.begin().await?;
+    // Serialised with startup imports, so two writers never interleave versions.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(locks::CONFIG_IMPORT)
+        .execute(&mut *tx)
+        .await?;
+    let active = store::get_active(&mut tx).await?;
+    let previous = active.as_ref().map(|a| a.version);
+    if let Some(a) = active.filter(|a| a.content_hash == table.content_hash) {
+        return Ok(ReloadConfigResponse {
+            version: a.version,
+            previous_version: previous,
+            changed: false,
+            content_hash: a.content_hash,
+            models,
+        });
+    }
+    let version = store::insert_version(
+        &mut tx,
+        &text,
+        &table.content_hash,
+        &source,
+        Some(&by.subject),
+    )
+    .await?;
+    let payload = json!({
+        "by": by.subject,
+        "source": source,
+        "before": previous,
+        "after": version,
+        "content_hash": table.content_hash,
+    });
+    ledger::append(&mut tx, admin_event(None, None, "config.reloaded", payload)).await?;
+    tx.commit().await?;
+    // This replica need not wait for its own notification.
+    let content_hash = table.content_hash.clone();
+    let mut table = table;
+    table.version = version;
+    if gw.install_routing(table) {
+        crate::metrics::set_config_version(version);
+    }
+    Ok(ReloadConfigResponse {
+        version,
+        previous_version: previous,
+        changed: true,
+        content_hash,
+        models,
+    })
+}

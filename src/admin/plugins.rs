@@ -1,0 +1,199 @@
+//! The tool plugin registry of a tenant (SPEC §8): install (a registry row; a `process` plugin's
+//! executable is hashed here, at install), list, enable and disable. Running plugins is the
+//! gateway's business.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{admin_event, usd, validate_name, AdminError};
+use crate::auth::Principal;
+use crate::domain::TenantId;
+use crate::ledger;
+pub use crate::store::plugins::PluginRow as PluginResponse;
+use crate::store::plugins::{self as store, NewPlugin};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// AEX POSTs the input to `manifest.url`.
+    Http,
+    /// A local executable at `manifest.path`, checked by SHA-256.
+    Process,
+}
+
+/// `POST /admin/plugins`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallPluginRequest {
+    /// Unique within the tenant; the `tool_name` agents call.
+    #[schema(min_length = 1, max_length = 128)]
+    pub name: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub version: String,
+    pub kind: PluginKind,
+    /// Price of one run in decimal USD, e.g. "0.001".
+    #[schema(pattern = r"^([0-9]+(\.[0-9]{0,6})?|\.[0-9]{1,6})$", example = "5.00")]
+    pub cost_usd: String,
+    /// Wall-clock limit of one run (default 30,000).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600000)]
+    pub timeout_ms: Option<i32>,
+    /// Output kept from one run (default 1 MiB).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 67108864)]
+    pub max_output_bytes: Option<i32>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// `{"url": ...}` for `http`; `{"path": ..., "args": [...], "sha256": ...}` for `process`
+    /// (the hash is computed at install and must match when given).
+    #[schema(value_type = Object)]
+    pub manifest: Map<String, Value>,
+}
+
+fn manifest_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a str, AdminError> {
+    m.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| AdminError::invalid("manifest", format!("manifest.{key} must be a string")))
+}
+
+/// Checks the manifest for its kind; a process plugin's executable is hashed now.
+fn checked_manifest(
+    kind: PluginKind,
+    mut m: Map<String, Value>,
+) -> Result<Map<String, Value>, AdminError> {
+    match kind {
+        PluginKind::Http => {
+            let url = manifest_str(&m, "url")?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(AdminError::invalid(
+                    "manifest",
+                    "manifest.url must start with http:// or https://",
+                ));
+            }
+        }
+        PluginKind::Process => {
+            let path = manifest_str(&m, "path")?;
+            if !std::path::Path::new(path).is_absolute() {
+                return Err(AdminError::invalid(
+                    "manifest",
+                    "manifest.path must be absolute",
+                ));
+            }
+            let bytes = std::fs::read(path).map_err(|e| {
+                AdminError::invalid("manifest", format!("cannot read manifest.path {path}: {e}"))
+            })?;
+            let digest = hex::encode(Sha256::digest(&bytes));
+            if let Some(expected) = m.get("sha256").and_then(Value::as_str) {
+                if !expected.eq_ignore_ascii_case(&digest) {
+                    return Err(AdminError::invalid(
+                        "manifest",
+                        format!(
+                            "manifest.sha256 does not match the file (its SHA-256 is {digest})"
+                        ),
+                    ));
+                }
+            }
+            m.insert("sha256".into(), Value::String(digest));
+        }
+    }
+    Ok(m)
+}
+
+#[tracing::instrument(skip_all, fields(%tenant_id, name = %req.name))]
+pub async fn install_plugin(
+    pool: &sqlx::PgPool,
+    by: &Principal,
+    tenant_id: TenantId,
+    req: InstallPluginRequest,
+) -> Result<PluginResponse, AdminError> {
+    validate_name("name", &req.name)?;
+    validate_name("version", &req.version)?;
+    let cost = usd("cost_usd", &req.cost_usd)?;
+    let timeout_ms = req.timeout_ms.unwrap_or(30_000);
+    if !(1..=3_600_000).contains(&timeout_ms) {
+        return Err(AdminError::invalid(
+            "timeout_ms",
+            "must be between 1 and 3600000",
+        ));
+    }
+    let max_output_bytes = req.max_output_bytes.unwrap_or(1 << 20);
+    if !(1..=64 << 20).contains(&max_output_bytes) {
+        return Err(AdminError::invalid(
+            "max_output_bytes",
+            "must be between 1 and 67108864",
+        ));
+    }
+    let manifest = Value::Object(checked_manifest(req.kind, req.manifest)?);
+    let kind = serde_json::to_value(req.kind).map_err(anyhow::Error::from)?;
+    let new = NewPlugin {
+        id: Uuid::now_v7(),
+        name: req.name,
+        version: req.version,
+        kind: kind.as_str().unwrap_or("http").to_owned(),
+        cost_micro_usd: cost,
+        timeout_ms,
+        max_output_bytes,
+        enabled: req.enabled.unwrap_or(true),
+        manifest,
+    };
+    let mut tx = pool.begin().await?;
+    crate::store::tenants::get_tenant(&mut tx, tenant_id)
+        .await
+        .map_err(AdminError::from_store("tenant"))?;
+    let row = store::insert_plugin(&mut tx, tenant_id, &new).await?;
+    let payload = json!({
+        "by": by.subject,
+        "name": row.name,
+        "after": {"version": row.version, "kind": row.kind, "cost_micro_usd": row.cost_micro_usd,
+                  "enabled": row.enabled, "manifest": row.manifest.0},
+    });
+    ledger::append(
+        &mut tx,
+        admin_event(Some(tenant_id), None, "plugin.installed", payload),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn list_plugins(
+    pool: &sqlx::PgPool,
+    tenant_id: TenantId,
+) -> Result<Vec<PluginResponse>, AdminError> {
+    let mut conn = pool.acquire().await?;
+    Ok(store::list_plugins(&mut conn, tenant_id).await?)
+}
+
+#[tracing::instrument(skip_all, fields(%tenant_id, name, enabled))]
+pub async fn set_enabled(
+    pool: &sqlx::PgPool,
+    by: &Principal,
+    tenant_id: TenantId,
+    name: &str,
+    enabled: bool,
+) -> Result<PluginResponse, AdminError> {
+    let mut tx = pool.begin().await?;
+    let before = store::lock_plugin(&mut tx, tenant_id, name)
+        .await
+        .map_err(AdminError::from_store("plugin"))?;
+    let after = store::set_enabled(&mut tx, tenant_id, before.id, enabled).await?;
+    if before.enabled != after.enabled {
+        let event_type = if enabled {
+            "plugin.enabled"
+        } else {
+            "plugin.disabled"
+        };
+        let payload =
+            json!({"by": by.subject, "name": name, "before": before.enabled, "after": enabled});
+        ledger::append(
+            &mut tx,
+            admin_event(Some(tenant_id), None, event_type, payload),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(after)
+}

@@ -1,0 +1,64 @@
+//! `/admin/config*` and the seed's `POST /admin/reload_config`: the routing table's versions.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::AdminErrors;
+use crate::admin::config::{
+    self, ActiveConfigResponse, ConfigVersionResponse, ReloadConfigRequest, ReloadConfigResponse,
+};
+use crate::http::error::AdminApiError;
+use crate::http::extract::{AdminCaller, AdminJson, AdminQuery};
+use crate::http::AppState;
+
+type Result<T> = std::result::Result<T, AdminApiError>;
+
+/// The active routing-table version and its document, and the version this replica routes with.
+#[utoipa::path(get, path = "/admin/config", tag = "config",
+    responses((status = 200, body = ActiveConfigResponse), AdminErrors), security(("bearer" = [])))]
+pub async fn get_config(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+) -> Result<Json<ActiveConfigResponse>> {
+    Ok(Json(config::get_active(&state.gateway).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionsQuery {
+    /// At most this many, newest first (1–1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// The history of routing-table versions, newest first.
+#[utoipa::path(get, path = "/admin/config/versions", tag = "config", params(VersionsQuery),
+    responses((status = 200, body = Vec<ConfigVersionResponse>), AdminErrors), security(("bearer" = [])))]
+pub async fn list_config_versions(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+    AdminQuery(q): AdminQuery<VersionsQuery>,
+) -> Result<Json<Vec<ConfigVersionResponse>>> {
+    Ok(Json(
+        config::list_versions(&state.gateway.pool, q.limit).await?,
+    ))
+}
+
+/// Reload the routing table (operator): the document in the body, or else the server's models
+/// file. It is validated, stored as a new version and announced; every replica loads it within
+/// a second. An invalid document is refused with its reason and nothing changes.
+#[utoipa::path(post, path = "/admin/reload_config", tag = "config",
+    request_body(content = Option<ReloadConfigRequest>, description = "The document; none: the server's models file"),
+    responses((status = 200, body = ReloadConfigResponse), AdminErrors), security(("bearer" = [])))]
+pub async fn reload_config(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    AdminJson(req): AdminJson<Option<ReloadConfigRequest>>,
+) -> Result<Json<ReloadConfigResponse>> {
+    let req = req.unwrap_or_default();
+    Ok(Json(
+        config::reload(&state.gateway, &caller.principal, req).await?,
+    ))
+}
