@@ -238,7 +238,7 @@ ceiling() {
     echo "  $scenario: pgbench failed: $(grep -m 1 error <<<"$out")" >&2
     return 0
   done
-  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"sha256() in SQL"}\n' \
+  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"aex_append_event(), SHA-256 in SQL as in AEX"}\n' \
     "$scenario" "$clients" \
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
     "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" >>"$RESULTS"
@@ -296,7 +296,7 @@ printf '{"record":"log","warnings":%s,"errors":%s}\n' "$(grep -c '"level":"WARN"
   "$(grep -c '"level":"ERROR"' "$work/aex.log" || true)" >>"$RESULTS"
 
 echo "== ledger verification and audit"
-verify=$("$AEX" ledger verify --json) || true
+verify=$("$AEX" ledger verify --local --json) || true
 audit=$("$AEX" audit --json) || true
 printf '{"record":"verify","report":%s}\n{"record":"audit","report":%s}\n' "${verify:-null}" "${audit:-null}" >>"$RESULTS"
 
