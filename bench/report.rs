@@ -88,6 +88,46 @@ impl Verdicts {
     }
 }
 
+/// The scenarios run both ways, streamed or not, in the order they ran: (name, direct, governed).
+fn pairs(r: &Results, stream: bool) -> impl Iterator<Item = (&str, &LoadResult, &LoadResult)> {
+    r.order.iter().filter_map(move |name| {
+        let (d, g) = (r.get(name, "direct")?, r.get(name, "governed")?);
+        ((d.kind == super::Kind::Stream) == stream).then_some((name.as_str(), d, g))
+    })
+}
+
+/// The start of a block's last row: governed throughput as a share of direct.
+fn ratio_head(d: &LoadResult, g: &LoadResult) -> String {
+    let share = 100.0 * g.throughput_rps / d.throughput_rps.max(1e-9);
+    format!("{:<16} {:<9} {share:>8.1}%", "", "gov/dir")
+}
+
+/// What governance adds at p50, p95 and p99, in ms, as three columns.
+fn added_ms(g: Option<&Percentiles>, d: Option<&Percentiles>) -> String {
+    let at = |f: fn(&Percentiles) -> f64| signed_ms(added(g, d, f));
+    format!(
+        "{:>8} {:>8} {:>8}",
+        at(|p| p.p50),
+        at(|p| p.p95),
+        at(|p| p.p99)
+    )
+}
+
+/// The start of a row: the scenario (on its direct row only), the mode, the throughput with
+/// `decimals` decimals, and p50, p95, p99 of `p` in ms.
+fn row_head(name: &str, l: &LoadResult, p: Option<&Percentiles>, decimals: usize) -> String {
+    let name = if l.mode == "direct" { name } else { "" };
+    format!(
+        "{name:<16} {:<9} {:>9.*} {:>8} {:>8} {:>8}",
+        l.mode,
+        decimals,
+        l.throughput_rps,
+        pct(p, |p| p.p50),
+        pct(p, |p| p.p95),
+        pct(p, |p| p.p99)
+    )
+}
+
 /// The non-streaming table: a block per scenario (direct, governed, the difference).
 fn load_table(r: &Results, out: &mut String) -> std::fmt::Result {
     writeln!(
@@ -112,13 +152,7 @@ fn load_table(r: &Results, out: &mut String) -> std::fmt::Result {
         "machine",
         "client"
     )?;
-    for name in &r.order {
-        let (Some(d), Some(g)) = (r.get(name, "direct"), r.get(name, "governed")) else {
-            continue;
-        };
-        if d.kind == super::Kind::Stream {
-            continue;
-        }
+    for (name, d, g) in pairs(r, false) {
         for l in [d, g] {
             let proc = l.process.map_or(String::new(), |p| {
                 format!(
@@ -132,31 +166,13 @@ fn load_table(r: &Results, out: &mut String) -> std::fmt::Result {
             });
             writeln!(
                 out,
-                "{:<16} {:<9} {:>9.0} {:>8} {:>8} {:>8} {:>15} {proc}",
-                if l.mode == "direct" {
-                    name.as_str()
-                } else {
-                    ""
-                },
-                l.mode,
-                l.throughput_rps,
-                pct(l.latency_us.as_ref(), |p| p.p50),
-                pct(l.latency_us.as_ref(), |p| p.p95),
-                pct(l.latency_us.as_ref(), |p| p.p99),
+                "{} {:>15} {proc}",
+                row_head(name, l, l.latency_us.as_ref(), 0),
                 format!("{}/{}", l.ok, l.completed),
             )?;
         }
-        let (gl, dl) = (g.latency_us.as_ref(), d.latency_us.as_ref());
-        writeln!(
-            out,
-            "{:<16} {:<9} {:>8.1}% {:>8} {:>8} {:>8}",
-            "",
-            "gov/dir",
-            100.0 * g.throughput_rps / d.throughput_rps.max(1e-9),
-            signed_ms(added(gl, dl, |p| p.p50)),
-            signed_ms(added(gl, dl, |p| p.p95)),
-            signed_ms(added(gl, dl, |p| p.p99)),
-        )?;
+        let added = added_ms(g.latency_us.as_ref(), d.latency_us.as_ref());
+        writeln!(out, "{} {added}", ratio_head(d, g))?;
     }
     Ok(())
 }
@@ -183,30 +199,15 @@ fn stream_table(r: &Results, out: &mut String) -> std::fmt::Result {
         "peak open",
         "RSS MB"
     )?;
-    for name in &r.order {
-        let (Some(d), Some(g)) = (r.get(name, "direct"), r.get(name, "governed")) else {
-            continue;
-        };
-        if d.kind != super::Kind::Stream {
-            continue;
-        }
+    for (name, d, g) in pairs(r, true) {
         for l in [d, g] {
             let us = |p: Option<&Percentiles>, f: fn(&Percentiles) -> f64| {
                 p.map_or("-".into(), |p| format!("{:.0}", f(p)))
             };
             writeln!(
                 out,
-                "{:<16} {:<9} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.1} {:>9} {:>9}",
-                if l.mode == "direct" {
-                    name.as_str()
-                } else {
-                    ""
-                },
-                l.mode,
-                l.throughput_rps,
-                pct(l.ttfb_us.as_ref(), |p| p.p50),
-                pct(l.ttfb_us.as_ref(), |p| p.p95),
-                pct(l.ttfb_us.as_ref(), |p| p.p99),
+                "{} {:>8} {:>8} {:>8} {:>8.1} {:>9} {:>9}",
+                row_head(name, l, l.ttfb_us.as_ref(), 1),
                 us(l.stream_gap_us.as_ref(), |p| p.p50),
                 us(l.stream_gap_us.as_ref(), |p| p.p95),
                 us(l.gap_us.as_ref(), |p| p.p99),
@@ -216,19 +217,14 @@ fn stream_table(r: &Results, out: &mut String) -> std::fmt::Result {
                     .map_or("".into(), |p| format!("{:.1}", p.rss_peak_mb)),
             )?;
         }
-        let (gt, dt) = (g.ttfb_us.as_ref(), d.ttfb_us.as_ref());
         let (gs, ds) = (g.stream_gap_us.as_ref(), d.stream_gap_us.as_ref());
         let (gg, dg) = (g.gap_us.as_ref(), d.gap_us.as_ref());
         let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:+.0}"));
         writeln!(
             out,
-            "{:<16} {:<9} {:>8.1}% {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "",
-            "gov/dir",
-            100.0 * g.throughput_rps / d.throughput_rps.max(1e-9),
-            signed_ms(added(gt, dt, |p| p.p50)),
-            signed_ms(added(gt, dt, |p| p.p95)),
-            signed_ms(added(gt, dt, |p| p.p99)),
+            "{} {} {:>8} {:>8} {:>8}",
+            ratio_head(d, g),
+            added_ms(g.ttfb_us.as_ref(), d.ttfb_us.as_ref()),
             us(added(gs, ds, |p| p.p50)),
             us(added(gs, ds, |p| p.p95)),
             us(added(gg, dg, |p| p.p99)),

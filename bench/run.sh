@@ -113,33 +113,27 @@ pids+=($!)
 mock=$(first_line "$work/mock.out")
 mock_long=$(first_line "$work/mock-long.out")
 
-cat >"$work/models.toml" <<EOF
-[providers.mock]
+# The routing table: chat at gpt-4o-mini's prices and tokenizer on each mock, embeddings on the
+# first.
+for route in "mock $mock bench-chat" "mock_long $mock_long bench-long"; do
+  read -r provider addr alias <<<"$route"
+  cat <<EOF
+[providers.$provider]
 kind = "openai"
-base_url = "http://$mock/v1"
+base_url = "http://$addr/v1"
 api_key_env = "BENCH_UPSTREAM_KEY"
 
-[providers.mock_long]
-kind = "openai"
-base_url = "http://$mock_long/v1"
-api_key_env = "BENCH_UPSTREAM_KEY"
-
-[models."bench-chat"]
-provider = "mock"
+[models."$alias"]
+provider = "$provider"
 upstream_model = "gpt-4o-mini"
 input_usd_per_million = "0.15"
 output_usd_per_million = "0.60"
 max_output_tokens = 16384
 capabilities = ["chat", "streaming"]
 
-[models."bench-long"]
-provider = "mock_long"
-upstream_model = "gpt-4o-mini"
-input_usd_per_million = "0.15"
-output_usd_per_million = "0.60"
-max_output_tokens = 16384
-capabilities = ["chat", "streaming"]
-
+EOF
+done >"$work/models.toml"
+cat >>"$work/models.toml" <<EOF
 [models."bench-embed"]
 provider = "mock"
 upstream_model = "text-embedding-3-small"
