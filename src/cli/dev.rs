@@ -16,6 +16,8 @@ pub async fn run(cli: &Cli, action: &DevAction) -> anyhow::Result<()> {
             chunk_delay_ms,
         } => {
             let control = Arc::new(mock_upstream::MockControl::default());
+            // Nothing outside this process can read recorded requests: do not keep them.
+            control.record.store(false, Ordering::SeqCst);
             control.delay_ms.store(*delay_ms, Ordering::SeqCst);
             control.chunks.store(*chunks, Ordering::SeqCst);
             control

@@ -40,6 +40,9 @@ pub struct MockControl {
     pub requests: Mutex<Vec<Value>>,
     /// Authorization headers received.
     pub auth_headers: Mutex<Vec<String>>,
+    /// Keep bodies and headers for a test to inspect. Off for a standalone mock: nothing can
+    /// read them there, and under a benchmark they would grow without bound.
+    pub record: AtomicBool,
 }
 
 impl Default for MockControl {
@@ -57,6 +60,7 @@ impl Default for MockControl {
             calls: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
+            record: AtomicBool::new(true),
         }
     }
 }
@@ -109,15 +113,17 @@ async fn prelude(
     body: &Value,
 ) -> Result<(), Response> {
     c.calls.fetch_add(1, Ordering::SeqCst);
-    if let Ok(mut r) = c.requests.lock() {
-        r.push(body.clone());
-    }
-    if let Some(a) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Ok(mut h) = c.auth_headers.lock() {
-            h.push(a.to_owned());
+    if c.record.load(Ordering::Relaxed) {
+        if let Ok(mut r) = c.requests.lock() {
+            r.push(body.clone());
+        }
+        if let Some(a) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Ok(mut h) = c.auth_headers.lock() {
+                h.push(a.to_owned());
+            }
         }
     }
     let delay = c.delay_ms.load(Ordering::SeqCst);

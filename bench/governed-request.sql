@@ -1,0 +1,45 @@
+-- The SQL of one governed, non-streaming chat request, statement for statement and in the same
+-- three transactions, for pgbench (-M prepared) to find what Postgres alone can do: the ceiling
+-- of AEX's throughput. Copied from src/gateway/admission.rs (admit), settlement.rs
+-- (mark_dispatched, commit), src/ledger/append.rs and src/store/*, for the path the benchmark
+-- takes: a tenant without budget or limits, an agent without rate limits, no Idempotency-Key,
+-- the provider's usage reported. bench/run.sh substitutes @TENANT@, @AGENT@, @CHAIN@ (the
+-- agent's chain id), @LOCKKEY@ (its advisory-lock key) and @REPLICA@.
+--
+-- Where AEX computes a value in Rust and binds it, this script writes a constant (fingerprint,
+-- estimate, usage, payloads, the cached response) or lets Postgres make it (ids, from
+-- gen_random_uuid()). Ledger events go through the same aex_append_event() as AEX's, which
+-- locks the chain, reads its tail and computes the SHA-256 hash in SQL. The only addition is
+-- RETURNING on the execution's insert, to carry its id and key into the later statements.
+--
+-- pgbench reads `:name` as a variable even inside a string literal, so the JSON here has a
+-- space after each colon, and @CHAIN@ becomes ('agent:' || '<uuid>'), folded to a constant
+-- when the statement is prepared.
+
+-- Admission: lock the agent, insert the execution and its reservation, hold the estimate,
+-- append `reservation.reserved`.
+BEGIN;
+SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = '@TENANT@';
+SELECT id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, budget_period, period_started_at, rpm_limit, tpm_limit, policy, state, prompt_tokens_total, completion_tokens_total, requests_total, created_at, updated_at FROM agents WHERE tenant_id = '@TENANT@' AND id = '@AGENT@' FOR UPDATE;
+INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, completed_at) VALUES (gen_random_uuid(), '@TENANT@', '@AGENT@', gen_random_uuid()::text, false, '/v1/chat/completions', '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'bench-chat', 'RESERVED', 1, false, '@REPLICA@', 14, NULL, CASE WHEN 'RESERVED' IN ('DENIED', 'FAILED') THEN now() END) ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, provider = NULL, actual_micro_usd = NULL, prompt_tokens = NULL, completion_tokens = NULL, usage_source = NULL, response_status = NULL, response_body = NULL, dispatched_at = NULL, completed_at = EXCLUDED.completed_at, updated_at = now() RETURNING id AS eid, execution_key AS ekey
+\gset
+INSERT INTO reservations (id, execution_id, attempt, tenant_id, agent_id, estimate_micro_usd, holds_tenant, rate_tokens, state) VALUES (gen_random_uuid(), :eid, 1, '@TENANT@', '@AGENT@', 14, false, 0, 'RESERVED');
+UPDATE agents SET reserved_micro_usd = reserved_micro_usd + 14, requests_total = requests_total + 1, updated_at = now() WHERE id = '@AGENT@';
+SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'reservation.reserved', '@TENANT@', '@AGENT@', :ekey, '{"attempt": 1,"clamped": false,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","output_cap": 20,"prompt_tokens_estimate": 16,"route": "/v1/chat/completions"}');
+COMMIT;
+
+-- DISPATCHED made durable before the provider is called, with `execution.dispatched`.
+BEGIN;
+UPDATE executions SET state = 'DISPATCHED', provider = 'mock', dispatched_at = now(), updated_at = now() WHERE id = :eid AND state = 'RESERVED';
+SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'execution.dispatched', '@TENANT@', '@AGENT@', :ekey, '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
+COMMIT;
+
+-- Settlement: compare-and-set the reservation, move the money, finish the execution with its
+-- cached result, append `usage.commit`, project the fact.
+BEGIN;
+UPDATE reservations SET state = CASE WHEN 14::bigint IS NULL THEN 'RELEASED' ELSE 'COMMITTED' END, actual_micro_usd = 14, reason = NULL, settled_at = now() WHERE execution_id = :eid AND attempt = 1 AND state = 'RESERVED' RETURNING estimate_micro_usd, holds_tenant, rate_tokens, created_at;
+UPDATE agents SET reserved_micro_usd = reserved_micro_usd - 14, spent_micro_usd = spent_micro_usd + 14, prompt_tokens_total = prompt_tokens_total + 10, completion_tokens_total = completion_tokens_total + 20, updated_at = now() WHERE id = '@AGENT@' RETURNING budget_micro_usd - spent_micro_usd - reserved_micro_usd;
+UPDATE executions SET state = 'COMMITTED', actual_micro_usd = 14, prompt_tokens = 10, completion_tokens = 20, usage_source = 'reported', reason = NULL, completed_at = now(), updated_at = now(), response_status = COALESCE(200, response_status), response_body = COALESCE(convert_to('{"choices": [{"finish_reason": "stop","index": 0,"message": {"content": "Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role": "assistant"}}],"created": 1700000000,"id": "chatcmpl-mock","model": "bench-chat","object": "chat.completion","usage": {"completion_tokens": 20,"prompt_tokens": 10,"total_tokens": 30}}', 'UTF8'), response_body), response_is_stream = COALESCE(false, response_is_stream) WHERE id = :eid;
+SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'usage.commit', '@TENANT@', '@AGENT@', :ekey, '{"actual_micro_usd": 14,"attempt": 1,"budget_overrun": false,"completion_tokens": 20,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","overrun_micro_usd": 0,"prompt_tokens": 10,"provider": "mock","stream_end": null,"stream_events": null,"usage": "reported"}');
+INSERT INTO events (tenant_id, agent_id, execution_id, kind, reason, model_alias, cost_micro_usd, prompt_tokens, completion_tokens, latency_ms) VALUES ('@TENANT@', '@AGENT@', :ekey, 'usage.commit', NULL, 'bench-chat', 14, 10, 20, 1);
+COMMIT;
