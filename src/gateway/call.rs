@@ -202,7 +202,15 @@ pub async fn mark_dispatched_or_release(
     provider: &str,
     details: serde_json::Value,
 ) -> Result<(), GatewayError> {
-    if let Err(e) = settlement::mark_dispatched(gw, reservation, provider, details).await {
+    let marked = settlement::mark_dispatched(gw, reservation, provider, details).await;
+    if let Ok(false) = marked {
+        // The execution is no longer RESERVED: the reconciler settled it, believing this replica
+        // lost. Its hold is gone, so the provider must not be called.
+        return Err(GatewayError::Unavailable(
+            "the execution was reclaimed by another replica before dispatch".into(),
+        ));
+    }
+    if let Err(e) = marked {
         // Nothing was sent: the hold is given back on a tracked task (it waits for the database
         // if need be) and the client is told at once.
         let (task_gw, r) = (Arc::clone(gw), reservation.clone());

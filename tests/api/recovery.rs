@@ -7,7 +7,7 @@ use std::time::Duration;
 use aex::cluster::reconciler;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{hello, spawn_app};
 
 #[tokio::test]
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
@@ -56,4 +56,49 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .unwrap();
     let report = reconciler::reconcile_once(gw).await.unwrap();
     assert_eq!(report.failed + report.released, 0);
+}
+
+#[tokio::test]
+async fn an_execution_reclaimed_before_dispatch_is_never_sent_to_the_provider() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("reclaimed", "1.00", json!({})).await;
+    // An execution that the reconciler already settled (here: released by a failed call).
+    app.mock.status.store(500, Ordering::SeqCst);
+    assert_eq!(app.chat(&agent.token, hello()).await.status(), 502);
+    let (id, key): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, execution_key FROM executions WHERE agent_id = $1")
+            .bind(agent.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let gw = &app.server.as_ref().unwrap().gateway;
+    let reservation = aex::gateway::admission::Reservation {
+        execution_id: id,
+        execution_key: key,
+        attempt: 1,
+        tenant_id: aex::domain::DEFAULT_TENANT,
+        agent_id: aex::domain::AgentId(agent.id),
+        model_alias: "gpt-4o-mini".into(),
+        estimate: aex::gateway::estimate::Estimate {
+            prompt_tokens: 1,
+            output_cap: None,
+            cost: aex::money::MicroUsd(1),
+        },
+        clamped: false,
+        holds_tenant: false,
+        remaining_after: 0,
+        quota: Default::default(),
+    };
+    let marked =
+        aex::gateway::call::mark_dispatched_or_release(gw, &reservation, "mock", json!({})).await;
+    assert!(
+        matches!(marked, Err(aex::gateway::GatewayError::Unavailable(_))),
+        "{marked:?}"
+    );
+    assert_eq!(
+        app.execution_states(agent.id).await,
+        vec!["RELEASED"],
+        "nothing changed"
+    );
+    app.assert_books_audit().await;
 }
