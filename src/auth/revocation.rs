@@ -29,12 +29,4 @@ impl RevocationSet {
             *s = all.into_iter().collect();
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.revoked.read().map(|s| s.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

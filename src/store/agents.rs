@@ -228,15 +228,3 @@ pub async fn reset_period(
     .await?;
     Ok(())
 }
-
-/// Every agent's live counters, for audits.
-pub async fn all_books(
-    conn: &mut PgConnection,
-) -> Result<Vec<(AgentId, TenantId, String, i64, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd \
-         FROM agents ORDER BY tenant_id, name",
-    )
-    .fetch_all(conn)
-    .await
-}

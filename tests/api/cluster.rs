@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aex::dev::mock_upstream::{self, MockControl};
-use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, models_toml, TestDb, KEY};
+use crate::helpers::{burst, create_agent_at, models_toml, TestDb, KEY};
 
 struct Cluster {
     home: PathBuf,
@@ -99,83 +98,29 @@ async fn three_replicas_share_one_budget_one_rate_limit_one_config_and_one_revoc
         .issue("op", aex::domain::Scope::Operator, None, None, None)
         .unwrap()
         .token;
-    let create = |name: &'static str, body: Value| {
-        let http = http.clone();
-        let url = format!("{}/admin/agents", bases[0]);
-        let operator = operator.clone();
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(operator)
-                .json(
-                    &body
-                        .as_object()
-                        .unwrap()
-                        .clone()
-                        .into_iter()
-                        .chain([("name".to_owned(), json!(name))])
-                        .collect::<serde_json::Map<_, _>>(),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED);
-            let v: Value = r.json().await.unwrap();
-            (
-                v["agent"]["id"].as_str().unwrap().to_owned(),
-                v["token"].as_str().unwrap().to_owned(),
-            )
-        }
-    };
-
     // One budget across three replicas: never overspent.
-    let (budget_agent, budget_token) =
-        create("budgeted", json!({"budget_usd": "0.010000", "rpm": 100000})).await;
-    let results = join_all((0..90).map(|i| {
-        let url = format!("{}/v1/chat/completions", bases[i % 3]);
-        let (http, token) = (http.clone(), budget_token.clone());
-        async move {
-            http.post(url)
-                .bearer_auth(token)
-                .json(&hello())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    }))
-    .await;
+    let budgeted = create_agent_at(&bases[0], &operator, "budgeted", "0.010000", json!({})).await;
+    let results = burst(&bases, &budgeted.token, 90).await;
     let admitted = results.iter().filter(|s| **s == StatusCode::OK).count();
     assert!(results
         .iter()
         .all(|s| *s == StatusCode::OK || *s == StatusCode::PAYMENT_REQUIRED));
-    let (spent, reserved, budget): (i64, i64, i64) =
-        sqlx::query_as("SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1::uuid")
-            .bind(&budget_agent)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (spent, reserved, budget): (i64, i64, i64) = sqlx::query_as(
+        "SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM agents WHERE id = $1",
+    )
+    .bind(budgeted.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(
         spent <= budget && reserved == 0,
         "spent {spent} of {budget}, reserved {reserved}"
     );
 
     // One rate limit: exactly the RPM is admitted across all three.
-    let (_, limited_token) = create("limited", json!({"budget_usd": "1.00", "rpm": 15})).await;
-    let results = join_all((0..45).map(|i| {
-        let url = format!("{}/v1/chat/completions", bases[i % 3]);
-        let (http, token) = (http.clone(), limited_token.clone());
-        async move {
-            http.post(url)
-                .bearer_auth(token)
-                .json(&hello())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    }))
-    .await;
+    let limited =
+        create_agent_at(&bases[0], &operator, "limited", "1.00", json!({"rpm": 15})).await;
+    let results = burst(&bases, &limited.token, 45).await;
     let rpm_admitted = results.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(rpm_admitted, 15);
 
@@ -246,7 +191,7 @@ async fn three_replicas_share_one_budget_one_rate_limit_one_config_and_one_revoc
         loop {
             let r = http
                 .get(format!("{base}/v1/models"))
-                .bearer_auth(&limited_token)
+                .bearer_auth(&limited.token)
                 .send()
                 .await
                 .unwrap();

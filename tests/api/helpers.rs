@@ -281,6 +281,20 @@ pub async fn create_agent_at(
     }
 }
 
+/// Sends `count` chat requests at once, spread round-robin over the servers at `bases`; the
+/// statuses in order.
+pub async fn burst(bases: &[String], token: &str, count: usize) -> Vec<StatusCode> {
+    let http = reqwest::Client::new();
+    futures::future::join_all((0..count).map(|i| {
+        let req = http
+            .post(format!("{}/v1/chat/completions", bases[i % bases.len()]))
+            .bearer_auth(token)
+            .json(&hello());
+        async move { req.send().await.expect("request sent").status() }
+    }))
+    .await
+}
+
 impl TestApp {
     /// Another server instance on the same database and routing table (a second replica).
     pub async fn spawn_replica(&self) -> (ServerHandle, String) {

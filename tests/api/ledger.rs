@@ -63,15 +63,8 @@ async fn an_edited_event_is_detected_and_named_by_aex_ledger_verify() {
 
     // The admin replay sees it too.
     let replay: Value = app
-        .http
-        .get(format!("{}/admin/replay", app.base))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .op(reqwest::Method::GET, "/admin/replay", None, StatusCode::OK)
+        .await;
     assert_eq!(replay["ok"], false);
     assert_eq!(replay["ledger"]["first_bad_event"]["id"], id);
 }
@@ -91,15 +84,8 @@ async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
         .await;
     }
     let replay: Value = app
-        .http
-        .get(format!("{}/admin/replay", app.base))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .op(reqwest::Method::GET, "/admin/replay", None, StatusCode::OK)
+        .await;
     assert_eq!(replay["ok"], true, "{replay}");
     let row = replay["agents"]
         .as_array()
@@ -114,15 +100,13 @@ async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
     assert!(spent > 0);
 
     let timeline: Value = app
-        .http
-        .get(format!("{}/admin/replay?execution_id=k-1", app.base))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .op(
+            reqwest::Method::GET,
+            "/admin/replay?execution_id=k-1",
+            None,
+            StatusCode::OK,
+        )
+        .await;
     let types: Vec<&str> = timeline
         .as_array()
         .unwrap()

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::{burst, hello, spawn_app};
 
 #[tokio::test]
 async fn requests_over_the_rpm_get_429_with_retry_after_and_quota_headers() {
@@ -151,26 +150,8 @@ async fn two_replicas_on_one_database_enforce_one_rpm_limit() {
         .create_agent("shared", "1.00", json!({"rpm": limit}))
         .await;
     let sent = 60;
-    let results = join_all((0..sent).map(|i| {
-        let app = Arc::clone(&app);
-        let token = agent.token.clone();
-        let base = if i % 2 == 0 {
-            app.base.clone()
-        } else {
-            second_base.clone()
-        };
-        async move {
-            app.http
-                .post(format!("{base}/v1/chat/completions"))
-                .bearer_auth(token)
-                .json(&hello())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    }))
-    .await;
+    let bases = [app.base.clone(), second_base.clone()];
+    let results = burst(&bases, &agent.token, sent).await;
     let admitted = results.iter().filter(|s| **s == StatusCode::OK).count();
     let limited = results
         .iter()

@@ -15,22 +15,11 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
-async fn install(app: &TestApp, body: Value) -> StatusCode {
-    let resp = app
-        .http
-        .post(format!("{}/admin/plugins", app.base))
-        .bearer_auth(&app.operator_token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    assert!(
-        status.is_success(),
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
-    status
+async fn install(app: &TestApp, body: Value) {
+    let (status, value) = app
+        .admin_post("/admin/plugins", &app.operator_token, body)
+        .await;
+    assert!(status.is_success(), "{value}");
 }
 
 fn script(dir: &Path, name: &str, body: &str) -> String {
