@@ -2,6 +2,13 @@
 //! when it has limits of its own) and then the agent, decides idempotency under that lock, checks
 //! lifecycle, policy and budget, and either holds the estimate or records the refusal — with its
 //! ledger event in the same transaction either way.
+//!
+//! An admitted call is sent at once, so the same transaction also moves it `RESERVED ->
+//! DISPATCHED` (both ledger events): DISPATCHED is durable before the provider is called, as
+//! recovery needs, without a commit of its own. A durable commit is the dearest step of a call,
+//! and under one busy agent every commit serialises on the agent's row and chain; the window this
+//! gives up (a replica lost between this commit and sending the request is settled as "provider
+//! may have done work") is one the reconciler already treats conservatively.
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -41,6 +48,16 @@ pub struct Ticket<'a> {
     pub default_cap: Option<u64>,
     pub stream: bool,
     pub passthrough: bool,
+    /// Where the call goes once admitted.
+    pub target: Target<'a>,
+}
+
+/// What an admitted call is dispatched to, for the execution row and the `execution.dispatched`
+/// event.
+pub struct Target<'a> {
+    pub provider: &'a str,
+    /// What is called (model or tool facts), merged into the event's payload.
+    pub details: Value,
 }
 
 /// What a call is priced by.
@@ -345,12 +362,13 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             route: t.route.as_str(),
             fingerprint: t.fingerprint,
             model_alias: t.pricing.model_alias(),
-            state: ExecutionState::Reserved.as_str(),
+            state: ExecutionState::Dispatched.as_str(),
             attempt,
             stream: t.stream,
             replica_id: Some(gw.replica_id),
             estimate_micro_usd: estimate.cost.0,
             reason: None,
+            provider: Some(t.target.provider),
         },
     )
     .await?;
@@ -392,6 +410,17 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         ),
     )
     .await?;
+    ledger::append(
+        &mut tx,
+        NewEvent::for_agent(
+            t.tenant_id,
+            t.agent_id,
+            "execution.dispatched",
+            Some(t.key),
+            dispatched_payload(t, attempt, &estimate),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(Reservation {
@@ -407,6 +436,19 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
         quota,
     }))
+}
+
+/// The `execution.dispatched` payload: attempt, provider, what is called and, for a model, the
+/// output cap sent upstream.
+fn dispatched_payload(t: &Ticket<'_>, attempt: i32, estimate: &Estimate) -> Value {
+    let mut payload = json!({"attempt": attempt, "provider": t.target.provider});
+    if let (Some(p), Some(d)) = (payload.as_object_mut(), t.target.details.as_object()) {
+        p.extend(d.clone());
+        if matches!(t.pricing, Pricing::Tokens { .. }) {
+            p.insert("output_cap".into(), json!(estimate.output_cap));
+        }
+    }
+    payload
 }
 
 /// Lifecycle, then policy: the output cap the request may use (`None` for routes without output).
@@ -530,6 +572,7 @@ async fn record_refusal(
             replica_id: None,
             estimate_micro_usd: 0,
             reason: Some(&r.reason),
+            provider: None,
         },
     )
     .await?;

@@ -1,6 +1,6 @@
 //! One governed call from request body to settled result: prepare, admit (waiting out a
-//! duplicate in flight), mark DISPATCHED, then hand the provider call and its settlement to a
-//! tracked task that outlives the client's connection.
+//! duplicate in flight; an admitted call is committed DISPATCHED), then hand the provider call
+//! and its settlement to a tracked task that outlives the client's connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,11 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::admission::{self, Admission, Pricing, Reservation, Ticket};
+use super::admission::{self, Admission, Pricing, Reservation, Target, Ticket};
 use super::dispatch::{self, Dispatch};
 use super::error::openai_error_body;
 use super::prepare;
 use super::rate_limit::Quota;
-use super::settlement::{self, Outcome, Priced};
 use super::{Gateway, GatewayError};
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
@@ -94,7 +93,8 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     }
     let p = prepare::prepare(&gw, &input)?;
     span.record("execution_id", p.key.as_str());
-    span.record("model", p.model().alias.as_str());
+    let model = p.model();
+    span.record("model", model.alias.as_str());
     let ticket = Ticket {
         tenant_id: input.tenant_id,
         agent_id: input.agent_id,
@@ -111,18 +111,15 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         default_cap: p.default_cap,
         stream: p.stream,
         passthrough: input.passthrough_key.is_some(),
+        target: Target {
+            provider: &model.provider.name,
+            details: json!({"model": model.alias, "upstream_model": model.upstream_model}),
+        },
     };
     let reservation = match admit_until_decided(&gw, &ticket).await? {
         Ok(r) => r,
         Err(answer) => return Ok(answer),
     };
-    let model = p.model();
-    let dispatched = json!({
-        "model": model.alias,
-        "upstream_model": model.upstream_model,
-        "output_cap": reservation.estimate.output_cap,
-    });
-    mark_dispatched_or_release(&gw, &reservation, &model.provider.name, dispatched).await?;
 
     // The provider call and settlement run on a tracked task: if the client goes away, the call
     // still completes (or, for a stream, stops) and is booked, and shutdown waits for it.
@@ -192,46 +189,6 @@ pub async fn admit_until_decided(
             Admission::InFlight => wait_for_terminal(gw, ticket, deadline).await?,
         }
     }
-}
-
-/// Makes DISPATCHED durable before anything is sent; if that fails, nothing was sent, so the hold
-/// is given back before the failure is reported.
-pub async fn mark_dispatched_or_release(
-    gw: &Arc<Gateway>,
-    reservation: &Reservation,
-    provider: &str,
-    details: serde_json::Value,
-) -> Result<(), GatewayError> {
-    let marked = settlement::mark_dispatched(gw, reservation, provider, details).await;
-    if let Ok(false) = marked {
-        // The execution is no longer RESERVED: the reconciler settled it, believing this replica
-        // lost. Its hold is gone, so the provider must not be called.
-        return Err(GatewayError::Unavailable(
-            "the execution was reclaimed by another replica before dispatch".into(),
-        ));
-    }
-    if let Err(e) = marked {
-        // Nothing was sent: the hold is given back on a tracked task (it waits for the database
-        // if need be) and the client is told at once.
-        let (task_gw, r) = (Arc::clone(gw), reservation.clone());
-        gw.tasks.spawn(async move {
-            let release = Outcome::Release {
-                reason: "dispatch_not_recorded".into(),
-                state: ExecutionState::Released,
-                upstream_status: None,
-            };
-            // A release prices nothing.
-            let priced = Priced::Fixed {
-                label: &r.model_alias,
-                cost: crate::money::MicroUsd::ZERO,
-            };
-            if let Err(e) = settlement::settle(&task_gw, &r, priced, &release).await {
-                tracing::error!(execution_id = %r.execution_key, error = %e, "release failed");
-            }
-        });
-        return Err(e.into());
-    }
-    Ok(())
 }
 
 /// Polls (without locks) until the execution under this key is terminal or the deadline passes.

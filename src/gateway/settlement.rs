@@ -378,34 +378,3 @@ async fn correct_rate_windows(
     }
     Ok(())
 }
-
-/// `RESERVED -> DISPATCHED`, durably, before the provider (or tool) is called, with its ledger
-/// event (`details` describe what is called).
-pub async fn mark_dispatched(
-    gw: &Gateway,
-    r: &Reservation,
-    provider: &str,
-    details: serde_json::Value,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = gw.pool.begin().await?;
-    let moved = executions::mark_dispatched(&mut tx, r.execution_id, provider).await?;
-    if moved {
-        let mut payload = json!({"attempt": r.attempt, "provider": provider});
-        if let (Some(p), Some(d)) = (payload.as_object_mut(), details.as_object()) {
-            p.extend(d.clone());
-        }
-        ledger::append(
-            &mut tx,
-            NewEvent::for_agent(
-                r.tenant_id,
-                r.agent_id,
-                "execution.dispatched",
-                Some(&r.execution_key),
-                payload,
-            ),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(moved)
-}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Reservation, Ticket};
+use super::admission::{Pricing, Reservation, Target, Ticket};
 use super::call::{self, CallInput, CallOutput, JSON};
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
@@ -55,6 +55,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let plugin = find_plugin(&gw, &input, &name).await?;
     let fingerprint = idempotency::fingerprint(CallRoute::ToolsExecute, &input.body);
     let cost = MicroUsd(plugin.cost_micro_usd);
+    let provider = format!("tool:{}", plugin.kind);
     let ticket = Ticket {
         tenant_id: input.tenant_id,
         agent_id: input.agent_id,
@@ -69,14 +70,15 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         default_cap: None,
         stream: false,
         passthrough: false,
+        target: Target {
+            provider: &provider,
+            details: json!({"tool": name, "kind": plugin.kind, "version": plugin.version}),
+        },
     };
     let reservation = match call::admit_until_decided(&gw, &ticket).await? {
         Ok(r) => r,
         Err(answer) => return Ok(answer),
     };
-    let details = json!({"tool": name, "kind": plugin.kind, "version": plugin.version});
-    call::mark_dispatched_or_release(&gw, &reservation, &format!("tool:{}", plugin.kind), details)
-        .await?;
 
     let arguments = input
         .body

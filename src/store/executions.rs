@@ -66,6 +66,8 @@ pub struct NewExecution<'a> {
     pub replica_id: Option<ReplicaId>,
     pub estimate_micro_usd: i64,
     pub reason: Option<&'a str>,
+    /// Who is called, when the execution is written DISPATCHED.
+    pub provider: Option<&'a str>,
 }
 
 pub async fn find_by_key(
@@ -111,16 +113,18 @@ pub async fn upsert_attempt(
     sqlx::query(
         "INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, \
          fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, \
-         completed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         provider, dispatched_at, completed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 CASE WHEN $9 = 'DISPATCHED' THEN now() END, \
                  CASE WHEN $9 IN ('DENIED', 'FAILED') THEN now() END) \
          ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET \
            state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, \
            replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, \
-           model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, provider = NULL, \
-           actual_micro_usd = NULL, prompt_tokens = NULL, completion_tokens = NULL, \
-           usage_source = NULL, response_status = NULL, response_body = NULL, \
-           dispatched_at = NULL, completed_at = EXCLUDED.completed_at, updated_at = now()",
+           model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, \
+           provider = EXCLUDED.provider, actual_micro_usd = NULL, prompt_tokens = NULL, \
+           completion_tokens = NULL, usage_source = NULL, response_status = NULL, \
+           response_body = NULL, dispatched_at = EXCLUDED.dispatched_at, \
+           completed_at = EXCLUDED.completed_at, updated_at = now()",
     )
     .bind(e.id)
     .bind(e.tenant_id)
@@ -136,6 +140,7 @@ pub async fn upsert_attempt(
     .bind(e.replica_id)
     .bind(e.estimate_micro_usd)
     .bind(e.reason)
+    .bind(e.provider)
     .execute(conn)
     .await?;
     Ok(())
@@ -160,23 +165,6 @@ pub async fn store_result(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// `RESERVED -> DISPATCHED`; false when the execution was not RESERVED (already settled).
-pub async fn mark_dispatched(
-    conn: &mut PgConnection,
-    id: Uuid,
-    provider: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE executions SET state = 'DISPATCHED', provider = $2, dispatched_at = now(), \
-         updated_at = now() WHERE id = $1 AND state = 'RESERVED'",
-    )
-    .bind(id)
-    .bind(provider)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// The outcome written at settlement.

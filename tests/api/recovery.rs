@@ -59,46 +59,48 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
 }
 
 #[tokio::test]
-async fn an_execution_reclaimed_before_dispatch_is_never_sent_to_the_provider() {
+async fn the_hold_and_the_dispatch_mark_commit_in_one_transaction() {
+    // Recovery must know whether the provider may have been called before it is called, and a
+    // hold must never exist without its execution: the admission transaction writes the
+    // reservation, the DISPATCHED execution and both ledger events together. Postgres stamps
+    // every row a transaction writes with its id (`xmin`), so one id across all four proves it.
     let app = spawn_app().await;
-    let agent = app.create_agent("reclaimed", "1.00", json!({})).await;
-    // An execution that the reconciler already settled (here: released by a failed call).
-    app.mock.status.store(500, Ordering::SeqCst);
-    assert_eq!(app.chat(&agent.token, hello()).await.status(), 502);
-    let (id, key): (uuid::Uuid, String) =
-        sqlx::query_as("SELECT id, execution_key FROM executions WHERE agent_id = $1")
-            .bind(agent.id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    let gw = &app.server.as_ref().unwrap().gateway;
-    let reservation = aex::gateway::admission::Reservation {
-        execution_id: id,
-        execution_key: key,
-        attempt: 1,
-        tenant_id: aex::domain::DEFAULT_TENANT,
-        agent_id: aex::domain::AgentId(agent.id),
-        model_alias: "gpt-4o-mini".into(),
-        estimate: aex::gateway::estimate::Estimate {
-            prompt_tokens: 1,
-            output_cap: None,
-            cost: aex::money::MicroUsd(1),
-        },
-        clamped: false,
-        holds_tenant: false,
-        remaining_after: 0,
-        quota: Default::default(),
-    };
-    let marked =
-        aex::gateway::call::mark_dispatched_or_release(gw, &reservation, "mock", json!({})).await;
-    assert!(
-        matches!(marked, Err(aex::gateway::GatewayError::Unavailable(_))),
-        "{marked:?}"
-    );
-    assert_eq!(
-        app.execution_states(agent.id).await,
-        vec!["RELEASED"],
-        "nothing changed"
-    );
+    let agent = app.create_agent("one-commit", "1.00", json!({})).await;
+    app.mock.delay_ms.store(1_000, Ordering::SeqCst);
+    let inflight = app.spawn_chat(&agent.token);
+    for _ in 0..100 {
+        if app.execution_states(agent.id).await == vec!["DISPATCHED"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (execution_xid, provider, dispatched): (String, Option<String>, bool) = sqlx::query_as(
+        "SELECT xmin::text, provider, dispatched_at IS NOT NULL FROM executions \
+         WHERE agent_id = $1 AND state = 'DISPATCHED'",
+    )
+    .bind(agent.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((provider.as_deref(), dispatched), (Some("mock"), true));
+    let writes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT 'reservation', xmin::text FROM reservations WHERE agent_id = $1 \
+         UNION ALL SELECT event_type, xmin::text FROM event_log \
+         WHERE agent_id = $1 AND execution_id IS NOT NULL ORDER BY 1",
+    )
+    .bind(agent.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> = [
+        "execution.dispatched",
+        "reservation",
+        "reservation.reserved",
+    ]
+    .iter()
+    .map(|w| (w.to_string(), execution_xid.clone()))
+    .collect();
+    assert_eq!(writes, expected);
+    assert_eq!(inflight.await.unwrap().status(), 200);
     app.assert_books_audit().await;
 }
