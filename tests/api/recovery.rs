@@ -7,7 +7,7 @@ use std::time::Duration;
 use aex::cluster::reconciler;
 use serde_json::json;
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
