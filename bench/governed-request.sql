@@ -1,7 +1,7 @@
 -- The SQL of one governed, non-streaming chat request, statement for statement and in the same
 -- two transactions, for pgbench (-M prepared) to find what Postgres alone can do: the ceiling
--- of AEX's throughput. Copied from src/gateway/admission.rs (admit), settlement.rs (commit),
--- src/ledger/append.rs and src/store/*, for the path the benchmark
+-- of AEX's throughput. Copied from src/gateway/admission.rs (admit), src/ledger/append.rs and
+-- src/store/* (settlements.rs calls aex_settle()), for the path the benchmark
 -- takes: a tenant without budget or limits, an agent without rate limits, no Idempotency-Key,
 -- the provider's usage reported. bench/run.sh substitutes @TENANT@, @AGENT@, @CHAIN@ (the
 -- agent's chain id), @LOCKKEY@ (its advisory-lock key) and @REPLICA@.
@@ -30,12 +30,7 @@ SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'reservatio
 SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'execution.dispatched', '@TENANT@', '@AGENT@', :ekey, '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
 COMMIT;
 
--- Settlement: compare-and-set the reservation, move the money, finish the execution with its
--- cached result, append `usage.commit`, project the fact.
-BEGIN;
-UPDATE reservations SET state = CASE WHEN 14::bigint IS NULL THEN 'RELEASED' ELSE 'COMMITTED' END, actual_micro_usd = 14, reason = NULL, settled_at = now() WHERE execution_id = :eid AND attempt = 1 AND state = 'RESERVED' RETURNING estimate_micro_usd, holds_tenant, rate_tokens, created_at;
-UPDATE agents SET reserved_micro_usd = reserved_micro_usd - 14, spent_micro_usd = spent_micro_usd + 14, prompt_tokens_total = prompt_tokens_total + 10, completion_tokens_total = completion_tokens_total + 20, updated_at = now() WHERE id = '@AGENT@' RETURNING budget_micro_usd - spent_micro_usd - reserved_micro_usd;
-UPDATE executions SET state = 'COMMITTED', actual_micro_usd = 14, prompt_tokens = 10, completion_tokens = 20, usage_source = 'reported', reason = NULL, completed_at = now(), updated_at = now(), response_status = COALESCE(200, response_status), response_body = COALESCE(convert_to('{"choices": [{"finish_reason": "stop","index": 0,"message": {"content": "Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role": "assistant"}}],"created": 1700000000,"id": "chatcmpl-mock","model": "bench-chat","object": "chat.completion","usage": {"completion_tokens": 20,"prompt_tokens": 10,"total_tokens": 30}}', 'UTF8'), response_body), response_is_stream = COALESCE(false, response_is_stream) WHERE id = :eid;
-SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'usage.commit', '@TENANT@', '@AGENT@', :ekey, '{"actual_micro_usd": 14,"attempt": 1,"budget_overrun": false,"completion_tokens": 20,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","overrun_micro_usd": 0,"prompt_tokens": 10,"provider": "mock","stream_end": null,"stream_events": null,"usage": "reported"}');
-INSERT INTO events (tenant_id, agent_id, execution_id, kind, reason, model_alias, cost_micro_usd, prompt_tokens, completion_tokens, latency_ms) VALUES ('@TENANT@', '@AGENT@', :ekey, 'usage.commit', NULL, 'bench-chat', 14, 10, 20, 1);
-COMMIT;
+-- Settlement: one statement, its own transaction: aex_settle() compare-and-sets the reservation,
+-- moves the money, finishes the execution with its cached result, appends `usage.commit` and
+-- projects the fact.
+SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(:eid, 1, '@TENANT@', '@AGENT@', :ekey, @CHAIN@, @LOCKKEY@, 'COMMITTED', 14, 10, 20, 'reported', NULL, 200, convert_to('{"choices": [{"finish_reason": "stop","index": 0,"message": {"content": "Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role": "assistant"}}],"created": 1700000000,"id": "chatcmpl-mock","model": "bench-chat","object": "chat.completion","usage": {"completion_tokens": 20,"prompt_tokens": 10,"total_tokens": 30}}', 'UTF8'), false, 'usage.commit', '{"actual_micro_usd": 14,"attempt": 1,"completion_tokens": 20,"model": "bench-chat","prompt_tokens": 10,"provider": "mock","stream_end": null,"stream_events": null,"usage": "reported"}', 'bench-chat', 1, ARRAY['agent:' || '@AGENT@', 'tenant:' || '@TENANT@']);

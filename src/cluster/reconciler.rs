@@ -100,24 +100,25 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         remaining_after: 0,
         quota: Default::default(),
     };
-    let model = gw.routing().model(&reservation.model_alias).cloned();
     let outcome = Outcome::Release {
         reason: reason.to_owned(),
         state,
         upstream_status: None,
     };
-    let settled = match &model {
-        Some(m) => settlement::settle(gw, &reservation, Priced::Tokens(m), &outcome).await?,
-        None => SettleResult::AlreadySettled,
+    // A release prices nothing, so it needs no route for the model.
+    let priced = Priced::Fixed {
+        label: &reservation.model_alias,
+        cost: MicroUsd::ZERO,
     };
+    let settled = settlement::settle(gw, &reservation, priced, &outcome).await?;
     if settled == SettleResult::AlreadySettled {
-        // No open hold (RESERVING leftovers, or a model no longer routed): finish the
-        // execution itself if it is still open.
+        // No open hold (RESERVING leftovers): finish the execution itself if it is still open.
         fail_without_hold(gw, e, state, reason).await?;
     }
     Ok(state)
 }
 
+/// Finishes an open execution that holds nothing (its reservation was never written).
 async fn fail_without_hold(
     gw: &Gateway,
     e: &ExecutionRow,
@@ -135,22 +136,6 @@ async fn fail_without_hold(
     {
         return Ok(());
     }
-    // A hold may still be open if the model was unrouted: release it with the counters.
-    let held = crate::store::reservations::settle_reservation(
-        &mut tx,
-        e.id,
-        e.attempt,
-        None,
-        Some(reason),
-    )
-    .await?;
-    if let Some(h) = held {
-        if h.holds_tenant {
-            crate::store::tenants::add_to_books(&mut tx, e.tenant_id, -h.estimate_micro_usd, 0)
-                .await?;
-        }
-        crate::store::agents::settle(&mut tx, e.agent_id, h.estimate_micro_usd, 0, 0, 0).await?;
-    }
     executions::mark_settled(
         &mut tx,
         e.id,
@@ -165,24 +150,17 @@ async fn fail_without_hold(
         },
     )
     .await?;
-    let event_type = if held.is_some() {
-        crate::ledger::fold::types::RELEASED
-    } else {
-        "execution.failed"
-    };
     ledger::append(
         &mut tx,
         NewEvent::for_agent(
             e.tenant_id,
             e.agent_id,
-            event_type,
+            "execution.failed",
             Some(&e.execution_key),
             json!({
                 "attempt": e.attempt,
-                "estimate_micro_usd": held.map_or(0, |h| h.estimate_micro_usd),
                 "reason": reason,
                 "execution_state": state.as_str(),
-                "holds_tenant": held.is_some_and(|h| h.holds_tenant),
             }),
         ),
     )

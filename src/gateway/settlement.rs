@@ -1,12 +1,13 @@
-//! Exactly-once settlement (SPEC §5.3). One transaction per outcome: compare-and-set the
-//! reservation out of RESERVED (a second attempt finds no row and changes nothing), move the
-//! money on the tenant and agent counters, finish the execution with its cached result, append
-//! the ledger event and the projection.
+//! Exactly-once settlement (SPEC §5.3). One transaction per outcome, in one round trip (the
+//! `aex_settle` function, `store::settlements`): compare-and-set the reservation out of RESERVED
+//! (a second attempt finds no row and changes nothing), move the money on the tenant and agent
+//! counters, correct the TPM windows, finish the execution with its cached result, append the
+//! ledger event and the projection. This module decides what is written: the cost, the state,
+//! the payload.
 
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::PgConnection;
 
 use super::admission::Reservation;
 use super::error::is_unavailable;
@@ -15,11 +16,10 @@ use super::Gateway;
 use crate::config::ModelRoute;
 use crate::domain::ExecutionState;
 use crate::ledger::fold::types;
-use crate::ledger::{self, NewEvent};
+use crate::ledger::{self, ChainId};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
-use crate::store::executions::{self, Settled};
-use crate::store::{agents, projection, rate_windows, reservations, tenants};
+use crate::store::settlements::{self, Settlement};
 
 /// How an execution is priced at commit.
 #[derive(Debug, Clone, Copy)]
@@ -154,8 +154,33 @@ async fn settle_once(
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
-    let mut tx = gw.pool.begin().await?;
-    let result = match outcome {
+    let chain_id = ChainId::Agent(r.agent_id).to_string();
+    let mut s = Settlement {
+        execution_id: r.execution_id,
+        attempt: r.attempt,
+        tenant_id: r.tenant_id,
+        agent_id: r.agent_id,
+        execution_key: &r.execution_key,
+        chain_id: &chain_id,
+        chain_lock_key: ledger::chain_lock_key(&chain_id),
+        state: "",
+        actual_micro_usd: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        usage_source: None,
+        reason: None,
+        result: None,
+        event_type: "",
+        payload: serde_json::Value::Null,
+        model_alias: None,
+        latency_ms: None,
+        rate_subjects: [
+            rate_limit::agent_subject(r.agent_id),
+            rate_limit::tenant_subject(r.tenant_id),
+        ],
+    };
+    let mut conn = gw.pool.acquire().await?;
+    match outcome {
         Outcome::Commit {
             usage,
             source,
@@ -164,217 +189,60 @@ async fn settle_once(
             latency_ms,
             stream,
         } => {
-            let facts = CommitFacts {
-                usage: *usage,
-                source: *source,
-                provider,
-                latency_ms: *latency_ms,
-                stream: *stream,
-            };
-            commit(&mut tx, r, priced, &facts, result.as_ref()).await?
-        }
-        Outcome::Release {
-            reason,
-            state,
-            upstream_status,
-        } => release(&mut tx, r, reason, *state, *upstream_status).await?,
-    };
-    match result {
-        SettleResult::AlreadySettled => tx.rollback().await?,
-        _ => tx.commit().await?,
-    }
-    Ok(result)
-}
-
-/// What a commit records besides the result.
-struct CommitFacts<'a> {
-    usage: Usage,
-    source: UsageSource,
-    provider: &'a str,
-    latency_ms: i64,
-    stream: Option<(&'static str, u64)>,
-}
-
-async fn commit(
-    conn: &mut PgConnection,
-    r: &Reservation,
-    priced: Priced<'_>,
-    facts: &CommitFacts<'_>,
-    result: Option<&(u16, Vec<u8>, bool)>,
-) -> Result<SettleResult, sqlx::Error> {
-    let (usage, source, provider, latency_ms) =
-        (facts.usage, facts.source, facts.provider, facts.latency_ms);
-    let actual = priced.cost(usage);
-    let Some(held) =
-        reservations::settle_reservation(conn, r.execution_id, r.attempt, Some(actual), None)
-            .await?
-    else {
-        return Ok(SettleResult::AlreadySettled);
-    };
-    let prompt = i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX);
-    let completion = i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX);
-    if held.holds_tenant {
-        tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, actual).await?;
-    }
-    let remaining = agents::settle(
-        conn,
-        r.agent_id,
-        held.estimate_micro_usd,
-        actual,
-        prompt,
-        completion,
-    )
-    .await?;
-    correct_rate_windows(conn, r, &held, prompt.saturating_add(completion)).await?;
-    executions::mark_settled(
-        conn,
-        r.execution_id,
-        &Settled {
-            state: ExecutionState::Committed.as_str(),
-            actual_micro_usd: Some(actual),
-            prompt_tokens: Some(prompt),
-            completion_tokens: Some(completion),
-            usage_source: Some(source.as_str()),
-            reason: None,
-            result: result.map(|(status, body, is_stream)| (*status, body.as_slice(), *is_stream)),
-        },
-    )
-    .await?;
-    // The real money was spent: an overrun is recorded and flagged, never dropped.
-    let overrun = (actual - held.estimate_micro_usd).max(0);
-    ledger::append(
-        conn,
-        NewEvent::for_agent(
-            r.tenant_id,
-            r.agent_id,
-            types::COMMITTED,
-            Some(&r.execution_key),
-            json!({
+            let actual = priced.cost(*usage);
+            s.state = ExecutionState::Committed.as_str();
+            s.actual_micro_usd = Some(actual);
+            s.prompt_tokens = Some(i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX));
+            s.completion_tokens = Some(i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX));
+            s.usage_source = Some(source.as_str());
+            s.result = result
+                .as_ref()
+                .map(|(st, body, sse)| (*st, body.as_slice(), *sse));
+            s.event_type = types::COMMITTED;
+            s.payload = json!({
                 "attempt": r.attempt,
                 "model": priced.label(),
                 "provider": provider,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "usage": source.as_str(),
-                "estimate_micro_usd": held.estimate_micro_usd,
                 "actual_micro_usd": actual,
-                "overrun_micro_usd": overrun,
-                "budget_overrun": remaining < 0,
-                "holds_tenant": held.holds_tenant,
-                "stream_end": facts.stream.map(|s| s.0),
-                "stream_events": facts.stream.map(|s| s.1),
-            }),
-        ),
-    )
-    .await?;
-    projection::record(
-        conn,
-        &projection::Fact {
-            tenant_id: Some(r.tenant_id),
-            agent_id: Some(r.agent_id),
-            execution_id: Some(&r.execution_key),
-            kind: "usage.commit",
-            model_alias: Some(priced.label()),
-            cost_micro_usd: Some(actual),
-            prompt_tokens: Some(prompt),
-            completion_tokens: Some(completion),
-            latency_ms: Some(latency_ms),
-            ..projection::Fact::default()
-        },
-    )
-    .await?;
-    crate::metrics::settled("committed", actual, overrun > 0);
-    Ok(SettleResult::Committed {
-        actual_micro_usd: actual,
-        remaining_micro_usd: remaining,
-    })
-}
-
-async fn release(
-    conn: &mut PgConnection,
-    r: &Reservation,
-    reason: &str,
-    state: ExecutionState,
-    upstream_status: Option<u16>,
-) -> Result<SettleResult, sqlx::Error> {
-    let Some(held) =
-        reservations::settle_reservation(conn, r.execution_id, r.attempt, None, Some(reason))
-            .await?
-    else {
-        return Ok(SettleResult::AlreadySettled);
-    };
-    if held.holds_tenant {
-        tenants::add_to_books(conn, r.tenant_id, -held.estimate_micro_usd, 0).await?;
-    }
-    let remaining = agents::settle(conn, r.agent_id, held.estimate_micro_usd, 0, 0, 0).await?;
-    correct_rate_windows(conn, r, &held, 0).await?;
-    executions::mark_settled(
-        conn,
-        r.execution_id,
-        &Settled {
-            state: state.as_str(),
-            actual_micro_usd: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            usage_source: None,
-            reason: Some(reason),
-            result: None,
-        },
-    )
-    .await?;
-    ledger::append(
-        conn,
-        NewEvent::for_agent(
-            r.tenant_id,
-            r.agent_id,
-            types::RELEASED,
-            Some(&r.execution_key),
-            json!({
+                "stream_end": stream.map(|s| s.0),
+                "stream_events": stream.map(|s| s.1),
+            });
+            s.model_alias = Some(priced.label());
+            s.latency_ms = Some(*latency_ms);
+            let Some(held) = settlements::settle(&mut conn, &s).await? else {
+                return Ok(SettleResult::AlreadySettled);
+            };
+            crate::metrics::settled("committed", actual, actual > held.estimate_micro_usd);
+            Ok(SettleResult::Committed {
+                actual_micro_usd: actual,
+                remaining_micro_usd: held.remaining_micro_usd,
+            })
+        }
+        Outcome::Release {
+            reason,
+            state,
+            upstream_status,
+        } => {
+            s.state = state.as_str();
+            s.reason = Some(reason);
+            s.event_type = types::RELEASED;
+            s.payload = json!({
                 "attempt": r.attempt,
-                "estimate_micro_usd": held.estimate_micro_usd,
                 "reason": reason,
                 "execution_state": state.as_str(),
                 "upstream_status": upstream_status,
-                "holds_tenant": held.holds_tenant,
-            }),
-        ),
-    )
-    .await?;
-    projection::record(
-        conn,
-        &projection::Fact {
-            tenant_id: Some(r.tenant_id),
-            agent_id: Some(r.agent_id),
-            execution_id: Some(&r.execution_key),
-            kind: "reservation.released",
-            reason: Some(reason),
-            model_alias: Some(&r.model_alias),
-            ..projection::Fact::default()
-        },
-    )
-    .await?;
-    crate::metrics::settled("released", 0, false);
-    Ok(SettleResult::Released {
-        remaining_micro_usd: remaining,
-    })
-}
-
-/// TPM windows were charged the estimate at admission; now the actual tokens are known.
-async fn correct_rate_windows(
-    conn: &mut PgConnection,
-    r: &Reservation,
-    held: &reservations::SettledHold,
-    actual_tokens: i64,
-) -> Result<(), sqlx::Error> {
-    if held.rate_tokens == 0 {
-        return Ok(());
+            });
+            s.model_alias = Some(&r.model_alias);
+            let Some(held) = settlements::settle(&mut conn, &s).await? else {
+                return Ok(SettleResult::AlreadySettled);
+            };
+            crate::metrics::settled("released", 0, false);
+            Ok(SettleResult::Released {
+                remaining_micro_usd: held.remaining_micro_usd,
+            })
+        }
     }
-    let delta = actual_tokens - held.rate_tokens;
-    for subject in [
-        rate_limit::agent_subject(r.agent_id),
-        rate_limit::tenant_subject(r.tenant_id),
-    ] {
-        rate_windows::correct_tokens(conn, &subject, held.created_at, delta).await?;
-    }
-    Ok(())
 }

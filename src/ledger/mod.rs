@@ -11,5 +11,5 @@ pub mod fold;
 pub mod verify;
 pub mod watch;
 
-pub use append::{append, AppendedEvent, ChainId, NewEvent};
+pub use append::{append, chain_lock_key, AppendedEvent, ChainId, NewEvent};
 pub use encoding::{event_hash, EventHeader, GENESIS_HASH};

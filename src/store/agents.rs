@@ -183,33 +183,6 @@ pub async fn hold(conn: &mut PgConnection, id: AgentId, estimate: i64) -> Result
     Ok(())
 }
 
-/// Settles a hold: the estimate leaves `reserved`, the actual cost (zero on release) joins
-/// `spent`. Returns the remaining budget afterwards.
-pub async fn settle(
-    conn: &mut PgConnection,
-    id: AgentId,
-    estimate: i64,
-    actual: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE agents SET reserved_micro_usd = reserved_micro_usd - $2, \
-         spent_micro_usd = spent_micro_usd + $3, \
-         prompt_tokens_total = prompt_tokens_total + $4, \
-         completion_tokens_total = completion_tokens_total + $5, updated_at = now() \
-         WHERE id = $1 \
-         RETURNING budget_micro_usd - spent_micro_usd - reserved_micro_usd",
-    )
-    .bind(id)
-    .bind(estimate)
-    .bind(actual)
-    .bind(prompt_tokens)
-    .bind(completion_tokens)
-    .fetch_one(conn)
-    .await
-}
-
 /// Starts a new budget period: `spent` becomes what was committed since its start.
 pub async fn reset_period(
     conn: &mut PgConnection,

@@ -13,6 +13,7 @@ pub mod projection;
 pub mod rate_windows;
 pub mod replicas;
 pub mod reservations;
+pub mod settlements;
 pub mod stats;
 pub mod tenants;
 pub mod tokens;

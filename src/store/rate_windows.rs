@@ -2,7 +2,6 @@
 //! the last sixty buckets. Times are the database's `now()` (the transaction's start), so every
 //! replica measures with one clock.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 /// What a subject used in the sliding minute.
@@ -40,25 +39,6 @@ pub async fn consume(
     )
     .bind(subject)
     .bind(tokens)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Corrects the tokens counted at admission (`at`) by `delta` once the actual usage is known.
-pub async fn correct_tokens(
-    conn: &mut PgConnection,
-    subject: &str,
-    at: DateTime<Utc>,
-    delta: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE rate_windows SET tokens = GREATEST(tokens + $3, 0) \
-         WHERE subject = $1 AND bucket_start = date_trunc('second', $2::timestamptz)",
-    )
-    .bind(subject)
-    .bind(at)
-    .bind(delta)
     .execute(conn)
     .await?;
     Ok(())

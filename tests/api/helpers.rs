@@ -408,6 +408,24 @@ impl TestApp {
             "audit failed: {}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
+        self.assert_payloads_canonical().await;
+    }
+
+    /// Every ledger payload is stored in the one canonical form, whether the gateway wrote it or
+    /// a SQL function (settlement) composed it: re-serialising it changes nothing.
+    pub async fn assert_payloads_canonical(&self) {
+        let payloads: Vec<(i64, String)> = sqlx::query_as("SELECT id, payload FROM event_log")
+            .fetch_all(&self.pool)
+            .await
+            .expect("payloads");
+        for (id, text) in payloads {
+            let value: Value = serde_json::from_str(&text).expect("payload is JSON");
+            assert_eq!(
+                aex::ledger::encoding::canonical_json(&value),
+                text,
+                "event {id}"
+            );
+        }
     }
 }
 

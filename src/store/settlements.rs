@@ -1,0 +1,87 @@
+//! The settlement of one attempt in one round trip: the `aex_settle` function
+//! (migrations/20261204000002_settle_function.sql says what it writes, in which order). Called as
+//! a single statement it is its own transaction, so a settlement needs no BEGIN and COMMIT of its
+//! own.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{AgentId, TenantId};
+
+/// Everything a settlement writes that the caller knows.
+pub struct Settlement<'a> {
+    pub execution_id: Uuid,
+    pub attempt: i32,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub execution_key: &'a str,
+    /// The agent's chain and its advisory-lock key (see `ledger::append`).
+    pub chain_id: &'a str,
+    pub chain_lock_key: i64,
+    /// The execution's terminal state.
+    pub state: &'a str,
+    /// The cost to commit; `None` releases the hold.
+    pub actual_micro_usd: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub usage_source: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    /// The result cached for replay: status, body, whether it is an SSE transcript.
+    pub result: Option<(u16, &'a [u8], bool)>,
+    /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
+    /// knows; the function adds the facts of the hold.
+    pub event_type: &'a str,
+    pub payload: serde_json::Value,
+    pub model_alias: Option<&'a str>,
+    pub latency_ms: Option<i64>,
+    /// The rate-limit windows the estimate was charged to.
+    pub rate_subjects: [String; 2],
+}
+
+/// What the settled hold was, and the agent's budget left after it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettledHold {
+    pub estimate_micro_usd: i64,
+    pub remaining_micro_usd: i64,
+}
+
+/// Settles the attempt; `None` when its reservation was settled before (nothing is written).
+pub async fn settle(
+    conn: &mut PgConnection,
+    s: &Settlement<'_>,
+) -> Result<Option<SettledHold>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20, $21)",
+    )
+    .bind(s.execution_id)
+    .bind(s.attempt)
+    .bind(s.tenant_id)
+    .bind(s.agent_id)
+    .bind(s.execution_key)
+    .bind(s.chain_id)
+    .bind(s.chain_lock_key)
+    .bind(s.state)
+    .bind(s.actual_micro_usd)
+    .bind(s.prompt_tokens)
+    .bind(s.completion_tokens)
+    .bind(s.usage_source)
+    .bind(s.reason)
+    .bind(s.result.map(|r| i32::from(r.0)))
+    .bind(s.result.map(|r| r.1))
+    .bind(s.result.map(|r| r.2))
+    .bind(s.event_type)
+    .bind(sqlx::types::Json(&s.payload))
+    .bind(s.model_alias)
+    .bind(s.latency_ms)
+    .bind(&s.rate_subjects[..])
+    .fetch_optional(conn)
+    .await?;
+    Ok(
+        row.map(|(estimate_micro_usd, remaining_micro_usd)| SettledHold {
+            estimate_micro_usd,
+            remaining_micro_usd,
+        }),
+    )
+}
