@@ -17,17 +17,14 @@
 -- when the statement is prepared.
 
 -- Admission: lock the agent, insert the execution (DISPATCHED: it is sent as soon as this
--- commits) and its reservation, hold the estimate, append `reservation.reserved` and
--- `execution.dispatched`.
+-- commits), then aex_hold(): the reservation, the estimate held on the agent, the events
+-- `reservation.reserved` and `execution.dispatched`.
 BEGIN;
 SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = '@TENANT@';
 SELECT id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, budget_period, period_started_at, rpm_limit, tpm_limit, policy, state, prompt_tokens_total, completion_tokens_total, requests_total, created_at, updated_at FROM agents WHERE tenant_id = '@TENANT@' AND id = '@AGENT@' FOR UPDATE;
 INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, provider, dispatched_at, completed_at) VALUES (gen_random_uuid(), '@TENANT@', '@AGENT@', gen_random_uuid()::text, false, '/v1/chat/completions', '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'bench-chat', 'DISPATCHED', 1, false, '@REPLICA@', 14, NULL, 'mock', CASE WHEN 'DISPATCHED' = 'DISPATCHED' THEN now() END, CASE WHEN 'DISPATCHED' IN ('DENIED', 'FAILED') THEN now() END) ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, provider = EXCLUDED.provider, actual_micro_usd = NULL, prompt_tokens = NULL, completion_tokens = NULL, usage_source = NULL, response_status = NULL, response_body = NULL, dispatched_at = EXCLUDED.dispatched_at, completed_at = EXCLUDED.completed_at, updated_at = now() RETURNING id AS eid, execution_key AS ekey
 \gset
-INSERT INTO reservations (id, execution_id, attempt, tenant_id, agent_id, estimate_micro_usd, holds_tenant, rate_tokens, state) VALUES (gen_random_uuid(), :eid, 1, '@TENANT@', '@AGENT@', 14, false, 0, 'RESERVED');
-UPDATE agents SET reserved_micro_usd = reserved_micro_usd + 14, requests_total = requests_total + 1, updated_at = now() WHERE id = '@AGENT@';
-SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'reservation.reserved', '@TENANT@', '@AGENT@', :ekey, '{"attempt": 1,"clamped": false,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","output_cap": 20,"prompt_tokens_estimate": 16,"route": "/v1/chat/completions"}');
-SELECT id, seq, event_hash FROM aex_append_event(@CHAIN@, @LOCKKEY@, 'execution.dispatched', '@TENANT@', '@AGENT@', :ekey, '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
+SELECT aex_hold(gen_random_uuid(), :eid, 1, '@TENANT@', '@AGENT@', 14, false, 0, :ekey, @CHAIN@, @LOCKKEY@, '{"attempt": 1,"clamped": false,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","output_cap": 20,"prompt_tokens_estimate": 16,"route": "/v1/chat/completions"}', '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
 COMMIT;
 
 -- Settlement: one statement, its own transaction: aex_settle() compare-and-sets the reservation,

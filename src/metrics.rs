@@ -76,7 +76,7 @@ fn build() -> prometheus::Result<Metrics> {
     let ledger_append = Histogram::with_opts(
         HistogramOpts::new(
             "aex_ledger_append_duration_seconds",
-            "Time to append one ledger event",
+            "Time of each statement that appends to the ledger: a lone append, or the hold or settlement call it is part of",
         )
         .buckets(vec![
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,

@@ -23,6 +23,7 @@ use super::rate_limit::{self, Limits, Quota, Verdict};
 use super::{Gateway, GatewayError};
 use crate::config::ModelRoute;
 use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
+use crate::ledger::encoding::canonical_json;
 use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId, NewEvent};
 use crate::money::MicroUsd;
@@ -372,7 +373,18 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         },
     )
     .await?;
-    reservations::insert_reservation(
+    let reserved = json!({
+        "attempt": attempt,
+        "route": t.route.as_str(),
+        "model": t.pricing.label(),
+        "estimate_micro_usd": estimate.cost.0,
+        "prompt_tokens_estimate": estimate.prompt_tokens,
+        "output_cap": estimate.output_cap,
+        "clamped": clamped,
+        "holds_tenant": holds_tenant,
+    });
+    let chain_id = ChainId::Agent(t.agent_id).to_string();
+    reservations::hold(
         &mut tx,
         &NewReservation {
             id: Uuid::now_v7(),
@@ -384,41 +396,10 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             holds_tenant,
             rate_tokens,
         },
-    )
-    .await?;
-    if holds_tenant {
-        tenants::add_to_books(&mut tx, t.tenant_id, estimate.cost.0, 0).await?;
-    }
-    agents::hold(&mut tx, t.agent_id, estimate.cost.0).await?;
-    ledger::append(
-        &mut tx,
-        NewEvent::for_agent(
-            t.tenant_id,
-            t.agent_id,
-            types::RESERVED,
-            Some(t.key),
-            json!({
-                "attempt": attempt,
-                "route": t.route.as_str(),
-                "model": t.pricing.label(),
-                "estimate_micro_usd": estimate.cost.0,
-                "prompt_tokens_estimate": estimate.prompt_tokens,
-                "output_cap": estimate.output_cap,
-                "clamped": clamped,
-                "holds_tenant": holds_tenant,
-            }),
-        ),
-    )
-    .await?;
-    ledger::append(
-        &mut tx,
-        NewEvent::for_agent(
-            t.tenant_id,
-            t.agent_id,
-            "execution.dispatched",
-            Some(t.key),
-            dispatched_payload(t, attempt, &estimate),
-        ),
+        t.key,
+        (&chain_id, ledger::chain_lock_key(&chain_id)),
+        &canonical_json(&reserved),
+        &canonical_json(&dispatched_payload(t, attempt, &estimate)),
     )
     .await?;
     tx.commit().await?;

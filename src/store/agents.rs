@@ -170,19 +170,6 @@ pub async fn lock_agent(
     .ok_or(StoreError::NotFound)
 }
 
-/// Holds `estimate` for a new reservation and counts the request.
-pub async fn hold(conn: &mut PgConnection, id: AgentId, estimate: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE agents SET reserved_micro_usd = reserved_micro_usd + $2, \
-         requests_total = requests_total + 1, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(estimate)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Starts a new budget period: `spent` becomes what was committed since its start.
 pub async fn reset_period(
     conn: &mut PgConnection,

@@ -18,24 +18,34 @@ pub struct NewReservation {
     pub rate_tokens: i64,
 }
 
-pub async fn insert_reservation(
+/// Holds the estimate for an admitted attempt in the caller's transaction, in one round trip (the
+/// `aex_hold` function): the reservation, the tenant's and agent's books, and the ledger events
+/// `reservation.reserved` and `execution.dispatched` on the agent's chain.
+pub async fn hold(
     conn: &mut PgConnection,
     r: &NewReservation,
+    execution_key: &str,
+    chain: (&str, i64),
+    reserved_payload: &str,
+    dispatched_payload: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reservations (id, execution_id, attempt, tenant_id, agent_id, \
-         estimate_micro_usd, holds_tenant, rate_tokens, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RESERVED')",
-    )
-    .bind(r.id)
-    .bind(r.execution_id)
-    .bind(r.attempt)
-    .bind(r.tenant_id)
-    .bind(r.agent_id)
-    .bind(r.estimate_micro_usd)
-    .bind(r.holds_tenant)
-    .bind(r.rate_tokens)
-    .execute(conn)
-    .await?;
+    let started = std::time::Instant::now();
+    sqlx::query("SELECT aex_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        .bind(r.id)
+        .bind(r.execution_id)
+        .bind(r.attempt)
+        .bind(r.tenant_id)
+        .bind(r.agent_id)
+        .bind(r.estimate_micro_usd)
+        .bind(r.holds_tenant)
+        .bind(r.rate_tokens)
+        .bind(execution_key)
+        .bind(chain.0)
+        .bind(chain.1)
+        .bind(reserved_payload)
+        .bind(dispatched_payload)
+        .execute(conn)
+        .await?;
+    crate::metrics::observe_ledger_append(started.elapsed());
     Ok(())
 }

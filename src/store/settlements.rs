@@ -50,6 +50,7 @@ pub async fn settle(
     conn: &mut PgConnection,
     s: &Settlement<'_>,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
+    let started = std::time::Instant::now();
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
          $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
@@ -78,6 +79,9 @@ pub async fn settle(
     .bind(&s.rate_subjects[..])
     .fetch_optional(conn)
     .await?;
+    if row.is_some() {
+        crate::metrics::observe_ledger_append(started.elapsed());
+    }
     Ok(
         row.map(|(estimate_micro_usd, remaining_micro_usd)| SettledHold {
             estimate_micro_usd,

@@ -123,22 +123,3 @@ pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Tenant
     .await?
     .ok_or(StoreError::NotFound)
 }
-
-/// Moves money on the tenant's counters (reservation, commit or release).
-pub async fn add_to_books(
-    conn: &mut PgConnection,
-    id: TenantId,
-    reserved_delta: i64,
-    spent_delta: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE tenants SET reserved_micro_usd = reserved_micro_usd + $2, \
-         spent_micro_usd = spent_micro_usd + $3, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(reserved_delta)
-    .bind(spent_delta)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
