@@ -17,6 +17,8 @@
 #   RESULTS        file for the raw results, JSON lines (default /tmp/aex-bench-<time>.jsonl);
 #                  `target/release/aex-loadgen report FILE` prints its table again
 #   NO_BUILD=1     use target/release/aex and target/release/aex-loadgen as they are
+#   SCENARIOS      only these scenarios, space-separated (default: all of chat-c1 chat-c16
+#                  chat-c64 hot-c64 embeddings-c16 stream-c16 streams-1000 capped-c64)
 set -euo pipefail
 export RUST_LOG=warn
 
@@ -261,20 +263,26 @@ pair_and_ceiling() {
   start_aex
 }
 
+# Whether a scenario was asked for (SCENARIOS, default all).
+want() { [[ -z ${SCENARIOS:-} || " $SCENARIOS " == *" $1 "* ]]; }
+
 echo "== scenarios (${DURATION} s each way; pgbench after each chat scenario)"
-pair_and_ceiling chat-c1 many 1
-pair_and_ceiling chat-c16 many 16
-pair_and_ceiling chat-c64 many 64
-pair_and_ceiling hot-c64 hot 64
-pair embeddings-c16 "$mock" "$work/many.tokens" --kind embeddings --model bench-embed --concurrency 16
-pair stream-c16 "$mock" "$work/many.tokens" --kind stream --model bench-chat --concurrency 16
-# The long-stream mock's pid is not watched: direct, only the client's view matters here.
-load --scenario streams-1000 --mode direct --url "http://$mock_long/v1" --kind stream --model bench-long \
-  --concurrency "$LONG_STREAMS" --requests "$LONG_STREAMS"
-load --scenario streams-1000 --mode governed --url "http://$aex_addr/v1" --tokens "$work/many.tokens" \
-  --watch-pid "$aex_pid" --kind stream --model bench-long --concurrency "$LONG_STREAMS" --requests "$LONG_STREAMS"
+want chat-c1 && pair_and_ceiling chat-c1 many 1
+want chat-c16 && pair_and_ceiling chat-c16 many 16
+want chat-c64 && pair_and_ceiling chat-c64 many 64
+want hot-c64 && pair_and_ceiling hot-c64 hot 64
+want embeddings-c16 &&
+  pair embeddings-c16 "$mock" "$work/many.tokens" --kind embeddings --model bench-embed --concurrency 16
+want stream-c16 && pair stream-c16 "$mock" "$work/many.tokens" --kind stream --model bench-chat --concurrency 16
+if want streams-1000; then
+  # The long-stream mock's pid is not watched: direct, only the client's view matters here.
+  load --scenario streams-1000 --mode direct --url "http://$mock_long/v1" --kind stream --model bench-long \
+    --concurrency "$LONG_STREAMS" --requests "$LONG_STREAMS"
+  load --scenario streams-1000 --mode governed --url "http://$aex_addr/v1" --tokens "$work/many.tokens" \
+    --watch-pid "$aex_pid" --kind stream --model bench-long --concurrency "$LONG_STREAMS" --requests "$LONG_STREAMS"
+fi
 # Ten times what the capped agent's budget affords, 64 at a time: the budget must hold.
-load --scenario capped-c64 --mode governed --url "http://$aex_addr/v1" --tokens "$work/capped.tokens" \
+want capped-c64 && load --scenario capped-c64 --mode governed --url "http://$aex_addr/v1" --tokens "$work/capped.tokens" \
   --watch-pid "$aex_pid" --kind chat --model bench-chat --concurrency 64 --requests 1000
 sleep 2
 printf '{"record":"idle_after",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"

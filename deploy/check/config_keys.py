@@ -45,6 +45,7 @@ SETTINGS: dict[str, Any] = {
         "default_max_output_tokens": INT,
         "clamp_min_output_tokens": INT,
         "upstream_connect_timeout_seconds": INT,
+        "agent_transaction_slots": INT,
     },
     "cluster": {
         "heartbeat_seconds": INT,

@@ -158,6 +158,9 @@ pub struct GatewaySettings {
     pub clamp_min_output_tokens: u32,
     /// Connect timeout of the shared upstream HTTP client.
     pub upstream_connect_timeout_seconds: u64,
+    /// How many money transactions (admission, settlement) of one agent a replica runs at once;
+    /// more wait in the replica rather than in Postgres's lock queue (`gateway::agent_gate`).
+    pub agent_transaction_slots: u32,
 }
 
 impl Default for GatewaySettings {
@@ -168,6 +171,7 @@ impl Default for GatewaySettings {
             default_max_output_tokens: 4096,
             clamp_min_output_tokens: 16,
             upstream_connect_timeout_seconds: 10,
+            agent_transaction_slots: 4,
         }
     }
 }
@@ -296,6 +300,9 @@ impl Settings {
         };
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.gateway.agent_transaction_slots < 1 {
+            return invalid("gateway.agent_transaction_slots", "must be at least 1");
         }
         if self.db.max_connections < 2 {
             return invalid("db.max_connections", "must be at least 2");

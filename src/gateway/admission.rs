@@ -245,6 +245,7 @@ async fn check_rates(
 
 /// Runs the admission transaction.
 pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
+    let _slot = gw.agent_gates.enter(t.agent_id).await;
     let mut tx = gw.pool.begin().await?;
 
     // Lock order is always tenant, then agent. The tenant row is only locked when the tenant

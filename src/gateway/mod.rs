@@ -2,6 +2,7 @@
 //! reservation), dispatch, and exactly-once settlement, each state change with its ledger event.
 
 pub mod admission;
+pub mod agent_gate;
 pub mod call;
 pub mod dispatch;
 pub mod error;
@@ -25,6 +26,7 @@ use crate::auth::{RevocationSet, TokenSigner};
 use crate::config::{RoutingTable, Settings};
 use crate::domain::ReplicaId;
 use crate::providers::Providers;
+use agent_gate::AgentGates;
 
 pub use error::GatewayError;
 
@@ -41,6 +43,8 @@ pub struct Gateway {
     /// Cancelled when a shutdown's drain timeout passes: streams still relaying stop and commit
     /// what they delivered, and settlements stop waiting for the database.
     pub drain_expired: CancellationToken,
+    /// Bounds each agent's money transactions in flight on this replica.
+    pub agent_gates: AgentGates,
     routing: RwLock<Arc<RoutingTable>>,
 }
 
@@ -55,6 +59,7 @@ impl Gateway {
             settings.gateway.upstream_connect_timeout_seconds,
         ))?;
         Ok(Gateway {
+            agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
             signer: Arc::new(TokenSigner::new(&settings.auth)),
             revocations: Arc::new(RevocationSet::default()),
             pool,

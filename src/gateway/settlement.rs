@@ -179,6 +179,7 @@ async fn settle_once(
             rate_limit::tenant_subject(r.tenant_id),
         ],
     };
+    let _slot = gw.agent_gates.enter(r.agent_id).await;
     let mut conn = gw.pool.acquire().await?;
     match outcome {
         Outcome::Commit {
