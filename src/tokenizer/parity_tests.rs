@@ -8,27 +8,50 @@ use rand::{Rng, SeedableRng};
 use tiktoken_rs::CoreBPE;
 
 use super::merge::{self, Scratch};
-use super::Encoding;
+use super::{Encoding, CL100K_PATTERN, O200K_PATTERN};
 
 struct Pair {
     ours: Encoding,
     reference: CoreBPE,
+    /// tiktoken's pattern as tiktoken writes it, look-ahead included.
+    pattern: fancy_regex::Regex,
 }
 
-static O200K: LazyLock<Pair> = LazyLock::new(|| Pair {
-    ours: Encoding::o200k_base().unwrap(),
-    reference: tiktoken_rs::o200k_base().unwrap(),
+impl Pair {
+    fn new(ours: Encoding, reference: CoreBPE, pattern: &[&str]) -> Pair {
+        let (last, rest) = pattern.split_last().unwrap();
+        assert_eq!(*last, r"\s+");
+        let original = [rest, &[r"\s+(?!\S)", r"\s+"]].concat().join("|");
+        let pattern = fancy_regex::Regex::new(&original).unwrap();
+        Pair {
+            ours,
+            reference,
+            pattern,
+        }
+    }
+}
+
+static O200K: LazyLock<Pair> = LazyLock::new(|| {
+    let reference = tiktoken_rs::o200k_base().unwrap();
+    Pair::new(Encoding::o200k_base().unwrap(), reference, O200K_PATTERN)
 });
-static CL100K: LazyLock<Pair> = LazyLock::new(|| Pair {
-    ours: Encoding::cl100k_base().unwrap(),
-    reference: tiktoken_rs::cl100k_base().unwrap(),
+static CL100K: LazyLock<Pair> = LazyLock::new(|| {
+    let reference = tiktoken_rs::cl100k_base().unwrap();
+    Pair::new(Encoding::cl100k_base().unwrap(), reference, CL100K_PATTERN)
 });
 
 fn both() -> [(&'static str, &'static Pair); 2] {
     [("o200k_base", &O200K), ("cl100k_base", &CL100K)]
 }
 
-fn assert_same_count(name: &str, pair: &Pair, text: &str) {
+/// Same pieces as tiktoken's pattern, same count as tiktoken-rs.
+fn assert_matches_tiktoken(name: &str, pair: &Pair, text: &str) {
+    let pieces: Vec<&str> = pair
+        .pattern
+        .find_iter(text)
+        .map(|m| m.unwrap().as_str())
+        .collect();
+    assert_eq!(pair.ours.pieces(text).collect::<Vec<_>>(), pieces, "{name}");
     let expected = pair.reference.encode_ordinary(text).len();
     assert_eq!(pair.ours.count(text), expected, "{name} on {text:?}");
 }
@@ -88,7 +111,7 @@ const SAMPLES: &[&str] = &[
 fn counts_match_tiktoken_on_varied_texts() {
     for (name, pair) in both() {
         for text in SAMPLES {
-            assert_same_count(name, pair, text);
+            assert_matches_tiktoken(name, pair, text);
         }
     }
 }
@@ -113,7 +136,7 @@ fn counts_match_tiktoken_on_long_runs() {
     ];
     for (name, pair) in both() {
         for text in &texts {
-            assert_same_count(name, pair, text);
+            assert_matches_tiktoken(name, pair, text);
         }
     }
 }
@@ -167,7 +190,7 @@ fn counts_match_tiktoken_on_thousands_of_random_texts() {
     for (seed, (name, pair)) in both().into_iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(0xae5 + seed as u64);
         for _ in 0..3000 {
-            assert_same_count(name, pair, &random_text(&mut rng));
+            assert_matches_tiktoken(name, pair, &random_text(&mut rng));
         }
     }
 }
@@ -228,8 +251,14 @@ fn speed() {
             ("cl100k_base", &ours.1, &reference.1),
         ] {
             assert_eq!(ours.count(prompt), reference.encode_ordinary(prompt).len());
-            let ours_rate = rate(|| ours.count(prompt));
-            let reference_rate = rate(|| reference.encode_ordinary(prompt).len());
+            // Alternating short rounds, best of each: the machine is shared, and the best round
+            // is the one least disturbed.
+            let (mut ours_rate, mut reference_rate) = (0, 0);
+            for _ in 0..5 {
+                ours_rate = ours_rate.max(rate(|| ours.count(prompt)));
+                reference_rate =
+                    reference_rate.max(rate(|| reference.encode_ordinary(prompt).len()));
+            }
             println!(
                 "{name} {} bytes: ours {ours_rate} counts/s, tiktoken-rs {reference_rate} counts/s, \
                  ours/theirs {}%",
@@ -240,11 +269,11 @@ fn speed() {
     }
 }
 
-/// Calls per second of `count`, over about a second.
+/// Calls per second of `count`, over a fifth of a second.
 fn rate(count: impl Fn() -> usize) -> u64 {
     let started = Instant::now();
     let mut calls = 0u64;
-    while started.elapsed() < Duration::from_secs(1) {
+    while started.elapsed() < Duration::from_millis(200) {
         std::hint::black_box(count());
         calls += 1;
     }
