@@ -119,17 +119,13 @@ impl Encoding {
 /// `\s*[\r\n]+`, and every other alternative needs a non-space.
 fn space_run_before_text<'t>(piece: &'t str, rest: &str) -> &'t str {
     let text_follows = rest.starts_with(|c: char| !c.is_whitespace());
-    let mut chars = piece.char_indices();
-    match chars.next_back() {
-        Some((last, _))
-            if text_follows
-                && last > 0
-                && piece
-                    .chars()
-                    .all(|c| c.is_whitespace() && c != '\r' && c != '\n') =>
-        {
-            &piece[..last]
-        }
+    let is_space_run = || {
+        piece
+            .chars()
+            .all(|c| c.is_whitespace() && c != '\r' && c != '\n')
+    };
+    match piece.char_indices().next_back() {
+        Some((last, _)) if last > 0 && text_follows && is_space_run() => &piece[..last],
         _ => piece,
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 use super::vocab::{Rank, Vocab};
 
 /// Pieces up to this many bytes merge by scanning; longer ones by heap.
-pub const SCAN_MAX: usize = 64;
+const SCAN_MAX: usize = 64;
 
 /// No token: a pair that cannot merge.
 const NONE: Rank = Rank::MAX;
@@ -40,6 +40,7 @@ pub fn count(vocab: &Vocab, piece: &[u8], scratch: &mut Scratch) -> usize {
     }
 }
 
+/// Finds each merge by scanning all pairs: the fastest way for the short pieces most text is.
 pub fn by_scan(vocab: &Vocab, piece: &[u8], parts: &mut Vec<(usize, Rank)>) -> usize {
     let rank = |from: usize, to: usize| vocab.rank(&piece[from..to]).unwrap_or(NONE);
     parts.clear();
@@ -71,6 +72,8 @@ pub fn by_scan(vocab: &Vocab, piece: &[u8], parts: &mut Vec<(usize, Rank)>) -> u
     }
 }
 
+/// Finds each merge by popping the lowest (rank, offset) from a heap of candidate pairs, over
+/// the parts kept as a linked list of byte offsets.
 pub fn by_heap(vocab: &Vocab, piece: &[u8], scratch: &mut Scratch) -> usize {
     let n = piece.len();
     let Scratch {
@@ -96,10 +99,10 @@ pub fn by_heap(vocab: &Vocab, piece: &[u8], scratch: &mut Scratch) -> usize {
         }
         vocab.rank(&piece[at..next[second]]).unwrap_or(NONE)
     };
-    for at in 0..n - 1 {
-        pair_rank[at] = pair_at(next, at);
-        if pair_rank[at] != NONE {
-            heap.push(Reverse((pair_rank[at], at)));
+    for (at, pair) in pair_rank[..n - 1].iter_mut().enumerate() {
+        *pair = vocab.rank(&piece[at..at + 2]).unwrap_or(NONE);
+        if *pair != NONE {
+            heap.push(Reverse((*pair, at)));
         }
     }
     let mut parts = n;

@@ -196,6 +196,21 @@ fn counts_match_tiktoken_on_thousands_of_random_texts() {
 }
 
 #[test]
+fn rust_and_the_pattern_agree_on_what_is_whitespace() {
+    // The look-ahead applied in code asks Rust; the pattern's `\s` asks regex-syntax's tables.
+    let space = regex_automata::meta::Regex::new(r"^\s$").unwrap();
+    let mut buf = [0; 4];
+    let spaces = (0..=u32::from(char::MAX))
+        .filter_map(char::from_u32)
+        .filter(|c| {
+            let pattern_says = space.is_match(c.encode_utf8(&mut buf) as &str);
+            assert_eq!(c.is_whitespace(), pattern_says, "{c:?}");
+            pattern_says
+        });
+    assert_eq!(spaces.count(), 25);
+}
+
+#[test]
 fn scan_and_heap_merges_agree() {
     let vocab = &O200K.ours.vocab;
     let mut rng = StdRng::seed_from_u64(7);
@@ -266,6 +281,28 @@ fn speed() {
                 100 * ours_rate / reference_rate
             );
         }
+    }
+}
+
+/// The time ours takes for one word of a million letters (tiktoken-rs's merge is quadratic in a
+/// piece's length: it would take hours). Run as `speed`.
+#[test]
+#[ignore]
+fn speed_of_a_long_word() {
+    let ours = Encoding::o200k_base().unwrap();
+    for word in [
+        "a".repeat(1 << 20),
+        "ab".repeat(1 << 19),
+        "中".repeat(1 << 18),
+    ] {
+        let started = Instant::now();
+        let tokens = ours.count(&word);
+        println!(
+            "{} bytes of {:?}…: {tokens} tokens in {:?}",
+            word.len(),
+            &word[..6],
+            started.elapsed()
+        );
     }
 }
 
