@@ -21,6 +21,7 @@ pub mod providers;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tokenizer;
 pub mod tools;
 
 /// The version of this build.
