@@ -9,25 +9,24 @@
 -- Where AEX computes a value in Rust and binds it, this script writes a constant (fingerprint,
 -- estimate, usage, payloads, the cached response) or lets Postgres make it (ids, from
 -- gen_random_uuid()). Ledger events go through the same aex_append_event() as AEX's, which
--- locks the chain, reads its tail and computes the SHA-256 hash in SQL. The only addition is
--- RETURNING on the execution's insert, to carry its id and key into the later statements.
+-- locks the chain, reads its tail and computes the SHA-256 hash in SQL.
 --
 -- pgbench reads `:name` as a variable even inside a string literal, so the JSON here has a
 -- space after each colon, and @CHAIN@ becomes ('agent:' || '<uuid>'), folded to a constant
 -- when the statement is prepared.
 
--- Admission: lock the agent, insert the execution (DISPATCHED: it is sent as soon as this
--- commits), then aex_hold(): the reservation, the estimate held on the agent, the events
--- `reservation.reserved` and `execution.dispatched`.
+-- Admission: lock the agent, then aex_hold(): the execution (DISPATCHED: it is sent as soon as
+-- this commits), its reservation, the estimate held on the agent, the events
+-- `reservation.reserved` and `execution.dispatched`. The execution's id and key come from a
+-- random number pgbench draws, where AEX draws a UUIDv7.
+\set r random(1, 140737488355327)
 BEGIN;
 SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = '@TENANT@';
 SELECT id, tenant_id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, budget_period, period_started_at, rpm_limit, tpm_limit, policy, state, prompt_tokens_total, completion_tokens_total, requests_total, created_at, updated_at FROM agents WHERE tenant_id = '@TENANT@' AND id = '@AGENT@' FOR UPDATE;
-INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, provider, dispatched_at, completed_at) VALUES (gen_random_uuid(), '@TENANT@', '@AGENT@', gen_random_uuid()::text, false, '/v1/chat/completions', '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'bench-chat', 'DISPATCHED', 1, false, '@REPLICA@', 14, NULL, 'mock', CASE WHEN 'DISPATCHED' = 'DISPATCHED' THEN now() END, CASE WHEN 'DISPATCHED' IN ('DENIED', 'FAILED') THEN now() END) ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, provider = EXCLUDED.provider, actual_micro_usd = NULL, prompt_tokens = NULL, completion_tokens = NULL, usage_source = NULL, response_status = NULL, response_body = NULL, dispatched_at = EXCLUDED.dispatched_at, completed_at = EXCLUDED.completed_at, updated_at = now() RETURNING id AS eid, execution_key AS ekey
-\gset
-SELECT aex_hold(gen_random_uuid(), :eid, 1, '@TENANT@', '@AGENT@', 14, false, 0, :ekey, @CHAIN@, @LOCKKEY@, '{"attempt": 1,"clamped": false,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","output_cap": 20,"prompt_tokens_estimate": 16,"route": "/v1/chat/completions"}', '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
+SELECT aex_hold(('00000000-0000-4000-8000-' || lpad(to_hex(:r::bigint), 12, '0'))::uuid, '@TENANT@', '@AGENT@', lpad(to_hex(:r::bigint), 12, '0'), false, '/v1/chat/completions', '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'bench-chat', 'DISPATCHED', 1, false, '@REPLICA@', 14, 'mock', gen_random_uuid(), false, 0, @CHAIN@, @LOCKKEY@, '{"attempt": 1,"clamped": false,"estimate_micro_usd": 14,"holds_tenant": false,"model": "bench-chat","output_cap": 20,"prompt_tokens_estimate": 16,"route": "/v1/chat/completions"}', '{"attempt": 1,"model": "bench-chat","output_cap": 20,"provider": "mock","upstream_model": "gpt-4o-mini"}');
 COMMIT;
 
 -- Settlement: one statement, its own transaction: aex_settle() compare-and-sets the reservation,
 -- moves the money, finishes the execution with its cached result, appends `usage.commit` and
 -- projects the fact.
-SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(:eid, 1, '@TENANT@', '@AGENT@', :ekey, @CHAIN@, @LOCKKEY@, 'COMMITTED', 14, 10, 20, 'reported', NULL, 200, convert_to('{"choices": [{"finish_reason": "stop","index": 0,"message": {"content": "Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role": "assistant"}}],"created": 1700000000,"id": "chatcmpl-mock","model": "bench-chat","object": "chat.completion","usage": {"completion_tokens": 20,"prompt_tokens": 10,"total_tokens": 30}}', 'UTF8'), false, 'usage.commit', '{"actual_micro_usd": 14,"attempt": 1,"completion_tokens": 20,"model": "bench-chat","prompt_tokens": 10,"provider": "mock","stream_end": null,"stream_events": null,"usage": "reported"}', 'bench-chat', 1, ARRAY['agent:' || '@AGENT@', 'tenant:' || '@TENANT@']);
+SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(('00000000-0000-4000-8000-' || lpad(to_hex(:r::bigint), 12, '0'))::uuid, 1, '@TENANT@', '@AGENT@', lpad(to_hex(:r::bigint), 12, '0'), @CHAIN@, @LOCKKEY@, 'COMMITTED', 14, 10, 20, 'reported', NULL, 200, convert_to('{"choices": [{"finish_reason": "stop","index": 0,"message": {"content": "Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role": "assistant"}}],"created": 1700000000,"id": "chatcmpl-mock","model": "bench-chat","object": "chat.completion","usage": {"completion_tokens": 20,"prompt_tokens": 10,"total_tokens": 30}}', 'UTF8'), false, 'usage.commit', '{"actual_micro_usd": 14,"attempt": 1,"completion_tokens": 20,"model": "bench-chat","prompt_tokens": 10,"provider": "mock","stream_end": null,"stream_events": null,"usage": "reported"}', 'bench-chat', 1, ARRAY['agent:' || '@AGENT@', 'tenant:' || '@TENANT@']);

@@ -29,7 +29,7 @@ use crate::ledger::{self, ChainId, NewEvent};
 use crate::money::MicroUsd;
 use crate::store::agents::{self, AgentRow};
 use crate::store::executions::{self, NewExecution};
-use crate::store::reservations::{self, NewReservation};
+use crate::store::holds::{self, NewReservation};
 use crate::store::{projection, rate_windows, tenants, StoreError};
 
 /// Everything admission decides on.
@@ -353,7 +353,18 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let holds_tenant = tenant
         .as_ref()
         .is_some_and(|tn| tn.budget_micro_usd.is_some());
-    executions::upsert_attempt(
+    let reserved = json!({
+        "attempt": attempt,
+        "route": t.route.as_str(),
+        "model": t.pricing.label(),
+        "estimate_micro_usd": estimate.cost.0,
+        "prompt_tokens_estimate": estimate.prompt_tokens,
+        "output_cap": estimate.output_cap,
+        "clamped": clamped,
+        "holds_tenant": holds_tenant,
+    });
+    let chain_id = ChainId::Agent(t.agent_id).to_string();
+    holds::hold(
         &mut tx,
         &NewExecution {
             id: execution_id,
@@ -372,32 +383,11 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             reason: None,
             provider: Some(t.target.provider),
         },
-    )
-    .await?;
-    let reserved = json!({
-        "attempt": attempt,
-        "route": t.route.as_str(),
-        "model": t.pricing.label(),
-        "estimate_micro_usd": estimate.cost.0,
-        "prompt_tokens_estimate": estimate.prompt_tokens,
-        "output_cap": estimate.output_cap,
-        "clamped": clamped,
-        "holds_tenant": holds_tenant,
-    });
-    let chain_id = ChainId::Agent(t.agent_id).to_string();
-    reservations::hold(
-        &mut tx,
         &NewReservation {
             id: Uuid::now_v7(),
-            execution_id,
-            attempt,
-            tenant_id: t.tenant_id,
-            agent_id: t.agent_id,
-            estimate_micro_usd: estimate.cost.0,
             holds_tenant,
             rate_tokens,
         },
-        t.key,
         (&chain_id, ledger::chain_lock_key(&chain_id)),
         &canonical_json(&reserved),
         &canonical_json(&dispatched_payload(t, attempt, &estimate)),

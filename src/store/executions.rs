@@ -105,26 +105,15 @@ pub async fn get_execution(
 }
 
 /// Inserts a new execution, or turns a released/failed one into its next attempt (same row, so
-/// the caller's key keeps one identity).
+/// the caller's key keeps one identity): the `aex_upsert_execution` function, which an admitted
+/// call's hold (`store::holds`) runs too.
 pub async fn upsert_attempt(
     conn: &mut PgConnection,
     e: &NewExecution<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO executions (id, tenant_id, agent_id, execution_key, keyed, route, \
-         fingerprint, model_alias, state, attempt, stream, replica_id, estimate_micro_usd, reason, \
-         provider, dispatched_at, completed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 CASE WHEN $9 = 'DISPATCHED' THEN now() END, \
-                 CASE WHEN $9 IN ('DENIED', 'FAILED') THEN now() END) \
-         ON CONFLICT ON CONSTRAINT executions_key_per_agent DO UPDATE SET \
-           state = EXCLUDED.state, attempt = EXCLUDED.attempt, stream = EXCLUDED.stream, \
-           replica_id = EXCLUDED.replica_id, estimate_micro_usd = EXCLUDED.estimate_micro_usd, \
-           model_alias = EXCLUDED.model_alias, reason = EXCLUDED.reason, \
-           provider = EXCLUDED.provider, actual_micro_usd = NULL, prompt_tokens = NULL, \
-           completion_tokens = NULL, usage_source = NULL, response_status = NULL, \
-           response_body = NULL, dispatched_at = EXCLUDED.dispatched_at, \
-           completed_at = EXCLUDED.completed_at, updated_at = now()",
+        "SELECT aex_upsert_execution($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15)",
     )
     .bind(e.id)
     .bind(e.tenant_id)
