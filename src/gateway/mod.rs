@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod call;
+mod chat_chunk;
 pub mod dispatch;
 pub mod error;
 pub mod estimate;

@@ -1,9 +1,11 @@
 //! Relaying a provider's server-sent events to the client, event by event as they arrive: the
 //! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
 //! asked for it, usage captured (or the output counted when the provider reports none), and the
-//! transcript kept for replay. However the stream ends — finished, cut by the provider,
-//! abandoned by the client (which stops the upstream call) or cut by a shutdown past its drain
-//! timeout — what was received is committed: never zero, never a release.
+//! transcript kept for replay. The usual chat chunk takes [`super::chat_chunk`]'s fast path
+//! (its bytes kept, only the model value replaced); every other event is read as JSON. However
+//! the stream ends — finished, cut by the provider, abandoned by the client (which stops the
+//! upstream call) or cut by a shutdown past its drain timeout — what was received is committed:
+//! never zero, never a release.
 
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{CallBody, CallOutput, SSE};
+use super::chat_chunk;
 use super::dispatch::Dispatch;
 use super::estimate;
 use super::settlement::{self, Outcome, Priced, UsageSource};
@@ -47,6 +50,8 @@ impl End {
 struct Relay<'a> {
     route: CallRoute,
     alias: &'a str,
+    /// The alias as a JSON string, as the fast path writes it into chunks.
+    alias_json: String,
     client_wants_usage: bool,
     tokenizer: TokenizerKind,
     reported: Option<Usage>,
@@ -60,7 +65,16 @@ struct Relay<'a> {
 impl Relay<'_> {
     /// The bytes to send the client for one upstream event, or `None` to drop it.
     fn event(&mut self, raw: Bytes) -> Option<Bytes> {
-        let out = self.event_as_json(raw)?;
+        let fast = match self.route {
+            CallRoute::ChatCompletions => {
+                chat_chunk::relay(&raw, &self.alias_json, &mut self.output)
+            }
+            _ => None,
+        };
+        let out = match fast {
+            Some(out) => out,
+            None => self.event_as_json(raw)?,
+        };
         if self.transcript.len() + out.len() <= self.transcript_cap {
             self.transcript.extend_from_slice(&out);
         } else {
@@ -241,6 +255,7 @@ pub async fn relay(
     let mut relay = Relay {
         route: job.route,
         alias: &r.model_alias,
+        alias_json: Value::String(r.model_alias.clone()).to_string(),
         client_wants_usage: job.client_wants_usage,
         tokenizer: model.tokenizer,
         reported: None,
