@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod agent_gate;
 pub mod call;
+mod chat_chunk;
 pub mod dispatch;
 pub mod error;
 pub mod estimate;

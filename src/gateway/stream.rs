@@ -1,9 +1,11 @@
 //! Relaying a provider's server-sent events to the client, event by event as they arrive: the
 //! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
 //! asked for it, usage captured (or the output counted when the provider reports none), and the
-//! transcript kept for replay. However the stream ends — finished, cut by the provider,
-//! abandoned by the client (which stops the upstream call) or cut by a shutdown past its drain
-//! timeout — what was received is committed: never zero, never a release.
+//! transcript kept for replay. The usual chat chunk takes [`super::chat_chunk`]'s fast path
+//! (its bytes kept, only the model value replaced); every other event is read as JSON. However
+//! the stream ends — finished, cut by the provider, abandoned by the client (which stops the
+//! upstream call) or cut by a shutdown past its drain timeout — what was received is committed:
+//! never zero, never a release.
 
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{CallBody, CallOutput, SSE};
+use super::chat_chunk;
 use super::dispatch::Dispatch;
 use super::estimate;
 use super::settlement::{self, Outcome, Priced, UsageSource};
@@ -47,6 +50,8 @@ impl End {
 struct Relay<'a> {
     route: CallRoute,
     alias: &'a str,
+    /// The alias as a JSON string, as the fast path writes it into chunks.
+    alias_json: String,
     client_wants_usage: bool,
     tokenizer: TokenizerKind,
     reported: Option<Usage>,
@@ -59,22 +64,16 @@ struct Relay<'a> {
 
 impl Relay<'_> {
     /// The bytes to send the client for one upstream event, or `None` to drop it.
-    fn event(&mut self, raw: &[u8]) -> Option<Bytes> {
-        let parsed = sse::parse(raw);
-        let out = match parsed
-            .data
-            .as_deref()
-            .map(|d| (d, serde_json::from_str::<Value>(d)))
-        {
-            Some((_, Ok(Value::Object(obj)))) => {
-                let mut value = Value::Object(obj);
-                if !self.inspect(&mut value) {
-                    return None;
-                }
-                Bytes::from(sse::format(parsed.event.as_deref(), &value.to_string()))
+    fn event(&mut self, raw: Bytes) -> Option<Bytes> {
+        let fast = match self.route {
+            CallRoute::ChatCompletions => {
+                chat_chunk::relay(&raw, &self.alias_json, &mut self.output)
             }
-            // `[DONE]`, comments, keep-alives and anything else pass through untouched.
-            _ => Bytes::copy_from_slice(raw),
+            _ => None,
+        };
+        let out = match fast {
+            Some(out) => out,
+            None => self.event_as_json(raw)?,
         };
         if self.transcript.len() + out.len() <= self.transcript_cap {
             self.transcript.extend_from_slice(&out);
@@ -83,6 +82,25 @@ impl Relay<'_> {
         }
         self.events += 1;
         Some(out)
+    }
+
+    /// Any event, read as JSON and written again; `None` drops it.
+    fn event_as_json(&mut self, raw: Bytes) -> Option<Bytes> {
+        let parsed = sse::parse(&raw);
+        match parsed.data.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(Value::Object(obj))) => {
+                let mut value = Value::Object(obj);
+                if !self.inspect(&mut value) {
+                    return None;
+                }
+                Some(Bytes::from(sse::format(
+                    parsed.event.as_deref(),
+                    &value.to_string(),
+                )))
+            }
+            // `[DONE]`, comments, keep-alives and anything else pass through untouched.
+            _ => Some(raw),
+        }
     }
 
     /// Captures usage and output text, rewrites the model; false drops the event.
@@ -176,6 +194,49 @@ fn rewrite_model(value: &mut Value, alias: &str) {
     }
 }
 
+/// Relays events as they arrive until the stream ends, the client goes, or a shutdown's drain
+/// timeout passes.
+async fn pump(
+    relay: &mut Relay<'_>,
+    chunks: &mut BoxStream<'static, Result<Bytes, ProviderError>>,
+    tx: &mpsc::Sender<Bytes>,
+    job: &Dispatch,
+) -> End {
+    let mut splitter = SseSplitter::default();
+    // Made once, not per chunk: each registers a waiter when it is first polled.
+    let client_gone = tx.closed();
+    let draining = job.gw.drain_expired.cancelled();
+    tokio::pin!(client_gone, draining);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut client_gone => return End::ClientGone,
+            () = &mut draining => return End::ServerDraining,
+            next = chunks.next() => next,
+        };
+        let bytes = match next {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => {
+                tracing::warn!(execution_id = %job.reservation.execution_key, error = %e, "upstream stream failed mid-way");
+                return End::UpstreamFailed;
+            }
+            None => break,
+        };
+        splitter.push(&bytes);
+        while let Some(event) = splitter.next_event() {
+            if let Some(out) = relay.event(event) {
+                if tx.send(out).await.is_err() {
+                    return End::ClientGone;
+                }
+            }
+        }
+    }
+    if let Some(out) = splitter.finish().and_then(|rest| relay.event(rest)) {
+        let _ = tx.send(out).await;
+    }
+    End::Finished
+}
+
 /// Relays a successful stream to the client and commits what it delivered.
 pub async fn relay(
     job: &Dispatch,
@@ -189,15 +250,12 @@ pub async fn relay(
     let mut head = CallOutput::full(&r.execution_key, 200, SSE, Bytes::new());
     head.body = CallBody::Stream(rx);
     head.remaining_micro_usd = Some(r.remaining_after);
-    let mut end = if reply.send(head).is_err() {
-        Some(End::ClientGone)
-    } else {
-        None
-    };
+    let end = reply.send(head).is_err().then_some(End::ClientGone);
 
     let mut relay = Relay {
         route: job.route,
         alias: &r.model_alias,
+        alias_json: Value::String(r.model_alias.clone()).to_string(),
         client_wants_usage: job.client_wants_usage,
         tokenizer: model.tokenizer,
         reported: None,
@@ -207,43 +265,10 @@ pub async fn relay(
         transcript_complete: true,
         events: 0,
     };
-    let mut splitter = SseSplitter::default();
-    let mut first_byte_ms = None;
-    while end.is_none() {
-        let next = tokio::select! {
-            biased;
-            () = tx.closed() => { end = Some(End::ClientGone); break; }
-            () = job.gw.drain_expired.cancelled() => { end = Some(End::ServerDraining); break; }
-            next = chunks.next() => next,
-        };
-        match next {
-            None => end = Some(End::Finished),
-            Some(Err(e)) => {
-                tracing::warn!(execution_id = %r.execution_key, error = %e, "upstream stream failed mid-way");
-                end = Some(End::UpstreamFailed);
-            }
-            Some(Ok(bytes)) => {
-                first_byte_ms.get_or_insert_with(|| started.elapsed().as_millis());
-                for event in splitter.push(&bytes) {
-                    if let Some(out) = relay.event(&event) {
-                        if tx.send(out).await.is_err() {
-                            end = Some(End::ClientGone);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let end = end.unwrap_or(End::Finished);
-    if end == End::Finished {
-        if let Some(mut rest) = splitter.finish() {
-            rest.extend_from_slice(b"\n\n");
-            if let Some(out) = relay.event(&rest) {
-                let _ = tx.send(out).await;
-            }
-        }
-    }
+    let end = match end {
+        Some(end) => end,
+        None => pump(&mut relay, &mut chunks, &tx, job).await,
+    };
     // Dropping the upstream stream closes its connection: the provider stops generating.
     drop(chunks);
     drop(tx);

@@ -8,7 +8,9 @@
 //! fields contain. `tests/vectors/ledger_v1.json` holds golden vectors; any change here is a new
 //! encoding version, never an edit of v1.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::borrow::Cow;
+
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -35,38 +37,102 @@ pub fn format_ts(ts: DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// The canonical bytes of an event.
-pub fn encode(header: &EventHeader<'_>, payload: &str) -> Vec<u8> {
-    let uuid_text = |id: Option<Uuid>| id.map(|u| u.hyphenated().to_string()).unwrap_or_default();
-    let seq = header.seq.to_string();
-    let tenant = uuid_text(header.tenant_id);
-    let agent = uuid_text(header.agent_id);
-    let ts = format_ts(header.ts);
+/// [`format_ts`] written into `buf` without allocating, for the verifier's hot loop: digits by
+/// hand for years 0–9999 (every timestamp Postgres hands back in practice), chrono otherwise.
+fn ts_text(ts: DateTime<Utc>, buf: &mut [u8; 27]) -> Cow<'_, str> {
+    let t = ts.naive_utc();
+    // A leap second (nanos past 1e9) or a year chrono writes with a sign: leave them to chrono.
+    if !(0..=9999).contains(&t.year()) || t.nanosecond() >= 1_000_000_000 {
+        return Cow::Owned(format_ts(ts));
+    }
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for slot in buf[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, t.year().unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 6, t.nanosecond() / 1_000);
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        buf[at] = sep;
+    }
+    match std::str::from_utf8(buf) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(format_ts(ts)),
+    }
+}
+
+/// Writes the canonical bytes of an event to `sink`, piece by piece and without allocating, so
+/// that hashing needs no intermediate buffer.
+fn write_canonical(header: &EventHeader<'_>, payload: &str, mut sink: impl FnMut(&[u8])) {
+    let mut seq = itoa::Buffer::new();
+    let (mut tenant, mut agent, mut ts) = ([0u8; 36], [0u8; 36], [0u8; 27]);
+    let tenant = match header.tenant_id {
+        Some(id) => &*id.hyphenated().encode_lower(&mut tenant),
+        None => "",
+    };
+    let agent = match header.agent_id {
+        Some(id) => &*id.hyphenated().encode_lower(&mut agent),
+        None => "",
+    };
+    let ts = ts_text(header.ts, &mut ts);
     let fields: [&str; 9] = [
         header.chain_id,
-        &seq,
+        seq.format(header.seq),
         header.prev_hash,
         header.event_type,
-        &tenant,
-        &agent,
+        tenant,
+        agent,
         header.execution_id.unwrap_or(""),
         &ts,
         payload,
     ];
-    let mut out = Vec::with_capacity(64 + fields.iter().map(|f| f.len() + 8).sum::<usize>());
-    out.extend_from_slice(b"aex-ledger-v1\n");
+    sink(b"aex-ledger-v1\n");
+    let mut len = itoa::Buffer::new();
     for field in fields {
-        out.extend_from_slice(field.len().to_string().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(field.as_bytes());
-        out.push(b'\n');
+        sink(len.format(field.len()).as_bytes());
+        sink(b":");
+        sink(field.as_bytes());
+        sink(b"\n");
     }
+}
+
+/// The canonical bytes of an event.
+pub fn encode(header: &EventHeader<'_>, payload: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + payload.len());
+    write_canonical(header, payload, |bytes| out.extend_from_slice(bytes));
     out
+}
+
+/// SHA-256 of the canonical encoding.
+pub fn event_digest(header: &EventHeader<'_>, payload: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    write_canonical(header, payload, |bytes| hasher.update(bytes));
+    hasher.finalize().into()
 }
 
 /// Lowercase hex SHA-256 of the canonical encoding.
 pub fn event_hash(header: &EventHeader<'_>, payload: &str) -> String {
-    hex::encode(Sha256::digest(encode(header, payload)))
+    hex::encode(event_digest(header, payload))
+}
+
+/// Whether a stored hash (lowercase hex) is `digest`, without allocating.
+pub fn hash_is(stored: &str, digest: &[u8; 32]) -> bool {
+    let mut text = [0u8; 64];
+    hex::encode_to_slice(digest, &mut text).is_ok() && stored.as_bytes() == text
 }
 
 /// Canonical JSON text of a payload: object keys sorted (serde_json's default map is ordered),
@@ -110,6 +176,56 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn timestamps_are_written_exactly_as_chrono_writes_them() {
+        let mut buf = [0u8; 27];
+        let mut micros: i64 = 1_700_000_000_123_456;
+        let edges = [
+            0,
+            1,
+            -1,
+            999_999,
+            -62_167_219_200_000_000, // 0000-01-01T00:00:00Z
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z
+            253_402_300_800_000_000, // year 10000: chrono's sign
+            -62_167_219_200_000_001, // year -1
+        ];
+        let sweep = (0..10_000).map(|_| {
+            // A cheap deterministic walk over the two centuries after 1970.
+            micros = micros
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1)
+                % 6_000_000_000_000_000;
+            micros.abs()
+        });
+        for m in edges.into_iter().chain(sweep) {
+            let ts = DateTime::from_timestamp_micros(m).unwrap();
+            assert_eq!(ts_text(ts, &mut buf), format_ts(ts), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_digest_is_the_hash_of_the_encoding() {
+        let header = EventHeader {
+            chain_id: "agent:x",
+            seq: 12,
+            prev_hash: GENESIS_HASH,
+            event_type: "usage.commit",
+            tenant_id: Some(Uuid::from_u128(7)),
+            agent_id: None,
+            execution_id: Some("e"),
+            ts: Utc::now(),
+        };
+        let digest = event_digest(&header, "{}");
+        assert_eq!(
+            digest.as_slice(),
+            Sha256::digest(encode(&header, "{}")).as_slice()
+        );
+        assert!(hash_is(&event_hash(&header, "{}"), &digest));
+        assert!(!hash_is(&event_hash(&header, "{ }"), &digest));
+        assert!(!hash_is("", &digest));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! events.
 
 pub mod append;
+mod chain_check;
 pub mod checkpoint;
 pub mod encoding;
+mod event_row;
 pub mod export;
 pub mod fold;
 pub mod verify;

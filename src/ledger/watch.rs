@@ -15,8 +15,10 @@ use std::time::Instant;
 use futures::TryStreamExt;
 use sqlx::PgPool;
 
+use super::chain_check::check;
 use super::encoding::GENESIS_HASH;
-use super::verify::{check, BadEvent, EventRow, VerifyReport};
+use super::event_row::{select_events, EventRow};
+use super::verify::{BadEvent, VerifyReport};
 
 /// The verified state of every chain seen so far.
 #[derive(Debug, Default)]
@@ -56,10 +58,10 @@ impl ChainWatch {
     }
 
     async fn pass(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut rows = sqlx::query_as::<_, EventRow>(
-            "SELECT id, chain_id, seq, prev_hash, event_hash, event_type, tenant_id, agent_id, \
-             execution_id, ts, payload FROM event_log WHERE id > $1 ORDER BY chain_id, seq",
-        )
+        let mut rows = sqlx::query_as::<_, EventRow>(concat!(
+            select_events!(),
+            " WHERE id > $1 ORDER BY chain_id, seq"
+        ))
         .bind(self.seen_up_to)
         .fetch(pool);
         let mut seen_up_to = self.seen_up_to;
@@ -105,7 +107,7 @@ impl ChainWatch {
         if row.seq <= seq || row.seq > seq + 1 {
             return true;
         }
-        if let Some(problem) = check(&row, seq, &hash) {
+        if let Some(problem) = check(&row.view(), seq, &hash) {
             self.bad = Some(BadEvent {
                 id: row.id,
                 chain_id: row.chain_id,
@@ -128,11 +130,10 @@ impl ChainWatch {
         after: i64,
         until: i64,
     ) -> Result<(), sqlx::Error> {
-        let rows = sqlx::query_as::<_, EventRow>(
-            "SELECT id, chain_id, seq, prev_hash, event_hash, event_type, tenant_id, agent_id, \
-             execution_id, ts, payload FROM event_log \
-             WHERE chain_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
-        )
+        let rows = sqlx::query_as::<_, EventRow>(concat!(
+            select_events!(),
+            " WHERE chain_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
+        ))
         .bind(chain)
         .bind(after)
         .bind(until)

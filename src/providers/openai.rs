@@ -1,6 +1,7 @@
 //! The OpenAI-compatible HTTP provider (OpenAI, Groq, vLLM, llama.cpp server, Ollama, …), on one
 //! shared pooled `reqwest` client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -70,13 +71,17 @@ impl OpenAiCompatible {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if req.stream && (200..300).contains(&status) {
-            let name = provider.clone();
+            // The closure runs for every chunk: it clones an Arc, not a String.
+            let name: Arc<str> = Arc::from(provider.as_str());
             let chunks = futures::stream::unfold(Some(response), move |state| {
-                let name = name.clone();
+                let name = Arc::clone(&name);
                 async move {
                     let mut response = state?;
                     match tokio::time::timeout(limit, response.chunk()).await {
-                        Err(_) => Some((Err(ProviderError::Timeout { provider: name }), None)),
+                        Err(_) => {
+                            let provider = name.to_string();
+                            Some((Err(ProviderError::Timeout { provider }), None))
+                        }
                         Ok(Err(e)) => Some((Err(classify(&name, e)), None)),
                         Ok(Ok(None)) => None,
                         Ok(Ok(Some(bytes))) => Some((Ok(bytes), Some(response))),

@@ -1,10 +1,13 @@
 //! Server-sent events: splitting a byte stream into events as bytes arrive, and reading an
 //! event's `event:` and `data:` fields.
 
-/// Accumulates bytes and yields each complete event (a block ended by a blank line).
+use bytes::{Bytes, BytesMut};
+
+/// Accumulates bytes and yields each complete event (a block ended by a blank line). Events are
+/// split off the buffer without copying them again.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 /// Finds the end of the first event in `buf`: the index after its blank line.
@@ -25,21 +28,24 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 }
 
 impl SseSplitter {
-    /// Adds bytes; returns the events they complete, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+    /// Adds bytes; [`Self::next_event`] then yields the events they complete.
+    pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
-        let mut events = Vec::new();
-        while let Some(end) = event_end(&self.buf) {
-            let rest = self.buf.split_off(end);
-            events.push(std::mem::replace(&mut self.buf, rest));
-        }
-        events
     }
 
-    /// What is left when the stream ends without a final blank line.
-    pub fn finish(self) -> Option<Vec<u8>> {
-        let trimmed = self.buf.iter().all(u8::is_ascii_whitespace);
-        (!trimmed).then_some(self.buf)
+    /// The next complete event, in order.
+    pub fn next_event(&mut self) -> Option<Bytes> {
+        let end = event_end(&self.buf)?;
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    /// What is left when the stream ends without a final blank line, with one added.
+    pub fn finish(mut self) -> Option<Bytes> {
+        if self.buf.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        self.buf.extend_from_slice(b"\n\n");
+        Some(self.buf.freeze())
     }
 }
 
@@ -95,25 +101,30 @@ pub fn format(event: Option<&str>, data: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Every event the bytes pushed so far complete.
+    fn events(s: &mut SseSplitter, chunk: &[u8]) -> Vec<Bytes> {
+        s.push(chunk);
+        std::iter::from_fn(|| s.next_event()).collect()
+    }
+
     #[test]
     fn events_split_across_chunks_are_reassembled_in_order() {
         let mut s = SseSplitter::default();
-        assert!(s.push(b"data: {\"a\"").is_empty());
-        let events = s.push(b":1}\n\ndata: [DONE]\n\ndata: par");
+        assert!(events(&mut s, b"data: {\"a\"").is_empty());
         assert_eq!(
-            events,
-            vec![
-                b"data: {\"a\":1}\n\n".to_vec(),
-                b"data: [DONE]\n\n".to_vec()
-            ]
+            events(&mut s, b":1}\n\ndata: [DONE]\n\ndata: par"),
+            vec![&b"data: {\"a\":1}\n\n"[..], &b"data: [DONE]\n\n"[..]]
         );
-        assert_eq!(s.finish(), Some(b"data: par".to_vec()));
+        assert_eq!(s.finish().as_deref(), Some(&b"data: par\n\n"[..]));
+        let mut blank = SseSplitter::default();
+        blank.push(b"\n \n");
+        assert_eq!(blank.finish(), None);
     }
 
     #[test]
     fn crlf_and_event_names_are_understood() {
         let mut s = SseSplitter::default();
-        let events = s.push(b"event: response.created\r\ndata: {}\r\n\r\n");
+        let events = events(&mut s, b"event: response.created\r\ndata: {}\r\n\r\n");
         assert_eq!(events.len(), 1);
         let e = parse(&events[0]);
         assert_eq!(e.event.as_deref(), Some("response.created"));

@@ -135,6 +135,71 @@ async fn a_reordered_sequence_is_detected() {
 }
 
 #[tokio::test]
+async fn with_two_chains_broken_the_one_first_in_chain_order_is_named_whatever_the_append_order() {
+    let app = spawn_app().await;
+    let first = app.create_agent("first", "1.00", json!({})).await;
+    let second = app.create_agent("second", "1.00", json!({})).await;
+    for token in [&first.token, &second.token, &first.token] {
+        assert_eq!(app.chat(token, hello()).await.status(), StatusCode::OK);
+    }
+    let (early, late) = if chain(first.id) < chain(second.id) {
+        (chain(first.id), chain(second.id))
+    } else {
+        (chain(second.id), chain(first.id))
+    };
+    // The chain that sorts first is broken at its newest event, appended after the other chain's
+    // first event, which is broken too: a walk in append order meets the other one first.
+    let newest: i64 = sqlx::query_scalar("SELECT max(seq) FROM event_log WHERE chain_id = $1")
+        .bind(&early)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    tamper(
+        &app,
+        &format!(
+            "UPDATE event_log SET payload = '{{}}' WHERE (chain_id = '{early}' AND seq = {newest}) \
+             OR (chain_id = '{late}' AND seq = 1)"
+        ),
+    )
+    .await;
+    let (_, chain_id, seq, problem) = first_bad(&app).await;
+    assert_eq!((chain_id, seq), (early, newest));
+    assert!(problem.contains("edited"), "{problem}");
+}
+
+#[tokio::test]
+async fn renumbered_ids_are_not_tampering_with_what_is_hashed() {
+    let (app, agent) = ledger_with_history().await;
+    // Ids are not hashed: moving an event's id past its successors changes the order the rows
+    // are read in, not the chain.
+    tamper(
+        &app,
+        &format!(
+            "UPDATE event_log SET id = id + 1000000 WHERE chain_id = '{}' AND seq = 2",
+            chain(agent)
+        ),
+    )
+    .await;
+    let report = verify::verify_all(&app.pool, &app.settings.auth.keys)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_chain_is_named_by_the_checkpoint() {
+    let (app, agent) = ledger_with_history().await;
+    tamper(
+        &app,
+        &format!("DELETE FROM event_log WHERE chain_id = '{}'", chain(agent)),
+    )
+    .await;
+    let (id, chain_id, seq, problem) = first_bad(&app).await;
+    assert_eq!((id, chain_id, seq), (0, chain(agent), 0));
+    assert!(problem.contains("whole chain is missing"), "{problem}");
+}
+
+#[tokio::test]
 async fn a_forged_checkpoint_is_rejected() {
     let (app, _) = ledger_with_history().await;
     sqlx::query("UPDATE ledger_checkpoints SET heads = replace(heads, '\"seq\":', '\"seq\":1')")
