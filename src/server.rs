@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -155,6 +156,11 @@ async fn run(
             let _ = drain_started_tx.send(Instant::now());
         }
     };
+    // Server-sent events are small writes: without TCP_NODELAY, Nagle's algorithm holds one
+    // back until the client acknowledges the last, which adds a delayed-ACK wait to a stream.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, app)
         .with_graceful_shutdown(drain_signal)
         .into_future();

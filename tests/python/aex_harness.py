@@ -125,6 +125,16 @@ class AexInstance:
     def agent(self, name: str) -> dict:
         return json.loads(self.cli("agent", "show", name, "--json").stdout)
 
+    def settled_agent(self, name: str, timeout: float = 10.0) -> dict:
+        """The agent once nothing is held: a stream's settlement commits after its last event
+        reaches the client, so a client can read the books before they move."""
+        deadline = time.monotonic() + timeout
+        agent = self.agent(name)
+        while agent["reserved_micro_usd"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            agent = self.agent(name)
+        return agent
+
 
 if __name__ == "__main__":
     instance = AexInstance()

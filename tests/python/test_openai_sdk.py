@@ -48,7 +48,7 @@ def test_streaming_chunks_arrive_with_the_alias_and_the_final_usage(aex):
     assert text.startswith(" w")
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 20
-    agent = aex.agent("sdk-streamer")
+    agent = aex.settled_agent("sdk-streamer")
     assert agent["spent_micro_usd"] == cost(usage.prompt_tokens, usage.completion_tokens)
     assert agent["reserved_micro_usd"] == 0
 
@@ -67,7 +67,7 @@ def test_embeddings_and_responses_through_the_sdk(aex):
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert events[-1].response.model == "gpt-4o-mini"
-    assert aex.agent("sdk-multi")["reserved_micro_usd"] == 0
+    assert aex.settled_agent("sdk-multi")["reserved_micro_usd"] == 0
 
 
 def test_a_tool_call_round_trip_and_response_format(aex):
