@@ -22,7 +22,7 @@ use crate::gateway::settlement::{self, Outcome, Priced, SettleResult};
 use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
 use crate::money::MicroUsd;
-use crate::store::executions::{self, ExecutionRow, Settled};
+use crate::store::executions::{self, ExecutionRow};
 use crate::store::locks;
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -136,20 +136,7 @@ async fn fail_without_hold(
     {
         return Ok(());
     }
-    executions::mark_settled(
-        &mut tx,
-        e.id,
-        &Settled {
-            state: state.as_str(),
-            actual_micro_usd: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            usage_source: None,
-            reason: Some(reason),
-            result: None,
-        },
-    )
-    .await?;
+    executions::finish_unheld(&mut tx, e.id, state.as_str(), reason).await?;
     ledger::append(
         &mut tx,
         NewEvent::for_agent(

@@ -111,28 +111,40 @@ pub async fn upsert_attempt(
     conn: &mut PgConnection,
     e: &NewExecution<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT aex_upsert_execution($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15)",
+    bind_execution(
+        sqlx::query(
+            "SELECT aex_upsert_execution($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15)",
+        ),
+        e,
     )
-    .bind(e.id)
-    .bind(e.tenant_id)
-    .bind(e.agent_id)
-    .bind(e.execution_key)
-    .bind(e.keyed)
-    .bind(e.route)
-    .bind(e.fingerprint)
-    .bind(e.model_alias)
-    .bind(e.state)
-    .bind(e.attempt)
-    .bind(e.stream)
-    .bind(e.replica_id)
-    .bind(e.estimate_micro_usd)
     .bind(e.reason)
     .bind(e.provider)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Binds an execution's fields as `aex_upsert_execution` and `aex_hold` take them first ($1 to
+/// $13: id to estimate).
+pub(crate) fn bind_execution<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    e: &'q NewExecution<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(e.id)
+        .bind(e.tenant_id)
+        .bind(e.agent_id)
+        .bind(e.execution_key)
+        .bind(e.keyed)
+        .bind(e.route)
+        .bind(e.fingerprint)
+        .bind(e.model_alias)
+        .bind(e.state)
+        .bind(e.attempt)
+        .bind(e.stream)
+        .bind(e.replica_id)
+        .bind(e.estimate_micro_usd)
 }
 
 /// Stores the result a replay will return.
@@ -156,42 +168,21 @@ pub async fn store_result(
     Ok(())
 }
 
-/// The outcome written at settlement.
-#[derive(Debug, Clone)]
-pub struct Settled<'a> {
-    pub state: &'a str,
-    pub actual_micro_usd: Option<i64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub usage_source: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    /// The result to cache for replay: status, body, whether it is an SSE transcript.
-    pub result: Option<(u16, &'a [u8], bool)>,
-}
-
-pub async fn mark_settled(
+/// Ends an execution that holds nothing (its reservation was never written) in `state`, with
+/// the reason; an execution with a hold is settled by `store::settlements` instead.
+pub async fn finish_unheld(
     conn: &mut PgConnection,
     id: Uuid,
-    s: &Settled<'_>,
+    state: &str,
+    reason: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE executions SET state = $2, actual_micro_usd = $3, prompt_tokens = $4, \
-         completion_tokens = $5, usage_source = $6, reason = $7, completed_at = now(), \
-         updated_at = now(), \
-         response_status = COALESCE($8, response_status), \
-         response_body = COALESCE($9, response_body), \
-         response_is_stream = COALESCE($10, response_is_stream) WHERE id = $1",
+        "UPDATE executions SET state = $2, reason = $3, completed_at = now(), updated_at = now() \
+         WHERE id = $1",
     )
     .bind(id)
-    .bind(s.state)
-    .bind(s.actual_micro_usd)
-    .bind(s.prompt_tokens)
-    .bind(s.completion_tokens)
-    .bind(s.usage_source)
-    .bind(s.reason)
-    .bind(s.result.map(|r| i32::from(r.0)))
-    .bind(s.result.map(|r| r.1))
-    .bind(s.result.map(|r| r.2))
+    .bind(state)
+    .bind(reason)
     .execute(conn)
     .await?;
     Ok(())

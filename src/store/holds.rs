@@ -7,7 +7,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::executions::NewExecution;
+use super::executions::{bind_execution, NewExecution};
 
 /// The reservation of the attempt, beside what the execution already says.
 #[derive(Debug, Clone, Copy)]
@@ -30,23 +30,13 @@ pub async fn hold(
     dispatched_payload: &str,
 ) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
-    sqlx::query(
-        "SELECT aex_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21)",
+    bind_execution(
+        sqlx::query(
+            "SELECT aex_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21)",
+        ),
+        e,
     )
-    .bind(e.id)
-    .bind(e.tenant_id)
-    .bind(e.agent_id)
-    .bind(e.execution_key)
-    .bind(e.keyed)
-    .bind(e.route)
-    .bind(e.fingerprint)
-    .bind(e.model_alias)
-    .bind(e.state)
-    .bind(e.attempt)
-    .bind(e.stream)
-    .bind(e.replica_id)
-    .bind(e.estimate_micro_usd)
     .bind(e.provider)
     .bind(r.id)
     .bind(r.holds_tenant)
