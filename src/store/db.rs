@@ -22,6 +22,10 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error
         // Connections opened for a burst are given back to Postgres, whose connection slots are
         // shared by every replica.
         .idle_timeout(Duration::from_secs(60))
+        // No ping before every acquire: it is a round trip per transaction (two per governed
+        // call). A connection the server dropped fails its first statement instead and is
+        // discarded; callers already treat that as the database being unavailable.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
         .connect_lazy_with(options))
 }
