@@ -149,12 +149,21 @@ fn build() -> prometheus::Result<Metrics> {
             "Calls moved to a fallback model's provider after their provider failed",
             &["provider", "fallback_provider"],
         )?,
-        reconcile_runs: counter(
-            r,
-            "aex_reconcile_runs_total",
-            "Reconciler passes by outcome (done, skipped: another replica held the lock, error)",
-            &["outcome"],
-        )?,
+        reconcile_runs: {
+            let runs = counter(
+                r,
+                "aex_reconcile_runs_total",
+                "Reconciler passes by outcome (done, skipped: another replica held the lock, error)",
+                &["outcome"],
+            )?;
+            // Every outcome is exported from the start (at 0): the first pass runs only once the
+            // replica's database contact has lasted `stale_after_seconds`, and an absent series
+            // cannot be alerted on.
+            for outcome in ["done", "skipped", "error"] {
+                runs.with_label_values(&[outcome]);
+            }
+            runs
+        },
         reconciled: counter(
             r,
             "aex_reconciled_executions_total",

@@ -165,8 +165,9 @@ async fn fail(
     ));
 }
 
-/// Rewrites the upstream model name back to the alias the agent used.
-fn rewrite_model(value: &mut Value, alias: &str) {
+/// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a
+/// streamed event read as JSON in `stream`).
+pub(super) fn rewrite_model(value: &mut Value, alias: &str) {
     if let Some(obj) = value.as_object_mut() {
         if obj.contains_key("model") {
             obj.insert("model".into(), Value::String(alias.to_owned()));

@@ -19,7 +19,7 @@ use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
-use crate::store::settlements::{self, Settlement};
+use crate::store::settlements::{self, Charge, Settlement};
 
 /// How an execution is priced at commit.
 #[derive(Debug, Clone, Copy)]
@@ -154,34 +154,7 @@ async fn settle_once(
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
-    let chain_id = ChainId::Agent(r.agent_id).to_string();
-    let mut s = Settlement {
-        execution_id: r.execution_id,
-        attempt: r.attempt,
-        tenant_id: r.tenant_id,
-        agent_id: r.agent_id,
-        execution_key: &r.execution_key,
-        chain_id: &chain_id,
-        chain_lock_key: ledger::chain_lock_key(&chain_id),
-        state: "",
-        actual_micro_usd: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        usage_source: None,
-        reason: None,
-        result: None,
-        event_type: "",
-        payload: serde_json::Value::Null,
-        model_alias: None,
-        latency_ms: None,
-        rate_subjects: [
-            rate_limit::agent_subject(r.agent_id),
-            rate_limit::tenant_subject(r.tenant_id),
-        ],
-    };
-    let _slot = gw.agent_gates.enter(r.agent_id).await;
-    let mut conn = gw.pool.acquire().await?;
-    match outcome {
+    let (state, reason, charge, event_type, payload, model_alias) = match outcome {
         Outcome::Commit {
             usage,
             source,
@@ -191,16 +164,17 @@ async fn settle_once(
             stream,
         } => {
             let actual = priced.cost(*usage);
-            s.state = ExecutionState::Committed.as_str();
-            s.actual_micro_usd = Some(actual);
-            s.prompt_tokens = Some(i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX));
-            s.completion_tokens = Some(i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX));
-            s.usage_source = Some(source.as_str());
-            s.result = result
-                .as_ref()
-                .map(|(st, body, sse)| (*st, body.as_slice(), *sse));
-            s.event_type = types::COMMITTED;
-            s.payload = json!({
+            let charge = Charge {
+                actual_micro_usd: actual,
+                prompt_tokens: i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
+                completion_tokens: i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
+                usage_source: source.as_str(),
+                result: result
+                    .as_ref()
+                    .map(|(st, body, sse)| (*st, body.as_slice(), *sse)),
+                latency_ms: *latency_ms,
+            };
+            let payload = json!({
                 "attempt": r.attempt,
                 "model": priced.label(),
                 "provider": provider,
@@ -211,39 +185,77 @@ async fn settle_once(
                 "stream_end": stream.map(|s| s.0),
                 "stream_events": stream.map(|s| s.1),
             });
-            s.model_alias = Some(priced.label());
-            s.latency_ms = Some(*latency_ms);
-            let Some(held) = settlements::settle(&mut conn, &s).await? else {
-                return Ok(SettleResult::AlreadySettled);
-            };
-            crate::metrics::settled("committed", actual, actual > held.estimate_micro_usd);
-            Ok(SettleResult::Committed {
-                actual_micro_usd: actual,
-                remaining_micro_usd: held.remaining_micro_usd,
-            })
+            let state = ExecutionState::Committed.as_str();
+            (
+                state,
+                None,
+                Some(charge),
+                types::COMMITTED,
+                payload,
+                priced.label(),
+            )
         }
         Outcome::Release {
             reason,
             state,
             upstream_status,
         } => {
-            s.state = state.as_str();
-            s.reason = Some(reason);
-            s.event_type = types::RELEASED;
-            s.payload = json!({
+            let payload = json!({
                 "attempt": r.attempt,
                 "reason": reason,
                 "execution_state": state.as_str(),
                 "upstream_status": upstream_status,
             });
-            s.model_alias = Some(&r.model_alias);
-            let Some(held) = settlements::settle(&mut conn, &s).await? else {
-                return Ok(SettleResult::AlreadySettled);
-            };
-            crate::metrics::settled("released", 0, false);
-            Ok(SettleResult::Released {
-                remaining_micro_usd: held.remaining_micro_usd,
-            })
+            let reason = Some(reason.as_str());
+            (
+                state.as_str(),
+                reason,
+                None,
+                types::RELEASED,
+                payload,
+                r.model_alias.as_str(),
+            )
         }
-    }
+    };
+    let actual = charge.as_ref().map(|c| c.actual_micro_usd);
+    let chain_id = ChainId::Agent(r.agent_id).to_string();
+    let s = Settlement {
+        execution_id: r.execution_id,
+        attempt: r.attempt,
+        tenant_id: r.tenant_id,
+        agent_id: r.agent_id,
+        execution_key: &r.execution_key,
+        chain_id: &chain_id,
+        chain_lock_key: ledger::chain_lock_key(&chain_id),
+        state,
+        reason,
+        charge,
+        event_type,
+        payload,
+        model_alias,
+        rate_subjects: [
+            rate_limit::agent_subject(r.agent_id),
+            rate_limit::tenant_subject(r.tenant_id),
+        ],
+    };
+    let _slot = gw.agent_gates.enter(r.agent_id).await;
+    let mut conn = gw.pool.acquire().await?;
+    let Some(held) = settlements::settle(&mut conn, &s).await? else {
+        return Ok(SettleResult::AlreadySettled);
+    };
+    Ok(match actual {
+        Some(actual) => {
+            crate::metrics::settled("committed", actual, actual > held.estimate_micro_usd);
+            SettleResult::Committed {
+                actual_micro_usd: actual,
+                remaining_micro_usd: held.remaining_micro_usd,
+            }
+        }
+        None => {
+            crate::metrics::settled("released", 0, false);
+            SettleResult::Released {
+                remaining_micro_usd: held.remaining_micro_usd,
+            }
+        }
+    })
 }

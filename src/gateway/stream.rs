@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::call::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
-use super::dispatch::Dispatch;
+use super::dispatch::{rewrite_model, Dispatch};
 use super::estimate;
 use super::settlement::{self, Outcome, Priced, UsageSource};
 use crate::config::{ModelRoute, TokenizerKind};
@@ -182,14 +182,6 @@ impl Relay<'_> {
                 },
                 UsageSource::Estimated,
             ),
-        }
-    }
-}
-
-fn rewrite_model(value: &mut Value, alias: &str) {
-    if let Some(obj) = value.as_object_mut() {
-        if obj.contains_key("model") {
-            obj.insert("model".into(), Value::String(alias.to_owned()));
         }
     }
 }

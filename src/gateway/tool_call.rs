@@ -88,7 +88,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let (tx, rx) = oneshot::channel();
     let task_gw = Arc::clone(&gw);
     let task = async move {
-        let out = run_and_settle(&task_gw, &reservation, &plugin, &arguments).await;
+        let out = run_and_settle(&task_gw, &reservation, &plugin, provider, &arguments).await;
         let _ = tx.send(out);
     };
     gw.tasks
@@ -101,6 +101,7 @@ async fn run_and_settle(
     gw: &Gateway,
     r: &Reservation,
     plugin: &PluginRow,
+    provider: String,
     arguments: &Value,
 ) -> CallOutput {
     let id = r.execution_key.as_str();
@@ -131,7 +132,7 @@ async fn run_and_settle(
             let outcome = Outcome::Commit {
                 usage: Usage::default(),
                 source: UsageSource::Reported,
-                provider: format!("tool:{}", plugin.kind),
+                provider,
                 result: Some((200, body.clone(), false)),
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream: None,

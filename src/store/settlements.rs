@@ -18,24 +18,29 @@ pub struct Settlement<'a> {
     /// The agent's chain and its advisory-lock key (see `ledger::append`).
     pub chain_id: &'a str,
     pub chain_lock_key: i64,
-    /// The execution's terminal state.
+    /// The execution's terminal state, and why when it is not a commit.
     pub state: &'a str,
-    /// The cost to commit; `None` releases the hold.
-    pub actual_micro_usd: Option<i64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub usage_source: Option<&'a str>,
     pub reason: Option<&'a str>,
-    /// The result cached for replay: status, body, whether it is an SSE transcript.
-    pub result: Option<(u16, &'a [u8], bool)>,
+    /// What to charge; `None` releases the hold.
+    pub charge: Option<Charge<'a>>,
     /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
     /// knows; the function adds the facts of the hold.
     pub event_type: &'a str,
     pub payload: serde_json::Value,
-    pub model_alias: Option<&'a str>,
-    pub latency_ms: Option<i64>,
+    pub model_alias: &'a str,
     /// The rate-limit windows the estimate was charged to.
     pub rate_subjects: [String; 2],
+}
+
+/// What a commit charges and records.
+pub struct Charge<'a> {
+    pub actual_micro_usd: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub usage_source: &'a str,
+    /// The result cached for replay: status, body, whether it is an SSE transcript.
+    pub result: Option<(u16, &'a [u8], bool)>,
+    pub latency_ms: i64,
 }
 
 /// What the settled hold was, and the agent's budget left after it.
@@ -51,6 +56,7 @@ pub async fn settle(
     s: &Settlement<'_>,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
+    let result = s.charge.as_ref().and_then(|c| c.result);
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
          $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
@@ -64,18 +70,18 @@ pub async fn settle(
     .bind(s.chain_id)
     .bind(s.chain_lock_key)
     .bind(s.state)
-    .bind(s.actual_micro_usd)
-    .bind(s.prompt_tokens)
-    .bind(s.completion_tokens)
-    .bind(s.usage_source)
+    .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
+    .bind(s.charge.as_ref().map(|c| c.prompt_tokens))
+    .bind(s.charge.as_ref().map(|c| c.completion_tokens))
+    .bind(s.charge.as_ref().map(|c| c.usage_source))
     .bind(s.reason)
-    .bind(s.result.map(|r| i32::from(r.0)))
-    .bind(s.result.map(|r| r.1))
-    .bind(s.result.map(|r| r.2))
+    .bind(result.map(|r| i32::from(r.0)))
+    .bind(result.map(|r| r.1))
+    .bind(result.map(|r| r.2))
     .bind(s.event_type)
     .bind(sqlx::types::Json(&s.payload))
     .bind(s.model_alias)
-    .bind(s.latency_ms)
+    .bind(s.charge.as_ref().map(|c| c.latency_ms))
     .bind(&s.rate_subjects[..])
     .fetch_optional(conn)
     .await?;
