@@ -2,6 +2,7 @@
 //! transitions). Decommissioning revokes every token of the agent in the same transaction; an
 //! agent is never deleted, since its ledger chain must stay whole.
 
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -11,6 +12,7 @@ use super::agents::{check_limits, find_agent, AgentResponse};
 use super::{nullable, patch_policy, validate_text, AdminError};
 use crate::auth::Principal;
 use crate::domain::{AgentState, BudgetPeriod, TenantId};
+use crate::gateway::admission::{period_start, restart_budget_period};
 use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
 use crate::store::agent_settings::{self, AgentSettings};
@@ -70,7 +72,7 @@ pub async fn update_agent(
             .map_or_else(|| before.budget_period.clone(), |p| p.as_str().to_owned()),
         policy,
     };
-    let after = agent_settings::update_settings(&mut tx, tenant_id, before.id, &settings)
+    let mut after = agent_settings::update_settings(&mut tx, tenant_id, before.id, &settings)
         .await
         .map_err(AdminError::from_store("agent"))?;
     let payload =
@@ -80,6 +82,12 @@ pub async fn update_agent(
         NewEvent::for_agent(tenant_id, after.id, "agent.updated", None, payload),
     )
     .await?;
+    if let Some(period) = req.period.filter(|p| p.as_str() != before.budget_period) {
+        // `spent` counts the new period from now on: what was committed since its start (all of
+        // it, for a lifetime budget), a money change recorded like a period's end.
+        let start = period_start(period, Utc::now()).unwrap_or(after.period_started_at);
+        restart_budget_period(&mut tx, &mut after, period, start).await?;
+    }
     tx.commit().await?;
     Ok(after.into())
 }

@@ -594,25 +594,38 @@ async fn record_refusal(
     })
 }
 
-/// Resets `spent` when the agent's budget period has rolled over, with its ledger event.
+/// Starts the agent's next budget period when the current one has ended (checked lazily, at
+/// admission).
 async fn roll_budget_period(
     conn: &mut PgConnection,
     agent: &mut AgentRow,
 ) -> Result<(), GatewayError> {
     let period: BudgetPeriod = agent.budget_period.parse().map_err(anyhow::Error::msg)?;
-    let Some(start) = period_start(period, Utc::now()) else {
-        return Ok(());
-    };
-    if agent.period_started_at >= start {
-        return Ok(());
+    match period_start(period, Utc::now()) {
+        Some(start) if agent.period_started_at < start => {
+            Ok(restart_budget_period(conn, agent, period, start).await?)
+        }
+        _ => Ok(()),
     }
+}
+
+/// Starts the agent's budget period `period` at `start`, in the caller's transaction: `spent`
+/// becomes what was committed since `start` (everything, for a lifetime budget), recorded with
+/// its ledger event. Used when a period ends and when an operator changes the period.
+pub async fn restart_budget_period(
+    conn: &mut PgConnection,
+    agent: &mut AgentRow,
+    period: BudgetPeriod,
+    start: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     // Commits booked since the boundary but before this (lazy) reset belong to the new period.
     let spent_after: i64 = sqlx::query_scalar(
         "SELECT COALESCE(sum(actual_micro_usd), 0)::bigint FROM reservations \
-         WHERE agent_id = $1 AND state = 'COMMITTED' AND settled_at >= $2",
+         WHERE agent_id = $1 AND state = 'COMMITTED' AND ($3 OR settled_at >= $2)",
     )
     .bind(agent.id)
     .bind(start)
+    .bind(period == BudgetPeriod::Lifetime)
     .fetch_one(&mut *conn)
     .await?;
     agents::reset_period(conn, agent.id, start, spent_after).await?;

@@ -392,3 +392,47 @@ async fn agents_are_listed_with_filters_and_keyset_pages() {
         (StatusCode::BAD_REQUEST, Some("limit"))
     );
 }
+
+#[tokio::test]
+async fn changing_the_budget_period_recounts_spent_with_a_ledger_event() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("recounted", "1.00", json!({})).await;
+    assert_eq!(
+        app.chat(&agent.token, hello()).await.status(),
+        StatusCode::OK
+    );
+    let (spent, _, _) = app.books(agent.id).await;
+    assert!(spent > 0);
+    // That commit happened three days ago: it counts for a lifetime budget, not for today's.
+    sqlx::query(
+        "UPDATE reservations SET settled_at = now() - interval '3 days' WHERE agent_id = $1",
+    )
+    .bind(agent.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.assert_books_audit().await;
+
+    let path = format!("/admin/agents/{}", agent.id);
+    for (period, expected) in [("daily", 0), ("lifetime", spent)] {
+        app.op(
+            Method::PATCH,
+            &path,
+            Some(json!({"period": period})),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(app.books(agent.id).await.0, expected, "{period}");
+        app.assert_books_audit().await;
+    }
+    let resets = app.ledger_payloads("budget.period_reset").await;
+    let after: Vec<i64> = resets
+        .iter()
+        .map(|r| r["spent_after_micro_usd"].as_i64().unwrap())
+        .collect();
+    assert_eq!(after, vec![0, spent]);
+    let replay: Value = app
+        .op(Method::GET, "/admin/replay", None, StatusCode::OK)
+        .await;
+    assert_eq!(replay["ok"], true, "{replay}");
+}
