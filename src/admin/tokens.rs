@@ -240,9 +240,17 @@ pub async fn revoke_token(
     if before.revoked_at.is_some() {
         return Ok(before);
     }
-    let row = store::revoke_token(&mut tx, scope, jti, &reason)
+    let revoked = store::revoke_token(&mut tx, scope, jti, &reason)
         .await
         .map_err(AdminError::from_store("token"))?;
+    let Some(row) = revoked else {
+        // Revoked meanwhile by a concurrent request, which recorded it.
+        drop(tx);
+        let mut conn = gw.pool.acquire().await?;
+        return store::get_token(&mut conn, scope, jti)
+            .await
+            .map_err(AdminError::from_store("token"));
+    };
     let payload = json!({"by": by.subject, "jti": jti, "reason": reason});
     ledger::append(
         &mut tx,
@@ -252,6 +260,10 @@ pub async fn revoke_token(
     tx.commit().await?;
     gw.revocations.insert(jti);
     Ok(row)
+}
+
+fn not_live() -> AdminError {
+    AdminError::Conflict("only a live token can be rotated; issue a new one instead".into())
 }
 
 /// Revokes a live token and issues its successor: same scope, holder and lifetime.
@@ -268,9 +280,7 @@ pub async fn rotate_token(
         .await
         .map_err(AdminError::from_store("token"))?;
     if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e <= Utc::now()) {
-        return Err(AdminError::Conflict(
-            "only a live token can be rotated; issue a new one instead".into(),
-        ));
+        return Err(not_live());
     }
     let token_scope: Scope = old.scope.parse().map_err(anyhow::Error::msg)?;
     if token_scope == Scope::Operator {
@@ -285,9 +295,13 @@ pub async fn rotate_token(
         }
         _ => None,
     };
-    store::revoke_token(&mut tx, scope, jti, "rotated")
+    let revoked = store::revoke_token(&mut tx, scope, jti, "rotated")
         .await
         .map_err(AdminError::from_store("token"))?;
+    if revoked.is_none() {
+        // Revoked or rotated meanwhile by a concurrent request: it had one successor already.
+        return Err(not_live());
+    }
     let spec = TokenSpec {
         tenant_id: old.tenant_id,
         agent,

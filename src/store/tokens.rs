@@ -56,27 +56,30 @@ pub async fn insert_token(conn: &mut PgConnection, token: &TokenRow) -> Result<(
     Ok(())
 }
 
-/// Revokes one token (scoped to its tenant unless `tenant_id` is `None`, the operator's view) and
-/// announces it; the announcement is delivered when the caller's transaction commits.
+/// Revokes one live token (scoped to its tenant unless `tenant_id` is `None`, the operator's view)
+/// and announces it; the announcement is delivered when the caller's transaction commits. `None`
+/// when it is not live: missing, or revoked already — by a concurrent change too, which the row
+/// lock of this UPDATE serialises, so one revocation is made (and recorded) once.
 pub async fn revoke_token(
     conn: &mut PgConnection,
     tenant_id: Option<TenantId>,
     jti: Uuid,
     reason: &str,
-) -> Result<TokenRow, StoreError> {
-    let row: TokenRow = sqlx::query_as(concat!(
-        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()), \
-         revoked_reason = COALESCE(revoked_reason, $3) \
-         WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING ",
+) -> Result<Option<TokenRow>, StoreError> {
+    let row: Option<TokenRow> = sqlx::query_as(concat!(
+        "UPDATE api_tokens SET revoked_at = now(), revoked_reason = $3 \
+         WHERE jti = $1 AND ($2::uuid IS NULL OR tenant_id = $2) AND revoked_at IS NULL \
+         RETURNING ",
         token_columns!()
     ))
     .bind(jti)
     .bind(tenant_id)
     .bind(reason)
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    notify_revoked(conn, &[jti]).await?;
+    .await?;
+    if row.is_some() {
+        notify_revoked(conn, &[jti]).await?;
+    }
     Ok(row)
 }
 

@@ -325,3 +325,53 @@ async fn token_scopes_decide_which_routes_a_token_may_call() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 }
+
+#[tokio::test]
+async fn concurrent_rotations_and_revocations_of_one_token_take_effect_once() {
+    let app = spawn_app().await;
+    app.create_agent("contended", "1.00", json!({})).await;
+    let body = json!({"scope": "execution", "agent": "contended"});
+    let jti = issue(&app, &app.operator_token, body.clone()).await["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("/admin/tokens/{jti}/rotate");
+    let statuses = futures::future::join_all(
+        (0..8).map(|_| app.admin(Method::POST, &rotate, &app.operator_token, None)),
+    )
+    .await;
+    let ok = statuses
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((ok, conflicts), (1, 7), "{statuses:?}");
+    assert_eq!(app.ledger_payloads("token.rotated").await.len(), 1);
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_tokens t JOIN agents a ON a.id = t.agent_id \
+         WHERE a.name = 'contended' AND t.revoked_at IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 2, "the agent's first token and one successor");
+
+    let other = issue(&app, &app.operator_token, body).await["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = format!("/admin/tokens/{other}/revoke");
+    let statuses = futures::future::join_all(
+        (0..8).map(|_| app.admin(Method::POST, &revoke, &app.operator_token, None)),
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(app.ledger_payloads("token.revoked").await.len(), 1);
+    app.assert_books_audit().await;
+}
