@@ -157,8 +157,8 @@ async fn fail_without_hold(
 
 /// Reconciles every `reconcile_interval_seconds` once this replica's own contact with the
 /// database has lasted `stale_after_seconds` (see [`DbContact`]: right after start or after an
-/// outage, a stale heartbeat does not mean a lost replica); also prunes cached results past
-/// their retention.
+/// outage, a stale heartbeat does not mean a lost replica); also prunes cached results and
+/// rate-limit buckets past their use.
 pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: CancellationToken) {
     let every = Duration::from_secs(gw.settings.cluster.reconcile_interval_seconds.max(1));
     let trusted_after = Duration::from_secs(gw.settings.cluster.stale_after_seconds);
@@ -183,7 +183,8 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
     }
 }
 
-/// Drops cached results past the retention period (the rows and their ledger events stay).
+/// Drops cached results past the retention period (the rows and their ledger events stay) and
+/// rate-limit buckets past every window.
 pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
     let hours = i64::try_from(gw.settings.gateway.result_retention_hours).unwrap_or(24);
     let mut conn = gw.pool.acquire().await?;
@@ -192,5 +193,7 @@ pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
     if pruned > 0 {
         tracing::info!(pruned, "pruned cached results past retention");
     }
+    // Rate-limit buckets older than any window are never read again.
+    crate::store::rate_windows::delete_expired(&mut conn).await?;
     Ok(())
 }
