@@ -18,6 +18,19 @@ pub fn record_ms(field: &'static str, since: Instant) {
     tracing::Span::current().record(field, ms);
 }
 
+/// An error with its causes, on one line (reqwest's or sqlx's top-level message alone says
+/// little).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Records how the governed call ended on the current request span.
 pub fn record_outcome(outcome: &str) {
     tracing::Span::current().record("outcome", outcome);

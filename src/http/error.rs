@@ -24,7 +24,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let (status, kind, code) = self.0.status_type_code();
         if status >= 500 {
-            tracing::error!(error = %anyhow_chain(&self.0), code, "request failed");
+            tracing::error!(error = %crate::telemetry::error_chain(&self.0), code, "request failed");
         }
         let body = openai_error_body(&self.0.public_message(), kind, code, self.0.param());
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -37,18 +37,6 @@ impl IntoResponse for OpenAiError {
         }
         response
     }
-}
-
-/// The cause chain of an error on one line.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The admin error shape: `{"error": {"code", "message", "field"}}`.

@@ -123,24 +123,12 @@ fn classify(provider: &str, e: reqwest::Error) -> ProviderError {
     } else if e.is_connect() {
         ProviderError::Connect {
             provider,
-            detail: error_chain(&e),
+            detail: crate::telemetry::error_chain(&e),
         }
     } else {
         ProviderError::Transport {
             provider,
-            detail: error_chain(&e),
+            detail: crate::telemetry::error_chain(&e),
         }
     }
-}
-
-/// An error with its causes, on one line (reqwest's top-level message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

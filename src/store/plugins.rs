@@ -91,7 +91,6 @@ pub async fn list_plugins(
     .await
 }
 
-/// Locks a plugin row by name for an update.
 /// A plugin by name, without locking it (the call path).
 pub async fn get_plugin(
     conn: &mut PgConnection,
@@ -109,6 +108,7 @@ pub async fn get_plugin(
     .await
 }
 
+/// Locks a plugin row by name for an update.
 pub async fn lock_plugin(
     conn: &mut PgConnection,
     tenant_id: TenantId,
