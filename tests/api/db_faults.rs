@@ -173,6 +173,7 @@ async fn terminated_backends_fail_requests_cleanly_and_the_gateway_recovers_by_i
         )
         .await;
     }
+    assert!(terminated > 0, "no backend of the gateway was terminated");
     let recovered_in = wait_recovered(&app, &worker).await;
     let revoked_in = revocation_latency(&app, &spare).await;
     let outcomes = load.stop().await;

@@ -19,6 +19,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (harness.exitCode !== null || harness.signalCode !== null) return; // it exited already
   harness.stdin.end(); // the harness stops AEX and drops its database
   await new Promise((resolve) => harness.once("exit", resolve));
 });
