@@ -41,6 +41,12 @@ pub struct MockControl {
     pub requests: Mutex<Vec<Value>>,
     /// Authorization headers received.
     pub auth_headers: Mutex<Vec<String>>,
+    /// Misbehaviours of a provider: generate `completion_tokens` whatever cap was sent; report
+    /// this many completion tokens in `usage` (0: what was generated); answer a stream request
+    /// with JSON and a plain one with server-sent events (chat completions).
+    pub ignore_cap: AtomicBool,
+    pub reported_completion_tokens: AtomicU64,
+    pub swap_content_type: AtomicBool,
     /// Keep bodies and headers for a test to inspect. Off for a standalone mock: nothing can
     /// read them there, and under a benchmark they would grow without bound.
     pub record: AtomicBool,
@@ -62,6 +68,9 @@ impl Default for MockControl {
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
             record: AtomicBool::new(true),
+            ignore_cap: AtomicBool::new(false),
+            reported_completion_tokens: AtomicU64::new(0),
+            swap_content_type: AtomicBool::new(false),
         }
     }
 }
@@ -154,6 +163,9 @@ async fn prelude(
 
 fn output_tokens(c: &MockControl, body: &Value, cap_fields: &[&str]) -> u64 {
     let wanted = c.completion_tokens.load(Ordering::SeqCst);
+    if c.ignore_cap.load(Ordering::SeqCst) {
+        return wanted;
+    }
     let cap = cap_fields
         .iter()
         .find_map(|f| body.get(*f).and_then(Value::as_u64));
@@ -183,13 +195,20 @@ async fn chat(
     let model = body.get("model").cloned().unwrap_or(Value::Null);
     let prompt = 3 + words(body.get("messages").unwrap_or(&Value::Null));
     let completion = output_tokens(&c, &body, &["max_completion_tokens", "max_tokens"]);
+    let reported = match c.reported_completion_tokens.load(Ordering::SeqCst) {
+        0 => completion,
+        lie => lie,
+    };
     let with_usage = !c.omit_usage.load(Ordering::SeqCst);
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+    let asked_stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let swapped = c.swap_content_type.load(Ordering::SeqCst);
+    if asked_stream != swapped {
         let include_usage = body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        return stream_chat(c, model, prompt, completion, include_usage && with_usage);
+        let usage = (with_usage && (include_usage || swapped)).then_some(reported);
+        return stream_chat(c, model, prompt, completion, usage);
     }
     let tool_call = body
         .get("tools")
@@ -225,7 +244,7 @@ async fn chat(
         "choices": [{"index": 0, "message": message, "finish_reason": if wants_tool { "tool_calls" } else { "stop" }}],
     });
     if with_usage {
-        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)});
     }
     Json(out).into_response()
 }
@@ -235,7 +254,7 @@ fn stream_chat(
     model: Value,
     prompt: u64,
     completion: u64,
-    include_usage: bool,
+    reported_usage: Option<u64>,
 ) -> Response {
     let chunks = c.chunks.load(Ordering::SeqCst).max(1);
     let chunk = |delta: Value, finish: Value| {
@@ -252,9 +271,9 @@ fn stream_chat(
         events.push(chunk(json!({"content": text}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
-    if include_usage {
+    if let Some(reported) = reported_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
+            "usage": {"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)}});
         events.push(format!("data: {v}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());

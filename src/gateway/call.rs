@@ -142,6 +142,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         passthrough: input.passthrough_key.clone(),
         stream: p.stream,
         client_wants_usage: p.client_wants_usage,
+        choices: prepare::choices(&input.body),
     };
     // The task carries the request span, so its upstream and settlement facts land there.
     gw.tasks.spawn(tracing::Instrument::instrument(

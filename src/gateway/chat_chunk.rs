@@ -27,6 +27,9 @@ struct Chunk<'a> {
 struct Choice<'a> {
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
+    /// Present and not `null` on a choice's last chunk.
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -73,11 +76,17 @@ fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
 }
 
 /// The event to send for `raw`, its model replaced by `alias_json` (the alias as a JSON string),
-/// after appending its text to `output`; `None` when it needs the JSON path, and then `output` is
-/// untouched.
-pub(super) fn relay(raw: &Bytes, alias_json: &str, output: &mut String) -> Option<Bytes> {
+/// after appending its text to `output` and setting `ending` when it is `[DONE]` or a choice's
+/// last chunk; `None` when it needs the JSON path, and then `output` and `ending` are untouched.
+pub(super) fn relay(
+    raw: &Bytes,
+    alias_json: &str,
+    output: &mut String,
+    ending: &mut bool,
+) -> Option<Bytes> {
     let data = data_line(raw)?;
     if data == b"[DONE]" {
+        *ending = true;
         return Some(raw.clone());
     }
     // An object only: serde would also read a struct from an array, which the JSON path passes
@@ -101,12 +110,9 @@ pub(super) fn relay(raw: &Bytes, alias_json: &str, output: &mut String) -> Optio
         }
         _ => raw.clone(),
     };
-    for delta in chunk
-        .choices
-        .iter()
-        .flatten()
-        .filter_map(|c| c.delta.as_ref())
-    {
+    let choices = chunk.choices.iter().flatten();
+    *ending |= choices.clone().any(|c| c.finish_reason.is_some());
+    for delta in choices.filter_map(|c| c.delta.as_ref()) {
         if let Some(Text(text)) = &delta.content {
             output.push_str(text);
         }
@@ -126,7 +132,12 @@ mod tests {
 
     fn run(raw: &str) -> (Option<String>, String) {
         let mut output = String::new();
-        let out = relay(&Bytes::copy_from_slice(raw.as_bytes()), ALIAS, &mut output);
+        let out = relay(
+            &Bytes::copy_from_slice(raw.as_bytes()),
+            ALIAS,
+            &mut output,
+            &mut false,
+        );
         let out = out.map(|b| String::from_utf8(b.to_vec()).unwrap());
         (out, output)
     }
@@ -188,7 +199,10 @@ mod tests {
         ] {
             let mut output = String::new();
             let raw = Bytes::copy_from_slice(raw.as_bytes());
-            assert!(relay(&raw, ALIAS, &mut output).is_none(), "{raw:?}");
+            assert!(
+                relay(&raw, ALIAS, &mut output, &mut false).is_none(),
+                "{raw:?}"
+            );
             assert!(output.is_empty());
         }
     }

@@ -1,6 +1,12 @@
 //! The provider call of an admitted execution, on a tracked task: try the model and then its
 //! fallbacks while a provider fails before its first byte (connect error, 429, 5xx), and settle
-//! the outcome exactly once. Streams are handed to [`super::stream`].
+//! the outcome exactly once. The answer is read by what it is (its content type, not what was
+//! asked): server-sent events go to [`super::stream`], anything else is read whole here.
+//!
+//! What is charged (SPEC §5.3): the provider's reported usage; else AEX's own count, capped at
+//! the caps it sent; the hold when the outcome is ambiguous (a timeout or a lost connection after
+//! the request was sent, when the provider may have done and billed the whole work); nothing
+//! only when the provider cannot have done billable work (never connected, or an error status).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +18,8 @@ use tokio::sync::oneshot;
 use super::admission::Reservation;
 use super::call::{CallOutput, JSON};
 use super::error::openai_error_body;
-use super::estimate;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use super::{estimate, prepare};
 use super::{stream, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
@@ -32,6 +38,28 @@ pub struct Dispatch {
     pub passthrough: Option<Secret>,
     pub stream: bool,
     pub client_wants_usage: bool,
+    /// The choices the request asks for (`n`): the output cap applies to each.
+    pub choices: u64,
+}
+
+impl Dispatch {
+    /// The completion tokens the caps sent to `model` allow: cap × choices.
+    pub fn completion_cap(&self, model: &ModelRoute) -> Option<u64> {
+        prepare::cap_sent(model, self.reservation.estimate.output_cap)
+            .map(|cap| cap.saturating_mul(self.choices))
+    }
+
+    /// AEX's own count of an answer the provider reported no usage for: the prompt as estimated,
+    /// the output counted from its text and never more than the caps sent allow.
+    pub fn counted_usage(&self, model: &ModelRoute, output: &str) -> Usage {
+        let counted = estimate::count_text(model.tokenizer, output);
+        Usage {
+            prompt_tokens: self.reservation.estimate.prompt_tokens,
+            completion_tokens: self
+                .completion_cap(model)
+                .map_or(counted, |cap| counted.min(cap)),
+        }
+    }
 }
 
 /// Why an attempt may move on to the next candidate: the provider did no work.
@@ -95,7 +123,7 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
             Ok(UpstreamReply::Streaming { chunks, .. }) => {
                 stream::relay(job, model, chunks, started, reply).await;
             }
-            Err(e) => fail(job, model, e, reply).await,
+            Err(e) => fail(job, model, e, started, reply).await,
         }
         return;
     }
@@ -129,40 +157,83 @@ async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, rea
     }
 }
 
-/// Releases the hold with `reason`; the failure to do so is logged once here.
+/// Releases the hold with `reason` (a failure to do so is logged by settlement).
 pub async fn release(job: &Dispatch, model: &ModelRoute, reason: &str, status: Option<u16>) {
     let outcome = Outcome::Release {
         reason: reason.to_owned(),
         state: ExecutionState::Released,
         upstream_status: status,
     };
-    if let Err(e) =
-        settlement::settle(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
-    {
-        tracing::error!(execution_id = %job.reservation.execution_key, error = %e, "release failed after retries");
-    }
+    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await;
 }
 
-/// No HTTP answer at all: release, and tell the client in the OpenAI shape.
+/// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
+/// `reason`): the provider may have generated, and will bill, the whole answer.
+pub async fn charge_ambiguous(
+    job: &Dispatch,
+    model: &ModelRoute,
+    reason: &str,
+    started: Instant,
+    stream: Option<(&'static str, u64)>,
+) -> SettleResult {
+    let outcome = Outcome::Ambiguous {
+        reason: reason.to_owned(),
+        provider: model.provider.name.clone(),
+        latency_ms: elapsed_ms(started),
+        stream,
+    };
+    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
+}
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Puts what settlement charged on the answer (`X-AEX-Cost-Micro-USD` and the budget left).
+pub(super) fn with_charge(mut out: CallOutput, settled: SettleResult) -> CallOutput {
+    if let SettleResult::Committed {
+        actual_micro_usd,
+        remaining_micro_usd,
+    } = settled
+    {
+        out.cost_micro_usd = Some(actual_micro_usd);
+        out.remaining_micro_usd = Some(remaining_micro_usd);
+    }
+    out
+}
+
+/// No HTTP answer at all. Never connected: release. Sent and then timed out or lost: charge the
+/// hold, and say so in the error body.
 async fn fail(
     job: &Dispatch,
     model: &ModelRoute,
     e: ProviderError,
+    started: Instant,
     reply: oneshot::Sender<CallOutput>,
 ) {
+    let id = job.reservation.execution_key.as_str();
+    tracing::warn!(execution_id = id, error = %e, "upstream call failed");
     let (status, code, reason) = match e {
+        ProviderError::Connect { .. } => {
+            release(job, model, "upstream_unreachable", None).await;
+            let out = CallOutput::error(id, 502, "server_error", "upstream_error", &e.to_string());
+            let _ = reply.send(out);
+            return;
+        }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
-        _ => (502, "upstream_error", "upstream_unreachable"),
+        ProviderError::Transport { .. } => (502, "upstream_error", "upstream_connection_lost"),
     };
-    tracing::warn!(execution_id = %job.reservation.execution_key, error = %e, "upstream call failed");
-    release(job, model, reason, None).await;
-    let _ = reply.send(CallOutput::error(
-        &job.reservation.execution_key,
-        status,
-        "server_error",
-        code,
-        &e.to_string(),
-    ));
+    let settled = charge_ambiguous(job, model, reason, started, None).await;
+    let charged = match settled {
+        SettleResult::Committed {
+            actual_micro_usd, ..
+        } => format!(
+            "; the request had been sent, so the provider may have done the work: its hold of {actual_micro_usd} micro-USD was charged"
+        ),
+        _ => String::new(),
+    };
+    let out = CallOutput::error(id, status, "server_error", code, &format!("{e}{charged}"));
+    let _ = reply.send(with_charge(out, settled));
 }
 
 /// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a
@@ -217,14 +288,7 @@ async fn complete(
                 Some(u) => (u, UsageSource::Reported),
                 None => {
                     let text = usage::output_text(job.route, &value);
-                    let completion = estimate::count_text(model.tokenizer, &text);
-                    (
-                        Usage {
-                            prompt_tokens: r.estimate.prompt_tokens,
-                            completion_tokens: completion,
-                        },
-                        UsageSource::Estimated,
-                    )
+                    (job.counted_usage(model, &text), UsageSource::Estimated)
                 }
             };
             rewrite_model(&mut value, &r.model_alias);
@@ -254,28 +318,18 @@ async fn complete(
             )
         }
     };
-    let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let outcome = Outcome::Commit {
         usage,
         source,
         provider: model.provider.name.clone(),
         result: Some((status, body.clone(), false)),
-        latency_ms,
+        latency_ms: elapsed_ms(started),
         stream: None,
+        completion_cap: job.completion_cap(model),
     };
-    let mut out = CallOutput::full(id, status, JSON, body);
-    match settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
-        Ok(SettleResult::Committed {
-            actual_micro_usd,
-            remaining_micro_usd,
-        }) => {
-            out.cost_micro_usd = Some(actual_micro_usd);
-            out.remaining_micro_usd = Some(remaining_micro_usd);
-        }
-        Ok(_) => {}
-        // The provider succeeded: the client gets its answer; the unsettled reservation is left
-        // for recovery and the failure is logged once here.
-        Err(e) => tracing::error!(execution_id = id, error = %e, "settlement failed after retries"),
-    }
-    let _ = reply.send(out);
+    let settled = settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await;
+    let _ = reply.send(with_charge(
+        CallOutput::full(id, status, JSON, body),
+        settled,
+    ));
 }

@@ -244,10 +244,7 @@ pub fn upstream_body(
 ) -> bytes::Bytes {
     let mut out = body.clone();
     out.insert("model".into(), Value::String(model.upstream_model.clone()));
-    if let (Some(field), Some(cap)) = (p.cap_field, output_cap) {
-        let cap = model
-            .max_output_tokens
-            .map_or(cap, |max| cap.min(u64::from(max)));
+    if let (Some(field), Some(cap)) = (p.cap_field, cap_sent(model, output_cap)) {
         let field = if p.requested_cap.is_none()
             && field == "max_tokens"
             && model.tokenizer != TokenizerKind::Bytes
@@ -269,4 +266,18 @@ pub fn upstream_body(
         }
     }
     bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+/// The output cap sent to `model` for a held cap: never above the model's own maximum.
+pub fn cap_sent(model: &ModelRoute, output_cap: Option<u64>) -> Option<u64> {
+    output_cap.map(|cap| {
+        model
+            .max_output_tokens
+            .map_or(cap, |max| cap.min(u64::from(max)))
+    })
+}
+
+/// The number of choices a request asks for (`n`, default 1): the cap applies to each.
+pub fn choices(body: &Map<String, Value>) -> u64 {
+    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
 }

@@ -1,26 +1,34 @@
 //! Relaying a provider's server-sent events to the client, event by event as they arrive: the
 //! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
-//! asked for it, usage captured (or the output counted when the provider reports none), and the
-//! transcript kept for replay. The usual chat chunk takes [`super::chat_chunk`]'s fast path
-//! (its bytes kept, only the model value replaced); every other event is read as JSON. However
-//! the stream ends — finished, cut by the provider, abandoned by the client (which stops the
-//! upstream call) or cut by a shutdown past its drain timeout — what was received is committed:
-//! never zero, never a release.
+//! asked for it, usage captured (or the output counted when the provider reports none, capped at
+//! the caps sent), and the transcript kept for replay. The usual chat chunk takes
+//! [`super::chat_chunk`]'s fast path (its bytes kept, only the model value replaced); every other
+//! event is read as JSON.
+//!
+//! Read-your-writes (SPEC §3): the stream's ending — from a choice's last chunk or the usage
+//! chunk on, `[DONE]` for chat; `response.completed`/`failed`/`incomplete` for responses — is held
+//! back until the settlement has committed, and its last JSON event then carries `"aex":
+//! {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last byte can read
+//! its books and see this call in them.
+//!
+//! However the stream ends, it is settled: finished, or abandoned by the client (which stops the
+//! upstream call) or cut by a shutdown past its drain timeout, what was received is committed,
+//! never zero; cut by the provider (a timeout or a lost connection), it is ambiguous and the hold
+//! is charged unless the provider had already reported its usage.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
-use super::dispatch::{rewrite_model, Dispatch};
-use super::estimate;
-use super::settlement::{self, Outcome, Priced, UsageSource};
-use crate::config::{ModelRoute, TokenizerKind};
+use super::dispatch::{self, rewrite_model, Dispatch};
+use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use crate::config::ModelRoute;
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
 use crate::providers::{usage, ProviderError, Usage};
@@ -53,21 +61,24 @@ struct Relay<'a> {
     /// The alias as a JSON string, as the fast path writes it into chunks.
     alias_json: String,
     client_wants_usage: bool,
-    tokenizer: TokenizerKind,
     reported: Option<Usage>,
     output: String,
     transcript: Vec<u8>,
     transcript_cap: usize,
     transcript_complete: bool,
     events: u64,
+    /// Whether the stream's ending has begun: from then on events are held until settlement.
+    ending: bool,
+    held: Vec<Bytes>,
 }
 
 impl Relay<'_> {
-    /// The bytes to send the client for one upstream event, or `None` to drop it.
+    /// The bytes to send the client now for one upstream event, or `None` when it is dropped or
+    /// held until settlement.
     fn event(&mut self, raw: Bytes) -> Option<Bytes> {
         let fast = match self.route {
             CallRoute::ChatCompletions => {
-                chat_chunk::relay(&raw, &self.alias_json, &mut self.output)
+                chat_chunk::relay(&raw, &self.alias_json, &mut self.output, &mut self.ending)
             }
             _ => None,
         };
@@ -81,6 +92,10 @@ impl Relay<'_> {
             self.transcript_complete = false;
         }
         self.events += 1;
+        if self.ending {
+            self.held.push(out);
+            return None;
+        }
         Some(out)
     }
 
@@ -99,7 +114,10 @@ impl Relay<'_> {
                 )))
             }
             // `[DONE]`, comments, keep-alives and anything else pass through untouched.
-            _ => Some(raw),
+            _ => {
+                self.ending |= parsed.data.as_deref() == Some("[DONE]");
+                Some(raw)
+            }
         }
     }
 
@@ -112,6 +130,10 @@ impl Relay<'_> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_owned();
+                self.ending |= matches!(
+                    kind.as_str(),
+                    "response.completed" | "response.failed" | "response.incomplete"
+                );
                 if kind == "response.output_text.delta" {
                     if let Some(d) = value.get("delta").and_then(Value::as_str) {
                         self.output.push_str(d);
@@ -151,7 +173,15 @@ impl Relay<'_> {
                         }
                     }
                 }
+                self.ending |= value
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                    });
                 if value.get("usage").is_some_and(|u| !u.is_null()) {
+                    self.ending = true;
                     self.reported = usage::reported(CallRoute::ChatCompletions, value);
                     if !self.client_wants_usage {
                         let usage_only = value
@@ -172,17 +202,23 @@ impl Relay<'_> {
         true
     }
 
-    fn usage(&self, prompt_estimate: u64) -> (Usage, UsageSource) {
-        match self.reported {
-            Some(u) => (u, UsageSource::Reported),
-            None => (
-                Usage {
-                    prompt_tokens: prompt_estimate,
-                    completion_tokens: estimate::count_text(self.tokenizer, &self.output),
-                },
-                UsageSource::Estimated,
-            ),
+    /// The held ending, its last JSON event carrying what settlement charged.
+    fn ending_with(&mut self, aex: &Value) -> Vec<Bytes> {
+        let mut held = std::mem::take(&mut self.held);
+        if let Some(last) = held.iter_mut().rev().find_map(|e| {
+            let parsed = sse::parse(e);
+            match parsed.data.as_deref().map(serde_json::from_str::<Value>) {
+                Some(Ok(Value::Object(mut obj))) => {
+                    obj.insert("aex".into(), aex.clone());
+                    let data = Value::Object(obj).to_string();
+                    Some((e, sse::format(parsed.event.as_deref(), &data)))
+                }
+                _ => None,
+            }
+        }) {
+            *last.0 = Bytes::from(last.1);
         }
+        held
     }
 }
 
@@ -229,7 +265,7 @@ async fn pump(
     End::Finished
 }
 
-/// Relays a successful stream to the client and commits what it delivered.
+/// Relays a successful stream to the client, settles it, then sends its ending.
 pub async fn relay(
     job: &Dispatch,
     model: &ModelRoute,
@@ -249,13 +285,14 @@ pub async fn relay(
         alias: &r.model_alias,
         alias_json: Value::String(r.model_alias.clone()).to_string(),
         client_wants_usage: job.client_wants_usage,
-        tokenizer: model.tokenizer,
         reported: None,
         output: String::new(),
         transcript: Vec::new(),
         transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
         transcript_complete: true,
         events: 0,
+        ending: false,
+        held: Vec::new(),
     };
     let end = match end {
         Some(end) => end,
@@ -263,21 +300,54 @@ pub async fn relay(
     };
     // Dropping the upstream stream closes its connection: the provider stops generating.
     drop(chunks);
-    drop(tx);
+    let upstream_ended = Instant::now();
 
-    let (usage, source) = relay.usage(r.estimate.prompt_tokens);
-    let result = relay
-        .transcript_complete
-        .then(|| (200, std::mem::take(&mut relay.transcript), true));
-    let outcome = Outcome::Commit {
-        usage,
-        source,
-        provider: model.provider.name.clone(),
-        result,
-        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        stream: Some((end.as_str(), relay.events)),
+    let stream = Some((end.as_str(), relay.events));
+    let settled = match (end, relay.reported) {
+        // Cut by the provider before it reported usage: it may have generated (and bill) the
+        // whole answer.
+        (End::UpstreamFailed, None) => {
+            dispatch::charge_ambiguous(job, model, "upstream_stream_failed", started, stream).await
+        }
+        (_, reported) => {
+            let (usage, source) = match reported {
+                Some(u) => (u, UsageSource::Reported),
+                None => (
+                    job.counted_usage(model, &relay.output),
+                    UsageSource::Estimated,
+                ),
+            };
+            let result = relay
+                .transcript_complete
+                .then(|| (200, std::mem::take(&mut relay.transcript), true));
+            let outcome = Outcome::Commit {
+                usage,
+                source,
+                provider: model.provider.name.clone(),
+                result,
+                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                stream,
+                completion_cap: job.completion_cap(model),
+            };
+            settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await
+        }
     };
-    if let Err(e) = settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
-        tracing::error!(execution_id = %r.execution_key, error = %e, "settlement of a stream failed after retries");
+    if end == End::ClientGone || relay.held.is_empty() {
+        return;
     }
+    let aex = match settled {
+        SettleResult::Committed {
+            actual_micro_usd,
+            remaining_micro_usd,
+        } => {
+            json!({"cost_micro_usd": actual_micro_usd, "budget_remaining_micro_usd": remaining_micro_usd})
+        }
+        _ => Value::Null,
+    };
+    for event in relay.ending_with(&aex) {
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+    crate::metrics::observe_stream_final_wait(upstream_ended.elapsed());
 }

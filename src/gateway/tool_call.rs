@@ -1,7 +1,9 @@
 //! `POST /v1/tools/execute` (SPEC §8): a registered tool plugin run through the same admission,
 //! reservation (at the plugin's declared cost), idempotency and settlement as a model call. A run
-//! that produced its result commits the declared cost; a failed one releases the hold with its
-//! reason.
+//! that produced its result commits the declared cost. A run that started and then timed out or
+//! overflowed its output limit may have done its work: it is charged the declared cost too
+//! (`usage: ambiguous`, execution FAILED). Any other failure (refused before it ran, or the tool's
+//! own error) releases the hold with its reason.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{Pricing, Reservation, Target, Ticket};
 use super::call::{self, CallInput, CallOutput, JSON};
+use super::dispatch::with_charge;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -136,38 +139,46 @@ async fn run_and_settle(
                 result: Some((200, body.clone(), false)),
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream: None,
+                completion_cap: None,
             };
-            let mut out = CallOutput::full(id, 200, JSON, body);
-            match settlement::settle(gw, r, priced, &outcome).await {
-                Ok(SettleResult::Committed {
-                    actual_micro_usd,
-                    remaining_micro_usd,
-                }) => {
-                    out.cost_micro_usd = Some(actual_micro_usd);
-                    out.remaining_micro_usd = Some(remaining_micro_usd);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(execution_id = id, error = %e, "settlement of a tool call failed after retries")
-                }
-            }
-            out
+            let settled = settlement::finish(gw, r, priced, &outcome).await;
+            with_charge(CallOutput::full(id, 200, JSON, body), settled)
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
-            let outcome = Outcome::Release {
-                reason: e.reason().to_owned(),
-                state: ExecutionState::Released,
-                upstream_status: None,
-            };
-            if let Err(err) = settlement::settle(gw, r, priced, &outcome).await {
-                tracing::error!(execution_id = id, error = %err, "release of a tool call failed after retries");
-            }
             let (status, code) = match e {
                 ToolError::Timeout(_) => (504, "upstream_timeout"),
                 _ => (502, "upstream_error"),
             };
-            CallOutput::error(id, status, "server_error", code, &e.to_string())
+            let started_and_cut = matches!(e, ToolError::Timeout(_) | ToolError::OutputTooLarge(_));
+            let outcome = if started_and_cut {
+                Outcome::Ambiguous {
+                    reason: e.reason().to_owned(),
+                    provider,
+                    latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    stream: None,
+                }
+            } else {
+                Outcome::Release {
+                    reason: e.reason().to_owned(),
+                    state: ExecutionState::Released,
+                    upstream_status: None,
+                }
+            };
+            let settled = settlement::finish(gw, r, priced, &outcome).await;
+            let charged = match settled {
+                SettleResult::Committed {
+                    actual_micro_usd, ..
+                } => format!(
+                    "; the tool had started, so its declared cost of {actual_micro_usd} micro-USD was charged"
+                ),
+                _ => String::new(),
+            };
+            let message = format!("{e}{charged}");
+            with_charge(
+                CallOutput::error(id, status, "server_error", code, &message),
+                settled,
+            )
         }
     }
 }
