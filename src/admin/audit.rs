@@ -212,18 +212,22 @@ WHERE r.state = 'COMMITTED' AND r.actual_micro_usd > r.estimate_micro_usd AND NO
                * COALESCE((h.payload::jsonb ->> 'n')::numeric, 1))) \
 LIMIT $1";
 
-/// Invariant 8 on the live rows: a tenant's `spent` is every committed cost of its agents (a
-/// tenant has no budget period of its own), its `reserved` the open holds made against its
-/// budget.
+/// Invariant 8 on the live rows: a tenant's `spent` (the sum of its agents' lifetime counters)
+/// is every committed cost of its agents (a tenant has no budget period of its own), its
+/// `reserved` the open holds made against its budget.
 const TENANT_BOOKS: &str = "\
-SELECT t.name || ': spent ' || t.spent_micro_usd || ' != its agents'' committed ' \
+SELECT t.name || ': spent ' || COALESCE(a.spent, 0) || ' != its agents'' committed ' \
        || COALESCE(r.committed, 0) || ', or reserved ' || t.reserved_micro_usd \
        || ' != held against it ' || COALESCE(r.held, 0) \
-FROM tenants t LEFT JOIN (SELECT tenant_id, \
+FROM tenants t \
+LEFT JOIN (SELECT tenant_id, sum(lifetime_spent_micro_usd) AS spent FROM agents GROUP BY tenant_id) a \
+    ON a.tenant_id = t.id \
+LEFT JOIN (SELECT tenant_id, \
         sum(actual_micro_usd) FILTER (WHERE state = 'COMMITTED') AS committed, \
         sum(estimate_micro_usd) FILTER (WHERE state = 'RESERVED' AND holds_tenant) AS held \
     FROM reservations GROUP BY tenant_id) r ON r.tenant_id = t.id \
-WHERE t.spent_micro_usd <> COALESCE(r.committed, 0) OR t.reserved_micro_usd <> COALESCE(r.held, 0) \
+WHERE COALESCE(a.spent, 0) <> COALESCE(r.committed, 0) \
+   OR t.reserved_micro_usd <> COALESCE(r.held, 0) \
 LIMIT $1";
 
 /// The allowed excesses, named: provider overruns and costs cut to the ceiling.
@@ -254,7 +258,9 @@ pub async fn fold_mismatches(pool: &PgPool) -> Result<FoldComparison, sqlx::Erro
     .fetch_all(pool)
     .await?;
     let tenants: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, name, spent_micro_usd, reserved_micro_usd FROM tenants ORDER BY name",
+        "SELECT t.id, t.name, LEAST(COALESCE((SELECT sum(a.lifetime_spent_micro_usd) \
+           FROM agents a WHERE a.tenant_id = t.id), 0), 9223372036854775807)::bigint, \
+           t.reserved_micro_usd FROM tenants t ORDER BY t.name",
     )
     .fetch_all(pool)
     .await?;

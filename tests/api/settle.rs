@@ -5,6 +5,8 @@
 
 use std::sync::atomic::Ordering;
 
+use futures::StreamExt;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -111,8 +113,49 @@ async fn a_provider_that_ignores_the_cap_and_reports_no_usage_is_billed_at_most_
             .unwrap();
         assert!(commit["actual_micro_usd"].as_i64().unwrap() <= hold);
     }
+
+    // A stream the client cuts after a few events: counted from what was received, capped too.
+    app.mock.chunks.store(40, Ordering::SeqCst);
+    app.mock.chunk_delay_ms.store(50, Ordering::SeqCst);
+    let mut body = hello();
+    body["max_tokens"] = json!(7);
+    body["stream"] = json!(true);
+    let resp = app.chat(&agent.token, body).await;
+    let id = execution_id(&resp);
+    let mut events = resp.bytes_stream();
+    let mut received = String::new();
+    while let Some(Ok(chunk)) = events.next().await {
+        received.push_str(&String::from_utf8_lossy(&chunk));
+        if received.matches("data: ").count() >= 6 {
+            break;
+        }
+    }
+    drop(events);
+    let commit = wait_for_event(&app, &id, "usage.commit").await;
+    assert_eq!(commit["stream_end"], "client_disconnected");
+    assert_eq!(commit["usage"], "estimated");
+    assert_eq!(commit["completion_tokens"], 7, "{commit}");
     assert_eq!(app.books(agent.id).await.1, 0);
     app.assert_books_audit().await;
+}
+
+/// An event written by a settlement the client does not wait for (it went away first).
+async fn wait_for_event(app: &TestApp, execution_id: &str, event_type: &str) -> Value {
+    for _ in 0..200 {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT payload FROM event_log WHERE execution_id = $1 AND event_type = $2",
+        )
+        .bind(execution_id)
+        .bind(event_type)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(payload) = found {
+            return serde_json::from_str(&payload).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no {event_type} event for {execution_id}");
 }
 
 #[tokio::test]
@@ -332,13 +375,18 @@ async fn a_tenants_spent_counts_every_commit_with_or_without_a_budget() {
         .await;
     let token = created["token"].as_str().unwrap().to_owned();
     let tenant_books = || async {
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT spent_micro_usd, reserved_micro_usd FROM tenants WHERE id = $1::uuid",
+        let t = app
+            .op(
+                Method::GET,
+                &format!("/admin/tenants/{tenant}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        (
+            t["spent_micro_usd"].as_i64().unwrap(),
+            t["reserved_micro_usd"].as_i64().unwrap(),
         )
-        .bind(&tenant)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
     };
     for _ in 0..3 {
         assert_eq!(app.chat(&token, hello()).await.status(), StatusCode::OK);
@@ -406,11 +454,10 @@ async fn the_audit_fails_on_an_execution_charged_above_its_hold_by_hand() {
         "UPDATE reservations SET actual_micro_usd = estimate_micro_usd + 1000 \
            WHERE execution_id = (SELECT id FROM executions WHERE execution_key = '{id}'); \
          UPDATE agents SET spent_micro_usd = (SELECT sum(actual_micro_usd) FROM reservations \
-           WHERE agent_id = agents.id AND state = 'COMMITTED') WHERE id = '{}'; \
-         UPDATE tenants SET spent_micro_usd = (SELECT sum(actual_micro_usd) FROM reservations \
-           WHERE tenant_id = tenants.id AND state = 'COMMITTED') \
-           WHERE id = (SELECT tenant_id FROM agents WHERE id = '{}');",
-        agent.id, agent.id
+           WHERE agent_id = agents.id AND state = 'COMMITTED'), \
+           lifetime_spent_micro_usd = (SELECT sum(actual_micro_usd) FROM reservations \
+           WHERE agent_id = agents.id AND state = 'COMMITTED') WHERE id = '{}';",
+        agent.id
     ))
     .execute(&app.pool)
     .await
@@ -442,10 +489,14 @@ async fn the_audit_fails_on_a_tenant_whose_spent_differs_from_its_agents() {
         StatusCode::OK
     );
     assert!(failing_checks(&app).await.is_empty());
-    sqlx::query("UPDATE tenants SET spent_micro_usd = spent_micro_usd - 1 WHERE name = 'default'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    // A tenant's spent is the sum of its agents' lifetime counters: move one behind the books.
+    sqlx::query(
+        "UPDATE agents SET lifetime_spent_micro_usd = lifetime_spent_micro_usd - 1 WHERE id = $1",
+    )
+    .bind(agent.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let failing = failing_checks(&app).await;
     assert_eq!(
         failing.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
