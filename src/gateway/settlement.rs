@@ -153,10 +153,10 @@ pub enum SettleResult {
 }
 
 /// Settles an attempt this replica dispatched, and makes sure it ends: when the outcome's
-/// settlement cannot be written (after its retries), the hold is committed instead, the
-/// execution ends FAILED with reason `settlement_failed` (`usage: ambiguous` in the ledger), and
-/// the answer still carries what was charged. Never an execution left DISPATCHED with money
-/// reserved while its replica lives.
+/// settlement cannot be written (after its retries), a simpler one is written instead — for a
+/// charge, the hold is committed (`usage: ambiguous`), for a release the hold is given back —
+/// with the execution FAILED and reason `settlement_failed`, and the answer still carries what
+/// was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
 pub async fn finish(
     gw: &Gateway,
     r: &Reservation,
@@ -168,27 +168,36 @@ pub async fn finish(
         Ok(done) => return done,
         Err(e) => e,
     };
-    let Outcome::Commit {
-        provider,
-        latency_ms,
-        stream,
-        ..
-    } = outcome
-    else {
-        tracing::error!(execution_id = id, error = %e, "settlement failed after retries");
-        return SettleResult::Unsettled;
-    };
-    tracing::error!(execution_id = id, error = %e, "settlement failed after retries; committing the hold");
-    let fallback = Outcome::Ambiguous {
-        reason: "settlement_failed".into(),
-        provider: provider.clone(),
-        latency_ms: *latency_ms,
-        stream: *stream,
+    tracing::error!(execution_id = id, error = %e, "settlement failed after retries; writing the fallback");
+    let reason = "settlement_failed".to_owned();
+    let fallback = match outcome {
+        Outcome::Commit {
+            provider,
+            latency_ms,
+            stream,
+            ..
+        }
+        | Outcome::Ambiguous {
+            provider,
+            latency_ms,
+            stream,
+            ..
+        } => Outcome::Ambiguous {
+            reason,
+            provider: provider.clone(),
+            latency_ms: *latency_ms,
+            stream: *stream,
+        },
+        Outcome::Release { .. } => Outcome::Release {
+            reason,
+            state: ExecutionState::Failed,
+            upstream_status: None,
+        },
     };
     match settle(gw, r, priced, &fallback).await {
         Ok(done) => done,
         Err(e) => {
-            tracing::error!(execution_id = id, error = %e, "committing the hold failed too");
+            tracing::error!(execution_id = id, error = %e, "the fallback settlement failed too");
             SettleResult::Unsettled
         }
     }

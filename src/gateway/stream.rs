@@ -205,21 +205,25 @@ impl Relay<'_> {
     /// The held ending, its last JSON event carrying what settlement charged.
     fn ending_with(&mut self, aex: &Value) -> Vec<Bytes> {
         let mut held = std::mem::take(&mut self.held);
-        if let Some(last) = held.iter_mut().rev().find_map(|e| {
-            let parsed = sse::parse(e);
-            match parsed.data.as_deref().map(serde_json::from_str::<Value>) {
-                Some(Ok(Value::Object(mut obj))) => {
-                    obj.insert("aex".into(), aex.clone());
-                    let data = Value::Object(obj).to_string();
-                    Some((e, sse::format(parsed.event.as_deref(), &data)))
-                }
-                _ => None,
+        for event in held.iter_mut().rev() {
+            if let Some(carrying) = with_aex(event, aex) {
+                *event = carrying;
+                break;
             }
-        }) {
-            *last.0 = Bytes::from(last.1);
         }
         held
     }
+}
+
+/// `event` with `"aex"` added to its JSON object; `None` when its data is not a JSON object.
+fn with_aex(event: &[u8], aex: &Value) -> Option<Bytes> {
+    let parsed = sse::parse(event);
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(parsed.data.as_deref()?) else {
+        return None;
+    };
+    obj.insert("aex".into(), aex.clone());
+    let data = Value::Object(obj).to_string();
+    Some(Bytes::from(sse::format(parsed.event.as_deref(), &data)))
 }
 
 /// Relays events as they arrive until the stream ends, the client goes, or a shutdown's drain
@@ -350,4 +354,26 @@ pub async fn relay(
         }
     }
     crate::metrics::observe_stream_final_wait(upstream_ended.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aex_object_goes_on_the_last_json_event_of_the_ending() {
+        let aex = json!({"cost_micro_usd": 7, "budget_remaining_micro_usd": 93});
+        let carried = with_aex(
+            b"event: response.completed\ndata: {\"type\":\"x\"}\n\n",
+            &aex,
+        );
+        let carried = String::from_utf8(carried.unwrap().to_vec()).unwrap();
+        assert!(carried.starts_with("event: response.completed\ndata: {"));
+        let data: Value =
+            serde_json::from_str(sse::parse(carried.as_bytes()).data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["aex"], aex);
+        assert_eq!(data["type"], "x");
+        assert!(with_aex(b"data: [DONE]\n\n", &aex).is_none());
+        assert!(with_aex(b": keep-alive\n\n", &aex).is_none());
+    }
 }
