@@ -107,6 +107,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         },
         body: &input.body,
         prompt_tokens: p.prompt_tokens,
+        choices: p.shape.choices,
         requested_cap: p.requested_cap,
         default_cap: p.default_cap,
         stream: p.stream,
@@ -131,10 +132,11 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         attempts: p
             .candidates
             .iter()
-            .map(|m| {
+            .map(|c| {
                 (
-                    Arc::clone(m),
-                    prepare::upstream_body(&input.body, &p, m, cap),
+                    Arc::clone(&c.model),
+                    c.bound,
+                    prepare::upstream_body(&input.body, &p, c, cap),
                 )
             })
             .collect(),
@@ -142,7 +144,6 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         passthrough: input.passthrough_key.clone(),
         stream: p.stream,
         client_wants_usage: p.client_wants_usage,
-        choices: prepare::choices(&input.body),
     };
     // The task carries the request span, so its upstream and settlement facts land there.
     gw.tasks.spawn(tracing::Instrument::instrument(

@@ -75,18 +75,22 @@ fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     (whole.get(start..start + part.len())? == part).then_some(start)
 }
 
+/// Whether `raw` is the stream's `data: [DONE]`.
+pub(super) fn is_done(raw: &[u8]) -> bool {
+    data_line(raw) == Some(b"[DONE]")
+}
+
 /// The event to send for `raw`, its model replaced by `alias_json` (the alias as a JSON string),
-/// after appending its text to `output` and setting `ending` when it is `[DONE]` or a choice's
-/// last chunk; `None` when it needs the JSON path, and then `output` and `ending` are untouched.
+/// after appending its text to `output` and counting in `finished` the choices it finishes;
+/// `None` when it needs the JSON path, and then `output` and `finished` are untouched.
 pub(super) fn relay(
     raw: &Bytes,
     alias_json: &str,
     output: &mut String,
-    ending: &mut bool,
+    finished: &mut u64,
 ) -> Option<Bytes> {
     let data = data_line(raw)?;
     if data == b"[DONE]" {
-        *ending = true;
         return Some(raw.clone());
     }
     // An object only: serde would also read a struct from an array, which the JSON path passes
@@ -111,7 +115,10 @@ pub(super) fn relay(
         _ => raw.clone(),
     };
     let choices = chunk.choices.iter().flatten();
-    *ending |= choices.clone().any(|c| c.finish_reason.is_some());
+    *finished += choices
+        .clone()
+        .filter(|c| c.finish_reason.is_some())
+        .count() as u64;
     for delta in choices.filter_map(|c| c.delta.as_ref()) {
         if let Some(Text(text)) = &delta.content {
             output.push_str(text);
@@ -136,7 +143,7 @@ mod tests {
             &Bytes::copy_from_slice(raw.as_bytes()),
             ALIAS,
             &mut output,
-            &mut false,
+            &mut 0,
         );
         let out = out.map(|b| String::from_utf8(b.to_vec()).unwrap());
         (out, output)
@@ -199,10 +206,7 @@ mod tests {
         ] {
             let mut output = String::new();
             let raw = Bytes::copy_from_slice(raw.as_bytes());
-            assert!(
-                relay(&raw, ALIAS, &mut output, &mut false).is_none(),
-                "{raw:?}"
-            );
+            assert!(relay(&raw, ALIAS, &mut output, &mut 0).is_none(), "{raw:?}");
             assert!(output.is_empty());
         }
     }

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::admission::Reservation;
+use super::bound::Bound;
 use super::call::{CallOutput, JSON};
 use super::error::openai_error_body;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
@@ -33,30 +34,31 @@ pub struct Dispatch {
     pub gw: Arc<Gateway>,
     pub reservation: Reservation,
     pub route: CallRoute,
-    /// Each candidate model with the body to send it, in the order to try them.
-    pub attempts: Vec<(Arc<ModelRoute>, Bytes)>,
+    /// Each candidate model with its bound for this request and the body to send it, in the
+    /// order to try them.
+    pub attempts: Vec<(Arc<ModelRoute>, Bound, Bytes)>,
     pub passthrough: Option<Secret>,
     pub stream: bool,
     pub client_wants_usage: bool,
-    /// The choices the request asks for (`n`): the output cap applies to each.
-    pub choices: u64,
 }
 
 impl Dispatch {
-    /// The completion tokens the caps sent to `model` allow: cap × choices.
-    pub fn completion_cap(&self, model: &ModelRoute) -> Option<u64> {
+    /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
+    /// what its bound adds, such as predicted output).
+    pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
         prepare::cap_sent(model, self.reservation.estimate.output_cap)
-            .map(|cap| cap.saturating_mul(self.choices))
+            .map(|cap| bound.output_tokens(cap))
     }
 
-    /// AEX's own count of an answer the provider reported no usage for: the prompt as estimated,
-    /// the output counted from its text and never more than the caps sent allow.
-    pub fn counted_usage(&self, model: &ModelRoute, output: &str) -> Usage {
+    /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's
+    /// input bound, the output counted from its text and never more than the caps sent allow, so
+    /// never more than the hold.
+    pub fn counted_usage(&self, model: &ModelRoute, bound: &Bound, output: &str) -> Usage {
         let counted = estimate::count_text(model.tokenizer, output);
         Usage {
-            prompt_tokens: self.reservation.estimate.prompt_tokens,
+            prompt_tokens: bound.prompt_tokens,
             completion_tokens: self
-                .completion_cap(model)
+                .completion_cap(model, bound)
                 .map_or(counted, |cap| counted.min(cap)),
         }
     }
@@ -91,7 +93,7 @@ pub async fn run(job: Dispatch, reply: oneshot::Sender<CallOutput>) {
 async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
     let started = Instant::now();
     let count = job.attempts.len();
-    for (i, (model, body)) in job.attempts.iter().enumerate() {
+    for (i, (model, bound, body)) in job.attempts.iter().enumerate() {
         let upstream_started = Instant::now();
         let sent = job
             .gw
@@ -119,9 +121,11 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
             }
         }
         match sent {
-            Ok(UpstreamReply::Complete(resp)) => complete(job, model, resp, started, reply).await,
+            Ok(UpstreamReply::Complete(resp)) => {
+                complete(job, (model, bound), resp, started, reply).await;
+            }
             Ok(UpstreamReply::Streaming { chunks, .. }) => {
-                stream::relay(job, model, chunks, started, reply).await;
+                stream::relay(job, (model, bound), chunks, started, reply).await;
             }
             Err(e) => fail(job, model, e, started, reply).await,
         }
@@ -249,7 +253,7 @@ pub(super) fn rewrite_model(value: &mut Value, alias: &str) {
 /// A complete answer: an error status releases; a success commits its usage.
 async fn complete(
     job: &Dispatch,
-    model: &ModelRoute,
+    (model, bound): (&ModelRoute, &Bound),
     response: UpstreamResponse,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
@@ -288,7 +292,10 @@ async fn complete(
                 Some(u) => (u, UsageSource::Reported),
                 None => {
                     let text = usage::output_text(job.route, &value);
-                    (job.counted_usage(model, &text), UsageSource::Estimated)
+                    (
+                        job.counted_usage(model, bound, &text),
+                        UsageSource::Estimated,
+                    )
                 }
             };
             rewrite_model(&mut value, &r.model_alias);
@@ -325,7 +332,7 @@ async fn complete(
         result: Some((status, body.clone(), false)),
         latency_ms: elapsed_ms(started),
         stream: None,
-        completion_cap: job.completion_cap(model),
+        completion_cap: job.completion_cap(model, bound),
     };
     let settled = settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await;
     let _ = reply.send(with_charge(

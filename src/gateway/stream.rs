@@ -24,6 +24,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::bound::Bound;
 use super::call::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
 use super::dispatch::{self, rewrite_model, Dispatch};
@@ -68,7 +69,11 @@ struct Relay<'a> {
     transcript_complete: bool,
     events: u64,
     /// Whether the stream's ending has begun: from then on events are held until settlement.
+    /// For chat it begins with the usage chunk, `[DONE]`, or once every one of the `choices`
+    /// has its finishing chunk (`finished` counts them).
     ending: bool,
+    choices: u64,
+    finished: u64,
     held: Vec<Bytes>,
 }
 
@@ -78,7 +83,8 @@ impl Relay<'_> {
     fn event(&mut self, raw: Bytes) -> Option<Bytes> {
         let fast = match self.route {
             CallRoute::ChatCompletions => {
-                chat_chunk::relay(&raw, &self.alias_json, &mut self.output, &mut self.ending)
+                self.ending |= chat_chunk::is_done(&raw);
+                chat_chunk::relay(&raw, &self.alias_json, &mut self.output, &mut self.finished)
             }
             _ => None,
         };
@@ -86,6 +92,7 @@ impl Relay<'_> {
             Some(out) => out,
             None => self.event_as_json(raw)?,
         };
+        self.ending |= self.route == CallRoute::ChatCompletions && self.finished >= self.choices;
         if self.transcript.len() + out.len() <= self.transcript_cap {
             self.transcript.extend_from_slice(&out);
         } else {
@@ -114,10 +121,7 @@ impl Relay<'_> {
                 )))
             }
             // `[DONE]`, comments, keep-alives and anything else pass through untouched.
-            _ => {
-                self.ending |= parsed.data.as_deref() == Some("[DONE]");
-                Some(raw)
-            }
+            _ => Some(raw),
         }
     }
 
@@ -173,12 +177,13 @@ impl Relay<'_> {
                         }
                     }
                 }
-                self.ending |= value
+                self.finished += value
                     .get("choices")
                     .and_then(Value::as_array)
-                    .is_some_and(|c| {
+                    .map_or(0, |c| {
                         c.iter()
-                            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                            .filter(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                            .count() as u64
                     });
                 if value.get("usage").is_some_and(|u| !u.is_null()) {
                     self.ending = true;
@@ -272,7 +277,7 @@ async fn pump(
 /// Relays a successful stream to the client, settles it, then sends its ending.
 pub async fn relay(
     job: &Dispatch,
-    model: &ModelRoute,
+    (model, bound): (&ModelRoute, &Bound),
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
@@ -296,6 +301,8 @@ pub async fn relay(
         transcript_complete: true,
         events: 0,
         ending: false,
+        choices: bound.choices.max(1),
+        finished: 0,
         held: Vec::new(),
     };
     let end = match end {
@@ -317,7 +324,7 @@ pub async fn relay(
             let (usage, source) = match reported {
                 Some(u) => (u, UsageSource::Reported),
                 None => (
-                    job.counted_usage(model, &relay.output),
+                    job.counted_usage(model, bound, &relay.output),
                     UsageSource::Estimated,
                 ),
             };
@@ -331,7 +338,7 @@ pub async fn relay(
                 result,
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream,
-                completion_cap: job.completion_cap(model),
+                completion_cap: job.completion_cap(model, bound),
             };
             settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await
         }
