@@ -16,6 +16,7 @@ mod db_faults;
 mod faults;
 mod helpers;
 mod ledger;
+mod ledger_roles;
 mod ledger_watch;
 mod lifecycle;
 mod load;
