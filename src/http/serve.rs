@@ -1,8 +1,11 @@
 //! Serving HTTP/1 connections within the server limits of SPEC §3: at most
 //! `server.max_connections` open at once (more wait in the listen queue, open ones are never
 //! disturbed), a request's headers within `header_read_timeout_seconds` of its first byte, an
-//! idle keep-alive connection closed after `idle_timeout_seconds`, and a graceful shutdown that
-//! stops accepting, closes idle connections and lets requests in flight finish.
+//! idle keep-alive connection (nothing read, nothing written, no request in flight) closed after
+//! `idle_timeout_seconds`, and a graceful shutdown that stops accepting, closes idle connections
+//! and lets requests in flight finish. A client that stops reading a streamed answer is cut by
+//! the stream (`stream_write_timeout_seconds`, `gateway::stream`); its connection then idles
+//! out here.
 //!
 //! `axum::serve` has none of the timeouts; hyper's own header timeout also runs while a
 //! keep-alive connection waits for its next request, so it cannot tell a slow request from an
@@ -191,7 +194,10 @@ enum Phase {
 #[derive(Debug)]
 struct Activity {
     phase: Mutex<Phase>,
-    /// Woken when the phase changes kind, so the watchdog takes up the new deadline.
+    /// Since when the socket has refused every write (the client takes nothing), if it does.
+    write_blocked: Mutex<Option<Instant>>,
+    /// Woken when the phase changes kind or writes block, so the watchdog takes up the new
+    /// deadline.
     changed: Notify,
 }
 
@@ -199,7 +205,17 @@ impl Activity {
     fn new() -> Self {
         Activity {
             phase: Mutex::new(Phase::Idle(Instant::now())),
+            write_blocked: Mutex::new(None),
             changed: Notify::new(),
+        }
+    }
+
+    fn write_blocked(&self) {
+        if let Ok(mut blocked) = self.write_blocked.lock() {
+            if blocked.is_none() {
+                *blocked = Some(Instant::now());
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -221,13 +237,31 @@ impl Activity {
         });
     }
 
-    /// When the current phase must end, and its name; `None` while a request is in flight (the
-    /// body and stream timeouts bound those).
+    /// A response still being written after its body ended (hyper queues it) keeps the
+    /// connection from idling out while the client takes it; a client that takes nothing is
+    /// closed `idle_timeout` after the last byte it took.
+    fn bytes_written(&self) {
+        if let Ok(mut blocked) = self.write_blocked.lock() {
+            *blocked = None;
+        }
+        self.update(|phase| match phase {
+            Phase::Idle(_) => Phase::Idle(Instant::now()),
+            other => other,
+        });
+    }
+
+    /// When the current phase must end, and its name. A request in flight has no deadline of
+    /// its own (the body and stream timeouts bound it) unless its client has taken nothing for
+    /// `idle_timeout`: a streamed answer is cut and settled before that
+    /// (`stream_write_timeout_seconds`), but hyper, unable to write, never finishes it.
     fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, &'static str)> {
         match *self.phase.lock().ok()? {
             Phase::Idle(since) => Some((since + limits.idle_timeout, "idle")),
             Phase::Head(since) => Some((since + limits.header_read_timeout, "header_read")),
-            Phase::Busy(_) => None,
+            Phase::Busy(_) => {
+                let blocked = (*self.write_blocked.lock().ok()?)?;
+                Some((blocked + limits.idle_timeout, "write_stalled"))
+            }
         }
     }
 }
@@ -301,13 +335,25 @@ impl AsyncRead for Watched {
     }
 }
 
+impl Watched {
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => self.activity.bytes_written(),
+            Poll::Pending => self.activity.write_blocked(),
+            _ => {}
+        }
+    }
+}
+
 impl AsyncWrite for Watched {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -315,7 +361,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -129,7 +129,16 @@ async fn a_body_that_never_finishes_gets_408_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_streaming_client_that_never_reads_is_cut_settled_and_its_upstream_closed() {
-    let app = app_with(|s| s.stream_write_timeout_seconds = 1).await;
+    // One connection at a time: `/health` below is answered only once the server has let go
+    // of the stalled client's connection, which never reads and never closes.
+    // The stream is cut after 1 s without progress; the connection is let go 3 s after the
+    // client stopped taking anything.
+    let app = app_with(|s| {
+        s.stream_write_timeout_seconds = 1;
+        s.idle_timeout_seconds = 3;
+        s.max_connections = 1;
+    })
+    .await;
     // The provider sends 40 tokens of content, then holds the stream open with keep-alives.
     app.mock.completion_tokens.store(40, Ordering::SeqCst);
     app.mock.hang_after_content.store(true, Ordering::SeqCst);
@@ -184,7 +193,9 @@ async fn a_streaming_client_that_never_reads_is_cut_settled_and_its_upstream_clo
         (app.mock.streams_dropped.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
+    tokio::time::timeout(PATIENCE, assert_health(&app))
+        .await
+        .expect("the stalled client's connection is let go");
     drop(conn);
-    assert_health(&app).await;
     app.assert_books_audit().await;
 }
