@@ -5,24 +5,27 @@
 //! [`super::chat_chunk`]'s fast path (its bytes kept, only the model value replaced); every other
 //! event is read as JSON.
 //!
-//! Read-your-writes (SPEC §3): the stream's ending — from a choice's last chunk or the usage
-//! chunk on, `[DONE]` for chat; `response.completed`/`failed`/`incomplete` for responses — is held
-//! back until the settlement has committed, and its last JSON event then carries `"aex":
-//! {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last byte can read
-//! its books and see this call in them.
+//! Read-your-writes (SPEC §3): the stream's ending — from the usage chunk, `[DONE]`, or once every
+//! choice has its finishing chunk, for chat; `response.completed`/`failed`/`incomplete` for
+//! responses — is held back until the settlement has committed, and its last JSON event then
+//! carries `"aex": {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last
+//! byte can read its books and see this call in them.
 //!
 //! However the stream ends, it is settled: finished, or abandoned by the client (which stops the
-//! upstream call) or cut by a shutdown past its drain timeout, what was received is committed,
-//! never zero; cut by the provider (a timeout or a lost connection), it is ambiguous and the hold
-//! is charged unless the provider had already reported its usage.
+//! upstream call), cut because the client stopped reading for
+//! `server.stream_write_timeout_seconds`, or cut by a shutdown past its drain timeout, what was
+//! received is committed, never zero; cut by the provider (a timeout or a lost connection), it is
+//! ambiguous and the hold is charged unless the provider had already reported its usage.
 
-use std::time::Instant;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::bound::Bound;
 use super::call::{CallBody, CallOutput, SSE};
@@ -39,6 +42,8 @@ use crate::providers::{usage, ProviderError, Usage};
 enum End {
     Finished,
     ClientGone,
+    /// The client took nothing for `server.stream_write_timeout_seconds`.
+    ClientStalled,
     UpstreamFailed,
     /// Cut by a shutdown whose drain timeout passed.
     ServerDraining,
@@ -49,6 +54,7 @@ impl End {
         match self {
             End::Finished => "finished",
             End::ClientGone => "client_disconnected",
+            End::ClientStalled => "client_stalled",
             End::UpstreamFailed => "upstream_failed",
             End::ServerDraining => "server_draining",
         }
@@ -99,7 +105,10 @@ impl Relay<'_> {
             self.transcript_complete = false;
         }
         self.events += 1;
-        if self.ending {
+        // Comments and keep-alives carry no data: they still flow while the ending is held, so a
+        // provider holding the stream open after its last chunk keeps the client's connection
+        // (and its stall detection) alive.
+        if self.ending && sse::parse(&out).data.is_some() {
             self.held.push(out);
             return None;
         }
@@ -231,8 +240,29 @@ fn with_aex(event: &[u8], aex: &Value) -> Option<Bytes> {
     Some(Bytes::from(sse::format(parsed.event.as_deref(), &data)))
 }
 
-/// Relays events as they arrive until the stream ends, the client goes, or a shutdown's drain
-/// timeout passes.
+/// Hands one event to the client, unless the client takes nothing for the stream write timeout
+/// or a shutdown's drain timeout passes first: a client that stops reading must not keep its
+/// hold and its upstream connection forever.
+async fn deliver(
+    tx: &mpsc::Sender<Bytes>,
+    out: Bytes,
+    job: &Dispatch,
+    draining: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Result<(), End> {
+    let patience = Duration::from_secs(job.gw.settings.server.stream_write_timeout_seconds);
+    tokio::select! {
+        biased;
+        () = draining.as_mut() => Err(End::ServerDraining),
+        sent = tokio::time::timeout(patience, tx.send(out)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::ClientGone),
+            Err(_) => Err(End::ClientStalled),
+        },
+    }
+}
+
+/// Relays events as they arrive until the stream ends, the client goes or stalls, or a
+/// shutdown's drain timeout passes.
 async fn pump(
     relay: &mut Relay<'_>,
     chunks: &mut BoxStream<'static, Result<Bytes, ProviderError>>,
@@ -262,14 +292,16 @@ async fn pump(
         splitter.push(&bytes);
         while let Some(event) = splitter.next_event() {
             if let Some(out) = relay.event(event) {
-                if tx.send(out).await.is_err() {
-                    return End::ClientGone;
+                if let Err(end) = deliver(tx, out, job, &mut draining).await {
+                    return end;
                 }
             }
         }
     }
     if let Some(out) = splitter.finish().and_then(|rest| relay.event(rest)) {
-        let _ = tx.send(out).await;
+        if let Err(end) = deliver(tx, out, job, &mut draining).await {
+            return end;
+        }
     }
     End::Finished
 }
@@ -343,7 +375,7 @@ pub async fn relay(
             settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await
         }
     };
-    if end == End::ClientGone || relay.held.is_empty() {
+    if matches!(end, End::ClientGone | End::ClientStalled) || relay.held.is_empty() {
         return;
     }
     let aex = match settled {
@@ -355,8 +387,10 @@ pub async fn relay(
         }
         _ => Value::Null,
     };
+    let draining = job.gw.drain_expired.cancelled();
+    tokio::pin!(draining);
     for event in relay.ending_with(&aex) {
-        if tx.send(event).await.is_err() {
+        if deliver(&tx, event, job, &mut draining).await.is_err() {
             return;
         }
     }
