@@ -202,13 +202,16 @@ async fn travel(app: &TestApp, agent: uuid::Uuid, seconds: f64) {
     tx.commit().await.unwrap();
 }
 
-#[tokio::test]
-async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when() {
-    let app = spawn_app().await;
-    let limit = 10;
-    let agent = app
-        .create_agent("sliding", "1.00", json!({"rpm": limit}))
-        .await;
+/// Drives the agent against its limit over three windows' worth of admissions, moving time in
+/// the database instead of waiting, and proves on the books that no 60-second span admitted more
+/// than `per_window` requests and that every `Retry-After` named the whole second in which the
+/// next request was admitted. `which` is the quota header that a refusal empties.
+async fn assert_no_span_admits_more_than(
+    app: &TestApp,
+    agent: &crate::helpers::Agent,
+    per_window: usize,
+    which: &str,
+) {
     // Start late in a second, so the first burst straddles a second boundary: one-second
     // buckets used to let go of a request made late in a second up to a second early.
     loop {
@@ -224,9 +227,9 @@ async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when
     }
 
     // Requests back to back; on a 429, time jumps to a second before its Retry-After, then
-    // steps a tenth of a second per request until one is admitted. Three windows' worth.
+    // steps a tenth of a second per request until one is admitted.
     let mut log: Vec<Option<i64>> = Vec::new();
-    while log.iter().filter(|r| r.is_none()).count() < 3 * limit as usize {
+    while log.iter().filter(|r| r.is_none()).count() < 3 * per_window {
         let resp = app.chat(&agent.token, hello()).await;
         match resp.status() {
             StatusCode::OK => log.push(None),
@@ -237,10 +240,10 @@ async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when
                     .parse()
                     .unwrap();
                 assert!((1..=60).contains(&retry), "{retry}");
-                assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+                assert_eq!(resp.headers()[which], "0");
                 log.push(Some(retry));
                 let jump = if retry > 1 { (retry - 1) as f64 } else { 0.1 };
-                travel(&app, agent.id, jump).await;
+                travel(app, agent.id, jump).await;
             }
             other => panic!("unexpected {other}"),
         }
@@ -265,16 +268,18 @@ async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when
         .filter(|(_, s)| s == "COMMITTED")
         .map(|(t, _)| *t)
         .collect();
-    assert_eq!(admitted.len(), 3 * limit as usize);
-    let limit = limit as usize;
-    for i in limit..admitted.len() {
-        let span = admitted[i] - admitted[i - limit];
-        println!("admission {i}: {span:.3} s after the one {limit} before it");
-        assert!(span > 60.0, "{} admitted within {span:.3} s", limit + 1);
+    assert_eq!(admitted.len(), 3 * per_window);
+    for i in per_window..admitted.len() {
+        let span = admitted[i] - admitted[i - per_window];
+        println!("admission {i}: {span:.3} s after the one {per_window} before it");
+        assert!(
+            span > 60.0,
+            "{} admitted within {span:.3} s",
+            per_window + 1
+        );
         // Never held back more than its bucket's second and one step.
         assert!(span < 61.5, "admission {i} held back {span:.3} s");
     }
-    // Each Retry-After names the whole second in which the next request is admitted.
     for (i, retry) in log.iter().enumerate() {
         let Some(retry) = retry else { continue };
         let refused_at = timeline[i].0;
@@ -290,4 +295,27 @@ async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when
         );
     }
     app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when() {
+    let app = spawn_app().await;
+    let agent = app
+        .create_agent("sliding", "1.00", json!({"rpm": 10}))
+        .await;
+    assert_no_span_admits_more_than(&app, &agent, 10, "x-ratelimit-remaining-requests").await;
+}
+
+#[tokio::test]
+async fn no_sixty_second_span_admits_more_than_the_tpm_and_retry_after_says_when() {
+    let app = spawn_app().await;
+    // Each answer uses its whole cap, so a request costs about 1,010 tokens after correction as
+    // at admission: three fit in 3,100 tokens, a fourth does not.
+    app.mock
+        .completion_tokens
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let agent = app
+        .create_agent("sliding-tokens", "1.00", json!({"tpm": 3100}))
+        .await;
+    assert_no_span_admits_more_than(&app, &agent, 3, "x-ratelimit-remaining-tokens").await;
 }
