@@ -309,13 +309,13 @@ async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when
 #[tokio::test]
 async fn no_sixty_second_span_admits_more_than_the_tpm_and_retry_after_says_when() {
     let app = spawn_app().await;
-    // Each answer uses its whole cap, so a request costs about 1,010 tokens after correction as
-    // at admission: three fit in 3,100 tokens, a fourth does not.
+    // Each answer uses its whole cap, so a request counts about 1,100 tokens at admission and
+    // about 1,010 after correction: three fit in 3,300 tokens either way, a fourth does not.
     app.mock
         .completion_tokens
         .store(1000, std::sync::atomic::Ordering::SeqCst);
     let agent = app
-        .create_agent("sliding-tokens", "1.00", json!({"tpm": 3100}))
+        .create_agent("sliding-tokens", "1.00", json!({"tpm": 3300}))
         .await;
     assert_no_span_admits_more_than(&app, &agent, 3, "x-ratelimit-remaining-tokens").await;
 }
