@@ -35,8 +35,8 @@ pub const FIELDS: &[FieldRule] = &[
     },
     FieldRule {
         field: "chat template (unknown tokenizer)",
-        routes: "chat, responses",
-        bound: "+ chat_template_tokens per message and once per request (default 32 when the tokenizer is unknown)",
+        routes: "chat, responses, embeddings",
+        bound: "+ chat_template_tokens per message and once per request, per input for embeddings (default 32 when the tokenizer is unknown, else 0)",
     },
     FieldRule {
         field: "tools / functions / response_format / text (schemas)",
@@ -177,8 +177,15 @@ fn cap_fields_of(route: CallRoute) -> &'static [&'static str] {
 pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, GatewayError> {
     if route == CallRoute::Embeddings {
         check_embeddings_input(body)?;
+        // Each input is framed on its own (a server may add its special tokens to each).
+        let inputs = match body.get("input") {
+            Some(Value::Array(items)) if items.iter().all(Value::is_array) => items.len(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items.len(),
+            _ => 1,
+        };
         return Ok(Shape {
             choices: 1,
+            messages: inputs as u64,
             ..Shape::default()
         });
     }
@@ -356,9 +363,11 @@ impl Bound {
     ) -> Result<Bound, GatewayError> {
         let setting = |name: &str| format!("models.{}.{name}", model.alias);
         let mut prompt = estimate::prompt_tokens(route, model.tokenizer, body);
-        if route != CallRoute::Embeddings {
-            prompt += model.chat_template_tokens * (shape.messages + 1);
-        }
+        prompt += match route {
+            // Special tokens around each input, for a tokenizer AEX does not know.
+            CallRoute::Embeddings => model.chat_template_tokens * shape.messages,
+            _ => model.chat_template_tokens * (shape.messages + 1),
+        };
         prompt += shape.images * model.image_part_tokens;
         if shape.audio > 0 {
             let per = model.audio_part_tokens.ok_or_else(|| {
