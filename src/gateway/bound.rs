@@ -200,6 +200,32 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
             shape.requested_cap = shape.requested_cap.max(cap);
         }
     }
+    refuse_unpriced(body)?;
+    for field in ["previous_response_id", "conversation", "prompt"] {
+        if route == CallRoute::Responses && body.get(field).is_some_and(|v| !v.is_null()) {
+            shape.unseen_input.get_or_insert(field);
+        }
+    }
+    let input = match route {
+        CallRoute::ChatCompletions => body.get("messages"),
+        _ => body.get("input"),
+    };
+    if let Some(input) = input {
+        shape.messages = match input {
+            Value::Array(items) => items.len() as u64,
+            _ => 1,
+        };
+        walk_parts(input, &mut shape);
+    }
+    if let Some(p) = body.get("prediction").filter(|p| !p.is_null()) {
+        shape.prediction = Some(p.get("content").cloned().unwrap_or_else(|| p.clone()));
+    }
+    read_hosted_tools(body, &mut shape)?;
+    Ok(shape)
+}
+
+/// Refuses the fields that bill at prices the routing table does not have, or after settlement.
+fn refuse_unpriced(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("service_tier") {
         None | Some(Value::Null) => {}
         Some(Value::String(t)) if matches!(t.as_str(), "auto" | "default" | "flex") => {}
@@ -230,27 +256,7 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
             "modalities",
         ));
     }
-    for field in ["previous_response_id", "conversation", "prompt"] {
-        if route == CallRoute::Responses && body.get(field).is_some_and(|v| !v.is_null()) {
-            shape.unseen_input.get_or_insert(field);
-        }
-    }
-    let input = match route {
-        CallRoute::ChatCompletions => body.get("messages"),
-        _ => body.get("input"),
-    };
-    if let Some(input) = input {
-        shape.messages = match input {
-            Value::Array(items) => items.len() as u64,
-            _ => 1,
-        };
-        walk_parts(input, &mut shape);
-    }
-    if let Some(p) = body.get("prediction").filter(|p| !p.is_null()) {
-        shape.prediction = Some(p.get("content").cloned().unwrap_or_else(|| p.clone()));
-    }
-    read_hosted_tools(body, &mut shape)?;
-    Ok(shape)
+    Ok(())
 }
 
 /// Counts the parts AEX cannot tokenize and notes references to stored input.

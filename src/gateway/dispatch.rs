@@ -161,30 +161,41 @@ async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, rea
     }
 }
 
-/// Releases the hold with `reason` (a failure to do so is logged by settlement).
-pub async fn release(job: &Dispatch, model: &ModelRoute, reason: &str, status: Option<u16>) {
+/// Releases the hold with `reason`, keeping `answer` (the caller's status and body) for the
+/// requests that waited for this attempt; a failure to do so is logged by settlement.
+pub async fn release(
+    job: &Dispatch,
+    model: &ModelRoute,
+    reason: &str,
+    status: Option<u16>,
+    answer: Option<(u16, Vec<u8>)>,
+) {
     let outcome = Outcome::Release {
         reason: reason.to_owned(),
         state: ExecutionState::Released,
         upstream_status: status,
+        result: answer.map(|(status, body)| (status, body, false)),
     };
     settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await;
 }
 
 /// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
-/// `reason`): the provider may have generated, and will bill, the whole answer.
+/// `reason`): the provider may have generated, and will bill, the whole answer. `answer` is what
+/// the caller got, kept for the requests that waited for this attempt.
 pub async fn charge_ambiguous(
     job: &Dispatch,
     model: &ModelRoute,
     reason: &str,
     started: Instant,
     stream: Option<(&'static str, u64)>,
+    answer: Option<(u16, Vec<u8>, bool)>,
 ) -> SettleResult {
     let outcome = Outcome::Ambiguous {
         reason: reason.to_owned(),
         provider: model.provider.name.clone(),
         latency_ms: elapsed_ms(started),
         stream,
+        result: answer,
     };
     settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
 }
@@ -219,25 +230,32 @@ async fn fail(
     tracing::warn!(execution_id = id, error = %e, "upstream call failed");
     let (status, code, reason) = match e {
         ProviderError::Connect { .. } => {
-            release(job, model, "upstream_unreachable", None).await;
-            let out = CallOutput::error(id, 502, "server_error", "upstream_error", &e.to_string());
-            let _ = reply.send(out);
+            let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
+            release(
+                job,
+                model,
+                "upstream_unreachable",
+                None,
+                Some((502, body.clone())),
+            )
+            .await;
+            let _ = reply.send(CallOutput::full(id, 502, JSON, body));
             return;
         }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
         ProviderError::Transport { .. } => (502, "upstream_error", "upstream_connection_lost"),
     };
-    let settled = charge_ambiguous(job, model, reason, started, None).await;
-    let charged = match settled {
-        SettleResult::Committed {
-            actual_micro_usd, ..
-        } => format!(
-            "; the request had been sent, so the provider may have done the work: its hold of {actual_micro_usd} micro-USD was charged"
-        ),
-        _ => String::new(),
-    };
-    let out = CallOutput::error(id, status, "server_error", code, &format!("{e}{charged}"));
-    let _ = reply.send(with_charge(out, settled));
+    let hold = job.reservation.estimate.cost.0;
+    let message = format!(
+        "{e}; the request had been sent, so the provider may have done the work: its hold of {hold} micro-USD was charged"
+    );
+    let body = openai_error_body(&message, "server_error", code, None);
+    let answer = Some((status, body.clone(), false));
+    let settled = charge_ambiguous(job, model, reason, started, None, answer).await;
+    let _ = reply.send(with_charge(
+        CallOutput::full(id, status, JSON, body),
+        settled,
+    ));
 }
 
 /// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a
@@ -261,25 +279,28 @@ async fn complete(
     let r = &job.reservation;
     let id = r.execution_key.as_str();
     if !(200..300).contains(&response.status) {
+        let (status, content_type, body) =
+            if (400..500).contains(&response.status) && response.status != 429 {
+                // The provider's own client error goes back as it is.
+                let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
+                (response.status, content_type, response.body.to_vec())
+            } else {
+                let message = format!(
+                    "provider {} returned status {}",
+                    model.provider.name, response.status
+                );
+                let body = openai_error_body(&message, "server_error", "upstream_error", None);
+                (502, JSON.to_owned(), body)
+            };
         release(
             job,
             model,
             &format!("upstream_status_{}", response.status),
             Some(response.status),
+            Some((status, body.clone())),
         )
         .await;
-        let out = if (400..500).contains(&response.status) && response.status != 429 {
-            // The provider's own client error goes back as it is.
-            let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
-            CallOutput::full(id, response.status, &content_type, response.body)
-        } else {
-            let message = format!(
-                "provider {} returned status {}",
-                model.provider.name, response.status
-            );
-            CallOutput::error(id, 502, "server_error", "upstream_error", &message)
-        };
-        let _ = reply.send(out);
+        let _ = reply.send(CallOutput::full(id, status, &content_type, body));
         return;
     }
 

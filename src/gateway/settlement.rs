@@ -123,6 +123,9 @@ pub enum Outcome {
         provider: String,
         latency_ms: i64,
         stream: Option<(&'static str, u64)>,
+        /// The answer the caller got (status, body, whether SSE), kept for the requests that
+        /// waited for this attempt.
+        result: Option<(u16, Vec<u8>, bool)>,
     },
     /// Nothing billable happened: give the hold back.
     Release {
@@ -130,6 +133,9 @@ pub enum Outcome {
         /// `Released` for provider errors and timeouts, `Failed` when the outcome is unknown.
         state: ExecutionState,
         upstream_status: Option<u16>,
+        /// The answer the caller gets (status, body, whether SSE), kept for the requests that
+        /// waited for this attempt; `None` when no caller is answered (the reconciler).
+        result: Option<(u16, Vec<u8>, bool)>,
     },
 }
 
@@ -153,10 +159,10 @@ pub enum SettleResult {
 }
 
 /// Settles an attempt this replica dispatched, and makes sure it ends: when the outcome's
-/// settlement cannot be written (after its retries), a simpler one is written instead — for a
-/// charge, the hold is committed (`usage: ambiguous`), for a release the hold is given back —
-/// with the execution FAILED and reason `settlement_failed`, and the answer still carries what
-/// was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
+/// settlement cannot be written (after its retries), a simpler one is written instead (no cached
+/// answer, no usage) — for a charge, the hold is committed (`usage: ambiguous`), for a release
+/// the hold is given back — with the execution FAILED and reason `settlement_failed`, and the
+/// answer still carries what was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
 pub async fn finish(
     gw: &Gateway,
     r: &Reservation,
@@ -187,9 +193,11 @@ pub async fn finish(
             provider: provider.clone(),
             latency_ms: *latency_ms,
             stream: *stream,
+            result: None,
         },
         Outcome::Release { .. } => Outcome::Release {
             reason,
+            result: None,
             state: ExecutionState::Failed,
             upstream_status: None,
         },
@@ -266,16 +274,24 @@ struct Written<'a> {
     state: &'static str,
     reason: Option<&'a str>,
     charge: Option<Charge<'a>>,
+    /// The answer cached on the execution: status, body, whether it is an SSE transcript.
+    answer: Option<(u16, &'a [u8], bool)>,
     event_type: &'static str,
     payload: serde_json::Value,
     model_alias: &'a str,
     /// For the metrics: the result label and whether the cost went over the hold.
-    result: &'static str,
+    label: &'static str,
     over_hold: bool,
 }
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn borrowed(answer: &Option<(u16, Vec<u8>, bool)>) -> Option<(u16, &[u8], bool)> {
+    answer
+        .as_ref()
+        .map(|(status, body, sse)| (*status, body.as_slice(), *sse))
 }
 
 fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> Written<'a> {
@@ -298,9 +314,6 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
                 prompt_tokens: Some(to_i64(usage.prompt_tokens)),
                 completion_tokens: Some(to_i64(usage.completion_tokens)),
                 usage_source: source.as_str(),
-                result: result
-                    .as_ref()
-                    .map(|(st, body, sse)| (*st, body.as_slice(), *sse)),
                 latency_ms: *latency_ms,
             };
             let payload = json!({
@@ -321,10 +334,11 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
                 state: ExecutionState::Committed.as_str(),
                 reason: None,
                 charge: Some(charge),
+                answer: borrowed(result),
                 event_type: types::COMMITTED,
                 payload,
                 model_alias: priced.label(),
-                result: "committed",
+                label: "committed",
                 over_hold: overrun.is_some(),
             }
         }
@@ -333,13 +347,13 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
             provider,
             latency_ms,
             stream,
+            result,
         } => {
             let charge = Charge {
                 actual_micro_usd: hold,
                 prompt_tokens: None,
                 completion_tokens: None,
                 usage_source: UsageSource::Ambiguous.as_str(),
-                result: None,
                 latency_ms: *latency_ms,
             };
             let payload = json!({
@@ -357,10 +371,11 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
                 state: ExecutionState::Failed.as_str(),
                 reason: Some(reason),
                 charge: Some(charge),
+                answer: borrowed(result),
                 event_type: types::COMMITTED,
                 payload,
                 model_alias: priced.label(),
-                result: "ambiguous",
+                label: "ambiguous",
                 over_hold: false,
             }
         }
@@ -368,10 +383,12 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
             reason,
             state,
             upstream_status,
+            result,
         } => Written {
             state: state.as_str(),
             reason: Some(reason),
             charge: None,
+            answer: borrowed(result),
             event_type: types::RELEASED,
             payload: json!({
                 "attempt": r.attempt,
@@ -380,7 +397,7 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
                 "upstream_status": upstream_status,
             }),
             model_alias: r.model_alias.as_str(),
-            result: "released",
+            label: "released",
             over_hold: false,
         },
     }
@@ -406,6 +423,7 @@ async fn settle_once(
         state: w.state,
         reason: w.reason,
         charge: w.charge,
+        result: w.answer,
         event_type: w.event_type,
         payload: w.payload,
         model_alias: w.model_alias,
@@ -419,7 +437,7 @@ async fn settle_once(
     let Some(held) = settlements::settle(&mut conn, &s).await? else {
         return Ok(SettleResult::AlreadySettled);
     };
-    crate::metrics::settled(w.result, actual.unwrap_or(0), w.over_hold);
+    crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);
     Ok(match actual {
         Some(actual) => SettleResult::Committed {
             actual_micro_usd: actual,

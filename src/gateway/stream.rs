@@ -350,7 +350,12 @@ pub async fn relay(
         // Cut by the provider before it reported usage: it may have generated (and bill) the
         // whole answer.
         (End::UpstreamFailed, None) => {
-            dispatch::charge_ambiguous(job, model, "upstream_stream_failed", started, stream).await
+            // What the caller got, kept for the requests that waited for this attempt.
+            let answer = relay
+                .transcript_complete
+                .then(|| (200, std::mem::take(&mut relay.transcript), true));
+            let reason = "upstream_stream_failed";
+            dispatch::charge_ambiguous(job, model, reason, started, stream, answer).await
         }
         (_, reported) => {
             let (usage, source) = match reported {

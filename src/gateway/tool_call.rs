@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use super::admission::{Pricing, Reservation, Target, Ticket};
 use super::call::{self, CallInput, CallOutput, JSON};
 use super::dispatch::with_charge;
-use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use super::error::openai_error_body;
+use super::settlement::{self, Outcome, Priced, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
@@ -151,35 +152,37 @@ async fn run_and_settle(
                 ToolError::Timeout(_) => (504, "upstream_timeout"),
                 _ => (502, "upstream_error"),
             };
+            // A run that started and was cut may have done its work: its declared cost is
+            // charged, and the answer says so.
             let started_and_cut = matches!(e, ToolError::Timeout(_) | ToolError::OutputTooLarge(_));
+            let message = if started_and_cut {
+                format!(
+                    "{e}; the tool had started, so its declared cost of {} micro-USD was charged",
+                    plugin.cost_micro_usd
+                )
+            } else {
+                e.to_string()
+            };
+            let body = openai_error_body(&message, "server_error", code, None);
+            let answer = Some((status, body.clone(), false));
             let outcome = if started_and_cut {
                 Outcome::Ambiguous {
                     reason: e.reason().to_owned(),
                     provider,
                     latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                     stream: None,
+                    result: answer,
                 }
             } else {
                 Outcome::Release {
                     reason: e.reason().to_owned(),
                     state: ExecutionState::Released,
                     upstream_status: None,
+                    result: answer,
                 }
             };
             let settled = settlement::finish(gw, r, priced, &outcome).await;
-            let charged = match settled {
-                SettleResult::Committed {
-                    actual_micro_usd, ..
-                } => format!(
-                    "; the tool had started, so its declared cost of {actual_micro_usd} micro-USD was charged"
-                ),
-                _ => String::new(),
-            };
-            let message = format!("{e}{charged}");
-            with_charge(
-                CallOutput::error(id, status, "server_error", code, &message),
-                settled,
-            )
+            with_charge(CallOutput::full(id, status, JSON, body), settled)
         }
     }
 }
