@@ -103,6 +103,14 @@ pub async fn audit(
         check_sql(
             pool,
             6,
+            "a tenant's spent exceeds its budget only by provider overruns, commits made before \
+             the budget held them, or a budget an operator cut",
+            sqlx::query_scalar(TENANT_OVER_BUDGET).bind(EXAMPLES),
+        )
+        .await?,
+        check_sql(
+            pool,
+            6,
             "an execution costs more than its hold only by provider usage beyond the caps",
             sqlx::query_scalar(EXECUTION_OVER_HOLD).bind(EXAMPLES),
         )
@@ -185,6 +193,28 @@ FROM agents a CROSS JOIN LATERAL (SELECT \
         - (l.payload::jsonb ->> 'spent_before_micro_usd')::numeric, 0)) FROM event_log l \
         WHERE l.agent_id = a.id AND l.event_type = 'budget.period_reset'), 0) AS allowed) x \
 WHERE a.spent_micro_usd > a.budget_micro_usd AND a.spent_micro_usd - a.budget_micro_usd > x.allowed \
+LIMIT $1";
+
+/// Invariant 6, per tenant with a budget: admission keeps `spent + reserved <= budget` for every
+/// hold made against it, so `spent - budget` may exceed zero only by the excess of those holds'
+/// provider overruns, the whole cost of commits whose hold did not count against the tenant
+/// (made before it had a budget), and budget cuts by an operator (`tenant.updated`).
+const TENANT_OVER_BUDGET: &str = "\
+SELECT t.name || ': spent ' || s.spent || ' > budget ' || t.budget_micro_usd \
+       || ', beyond the ' || x.allowed || ' overruns, unheld commits and budget cuts explain' \
+FROM tenants t \
+CROSS JOIN LATERAL (SELECT COALESCE(sum(a.lifetime_spent_micro_usd), 0) AS spent FROM agents a \
+    WHERE a.tenant_id = t.id) s \
+CROSS JOIN LATERAL (SELECT \
+    COALESCE((SELECT sum(CASE WHEN r.holds_tenant \
+            THEN GREATEST(r.actual_micro_usd - r.estimate_micro_usd, 0) \
+            ELSE r.actual_micro_usd END) FROM reservations r \
+        WHERE r.tenant_id = t.id AND r.state = 'COMMITTED'), 0) \
+  + COALESCE((SELECT sum(GREATEST((l.payload::jsonb #>> '{before,budget_micro_usd}')::numeric \
+        - (l.payload::jsonb #>> '{after,budget_micro_usd}')::numeric, 0)) FROM event_log l \
+        WHERE l.tenant_id = t.id AND l.event_type = 'tenant.updated'), 0) AS allowed) x \
+WHERE t.budget_micro_usd IS NOT NULL AND s.spent > t.budget_micro_usd \
+  AND s.spent - t.budget_micro_usd > x.allowed \
 LIMIT $1";
 
 /// Invariant 6, per execution: a cost above the hold needs its commit event to show usage the

@@ -508,6 +508,45 @@ async fn the_audit_fails_on_a_tenant_whose_spent_differs_from_its_agents() {
     assert!(out.contains("default: spent"), "{out}");
 }
 
+#[tokio::test]
+async fn the_audit_fails_on_a_tenant_over_its_budget_without_a_provider_overrun() {
+    let app = spawn_app().await;
+    let (tenant, admin) = app.tenant_with_admin("capped", json!({})).await;
+    let (_, created) = app
+        .admin_post(
+            "/admin/agents",
+            &admin,
+            json!({"name": "spender", "budget_usd": "5.00"}),
+        )
+        .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(app.chat(&token, hello()).await.status(), StatusCode::OK);
+    }
+    // A budget set below what was already spent: those commits were never held against it.
+    app.op(
+        Method::PATCH,
+        &format!("/admin/tenants/{tenant}"),
+        Some(json!({"budget_usd": "0.000001"})),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(failing_checks(&app).await.is_empty());
+    // A tamperer makes those commits look as if the tenant's budget had held them.
+    sqlx::query("UPDATE reservations SET holds_tenant = true WHERE tenant_id = $1::uuid")
+        .bind(&tenant)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let failing = failing_checks(&app).await;
+    assert!(
+        failing
+            .iter()
+            .any(|(n, name)| *n == 6 && name.starts_with("a tenant's spent")),
+        "{failing:?}"
+    );
+}
+
 /// Runs `aex audit` (the binary) against the test database: whether it succeeded, and its output.
 async fn run_cli_audit(app: &TestApp) -> (bool, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aex"))
