@@ -365,15 +365,7 @@ async fn a_streams_books_are_committed_before_its_last_event_which_carries_them(
 #[tokio::test]
 async fn a_tenants_spent_counts_every_commit_with_or_without_a_budget() {
     let app = spawn_app().await;
-    let (tenant, admin) = app.tenant_with_admin("unbudgeted", json!({})).await;
-    let (_, created) = app
-        .admin_post(
-            "/admin/agents",
-            &admin,
-            json!({"name": "worker", "budget_usd": "5.00"}),
-        )
-        .await;
-    let token = created["token"].as_str().unwrap().to_owned();
+    let (tenant, token) = tenant_with_agent(&app, "unbudgeted", "worker").await;
     let tenant_books = || async {
         let t = app
             .op(
@@ -425,6 +417,19 @@ async fn a_tenants_spent_counts_every_commit_with_or_without_a_budget() {
     assert_eq!(row["ledger"]["spent_micro_usd"], t_spent, "{row}");
     assert_eq!(row["matches"], true);
     app.assert_books_audit().await;
+}
+
+/// A new tenant without a budget, and the token of a new agent of it with 5.00 USD.
+async fn tenant_with_agent(app: &TestApp, tenant: &str, agent: &str) -> (String, String) {
+    let (tenant, admin) = app.tenant_with_admin(tenant, json!({})).await;
+    let (_, created) = app
+        .admin_post(
+            "/admin/agents",
+            &admin,
+            json!({"name": agent, "budget_usd": "5.00"}),
+        )
+        .await;
+    (tenant, created["token"].as_str().unwrap().to_owned())
 }
 
 /// The failing checks of an audit, as `(invariant, name)`.
@@ -511,15 +516,7 @@ async fn the_audit_fails_on_a_tenant_whose_spent_differs_from_its_agents() {
 #[tokio::test]
 async fn the_audit_fails_on_a_tenant_over_its_budget_without_a_provider_overrun() {
     let app = spawn_app().await;
-    let (tenant, admin) = app.tenant_with_admin("capped", json!({})).await;
-    let (_, created) = app
-        .admin_post(
-            "/admin/agents",
-            &admin,
-            json!({"name": "spender", "budget_usd": "5.00"}),
-        )
-        .await;
-    let token = created["token"].as_str().unwrap().to_owned();
+    let (tenant, token) = tenant_with_agent(&app, "capped", "spender").await;
     for _ in 0..3 {
         assert_eq!(app.chat(&token, hello()).await.status(), StatusCode::OK);
     }
