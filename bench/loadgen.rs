@@ -5,9 +5,16 @@
 //! or a number of requests, against the mock upstream directly or through AEX — the same code
 //! and parameters both ways — and appends one JSON line of results: throughput, latency
 //! percentiles, for streams time to first byte and the gaps between events, and, when given
-//! `--watch-pid`, the CPU time and peak RSS of that process over the measured window. `report`
-//! turns the collected lines into the benchmark's table.
+//! `--watch-pid`, the CPU time and peak RSS of those processes over the measured window. `report`
+//! turns the collected lines into the benchmark's table, `peers-report` into `bench/peers.sh`'s.
+//!
+//! By default a run is closed-loop: `--concurrency` workers each send their next request when the
+//! last one is answered, which measures throughput but hides queueing (a slow answer delays the
+//! requests behind it, which are then never late — coordinated omission). With `--rate N` it is
+//! open-loop: requests are scheduled N per second whatever the answers do, and latency is measured
+//! from each request's scheduled send time, so time spent waiting to be sent counts.
 
+mod peers_table;
 mod report;
 
 use std::collections::BTreeMap;
@@ -53,6 +60,8 @@ enum Command {
     Run(RunArgs),
     /// Print the table of a results file.
     Report { results: PathBuf },
+    /// Print `bench/peers.sh`'s table (AEX beside the peer gateways) of a results file.
+    PeersReport { results: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -81,8 +90,17 @@ struct RunArgs {
     /// Tokens to use in turn, one a line (none: a placeholder, as the mock ignores it).
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// Closed loop: requests in flight at once. Open loop (`--rate`): the cap on requests in
+    /// flight; a request over the cap waits, and its wait counts in its latency.
     #[arg(long)]
     concurrency: usize,
+    /// Open loop: send this many requests per second on a fixed schedule, latency measured from
+    /// each one's scheduled send time.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A header sent with every request, `'Name: value'`; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     /// Measure for this long after the warm-up …
     #[arg(long, default_value_t = 10.0)]
     duration_secs: f64,
@@ -97,9 +115,14 @@ struct RunArgs {
     /// Worker threads of the client's runtime (it shares the machine with what it measures).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Process whose CPU time and peak RSS to record over the measured window.
+    /// Process whose CPU time and peak RSS to record over the measured window; repeatable (a
+    /// gateway with several processes: their CPU and peak RSS are summed).
     #[arg(long)]
-    watch_pid: Option<u32>,
+    watch_pid: Vec<u32>,
+    /// Database server processes (the gateway's Postgres backends) whose CPU time to record
+    /// separately; repeatable.
+    #[arg(long)]
+    watch_db_pid: Vec<u32>,
     /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
@@ -162,6 +185,9 @@ pub struct LoadResult {
     pub mode: String,
     pub kind: Kind,
     pub concurrency: usize,
+    /// Open loop: the scheduled request rate (latency then counts from the scheduled send).
+    #[serde(default)]
+    pub rate_rps: Option<f64>,
     pub window_seconds: f64,
     pub completed: u64,
     pub ok: u64,
@@ -177,6 +203,9 @@ pub struct LoadResult {
     pub events_per_stream: Option<f64>,
     pub peak_open_streams: Option<i64>,
     pub process: Option<ProcUse>,
+    /// The watched database processes (`--watch-db-pid`), CPU only.
+    #[serde(default)]
+    pub db_process: Option<ProcUse>,
 }
 
 /// What one worker saw.
@@ -197,6 +226,7 @@ struct Tally {
 struct Plan {
     client: reqwest::Client,
     url: String,
+    headers: reqwest::header::HeaderMap,
     body: Bytes,
     tokens: Vec<String>,
     next_token: AtomicUsize,
@@ -215,6 +245,8 @@ fn micros(d: Duration) -> u32 {
 
 /// What one request observed.
 struct Observed {
+    /// When the request was actually sent (later than scheduled when the client was behind).
+    sent: Instant,
     status: String,
     ok: bool,
     ttfb: Option<Duration>,
@@ -245,13 +277,13 @@ impl Plan {
         Bytes::from(body.to_string())
     }
 
-    /// Takes the next request to send, if the run is not over.
-    fn take(&self) -> bool {
+    /// Takes the next request, to be sent at `at`, if the run is not over by then.
+    fn take(&self, at: Instant) -> bool {
         match (&self.budget, self.end) {
             (Some(left), _) => left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok(),
-            (None, Some(end)) => Instant::now() < end,
+            (None, Some(end)) => at < end,
             (None, None) => false,
         }
     }
@@ -265,10 +297,12 @@ impl Plan {
             .post(&self.url)
             .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .headers(self.headers.clone())
             .body(self.body.clone())
             .send()
             .await;
         let mut observed = Observed {
+            sent: started,
             status: String::new(),
             ok: false,
             ttfb: None,
@@ -327,39 +361,78 @@ impl Plan {
         observed
     }
 
-    /// One worker: requests back to back until the run is over.
-    async fn worker(self: Arc<Self>) -> Tally {
-        let mut t = Tally::default();
-        while self.take() {
-            let start = Instant::now();
-            let o = self.one().await;
-            let done = Instant::now();
-            if self.end.is_some_and(|end| done > end) || done < self.measure_from {
-                continue;
-            }
-            t.completed_in_window += 1;
-            *t.statuses.entry(o.status).or_default() += 1;
-            if !o.ok {
-                continue;
-            }
-            t.ok_in_window += 1;
-            if start < self.measure_from {
-                continue;
-            }
-            t.latency.push(micros(done - start));
-            if let Some(ttfb) = o.ttfb {
-                t.ttfb.push(micros(ttfb));
-                t.streams += 1;
-                t.events += o.event_times.len() as u64;
-                t.gaps
-                    .extend(o.event_times.windows(2).map(|w| micros(w[1] - w[0])));
-                if let (Some(first), Some(last)) = (o.event_times.first(), o.event_times.last()) {
-                    let n = u32::try_from(o.event_times.len() - 1).unwrap_or(u32::MAX);
-                    if n > 0 {
-                        t.stream_gaps.push(micros((*last - *first) / n));
-                    }
+    /// Counts one request that started at `start` (sent, or scheduled to be) and ended at
+    /// `done`, if it falls in the measured window.
+    fn record(&self, t: &mut Tally, start: Instant, done: Instant, o: Observed) {
+        if self.end.is_some_and(|end| done > end) || done < self.measure_from {
+            return;
+        }
+        t.completed_in_window += 1;
+        *t.statuses.entry(o.status).or_default() += 1;
+        if !o.ok {
+            return;
+        }
+        t.ok_in_window += 1;
+        if start < self.measure_from {
+            return;
+        }
+        t.latency.push(micros(done - start));
+        if let Some(ttfb) = o.ttfb {
+            // Open loop: the time to first byte counts from the scheduled send too.
+            t.ttfb
+                .push(micros(ttfb + o.sent.saturating_duration_since(start)));
+            t.streams += 1;
+            t.events += o.event_times.len() as u64;
+            t.gaps
+                .extend(o.event_times.windows(2).map(|w| micros(w[1] - w[0])));
+            if let (Some(first), Some(last)) = (o.event_times.first(), o.event_times.last()) {
+                let n = u32::try_from(o.event_times.len() - 1).unwrap_or(u32::MAX);
+                if n > 0 {
+                    t.stream_gaps.push(micros((*last - *first) / n));
                 }
             }
+        }
+    }
+
+    /// One closed-loop worker: requests back to back until the run is over.
+    async fn worker(self: Arc<Self>) -> Tally {
+        let mut t = Tally::default();
+        while self.take(Instant::now()) {
+            let start = Instant::now();
+            let o = self.one().await;
+            self.record(&mut t, start, Instant::now(), o);
+        }
+        t
+    }
+
+    /// The open loop: request i is due at `t0 + i / rate`, sent then whatever the earlier ones
+    /// are doing (at most `cap` in flight; a request over the cap waits for a free slot), and its
+    /// latency counts from when it was due.
+    async fn open_loop(self: Arc<Self>, t0: Instant, rate: f64, cap: usize) -> Tally {
+        let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut i: u32 = 0;
+        loop {
+            let due = t0 + Duration::from_secs_f64(f64::from(i) / rate);
+            if !self.take(due) {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            let (plan, slots, done_tx) = (Arc::clone(&self), Arc::clone(&slots), done_tx.clone());
+            tokio::spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                let o = plan.one().await;
+                // The receiver lives until every sender is dropped.
+                let _ = done_tx.send((due, Instant::now(), o));
+            });
+            i = i.saturating_add(1);
+        }
+        drop(done_tx);
+        let mut t = Tally::default();
+        while let Some((due, done, o)) = done_rx.recv().await {
+            self.record(&mut t, due, done, o);
         }
         t
     }
@@ -395,37 +468,52 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// A measurement of the watched process and the machine at one instant.
+/// A measurement of the watched processes and the machine at one instant.
 struct Mark {
     at: Instant,
-    ticks: u64,
+    /// Per watched process, in the order given (a process that has exited counts 0).
+    ticks: Vec<u64>,
     own_ticks: u64,
     machine: (u64, u64),
     hwm_reset: bool,
 }
 
-fn mark(pid: u32, reset_hwm: bool) -> Mark {
+fn mark(pids: &[u32], reset_hwm: bool) -> Mark {
     // Writing 5 to clear_refs resets VmHWM, so the peak is this window's.
-    let hwm_reset = reset_hwm && std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let hwm_reset = reset_hwm
+        && pids
+            .iter()
+            .all(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok());
     Mark {
         at: Instant::now(),
-        ticks: proc_ticks(pid).unwrap_or(0),
+        ticks: pids.iter().map(|&p| proc_ticks(p).unwrap_or(0)).collect(),
         own_ticks: proc_ticks(std::process::id()).unwrap_or(0),
         machine: machine_ticks().unwrap_or((0, 0)),
         hwm_reset,
     }
 }
 
-fn proc_use(pid: u32, clk_tck: u64, from: &Mark, to: &Mark) -> ProcUse {
+/// CPU and peak RSS of the processes `pids` between two marks, summed over them.
+fn proc_use(pids: &[u32], clk_tck: u64, from: &Mark, to: &Mark) -> ProcUse {
     let seconds = |a: u64, b: u64| b.saturating_sub(a) as f64 / clk_tck.max(1) as f64;
-    let cpu_seconds = seconds(from.ticks, to.ticks);
+    // A process that exits in the window reads 0 at the end: it counts nothing, not less.
+    let cpu_seconds: f64 = from
+        .ticks
+        .iter()
+        .zip(&to.ticks)
+        .map(|(&a, &b)| seconds(a, b))
+        .sum();
     let wall = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
     let busy = to.machine.0.saturating_sub(from.machine.0) as f64;
     let total = to.machine.1.saturating_sub(from.machine.1).max(1) as f64;
     ProcUse {
         cpu_seconds,
         cores: cpu_seconds / wall,
-        rss_peak_mb: proc_hwm_kb(pid).unwrap_or(0) as f64 / 1024.0,
+        rss_peak_mb: pids
+            .iter()
+            .map(|&p| proc_hwm_kb(p).unwrap_or(0))
+            .sum::<u64>() as f64
+            / 1024.0,
         hwm_reset: from.hwm_reset,
         machine_busy: busy / total,
         client_cores: seconds(from.own_ticks, to.own_ticks) / wall,
@@ -444,6 +532,21 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
     };
     if tokens.is_empty() || args.concurrency == 0 {
         bail!("need at least one token and a concurrency of at least 1");
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("--header {h:?}: expected 'Name: value'");
+        };
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("--header {h:?}: bad name"))?,
+            reqwest::header::HeaderValue::from_str(value.trim())
+                .with_context(|| format!("--header {h:?}: bad value"))?,
+        );
     }
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -468,6 +571,7 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
     let plan = Arc::new(Plan {
         client,
         url: format!("{}{path}", args.url.trim_end_matches('/')),
+        headers,
         body: Plan::request_body(args.kind, &args.model, args.max_tokens),
         tokens,
         next_token: AtomicUsize::new(0),
@@ -479,24 +583,21 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
         peak_open_streams: AtomicI64::new(0),
     });
 
-    // The watched process is measured over exactly the window the figures cover.
-    let watcher = args.watch_pid.map(|pid| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from.into()).await;
-            let from = mark(pid, true);
-            let to = match end {
-                Some(end) => {
-                    tokio::time::sleep_until(end.into()).await;
-                    Some(mark(pid, false))
-                }
-                None => None,
-            };
-            (from, to)
-        })
-    });
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(Arc::clone(&plan).worker()))
-        .collect();
+    // The watched processes are measured over exactly the window the figures cover.
+    let watched = (!args.watch_pid.is_empty())
+        .then(|| watch(args.watch_pid.clone(), true, measure_from, end));
+    let watched_db = (!args.watch_db_pid.is_empty())
+        .then(|| watch(args.watch_db_pid.clone(), false, measure_from, end));
+    let workers: Vec<_> = match args.rate {
+        Some(rate) => vec![tokio::spawn(Arc::clone(&plan).open_loop(
+            t0,
+            rate,
+            args.concurrency,
+        ))],
+        None => (0..args.concurrency)
+            .map(|_| tokio::spawn(Arc::clone(&plan).worker()))
+            .collect(),
+    };
     let mut all = Tally::default();
     for w in workers {
         let t = w.await?;
@@ -513,13 +614,13 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
         all.streams += t.streams;
     }
     let finished = Instant::now();
-    let process = match (watcher, args.watch_pid) {
-        (Some(w), Some(pid)) => {
-            let (from, to) = w.await?;
-            let to = to.unwrap_or_else(|| mark(pid, false));
-            Some(proc_use(pid, args.clk_tck, &from, &to))
-        }
-        _ => None,
+    let process = match watched {
+        Some(w) => Some(w.finish(args.clk_tck).await?),
+        None => None,
+    };
+    let db_process = match watched_db {
+        Some(w) => Some(w.finish(args.clk_tck).await?),
+        None => None,
     };
     let window = end
         .unwrap_or(finished)
@@ -531,6 +632,7 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
         mode: args.mode,
         kind: args.kind,
         concurrency: args.concurrency,
+        rate_rps: args.rate,
         window_seconds: window,
         completed: all.completed_in_window,
         ok: all.ok_in_window,
@@ -544,7 +646,40 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
             .then(|| all.events as f64 / all.streams as f64),
         peak_open_streams: stream.then(|| plan.peak_open_streams.load(Ordering::SeqCst)),
         process,
+        db_process,
     })
+}
+
+/// Processes being measured: marked when the window opens and, for a timed run, when it closes.
+struct Watch {
+    pids: Vec<u32>,
+    marks: tokio::task::JoinHandle<(Mark, Option<Mark>)>,
+}
+
+fn watch(pids: Vec<u32>, reset_hwm: bool, from: Instant, end: Option<Instant>) -> Watch {
+    let watched = pids.clone();
+    let marks = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let first = mark(&watched, reset_hwm);
+        let last = match end {
+            Some(end) => {
+                tokio::time::sleep_until(end.into()).await;
+                Some(mark(&watched, false))
+            }
+            None => None,
+        };
+        (first, last)
+    });
+    Watch { pids, marks }
+}
+
+impl Watch {
+    /// What the processes used over the window (a run of N requests: until now).
+    async fn finish(self, clk_tck: u64) -> anyhow::Result<ProcUse> {
+        let (from, to) = self.marks.await?;
+        let to = to.unwrap_or_else(|| mark(&self.pids, false));
+        Ok(proc_use(&self.pids, clk_tck, &from, &to))
+    }
 }
 
 async fn create_agents(
@@ -571,6 +706,10 @@ async fn create_agents(
         }
     }
     Ok(tokens)
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn append_line(path: &PathBuf, line: &str) -> anyhow::Result<()> {
@@ -622,10 +761,9 @@ fn main() -> anyhow::Result<()> {
                 result.scenario, result.mode, result.throughput_rps, result.ok, result.completed
             );
         }
-        Command::Report { results } => {
-            let text = std::fs::read_to_string(&results)
-                .with_context(|| format!("reading {}", results.display()))?;
-            print!("{}", report::render(&text)?);
+        Command::Report { results } => print!("{}", report::render(&read(&results)?)?),
+        Command::PeersReport { results } => {
+            print!("{}", peers_table::render(&read(&results)?)?)
         }
     }
     Ok(())

@@ -10,15 +10,15 @@ use super::{LoadResult, Percentiles};
 
 /// The lines of one results file, by kind.
 #[derive(Default)]
-struct Results {
+pub(super) struct Results {
     load: BTreeMap<(String, String), LoadResult>,
     order: Vec<String>,
     pgbench: BTreeMap<String, Value>,
-    other: BTreeMap<String, Value>,
+    pub(super) other: BTreeMap<String, Value>,
 }
 
 impl Results {
-    fn parse(text: &str) -> anyhow::Result<Self> {
+    pub(super) fn parse(text: &str) -> anyhow::Result<Self> {
         let mut r = Results::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(line)?;
@@ -42,7 +42,7 @@ impl Results {
         Ok(r)
     }
 
-    fn get(&self, scenario: &str, mode: &str) -> Option<&LoadResult> {
+    pub(super) fn get(&self, scenario: &str, mode: &str) -> Option<&LoadResult> {
         self.load.get(&(scenario.to_owned(), mode.to_owned()))
     }
 
@@ -51,7 +51,7 @@ impl Results {
     }
 }
 
-fn str_of(v: &Value, key: &str) -> String {
+pub(super) fn str_of(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -59,7 +59,7 @@ fn str_of(v: &Value, key: &str) -> String {
     }
 }
 
-fn ms(us: f64) -> String {
+pub(super) fn ms(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
 
@@ -67,7 +67,7 @@ fn pct(p: Option<&Percentiles>, f: impl Fn(&Percentiles) -> f64) -> String {
     p.map_or("-".into(), |p| ms(f(p)))
 }
 
-fn added(
+pub(super) fn added(
     g: Option<&Percentiles>,
     d: Option<&Percentiles>,
     f: impl Fn(&Percentiles) -> f64,
@@ -75,7 +75,7 @@ fn added(
     Some(f(g?) - f(d?))
 }
 
-fn signed_ms(us: Option<f64>) -> String {
+pub(super) fn signed_ms(us: Option<f64>) -> String {
     us.map_or("-".into(), |v| format!("{:+.2}", v / 1000.0))
 }
 

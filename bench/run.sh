@@ -32,15 +32,10 @@ LONG_STREAMS=${LONG_STREAMS:-1000}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 RESULTS=${RESULTS:-/tmp/aex-bench-$(date +%Y%m%d-%H%M%S).jsonl}
 
-for tool in psql pgbench curl; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required (Debian: postgresql-client, curl)" >&2; exit 1; }
-done
-if [[ ${NO_BUILD:-} != 1 ]]; then
-  (cd "$here" && cargo build --release --bin aex --bin aex-loadgen)
-fi
-AEX=$here/target/release/aex
-LOADGEN=$here/target/release/aex-loadgen
-CLK_TCK=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
+require_tools psql pgbench curl
+prepare_binaries
 # 1,000 streams hold about 4,000 sockets across the client, aex and the mock.
 (( $(ulimit -n) >= 8192 )) || ulimit -n "$(ulimit -Hn)"
 
@@ -71,35 +66,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Waits for the first line of a file (a process printing its address) and prints it.
-first_line() {
-  for _ in $(seq 1 100); do
-    [[ -s $1 ]] && { head -n 1 "$1"; return; }
-    sleep 0.1
-  done
-  echo "bench: nothing appeared in $1" >&2
-  return 1
-}
-
-# RSS of a process as JSON fields: total, anonymous (heap) and file-backed (mapped binary), MB.
-rss_fields() {
-  awk '/^(VmRSS|RssAnon|RssFile):/ { sub(":", "", $1); printf "%s\"%s_mb\":%.1f", sep, $1, $2 / 1024; sep = "," }' \
-    "/proc/$1/status"
-}
-
-# A string made safe to put between JSON quotes (these are process names and numbers).
-json_text() { tr -d '"\\' | tr '\n' ' ' | sed 's/ *$//'; }
-
 : >"$RESULTS"
-# What else is using the CPU right now (top's second sample: its first covers the whole uptime).
-busy=$(top -b -n 2 -d 1 -o %CPU -w 200 | awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 2 \
-  { printf "%s %s%%, ", $12, $9 }' | json_text)
-busy=${busy:-nothing above 2% of a CPU}
-printf '{"record":"meta","started":"%s","nproc":%s,"mem_total_mb":%s,"loadavg":"%s","busy":"%s","settings":"%s"}\n' \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 }' /proc/meminfo)" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" "$busy" \
-  "${DURATION} s measured after ${WARMUP} s warm-up per run, ${AGENTS} agents, stream ${STREAM_CHUNKS} chunks ${STREAM_CHUNK_DELAY_MS} ms apart, ${LONG_STREAMS} long streams" \
-  >>"$RESULTS"
+write_meta "${DURATION} s measured after ${WARMUP} s warm-up per run, ${AGENTS} agents, stream ${STREAM_CHUNKS} chunks ${STREAM_CHUNK_DELAY_MS} ms apart, ${LONG_STREAMS} long streams"
 
 echo "== scratch database $db, mock upstreams, aex"
 psql "$DATABASE_URL" -qXc "CREATE DATABASE $db" >/dev/null
@@ -117,24 +85,7 @@ mock_long=$(first_line "$work/mock-long.out")
 
 # The routing table: chat at gpt-4o-mini's prices and tokenizer on each mock, embeddings on the
 # first.
-for route in "mock $mock bench-chat" "mock_long $mock_long bench-long"; do
-  read -r provider addr alias <<<"$route"
-  cat <<EOF
-[providers.$provider]
-kind = "openai"
-base_url = "http://$addr/v1"
-api_key_env = "BENCH_UPSTREAM_KEY"
-
-[models."$alias"]
-provider = "$provider"
-upstream_model = "gpt-4o-mini"
-input_usd_per_million = "0.15"
-output_usd_per_million = "0.60"
-max_output_tokens = 16384
-capabilities = ["chat", "streaming"]
-
-EOF
-done >"$work/models.toml"
+{ chat_route mock "$mock" bench-chat; chat_route mock_long "$mock_long" bench-long; } >"$work/models.toml"
 cat >>"$work/models.toml" <<EOF
 [models."bench-embed"]
 provider = "mock"
@@ -146,32 +97,6 @@ EOF
 export AEX_HOME=$work/home AEX_CONFIG=$work/home/aex.toml
 operator_token=$("$AEX" init --database-url "$server/$db" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
 [[ -n $operator_token ]] || { echo "bench: aex init printed no operator token" >&2; exit 1; }
-# Starts aex serve and waits until it is ready; sets aex_pid and aex_addr. Port 0: aex logs the
-# address it bound, the one info line let through.
-start_aex() {
-  local started
-  started=$(grep -c '"aex listening"' "$work/aex.log" 2>/dev/null || true)
-  BENCH_UPSTREAM_KEY=bench AEX_LISTEN=127.0.0.1:0 AEX_MODELS_FILE=$work/models.toml AEX_LOG_FORMAT=json \
-    RUST_LOG=warn,aex::server=info "$AEX" serve 2>>"$work/aex.log" &
-  aex_pid=$!
-  for _ in $(seq 1 100); do
-    (( $(grep -c '"aex listening"' "$work/aex.log" || true) > ${started:-0} )) && break
-    sleep 0.1
-  done
-  aex_addr=$(sed -n 's/.*"addr":"\([^"]*\)".*"aex listening".*/\1/p; s/.*"aex listening".*"addr":"\([^"]*\)".*/\1/p' \
-    "$work/aex.log" | tail -n 1)
-  [[ -n $aex_addr ]] || { echo "bench: aex did not start" >&2; exit 1; }
-  for _ in $(seq 1 100); do curl -sf "http://$aex_addr/ready" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://$aex_addr/ready" >/dev/null || { echo "bench: aex is not ready" >&2; exit 1; }
-}
-
-# A graceful stop: aex drains and waits for every settlement.
-stop_aex() {
-  kill -TERM "$aex_pid"
-  wait "$aex_pid" || true
-  aex_pid=
-}
-
 start_aex
 sleep 2
 printf '{"record":"idle",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"
@@ -239,12 +164,6 @@ ceiling() {
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
     "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" >>"$RESULTS"
   echo "  $(printf '%-14s %-8s' "$scenario" pgbench) $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out") tps"
-}
-
-# One run of the load client; bounded even if something hangs.
-load() {
-  timeout "$(( ${DURATION%.*} + ${WARMUP%.*} + 150 ))" "$LOADGEN" run --out "$RESULTS" --clk-tck "$CLK_TCK" \
-    --duration-secs "$DURATION" --warmup-secs "$WARMUP" "$@"
 }
 
 # The same scenario direct (watching the mock) and governed (watching aex).
