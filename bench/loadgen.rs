@@ -520,6 +520,23 @@ fn proc_use(pids: &[u32], clk_tck: u64, from: &Mark, to: &Mark) -> ProcUse {
     }
 }
 
+/// The `--header 'Name: value'` options as a header map (a name given twice is sent twice).
+fn parse_headers(given: &[String]) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for h in given {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("--header {h:?}: expected 'Name: value'");
+        };
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("--header {h:?}: bad name"))?,
+            reqwest::header::HeaderValue::from_str(value.trim())
+                .with_context(|| format!("--header {h:?}: bad value"))?,
+        );
+    }
+    Ok(headers)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
     let tokens = match &args.tokens {
         Some(path) => std::fs::read_to_string(path)
@@ -536,18 +553,7 @@ async fn run(args: RunArgs) -> anyhow::Result<LoadResult> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         bail!("--rate must be a positive number of requests per second");
     }
-    let mut headers = reqwest::header::HeaderMap::new();
-    for h in &args.headers {
-        let Some((name, value)) = h.split_once(':') else {
-            bail!("--header {h:?}: expected 'Name: value'");
-        };
-        headers.append(
-            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
-                .with_context(|| format!("--header {h:?}: bad name"))?,
-            reqwest::header::HeaderValue::from_str(value.trim())
-                .with_context(|| format!("--header {h:?}: bad value"))?,
-        );
-    }
+    let headers = parse_headers(&args.headers)?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -767,4 +773,26 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_parsed_and_bad_ones_refused() {
+        let given = [
+            "x-portkey-provider: openai".to_owned(),
+            "X-Portkey-Custom-Host:http://127.0.0.1:9/v1".to_owned(),
+        ];
+        let h = parse_headers(&given).expect("valid headers");
+        assert_eq!(h["x-portkey-provider"], "openai");
+        assert_eq!(h["x-portkey-custom-host"], "http://127.0.0.1:9/v1");
+        for bad in ["no colon", "bad name: v", "x: bad\nvalue"] {
+            assert!(
+                parse_headers(&[bad.to_owned()]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
 }

@@ -202,3 +202,46 @@ fn open_loop_line(r: &Results, out: &mut String) -> std::fmt::Result {
         g.completed,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(scenario: &str, mode: &str, rps: f64, p50_us: f64, ok: u64, completed: u64) -> String {
+        let p = serde_json::json!({"count": ok, "mean": p50_us, "p50": p50_us, "p95": p50_us,
+            "p99": p50_us, "max": p50_us});
+        let kind = if scenario.starts_with("stream") {
+            "stream"
+        } else {
+            "chat"
+        };
+        serde_json::json!({"record": "load", "scenario": scenario, "mode": mode, "kind": kind,
+            "concurrency": 1, "window_seconds": 1.0, "completed": completed, "ok": ok,
+            "statuses": {}, "throughput_rps": rps, "latency_us": p, "ttfb_us": p})
+        .to_string()
+    }
+
+    #[test]
+    fn rows_show_added_latency_failures_and_peers_that_did_not_run() {
+        let text = [
+            load("chat-c1", "direct", 1000.0, 1000.0, 10, 10),
+            load("chat-c1", "governed", 300.0, 4000.0, 10, 10),
+            load("chat-c1", "portkey", 900.0, 500.0, 4, 10),
+            r#"{"record":"peer-litellm","status":"pip install failed"}"#.to_owned(),
+        ]
+        .join("\n");
+        let out = render(&text).expect("renders");
+        let row = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} row in\n{out}"))
+                .to_owned()
+        };
+        assert!(row("mock upstream").contains("1000 (1.00)"));
+        assert!(row("AEX, governed").contains("300 (+3.00)"));
+        // A row with failures says so, so fast errors cannot pass for throughput.
+        assert!(row("Portkey").contains("900 (-0.50) !4/10"));
+        assert!(row("LiteLLM proxy").contains("pip install failed"));
+        assert!(out.contains("AEX at 50% of its peak rate: not run"));
+    }
+}
