@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{hello, spawn_app_with, TestApp};
 
 struct Run {
     ok: bool,
@@ -57,7 +57,7 @@ async fn fails(app: &TestApp, args: &[&str], needle: &str) {
 
 #[tokio::test]
 async fn an_operator_runs_tenants_agents_tokens_models_plugins_and_the_ledger_from_the_cli() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec!["127.0.0.1:9".into()]).await;
     let tenant = aex(&app, &["tenant", "create", "team", "--budget", "10"]).await;
     assert_eq!(tenant["budget_micro_usd"], 10_000_000);
     let listed = aex(&app, &["tenant", "list"]).await;

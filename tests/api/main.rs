@@ -27,6 +27,7 @@ mod processes;
 mod propagation;
 mod rate_limits;
 mod recovery;
+mod security_plugins;
 mod streaming;
 mod surface;
 mod tamper;
