@@ -110,18 +110,23 @@ impl Tools {
             .await
     }
 
-    /// Says at startup how process plugins will run when they are not isolated.
+    /// Says at startup how process plugins will run; giving up isolation is always logged.
     pub async fn announce(&self) {
         let works = self.sandbox_works().await;
-        match (works, self.settings.require_isolation) {
-            (true, _) => tracing::info!(bwrap = %self.settings.bwrap_path.display(), "process plugins run in bubblewrap"),
-            (false, true) => tracing::warn!(
-                bwrap = %self.settings.bwrap_path.display(),
+        let bwrap = self.settings.bwrap_path.display();
+        if works {
+            tracing::info!(%bwrap, "process plugins run in bubblewrap");
+        } else if self.settings.require_isolation {
+            tracing::warn!(
+                %bwrap,
                 "bubblewrap does not work here and tools.require_isolation is true: process plugins will be refused"
-            ),
-            (false, false) => tracing::warn!(
-                "tools.require_isolation = false and bubblewrap does not work here: process plugins run WITHOUT isolation, with the server's user and view of the host"
-            ),
+            );
+        }
+        if !self.settings.require_isolation {
+            tracing::warn!(
+                sandbox_works = works,
+                "tools.require_isolation = false: process plugins run WITHOUT isolation, as the server's user and seeing the host, whenever bubblewrap does not work"
+            );
         }
     }
 

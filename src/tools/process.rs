@@ -144,7 +144,11 @@ pub(super) async fn run(
     let mut line: Vec<std::ffi::OsString> = Vec::new();
     if isolated {
         line.push(settings.bwrap_path.clone().into_os_string());
-        line.extend(sandbox::bwrap_args(dir.path(), &env));
+        line.extend(sandbox::bwrap_args(
+            dir.path(),
+            &settings.plugin_dir_path(),
+            &env,
+        ));
     }
     line.extend(rlimits(settings, limits).into_iter().map(Into::into));
     line.push(tool.into_os_string());

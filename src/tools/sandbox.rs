@@ -2,7 +2,8 @@
 //!
 //! - `/usr` (and `/bin`, `/sbin`, `/lib*` as they are on the host), read-only, and the few `/etc`
 //!   entries programs need to start (`ld.so.*`, `alternatives`, `passwd`, `group`, `localtime`,
-//!   `nsswitch.conf`) — not the rest of `/etc`, not `$AEX_HOME`, not the server's files;
+//!   `nsswitch.conf`) — not the rest of `/etc`, not `$AEX_HOME`, not the server's files (should
+//!   one of the server's directories lie under `/usr`, it is covered by an empty tmpfs);
 //! - a fresh `/proc` of its own PID namespace (not the server's processes or their environment),
 //!   a minimal `/dev`, an empty `/tmp` and its working directory (the staged executable);
 //! - no network (its own empty network namespace), no other namespaces of the host, no
@@ -14,7 +15,7 @@
 //! including descendants that started their own session.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// Host directories that are links into `/usr` on merged-usr systems, or directories.
@@ -32,9 +33,21 @@ const ETC_ENTRIES: &[&str] = &[
     "/etc/group",
 ];
 
+/// The server's own directories (`$AEX_HOME`, the config file's, the plugin directory): should
+/// one lie under a directory the sandbox binds (an install under `/usr/local`), it is covered by
+/// an empty tmpfs.
+fn server_dirs(plugin_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![crate::config::aex_home(), plugin_dir.to_path_buf()];
+    if let Some(config) = std::env::var_os("AEX_CONFIG") {
+        dirs.extend(Path::new(&config).parent().map(Path::to_path_buf));
+    }
+    dirs.retain(|d| d.starts_with("/usr") && d.is_dir());
+    dirs
+}
+
 /// bubblewrap's arguments up to (not including) the command: `work` is bound read-write at the
 /// same path and is the working directory; `env` is the whole environment.
-pub(super) fn bwrap_args(work: &Path, env: &[(&str, &str)]) -> Vec<OsString> {
+pub(super) fn bwrap_args(work: &Path, plugin_dir: &Path, env: &[(&str, &str)]) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&[
@@ -69,6 +82,10 @@ pub(super) fn bwrap_args(work: &Path, env: &[(&str, &str)]) -> Vec<OsString> {
     for (key, value) in env {
         push(&["--setenv", key, value]);
     }
+    for dir in server_dirs(plugin_dir) {
+        args.push("--tmpfs".into());
+        args.push(dir.into());
+    }
     args.push("--bind".into());
     args.push(work.into());
     args.push(work.into());
@@ -84,7 +101,7 @@ pub(super) async fn probe(bwrap: &Path) -> bool {
     let Ok(work) = tempfile::tempdir() else {
         return false;
     };
-    let mut args = bwrap_args(work.path(), &[("PATH", "/usr/bin:/bin")]);
+    let mut args = bwrap_args(work.path(), work.path(), &[("PATH", "/usr/bin:/bin")]);
     args.push("true".into());
     tokio::process::Command::new(bwrap)
         .args(args)
