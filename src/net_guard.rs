@@ -22,6 +22,9 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
+/// How long an install waits for DNS.
+const INSTALL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a URL may not be called.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {
@@ -113,14 +116,22 @@ impl EgressPolicy {
         let port = parsed.port_or_known_default().unwrap_or(80);
         let addrs: Vec<IpAddr> = match literal_ip(&parsed) {
             Some(ip) => vec![ip],
-            None => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| EgressError::Unresolvable {
+            None => {
+                let unresolvable = |reason: String| EgressError::Unresolvable {
                     host: host.clone(),
-                    reason: e.to_string(),
-                })?
+                    reason,
+                };
+                // A slow resolver must not hold an admin request for long.
+                tokio::time::timeout(
+                    INSTALL_LOOKUP_TIMEOUT,
+                    tokio::net::lookup_host((host.as_str(), port)),
+                )
+                .await
+                .map_err(|_| unresolvable("the lookup timed out".into()))?
+                .map_err(|e| unresolvable(e.to_string()))?
                 .map(|a| a.ip())
-                .collect(),
+                .collect()
+            }
         };
         if addrs.is_empty() {
             return Err(EgressError::Unresolvable {
@@ -441,6 +452,16 @@ mod tests {
             policy.check_url("http://[::ffff:7f00:1]:80/").await,
             Err(EgressError::Internal { .. })
         ));
+        // WHATWG URL parsing turns these hosts into 127.0.0.1; they are literals, not names.
+        for odd in ["http://2130706433/", "http://0x7f.0.0.1/", "http://127.1/"] {
+            assert!(
+                matches!(
+                    policy.check_url(odd).await,
+                    Err(EgressError::Internal { .. })
+                ),
+                "{odd}"
+            );
+        }
         let refusal = policy
             .check_url("http://127.0.0.1:5432/")
             .await
