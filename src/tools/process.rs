@@ -199,7 +199,10 @@ pub(super) async fn run(
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    let _ = tokio::task::spawn_blocking(move || reap::kill_tree(root, &run_id)).await;
+    // A finished run's root was reaped and its pid may be reused by now: walk the tree from it
+    // only when it timed out (unreaped, so its pid is still its own); the mark finds the rest.
+    let tree_root = if outcome.is_err() { root } else { None };
+    let _ = tokio::task::spawn_blocking(move || reap::kill_tree(tree_root, &run_id)).await;
     let (status, out, err) = match outcome {
         Err(_) => return Err(limits.timeout_error()),
         Ok(r) => r?,

@@ -2,9 +2,10 @@
 //!
 //! In bubblewrap the PID namespace does this (see [`super::sandbox`]). Without isolation, and as
 //! a second line inside it, every run is marked with an environment variable naming the run, and
-//! after the run this kills, until none is left: the run's root process, every process descending
-//! from it (by parent pid, so a `setsid` child whose parent lives is found), and every process
-//! carrying the mark (so an orphan re-parented to init is found too). A non-isolated plugin that
+//! after the run this kills, until none is left: every process carrying the mark (so an orphan
+//! re-parented to init is found too) and, when the run timed out (its root is not reaped yet, so
+//! its pid cannot have been reused), every process descending from the root by parent pid (so a
+//! `setsid` child that scrubbed its environment but whose parent lives is found). A non-isolated plugin that
 //! both orphans a child and scrubs its environment escapes this; that is why isolation is
 //! required by default.
 
