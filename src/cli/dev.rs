@@ -14,12 +14,14 @@ pub async fn run(cli: &Cli, action: &DevAction) -> anyhow::Result<()> {
             delay_ms,
             chunks,
             chunk_delay_ms,
+            bill_max,
         } => {
             let control = Arc::new(mock_upstream::MockControl::default());
             // Nothing outside this process can read recorded requests: do not keep them.
             control.record.store(false, Ordering::SeqCst);
             control.delay_ms.store(*delay_ms, Ordering::SeqCst);
             control.chunks.store(*chunks, Ordering::SeqCst);
+            control.bill_max.store(*bill_max, Ordering::SeqCst);
             control
                 .chunk_delay_ms
                 .store(*chunk_delay_ms, Ordering::SeqCst);

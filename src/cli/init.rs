@@ -46,6 +46,7 @@ upstream_model = "gpt-4o-mini"
 input_usd_per_million = "0.15"
 output_usd_per_million = "0.60"
 max_output_tokens = 16384
+context_window = 128000                 # bounds stored context and files AEX cannot count
 capabilities = ["chat", "streaming", "tools", "vision", "responses"]
 fallbacks = []
 
@@ -55,6 +56,8 @@ upstream_model = "gpt-4o"
 input_usd_per_million = "2.50"
 output_usd_per_million = "10.00"
 max_output_tokens = 16384
+context_window = 128000
+image_part_tokens = 1445                # high detail, 8 tiles: 85 + 8 × 170
 capabilities = ["chat", "streaming", "tools", "vision", "responses"]
 
 [models."text-embedding-3-small"]

@@ -115,6 +115,10 @@ pub enum DevAction {
         /// Delay between streamed chunks, in milliseconds.
         #[arg(long, default_value_t = 0)]
         chunk_delay_ms: u64,
+        /// Bill like a provider that takes everything it is allowed to: every choice at the
+        /// cap, images and stored context at their worst (see `MockControl::bill_max`).
+        #[arg(long)]
+        bill_max: bool,
     },
     /// Append EVENTS valid hash-chained events over CHAINS new agent chains, fast, to measure
     /// verification at scale (a scratch database: the events belong to no agent).

@@ -93,6 +93,7 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         estimate: Estimate {
             prompt_tokens: 0,
             output_cap: None,
+            output_tokens: 0,
             cost: MicroUsd(e.estimate_micro_usd),
         },
         clamped: false,

@@ -7,7 +7,8 @@ mod settings;
 
 pub use routing::{
     Capability, ModelRoute, ProviderKind, ProviderRoute, RoutingDocument, RoutingError,
-    RoutingTable, TokenizerKind,
+    RoutingTable, TokenizerKind, DEFAULT_CHAT_TEMPLATE_TOKENS, DEFAULT_IMAGE_PART_TOKENS,
+    DEFAULT_MAX_HOSTED_TOOL_CALLS,
 };
 pub use secret::Secret;
 pub use settings::{

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::money::{parse_usd, PricePerMillion};
+use crate::money::{parse_usd, MicroUsd, PricePerMillion};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoutingError {
@@ -70,7 +70,39 @@ pub struct ModelDoc {
     pub fallbacks: Vec<String>,
     #[serde(default)]
     pub tokenizer: Option<TokenizerKind>,
+    /// Input plus output tokens the model accepts: bounds what AEX cannot count (stored
+    /// context, files, hosted tools' reads). Shapes that need it are refused without it.
+    #[serde(default)]
+    pub context_window: Option<u32>,
+    /// Worst case input tokens of one image part (default [`DEFAULT_IMAGE_PART_TOKENS`]).
+    #[serde(default)]
+    pub image_part_tokens: Option<u32>,
+    /// Worst case of one audio part, in input tokens at the input price (so it includes the
+    /// ratio of the audio price to the text price). Unset: audio parts are refused.
+    #[serde(default)]
+    pub audio_part_tokens: Option<u32>,
+    /// Tokens the server's chat template adds around each message (and once more for the
+    /// request). Default: 0 for a known tokenizer (its overhead is counted exactly), else
+    /// [`DEFAULT_CHAT_TEMPLATE_TOKENS`].
+    #[serde(default)]
+    pub chat_template_tokens: Option<u32>,
+    /// Decimal USD per call of a hosted tool, by tool type (`web_search`, `file_search`, …).
+    /// A hosted tool not listed here is refused.
+    #[serde(default)]
+    pub hosted_tool_usd_per_call: BTreeMap<String, String>,
+    /// Most hosted-tool calls one request may make (`max_tool_calls` is sent upstream).
+    #[serde(default)]
+    pub max_hosted_tool_calls: Option<u32>,
 }
+
+/// The worst an OpenAI model bills for one image part: gpt-4o-mini's high-detail tiling of its
+/// largest accepted image (2048×768 after scaling: 8 tiles) is 2,833 + 8 × 5,667 = 48,169 tokens.
+pub const DEFAULT_IMAGE_PART_TOKENS: u32 = 48_169;
+/// Chat-template tokens per message for a model whose tokenizer AEX does not know: generous
+/// against the turn markers of common templates (Gemma, Llama 3, ChatML add 4–10).
+pub const DEFAULT_CHAT_TEMPLATE_TOKENS: u32 = 32;
+/// Hosted-tool calls per request when the table does not say.
+pub const DEFAULT_MAX_HOSTED_TOOL_CALLS: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +181,13 @@ pub struct ModelRoute {
     pub capabilities: Vec<Capability>,
     pub fallbacks: Vec<String>,
     pub tokenizer: TokenizerKind,
+    pub context_window: Option<u64>,
+    pub image_part_tokens: u64,
+    pub audio_part_tokens: Option<u64>,
+    pub chat_template_tokens: u64,
+    /// Price per call of each hosted tool type the model may use.
+    pub hosted_tool_fees: BTreeMap<String, MicroUsd>,
+    pub max_hosted_tool_calls: u64,
 }
 
 impl ModelRoute {
@@ -249,6 +288,31 @@ impl RoutingTable {
                     ));
                 }
             }
+            let positive = |field: &str, value: Option<u32>| match value {
+                Some(0) => Err(invalid(format!("{key}.{field}"), "must be positive")),
+                other => Ok(other.map(u64::from)),
+            };
+            let context_window = positive("context_window", m.context_window)?;
+            let image_part_tokens = positive("image_part_tokens", m.image_part_tokens)?;
+            let audio_part_tokens = positive("audio_part_tokens", m.audio_part_tokens)?;
+            let max_hosted_tool_calls = positive("max_hosted_tool_calls", m.max_hosted_tool_calls)?;
+            let mut hosted_tool_fees = BTreeMap::new();
+            for (tool, text) in &m.hosted_tool_usd_per_call {
+                let fee = parse_usd(text).map_err(|e| {
+                    invalid(
+                        format!("{key}.hosted_tool_usd_per_call.{tool}"),
+                        e.to_string(),
+                    )
+                })?;
+                hosted_tool_fees.insert(tool.clone(), fee);
+            }
+            let tokenizer = m
+                .tokenizer
+                .unwrap_or_else(|| TokenizerKind::for_model(&m.upstream_model));
+            let template_default = match tokenizer {
+                TokenizerKind::Bytes => DEFAULT_CHAT_TEMPLATE_TOKENS,
+                _ => 0,
+            };
             models.insert(
                 alias.clone(),
                 Arc::new(ModelRoute {
@@ -260,9 +324,17 @@ impl RoutingTable {
                     max_output_tokens: m.max_output_tokens,
                     capabilities: m.capabilities.clone(),
                     fallbacks: m.fallbacks.clone(),
-                    tokenizer: m
-                        .tokenizer
-                        .unwrap_or_else(|| TokenizerKind::for_model(&m.upstream_model)),
+                    tokenizer,
+                    context_window,
+                    image_part_tokens: image_part_tokens
+                        .unwrap_or(u64::from(DEFAULT_IMAGE_PART_TOKENS)),
+                    audio_part_tokens,
+                    chat_template_tokens: u64::from(
+                        m.chat_template_tokens.unwrap_or(template_default),
+                    ),
+                    hosted_tool_fees,
+                    max_hosted_tool_calls: max_hosted_tool_calls
+                        .unwrap_or(u64::from(DEFAULT_MAX_HOSTED_TOOL_CALLS)),
                 }),
             );
         }

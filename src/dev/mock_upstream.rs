@@ -1,6 +1,12 @@
 //! A loopback provider that speaks enough OpenAI for AEX's tests and benchmarks: chat
 //! completions (JSON and SSE), responses, embeddings, with usage. Faults can be injected through
 //! [`MockControl`] (tests in-process) or fixed at start (the `aex dev mock-upstream` command).
+//!
+//! Like a provider it generates `n` choices and reads the larger of `max_tokens` and
+//! `max_completion_tokens` (the adversarial reading of two caps). With [`MockControl::bill_max`]
+//! it bills the most its inputs allow: every choice at the cap (or `uncapped_tokens` without
+//! one) plus rejected predicted output, every image part at `image_tokens`, and stored context
+//! (`previous_response_id`, `conversation`, file parts, …) filling `context_tokens`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -44,6 +50,12 @@ pub struct MockControl {
     /// Keep bodies and headers for a test to inspect. Off for a standalone mock: nothing can
     /// read them there, and under a benchmark they would grow without bound.
     pub record: AtomicBool,
+    /// Bill the maximum the request allows, as a provider that takes everything it may.
+    pub bill_max: AtomicBool,
+    /// Under `bill_max`: tokens billed per image part, for stored context, per choice without a cap.
+    pub image_tokens: AtomicU64,
+    pub context_tokens: AtomicU64,
+    pub uncapped_tokens: AtomicU64,
 }
 
 impl Default for MockControl {
@@ -62,6 +74,11 @@ impl Default for MockControl {
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
             record: AtomicBool::new(true),
+            bill_max: AtomicBool::new(false),
+            // gpt-4o-mini's largest high-detail image, and its context window.
+            image_tokens: AtomicU64::new(48_169),
+            context_tokens: AtomicU64::new(128_000),
+            uncapped_tokens: AtomicU64::new(100_000),
         }
     }
 }
@@ -152,12 +169,47 @@ async fn prelude(
     Ok(())
 }
 
+/// Output tokens per choice: the larger cap field read, as the most a provider may generate.
 fn output_tokens(c: &MockControl, body: &Value, cap_fields: &[&str]) -> u64 {
-    let wanted = c.completion_tokens.load(Ordering::SeqCst);
     let cap = cap_fields
         .iter()
-        .find_map(|f| body.get(*f).and_then(Value::as_u64));
+        .filter_map(|f| body.get(*f).and_then(Value::as_u64))
+        .max();
+    if c.bill_max.load(Ordering::SeqCst) {
+        let predicted = body.pointer("/prediction/content").map_or(0, words);
+        return cap.unwrap_or_else(|| c.uncapped_tokens.load(Ordering::SeqCst)) + predicted;
+    }
+    let wanted = c.completion_tokens.load(Ordering::SeqCst);
     cap.map_or(wanted, |cap| wanted.min(cap))
+}
+
+fn choices(body: &Value) -> u64 {
+    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
+}
+
+/// Input tokens billed: the words of `input`, plus (under `bill_max`) each image part at its
+/// worst and stored context filling the window.
+fn input_tokens(c: &MockControl, body: &Value, input: u64) -> u64 {
+    if !c.bill_max.load(Ordering::SeqCst) {
+        return input;
+    }
+    let text = serde_json::to_string(body).unwrap_or_default();
+    let images = ["\"image_url\"", "\"input_image\""]
+        .iter()
+        .map(|t| text.matches(&format!("\"type\":{t}")).count() as u64)
+        .sum::<u64>();
+    let input = input + images * c.image_tokens.load(Ordering::SeqCst);
+    let stored = ["previous_response_id", "conversation", "prompt"]
+        .iter()
+        .any(|f| body.get(*f).is_some_and(|v| !v.is_null()))
+        || ["\"file\"", "\"input_file\"", "\"item_reference\""]
+            .iter()
+            .any(|t| text.contains(&format!("\"type\":{t}")));
+    if stored {
+        input.max(c.context_tokens.load(Ordering::SeqCst))
+    } else {
+        input
+    }
 }
 
 fn text_of(n: u64) -> String {
@@ -181,15 +233,27 @@ async fn chat(
         return r;
     }
     let model = body.get("model").cloned().unwrap_or(Value::Null);
-    let prompt = 3 + words(body.get("messages").unwrap_or(&Value::Null));
-    let completion = output_tokens(&c, &body, &["max_completion_tokens", "max_tokens"]);
+    let prompt = input_tokens(
+        &c,
+        &body,
+        3 + words(body.get("messages").unwrap_or(&Value::Null)),
+    );
+    let n = choices(&body);
+    let per_choice = output_tokens(&c, &body, &["max_completion_tokens", "max_tokens"]);
+    let completion = n * per_choice;
     let with_usage = !c.omit_usage.load(Ordering::SeqCst);
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        return stream_chat(c, model, prompt, completion, include_usage && with_usage);
+        return stream_chat(
+            c,
+            model,
+            prompt,
+            (n, per_choice),
+            include_usage && with_usage,
+        );
     }
     let tool_call = body
         .get("tools")
@@ -215,14 +279,18 @@ async fn chat(
     {
         json!({"role": "assistant", "content": "{\"answer\":\"mock\"}"})
     } else {
-        json!({"role": "assistant", "content": text_of(completion)})
+        json!({"role": "assistant", "content": text_of(per_choice)})
     };
+    let finish = if wants_tool { "tool_calls" } else { "stop" };
+    let choices: Vec<Value> = (0..n)
+        .map(|i| json!({"index": i, "message": message, "finish_reason": finish}))
+        .collect();
     let mut out = json!({
         "id": "chatcmpl-mock",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": if wants_tool { "tool_calls" } else { "stop" }}],
+        "choices": choices,
     });
     if with_usage {
         out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
@@ -230,28 +298,34 @@ async fn chat(
     Json(out).into_response()
 }
 
+/// A streamed chat answer: each of `choices.0` choices generates `choices.1` tokens.
 fn stream_chat(
     c: Arc<MockControl>,
     model: Value,
     prompt: u64,
-    completion: u64,
+    (n, per_choice): (u64, u64),
     include_usage: bool,
 ) -> Response {
+    let completion = n * per_choice;
     let chunks = c.chunks.load(Ordering::SeqCst).max(1);
-    let chunk = |delta: Value, finish: Value| {
+    let chunk = |index: u64, delta: Value, finish: Value| {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
         format!("data: {v}\n\n")
     };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    for n in spread(completion, chunks) {
-        let text: String = (0..n).map(|_| " w").collect();
-        events.push(chunk(json!({"content": text}), Value::Null));
+    let mut events = Vec::new();
+    for index in 0..n {
+        events.push(chunk(
+            index,
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        ));
+        for k in spread(per_choice, chunks) {
+            let text: String = (0..k).map(|_| " w").collect();
+            events.push(chunk(index, json!({"content": text}), Value::Null));
+        }
+        events.push(chunk(index, json!({}), json!("stop")));
     }
-    events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
@@ -346,10 +420,13 @@ async fn responses(
     if let Err(r) = prelude(&c, &headers, &body).await {
         return r;
     }
-    let input = 3
-        + words(body.get("input").unwrap_or(&Value::Null))
-        + words(body.get("instructions").unwrap_or(&Value::Null));
-    let output = output_tokens(&c, &body, &["max_output_tokens"]);
+    let input = input_tokens(
+        &c,
+        &body,
+        3 + words(body.get("input").unwrap_or(&Value::Null))
+            + words(body.get("instructions").unwrap_or(&Value::Null)),
+    );
+    let output = choices(&body) * output_tokens(&c, &body, &["max_output_tokens"]);
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let model = body.get("model").cloned().unwrap_or(Value::Null);
         let with_usage = !c.omit_usage.load(Ordering::SeqCst);
@@ -384,7 +461,15 @@ async fn embeddings(
         Some(v) => vec![v.clone()],
         None => vec![],
     };
-    let tokens: u64 = inputs.iter().map(|i| words(i).max(1)).sum();
+    // Token ids bill one each; text by its words.
+    let tokens: u64 = inputs
+        .iter()
+        .map(|i| match i {
+            Value::Array(ids) => ids.len() as u64,
+            Value::Number(_) => 1,
+            other => words(other).max(1),
+        })
+        .sum();
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()

@@ -15,13 +15,12 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::bound::{self, Candidate};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
-use super::prepare::worst_estimate;
 use super::rate_limit::{self, Limits, Quota, Verdict};
 use super::{Gateway, GatewayError};
-use crate::config::ModelRoute;
 use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
 use crate::ledger::encoding::canonical_json;
 use crate::ledger::fold::types;
@@ -42,8 +41,11 @@ pub struct Ticket<'a> {
     pub fingerprint: &'a str,
     pub pricing: Pricing<'a>,
     pub body: &'a serde_json::Map<String, Value>,
+    /// The input bound (the largest over the candidates).
     pub prompt_tokens: u64,
-    /// The output cap the request asked for.
+    /// Choices generated (`n`): the output cap applies to each.
+    pub choices: u64,
+    /// The output cap per choice the request asked for.
     pub requested_cap: Option<u64>,
     /// The cap that applies when the request sets none; `None` for routes without output.
     pub default_cap: Option<u64>,
@@ -65,10 +67,8 @@ pub struct Target<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Pricing<'a> {
     /// Tokens at the model's prices; the hold covers the most expensive of the model and its
-    /// fallbacks (`candidates`, the model first).
-    Tokens {
-        candidates: &'a [std::sync::Arc<ModelRoute>],
-    },
+    /// fallbacks (`candidates`, the model first), each bounded at its own settings.
+    Tokens { candidates: &'a [Candidate] },
     /// A tool plugin's declared cost.
     Fixed { tool: &'a str, cost: MicroUsd },
 }
@@ -77,7 +77,9 @@ impl Pricing<'_> {
     /// The model alias or tool name the execution is recorded under.
     pub fn label(&self) -> &str {
         match self {
-            Pricing::Tokens { candidates } => candidates.first().map_or("", |m| m.alias.as_str()),
+            Pricing::Tokens { candidates } => {
+                candidates.first().map_or("", |c| c.model.alias.as_str())
+            }
             Pricing::Fixed { tool, .. } => tool,
         }
     }
@@ -86,12 +88,13 @@ impl Pricing<'_> {
         matches!(self, Pricing::Tokens { .. }).then(|| self.label())
     }
 
-    fn estimate(&self, prompt_tokens: u64, output_cap: Option<u64>) -> Estimate {
+    fn estimate(&self, output_cap: Option<u64>) -> Estimate {
         match self {
-            Pricing::Tokens { candidates } => worst_estimate(candidates, prompt_tokens, output_cap),
+            Pricing::Tokens { candidates } => bound::worst_estimate(candidates, output_cap),
             Pricing::Fixed { cost, .. } => Estimate {
                 prompt_tokens: 0,
                 output_cap: None,
+                output_tokens: 0,
                 cost: *cost,
             },
         }
@@ -200,7 +203,8 @@ async fn check_rates(
     tenant: Option<&tenants::TenantRow>,
     cap: Option<u64>,
 ) -> Result<Result<(Option<u64>, Quota), Box<Refuse>>, sqlx::Error> {
-    let tokens = i64::try_from(t.prompt_tokens + cap.unwrap_or(0)).unwrap_or(i64::MAX);
+    let output = cap.map_or(0, |c| c.saturating_mul(t.choices));
+    let tokens = i64::try_from(t.prompt_tokens.saturating_add(output)).unwrap_or(i64::MAX);
     let mut subjects = vec![(
         "agent",
         rate_limit::agent_subject(t.agent_id),
@@ -338,8 +342,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let limited =
         agent_limits(&agent).any() || tenant.as_ref().is_some_and(|tn| tenant_limits(tn).any());
     let rate_tokens = if limited {
-        let tokens = i64::try_from(estimate.prompt_tokens + estimate.output_cap.unwrap_or(0))
-            .unwrap_or(i64::MAX);
+        let tokens = i64::try_from(estimate.tokens()).unwrap_or(i64::MAX);
         rate_windows::consume(&mut tx, &rate_limit::agent_subject(t.agent_id), tokens).await?;
         if tenant.as_ref().is_some_and(|tn| tenant_limits(tn).any()) {
             rate_windows::consume(&mut tx, &rate_limit::tenant_subject(t.tenant_id), tokens)
@@ -360,6 +363,8 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         "estimate_micro_usd": estimate.cost.0,
         "prompt_tokens_estimate": estimate.prompt_tokens,
         "output_cap": estimate.output_cap,
+        "output_tokens_bound": estimate.output_tokens,
+        "choices": t.choices,
         "clamped": clamped,
         "holds_tenant": holds_tenant,
     });
@@ -418,6 +423,7 @@ fn dispatched_payload(t: &Ticket<'_>, attempt: i32, estimate: &Estimate) -> Valu
         p.extend(d.clone());
         if matches!(t.pricing, Pricing::Tokens { .. }) {
             p.insert("output_cap".into(), json!(estimate.output_cap));
+            p.insert("output_tokens_bound".into(), json!(estimate.output_tokens));
         }
     }
     payload
@@ -444,6 +450,7 @@ fn decide(
         t.body,
         t.pricing.model_alias(),
         t.prompt_tokens,
+        t.choices,
         t.requested_cap,
         t.passthrough,
     );
@@ -460,7 +467,8 @@ fn decide(
     Ok(t.default_cap.map(|_| cap))
 }
 
-/// The budget: the estimate to hold (possibly with a clamped output cap), or a 402.
+/// The budget: the estimate to hold (possibly with a clamped output cap), or a 402 that says the
+/// bound, what it covers and the remaining budget.
 fn decide_budget(
     gw: &Gateway,
     t: &Ticket<'_>,
@@ -469,7 +477,7 @@ fn decide_budget(
     effective: &policy::EffectivePolicy,
     cap: Option<u64>,
 ) -> Result<(Estimate, bool), Box<Refuse>> {
-    let estimate = t.pricing.estimate(t.prompt_tokens, cap);
+    let estimate = t.pricing.estimate(cap);
     let agent_room = agent.remaining_micro_usd();
     let tenant_room = tenant.and_then(|tn| {
         tn.budget_micro_usd
@@ -479,21 +487,22 @@ fn decide_budget(
     if estimate.cost.0 <= room {
         return Ok((estimate, false));
     }
-    // clamp_max_tokens: lower the output cap to what the budget affords, when that is still a
-    // useful answer and the request did not insist on its own cap.
-    let affordable = (effective.clamp_max_tokens && t.requested_cap.is_none())
-        .then(|| {
-            let Pricing::Tokens { candidates } = t.pricing else {
-                return None;
-            };
-            let model = candidates.first()?;
-            let left = MicroUsd(room - model.input_price.cost(t.prompt_tokens).0);
-            model.output_price.tokens_affordable(left)
-        })
-        .flatten()
-        .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
+    // clamp_max_tokens: lower the output cap until the worst case over every candidate (every
+    // choice at the cap) fits, when that is still a useful answer and the request did not
+    // insist on its own cap.
+    let affordable = match (
+        effective.clamp_max_tokens && t.requested_cap.is_none(),
+        t.pricing,
+        cap,
+    ) {
+        (true, Pricing::Tokens { candidates }, Some(c)) => {
+            bound::affordable_cap(candidates, MicroUsd(room), c)
+        }
+        _ => None,
+    }
+    .filter(|n| *n >= u64::from(gw.settings.gateway.clamp_min_output_tokens));
     match (affordable, cap) {
-        (Some(n), Some(c)) if n < c => Ok((t.pricing.estimate(t.prompt_tokens, Some(n)), true)),
+        (Some(n), Some(c)) if n < c => Ok((t.pricing.estimate(Some(n)), true)),
         _ => {
             let whose = if tenant_room.is_some_and(|tr| tr < agent_room) {
                 "tenant"
@@ -501,8 +510,9 @@ fn decide_budget(
                 "agent"
             };
             let message = format!(
-                "insufficient budget: this request is estimated at {} micro-USD but the {whose} has {} micro-USD remaining",
+                "insufficient budget: this request is estimated at {} micro-USD, {}, but the {whose} has {} micro-USD remaining",
                 estimate.cost.0,
+                covers(t, &estimate),
                 room.max(0)
             );
             Err(Refuse::new(
@@ -514,6 +524,34 @@ fn decide_budget(
             ))
         }
     }
+}
+
+/// What a hold covers, for the 402's message.
+fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
+    let Pricing::Tokens { candidates } = t.pricing else {
+        return "the tool's declared cost".to_owned();
+    };
+    let whom = match candidates.len() {
+        1 => "the model".to_owned(),
+        n => format!("the dearest of {n} candidate models (fallbacks included)"),
+    };
+    let output = match e.output_cap {
+        Some(cap) => format!(
+            " and {} output tokens ({} choice(s) × a cap of {cap}{})",
+            e.output_tokens,
+            t.choices,
+            if e.output_tokens > t.choices.saturating_mul(cap) {
+                ", plus predicted output"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
+    };
+    format!(
+        "the most {whom} can bill for {} input tokens{output}",
+        e.prompt_tokens
+    )
 }
 
 /// Writes a refusal: the execution DENIED with its result cached for replay, the ledger event

@@ -107,6 +107,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         },
         body: &input.body,
         prompt_tokens: p.prompt_tokens,
+        choices: p.shape.choices,
         requested_cap: p.requested_cap,
         default_cap: p.default_cap,
         stream: p.stream,
@@ -131,10 +132,10 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         attempts: p
             .candidates
             .iter()
-            .map(|m| {
+            .map(|c| {
                 (
-                    Arc::clone(m),
-                    prepare::upstream_body(&input.body, &p, m, cap),
+                    Arc::clone(&c.model),
+                    prepare::upstream_body(&input.body, &p, c, cap),
                 )
             })
             .collect(),

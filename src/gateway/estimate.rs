@@ -4,22 +4,21 @@
 //! price.
 //!
 //! Counting is conservative by construction: every string value of the input is counted (role
-//! names and structural strings included), each message and content part adds overhead, and an
-//! image counts as [`IMAGE_TOKENS`]. Over-estimating only holds a little more money for the
-//! duration of a call; settlement charges the provider's reported usage.
+//! names and structural strings included) and each message and content part adds overhead.
+//! Image, audio and file parts count nothing here: [`super::bound`] adds each model's worst case
+//! for them. Over-estimating only holds a little more money for the duration of a call;
+//! settlement charges the provider's reported usage.
 
 use std::sync::LazyLock;
 
 use serde_json::Value;
 
+use super::bound::Bound;
 use crate::config::{ModelRoute, TokenizerKind};
 use crate::domain::CallRoute;
 use crate::money::MicroUsd;
 use crate::tokenizer::{Encoding, LoadError};
 
-/// Tokens counted for one image part (OpenAI's high-detail tiling of a 2048×768 image is 1,105
-/// for gpt-4o; a fixed, larger bound keeps the estimate above it).
-pub const IMAGE_TOKENS: u64 = 1_500;
 /// Per-message overhead (OpenAI's chat format adds 3–4 tokens per message).
 const PER_MESSAGE: u64 = 4;
 /// Reply priming and request framing.
@@ -55,15 +54,31 @@ pub fn count_text(kind: TokenizerKind, text: &str) -> u64 {
     }
 }
 
-fn is_image_part(obj: &serde_json::Map<String, Value>) -> bool {
-    matches!(
-        obj.get("type").and_then(Value::as_str),
-        Some("image_url" | "input_image" | "image")
-    )
+/// A content part AEX cannot tokenize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Image,
+    Audio,
+    File,
 }
 
-/// Tokens of an input tree: every string and number counted, images at a fixed bound, one token
-/// of overhead per object.
+/// What kind of untokenizable part `obj` is, if it is one.
+pub fn part_kind(obj: &serde_json::Map<String, Value>) -> Option<Part> {
+    match obj.get("type").and_then(Value::as_str)? {
+        "image_url" | "input_image" | "image" => Some(Part::Image),
+        "input_audio" | "audio" => Some(Part::Audio),
+        "file" | "input_file" => Some(Part::File),
+        _ => None,
+    }
+}
+
+fn is_image_part(obj: &serde_json::Map<String, Value>) -> bool {
+    part_kind(obj) == Some(Part::Image)
+}
+
+/// Tokens of an input tree: every string and number counted, one token of overhead per object;
+/// image, audio and file parts count nothing here (their bound is the model's, added by
+/// [`super::bound`]).
 pub fn count_value(kind: TokenizerKind, value: &Value) -> u64 {
     match value {
         Value::String(s) => count_text(kind, s),
@@ -71,7 +86,7 @@ pub fn count_value(kind: TokenizerKind, value: &Value) -> u64 {
         Value::Bool(_) => 1,
         Value::Null => 0,
         Value::Array(items) => items.iter().map(|v| count_value(kind, v)).sum(),
-        Value::Object(obj) if is_image_part(obj) => IMAGE_TOKENS,
+        Value::Object(obj) if part_kind(obj).is_some() => 1,
         Value::Object(obj) => 1 + obj.values().map(|v| count_value(kind, v)).sum::<u64>(),
     }
 }
@@ -140,23 +155,35 @@ pub fn prompt_tokens(
 /// What a reservation is sized by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
+    /// The bound of input tokens.
     pub prompt_tokens: u64,
-    /// The output cap sent upstream; `None` for routes without output (embeddings).
+    /// The output cap per choice sent upstream; `None` for routes without output (embeddings).
     pub output_cap: Option<u64>,
+    /// The bound of output tokens: every choice at the cap, plus predicted output.
+    pub output_tokens: u64,
     pub cost: MicroUsd,
 }
 
 impl Estimate {
-    pub fn new(model: &ModelRoute, prompt_tokens: u64, output_cap: Option<u64>) -> Self {
+    /// The most `model` can bill for a request bounded by `bound` with `output_cap` per choice.
+    pub fn new(model: &ModelRoute, bound: &Bound, output_cap: Option<u64>) -> Self {
+        let output_tokens = output_cap.map_or(0, |cap| bound.output_tokens(cap));
         let cost = model
             .input_price
-            .cost(prompt_tokens)
-            .saturating_add(model.output_price.cost(output_cap.unwrap_or(0)));
+            .cost(bound.prompt_tokens)
+            .saturating_add(model.output_price.cost(output_tokens))
+            .saturating_add(bound.fees);
         Estimate {
-            prompt_tokens,
+            prompt_tokens: bound.prompt_tokens,
             output_cap,
+            output_tokens,
             cost,
         }
+    }
+
+    /// Tokens this estimate counts against a TPM window.
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.output_tokens)
     }
 }
 
@@ -187,13 +214,14 @@ mod tests {
     }
 
     #[test]
-    fn images_count_a_fixed_bound_not_their_base64() {
+    fn images_are_left_to_the_bound_not_counted_by_their_base64() {
+        let b64 = "QUFB".repeat(1000);
         let body = obj(json!({"messages": [{"role": "user", "content": [
             {"type": "text", "text": "what is this"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}")}}
         ]}]}));
         let n = prompt_tokens(CallRoute::ChatCompletions, TokenizerKind::O200kBase, &body);
-        assert!(n >= IMAGE_TOKENS);
+        assert!(n < 100, "{n}");
         assert_eq!(count_images(body.get("messages").unwrap()), 1);
     }
 

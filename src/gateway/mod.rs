@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod agent_gate;
+pub mod bound;
 pub mod call;
 mod chat_chunk;
 pub mod dispatch;

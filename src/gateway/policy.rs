@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bound::declared_tools;
 use super::estimate::count_images;
 use crate::domain::CallRoute;
 
@@ -107,8 +108,11 @@ pub struct RequestFacts {
     /// Whether the request declares function tools or forces a tool choice.
     pub function_calling: bool,
     pub images: usize,
+    /// The input bound.
     pub prompt_tokens: u64,
-    /// The output cap the request asked for, if any.
+    /// Choices generated (`n`); 0 reads as 1.
+    pub choices: u64,
+    /// The output cap per choice the request asked for, if any (the larger of its cap fields).
     pub requested_output_cap: Option<u64>,
     pub passthrough: bool,
 }
@@ -120,21 +124,13 @@ impl RequestFacts {
         body: &serde_json::Map<String, Value>,
         model_alias: Option<&str>,
         prompt_tokens: u64,
+        choices: u64,
         requested_output_cap: Option<u64>,
         passthrough: bool,
     ) -> Self {
         let mut tool_names = Vec::new();
         let mut function_calling = false;
-        for tool in body
-            .get("tools")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let kind = tool
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("function");
+        for (tool, kind) in declared_tools(body) {
             let name = tool
                 .pointer("/function/name")
                 .or_else(|| tool.get("name"))
@@ -181,6 +177,7 @@ impl RequestFacts {
             function_calling,
             images: input.map(count_images).unwrap_or(0),
             prompt_tokens,
+            choices,
             requested_output_cap,
             passthrough,
         }
@@ -262,25 +259,29 @@ pub fn evaluate(
             );
         }
     }
-    let mut cap = default_cap;
+    // The token limits apply to the bound: every choice at the cap, whichever field set it.
+    let n = facts.choices.max(1);
+    let mut cap = facts.requested_output_cap.unwrap_or(default_cap);
     if let Some(max) = policy.max_output_tokens {
-        if facts.requested_output_cap.is_some_and(|c| c > max) {
+        let per_choice = max / n;
+        if per_choice == 0 || facts.requested_output_cap.is_some_and(|c| c > per_choice) {
             return deny(
                 "max_output_tokens",
-                format!("the requested output cap exceeds the limit of {max}"),
+                format!(
+                    "the output bound ({n} choice(s) × the output cap) exceeds the limit of {max}"
+                ),
             );
         }
-        cap = cap.min(max);
-    }
-    if let Some(requested) = facts.requested_output_cap {
-        cap = requested;
+        cap = cap.min(per_choice);
     }
     if let Some(max) = policy.max_tokens_per_request {
-        let room = max.saturating_sub(facts.prompt_tokens);
+        let room = max.saturating_sub(facts.prompt_tokens) / n;
         if facts.requested_output_cap.is_some_and(|c| c > room) || room == 0 {
             return deny(
                 "max_tokens_per_request",
-                format!("input plus output cap exceeds the limit of {max} tokens"),
+                format!(
+                    "input plus {n} choice(s) × the output cap exceeds the limit of {max} tokens"
+                ),
             );
         }
         cap = cap.min(room);
@@ -486,6 +487,36 @@ mod tests {
     }
 
     #[test]
+    fn token_limits_apply_to_every_choice() {
+        let p = EffectivePolicy {
+            max_output_tokens: Some(50),
+            ..open()
+        };
+        let n = |choices, cap| RequestFacts {
+            choices,
+            requested_output_cap: cap,
+            ..facts()
+        };
+        assert_eq!(rule(&p, &n(100, Some(7))), Some("max_output_tokens"));
+        assert_eq!(evaluate(&p, &n(5, Some(10)), 100), Ok(10));
+        assert_eq!(
+            evaluate(&p, &n(5, None), 100),
+            Ok(10),
+            "the default cap is shared"
+        );
+        assert_eq!(rule(&p, &n(51, None)), Some("max_output_tokens"));
+
+        let p = EffectivePolicy {
+            max_tokens_per_request: Some(30),
+            ..open()
+        };
+        // 10 prompt tokens leave 20 for the output: 4 choices get 5 each.
+        assert_eq!(evaluate(&p, &n(4, None), 100), Ok(5));
+        assert_eq!(rule(&p, &n(4, Some(6))), Some("max_tokens_per_request"));
+        assert_eq!(rule(&p, &n(21, None)), Some("max_tokens_per_request"));
+    }
+
+    #[test]
     fn facts_are_read_from_chat_and_responses_bodies() {
         let body = json!({
             "stream": true,
@@ -496,6 +527,7 @@ mod tests {
             CallRoute::ChatCompletions,
             body.as_object().unwrap(),
             Some("m"),
+            1,
             1,
             None,
             false,
@@ -509,6 +541,7 @@ mod tests {
             CallRoute::Responses,
             body.as_object().unwrap(),
             Some("m"),
+            1,
             1,
             None,
             false,

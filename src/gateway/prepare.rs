@@ -1,12 +1,13 @@
 //! Checking and pricing a request before admission: the model route and its fallbacks, the
-//! route's required fields, the output cap, the prompt tokens and the fingerprint.
+//! route's required fields, the shape of what it can cost ([`super::bound`]) and each
+//! candidate's bound, and the fingerprint; and the body each candidate is sent.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::bound::{self, Bound, Candidate, Shape};
 use super::call::CallInput;
-use super::estimate::{self, Estimate};
 use super::{idempotency, Gateway, GatewayError};
 use crate::config::{Capability, ModelRoute, TokenizerKind};
 use crate::domain::CallRoute;
@@ -17,13 +18,13 @@ pub struct Prepared {
     pub key: String,
     pub keyed: bool,
     pub fingerprint: String,
-    /// The alias the agent asked for, then its fallbacks in order.
-    pub candidates: Vec<Arc<ModelRoute>>,
+    /// The alias the agent asked for, then its fallbacks in order, each with its bound.
+    pub candidates: Vec<Candidate>,
+    pub shape: Shape,
+    /// The largest input bound over the candidates (what policy's token limits see).
     pub prompt_tokens: u64,
     pub requested_cap: Option<u64>,
     pub default_cap: Option<u64>,
-    /// The body field that carries the output cap, when the route has one.
-    pub cap_field: Option<&'static str>,
     pub stream: bool,
     /// For a streamed chat: whether the client itself asked for the usage chunk.
     pub client_wants_usage: bool,
@@ -31,7 +32,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn model(&self) -> &Arc<ModelRoute> {
-        &self.candidates[0]
+        &self.candidates[0].model
     }
 }
 
@@ -40,24 +41,6 @@ fn capability_of(route: CallRoute) -> Capability {
         CallRoute::Responses => Capability::Responses,
         CallRoute::Embeddings => Capability::Embeddings,
         _ => Capability::Chat,
-    }
-}
-
-/// The largest output cap accepted: no model generates more, and every sum of tokens and every
-/// price product stays far from overflowing.
-pub const MAX_OUTPUT_CAP: u64 = i32::MAX as u64;
-
-/// Reads an output cap: a positive integer up to [`MAX_OUTPUT_CAP`]; `Err` names the field.
-fn output_cap(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, GatewayError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if n > 0 && n <= MAX_OUTPUT_CAP => Ok(Some(n)),
-            _ => Err(GatewayError::invalid(
-                format!("`{field}` must be a positive integer of at most {MAX_OUTPUT_CAP}"),
-                Some(field),
-            )),
-        },
     }
 }
 
@@ -151,51 +134,51 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
     }
     check_input(input.route, body)?;
     check_stream_options(body)?;
-    let cap_field = match input.route {
-        CallRoute::ChatCompletions if body.contains_key("max_completion_tokens") => {
-            Some("max_completion_tokens")
-        }
-        CallRoute::ChatCompletions => Some("max_tokens"),
-        CallRoute::Responses => Some("max_output_tokens"),
-        _ => None,
-    };
-    let requested_cap = match cap_field {
-        Some(field) => output_cap(body, field)?,
-        None => None,
-    };
+    let shape = bound::read(input.route, body)?;
+    let requested_cap = shape.requested_cap;
     let model_max = model.max_output_tokens.map(u64::from);
-    if let (Some(asked), Some(max), Some(field)) = (requested_cap, model_max, cap_field) {
+    if let (Some(asked), Some(max)) = (requested_cap, model_max) {
         if asked > max {
+            // Name the field that carries the larger cap.
+            let field = shape
+                .cap_fields
+                .iter()
+                .find(|f| body.get(**f).and_then(Value::as_u64) == Some(asked))
+                .copied()
+                .unwrap_or("max_tokens");
             return Err(GatewayError::invalid(
                 format!("`{field}` is too large: {asked}. This model supports at most {max} output tokens"),
                 Some(field),
             ));
         }
     }
-    let default_cap = cap_field
-        .map(|_| model_max.unwrap_or(u64::from(gw.settings.gateway.default_max_output_tokens)));
+    let generates = input.route != CallRoute::Embeddings;
+    let default_cap = generates
+        .then(|| model_max.unwrap_or(u64::from(gw.settings.gateway.default_max_output_tokens)));
 
-    // Fallbacks that cannot serve this route are skipped rather than tried and failed.
-    let mut candidates = vec![Arc::clone(&model)];
+    // Fallbacks that cannot serve this route are skipped rather than tried and failed. Each
+    // candidate is bounded at its own settings: the hold must cover whichever serves the call.
+    let mut models = vec![Arc::clone(&model)];
     for name in &model.fallbacks {
         if let Some(f) = routing
             .model(name)
             .filter(|f| f.has(capability) && (!stream || f.has(Capability::Streaming)))
         {
-            candidates.push(Arc::clone(f));
+            models.push(Arc::clone(f));
         }
     }
-    // Count with every tokenizer a candidate uses and keep the largest: the hold must cover
-    // whichever candidate ends up serving the call.
-    let mut prompt_tokens = 0;
-    let mut seen: Vec<TokenizerKind> = Vec::new();
-    for c in &candidates {
-        if !seen.contains(&c.tokenizer) {
-            seen.push(c.tokenizer);
-            prompt_tokens =
-                prompt_tokens.max(estimate::prompt_tokens(input.route, c.tokenizer, body));
-        }
-    }
+    let candidates = models
+        .into_iter()
+        .map(|m| {
+            let bound = Bound::for_model(input.route, &shape, &m, body)?;
+            Ok(Candidate { model: m, bound })
+        })
+        .collect::<Result<Vec<_>, GatewayError>>()?;
+    let prompt_tokens = candidates
+        .iter()
+        .map(|c| c.bound.prompt_tokens)
+        .max()
+        .unwrap_or(0);
     let client_wants_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -207,58 +190,48 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         key,
         keyed,
         candidates,
+        shape,
         prompt_tokens,
         requested_cap,
         default_cap,
-        cap_field,
         stream,
         client_wants_usage,
     })
 }
 
-/// The most expensive candidate's estimate for this request: what the reservation holds.
-pub fn worst_estimate(
-    candidates: &[Arc<ModelRoute>],
-    prompt_tokens: u64,
-    output_cap: Option<u64>,
-) -> Estimate {
-    candidates
-        .iter()
-        .map(|m| Estimate::new(m, prompt_tokens, output_cap))
-        .max_by_key(|e| e.cost)
-        .unwrap_or(Estimate {
-            prompt_tokens,
-            output_cap,
-            cost: crate::money::MicroUsd::ZERO,
-        })
-}
-
-/// The body sent to `model`: the caller's fields untouched except the model name, the output cap
-/// (always sent, so the provider cannot exceed what was reserved) and, for a streamed chat, a
-/// request for the usage chunk.
+/// The body sent to `c`: the caller's fields untouched except the model name, the output cap
+/// (always sent, in every cap field the caller set — `null` included — so the provider cannot
+/// exceed what was held whichever field it reads), the hosted-tool call limit and, for a streamed
+/// chat, a request for the usage chunk.
 pub fn upstream_body(
     body: &Map<String, Value>,
     p: &Prepared,
-    model: &ModelRoute,
+    c: &Candidate,
     output_cap: Option<u64>,
 ) -> bytes::Bytes {
+    let model = &c.model;
     let mut out = body.clone();
     out.insert("model".into(), Value::String(model.upstream_model.clone()));
-    if let (Some(field), Some(cap)) = (p.cap_field, output_cap) {
+    if let Some(cap) = output_cap {
         let cap = model
             .max_output_tokens
             .map_or(cap, |max| cap.min(u64::from(max)));
-        let field = if p.requested_cap.is_none()
-            && field == "max_tokens"
-            && model.tokenizer != TokenizerKind::Bytes
-        {
+        let default_field = match p.route {
+            CallRoute::Responses => "max_output_tokens",
             // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
             // servers (vLLM, llama.cpp, Ollama) know `max_tokens`.
-            "max_completion_tokens"
-        } else {
-            field
+            _ if model.tokenizer != TokenizerKind::Bytes => "max_completion_tokens",
+            _ => "max_tokens",
         };
-        out.insert(field.into(), Value::from(cap));
+        if p.shape.cap_fields.is_empty() {
+            out.insert(default_field.into(), Value::from(cap));
+        }
+        for field in &p.shape.cap_fields {
+            out.insert((*field).into(), Value::from(cap));
+        }
+    }
+    if let (Some(calls), CallRoute::Responses) = (c.bound.tool_calls, p.route) {
+        out.insert("max_tool_calls".into(), Value::from(calls));
     }
     if p.stream && p.route == CallRoute::ChatCompletions {
         let options = out

@@ -66,6 +66,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         pricing: Pricing::Fixed { tool: &name, cost },
         body: &input.body,
         prompt_tokens: 0,
+        choices: 1,
         requested_cap: None,
         default_cap: None,
         stream: false,

@@ -15,6 +15,8 @@ mod concurrency;
 mod db_faults;
 mod faults;
 mod helpers;
+mod hold_bound;
+mod hold_property;
 mod ledger;
 mod ledger_watch;
 mod lifecycle;
