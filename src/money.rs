@@ -32,6 +32,31 @@ impl MicroUsd {
     }
 }
 
+/// A sum of micro-USD amounts over many rows, as wide as it needs to be: two agents with the
+/// largest budget already overflow `i64`, and a total a tenant can inflate must never make a
+/// view fail. Postgres sums `bigint` into `numeric`; queries hand it over as text
+/// (`sum(x)::text`), decoded here exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct MicroUsdSum(pub i128);
+
+impl sqlx::Type<sqlx::Postgres> for MicroUsdSum {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for MicroUsdSum {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(MicroUsdSum(text.parse()?))
+    }
+}
+
 impl fmt::Display for MicroUsd {
     /// Renders as decimal USD with six places, e.g. `5.000000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

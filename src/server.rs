@@ -1,13 +1,12 @@
 //! Building and running a server instance: state, routes, background tasks, startup gate and
 //! graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,6 +17,7 @@ use crate::cluster::{self, config_sync, Readiness};
 use crate::config::{RoutingTable, Settings};
 use crate::domain::ReplicaId;
 use crate::gateway::Gateway;
+use crate::http::serve::{serve, ConnectionLimits};
 use crate::http::{router, AppState};
 use crate::metrics::{sampler, Observed};
 use crate::store::db;
@@ -109,13 +109,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
 
 /// The separate metrics port: `/metrics` only, until the server stops.
 async fn serve_metrics(listener: TcpListener, state: AppState, stop: CancellationToken) {
+    let limits = ConnectionLimits::from(&state.gateway.settings.server);
     let app = router::metrics_app(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the metrics listener failed");
-    }
+    serve(listener, app, limits, async move { stop.cancelled().await }).await;
 }
 
 async fn run(
@@ -157,28 +153,16 @@ async fn run(
             let _ = drain_started_tx.send(Instant::now());
         }
     };
-    // Server-sent events are small writes: without TCP_NODELAY, Nagle's algorithm holds one
-    // back until the client acknowledges the last, which adds a delayed-ACK wait to a stream.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(drain_signal)
-        .into_future();
+    let limits = ConnectionLimits::from(&gw.settings.server);
+    let serve = serve(listener, app, limits, drain_signal);
     tokio::pin!(serve);
     let drain_timeout = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
     let (deadline, served) = tokio::select! {
-        served = &mut serve => { served?; (Instant::now() + drain_timeout, true) }
+        () = &mut serve => (Instant::now() + drain_timeout, true),
         Ok(started) = drain_started => (started + drain_timeout, false),
     };
     // In-flight requests, then the settlements they started, within the drain timeout.
-    let served = served
-        || drain(&gw, deadline, async {
-            if let Err(e) = (&mut serve).await {
-                tracing::warn!(error = %e, "serving ended with an error");
-            }
-        })
-        .await;
+    let served = served || drain(&gw, deadline, &mut serve).await;
     // The metrics port closes with the main one.
     stop.cancel();
     gw.tasks.close();
@@ -301,18 +285,47 @@ async fn startup(
     ));
 }
 
+/// SPEC §10: a server that could disable the ledger's triggers says so, at startup and in
+/// `/ready`'s checks (it stays ready: the books are still right, only less protected).
+async fn warn_unless_least_privilege(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()> {
+    let role = db::check_role(&gw.pool).await?;
+    if role.superuser {
+        tracing::warn!(
+            "connected to the database as a superuser: this server could disable the ledger's \
+             append-only triggers; connect as a runtime role (database_url) and migrate as the \
+             owner (migration_database_url)"
+        );
+    } else if role.owns_ledger {
+        tracing::warn!(
+            "connected to the database as the owner of event_log: this server could disable \
+             the ledger's append-only triggers; connect as a runtime role (database_url) and \
+             migrate as the owner (migration_database_url)"
+        );
+    }
+    Readiness::set(&readiness.least_privilege, role.least_privilege());
+    Ok(())
+}
+
 async fn startup_once(
     gw: &Gateway,
     readiness: &Readiness,
     observed: &Observed,
 ) -> anyhow::Result<()> {
     if !Readiness::get(&readiness.schema_current) {
-        if gw.settings.auto_migrate {
-            db::migrate(&gw.pool).await.context("applying migrations")?;
+        let settings = &gw.settings;
+        if settings.auto_migrate {
+            match &settings.migration_database_url {
+                Some(owner) => {
+                    let runtime = settings.database_url.as_ref().map(|u| u.expose());
+                    db::migrate_as_owner(owner.expose(), runtime).await?;
+                }
+                None => db::migrate(&gw.pool).await.context("applying migrations")?,
+            }
         }
         if !db::schema_is_current(&gw.pool).await? {
             anyhow::bail!("the database schema is not current: run `aex migrate`");
         }
+        warn_unless_least_privilege(gw, readiness).await?;
         Readiness::set(&readiness.schema_current, true);
     }
     if !Readiness::get(&readiness.config_loaded) {

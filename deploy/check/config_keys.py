@@ -28,10 +28,18 @@ INT, BOOL, STR = "int", "bool", "str"
 SETTINGS: dict[str, Any] = {
     "listen": STR,
     "database_url": STR,
+    "migration_database_url": STR,
     "models_file": STR,
     "auto_migrate": BOOL,
     "log_format": ("pretty", "json"),
     "max_body_bytes": INT,
+    "server": {
+        "header_read_timeout_seconds": INT,
+        "idle_timeout_seconds": INT,
+        "body_read_timeout_seconds": INT,
+        "max_connections": INT,
+        "stream_write_timeout_seconds": INT,
+    },
     "db": {"max_connections": INT, "acquire_timeout_seconds": INT},
     "auth": {
         "issuer": STR,

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use super::{admin_event, page_limit, require_operator, AdminError};
 use crate::auth::Principal;
-use crate::config::RoutingTable;
+use crate::config::{Capability, ModelRoute, RoutingTable};
+use crate::domain::{Scope, TenantId};
 use crate::gateway::Gateway;
 use crate::ledger;
 use crate::store::config_versions::{self as store, ConfigVersionRow};
@@ -37,17 +38,56 @@ impl From<ConfigVersionRow> for ConfigVersionResponse {
     }
 }
 
-/// The active version with its document, and the version this replica has loaded.
+impl ConfigVersionResponse {
+    /// What a tenant admin sees of a version: where it came from (`file` or `api`), not the
+    /// server's file path.
+    fn for_tenant(mut self) -> Self {
+        if let Some((kind, _)) = self.source.split_once(':') {
+            self.source = kind.to_owned();
+        }
+        self
+    }
+}
+
+/// The active version with its document, and the version this replica has loaded. A tenant
+/// admin sees only the aliases its agents may use and their prices: no document (it names
+/// providers' URLs), no file path, nothing of other tenants.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActiveConfigResponse {
     #[serde(flatten)]
     pub active: ConfigVersionResponse,
-    /// The routing table (TOML) as stored.
-    pub content: String,
+    /// The routing table (TOML) as stored; operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
     /// The version the answering replica routes with.
     pub replica_version: i64,
-    /// The model aliases of the replica's table.
+    /// The model aliases of the replica's table (for an admin: those its agents may use).
     pub models: Vec<String>,
+    /// Those aliases with their prices.
+    pub prices: Vec<ModelPrice>,
+}
+
+/// A model alias with its prices, in micro-USD per million tokens.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelPrice {
+    pub alias: String,
+    pub input_micro_usd_per_million: i64,
+    pub output_micro_usd_per_million: i64,
+    pub max_output_tokens: Option<u32>,
+    #[schema(value_type = Vec<String>)]
+    pub capabilities: Vec<Capability>,
+}
+
+impl From<&ModelRoute> for ModelPrice {
+    fn from(m: &ModelRoute) -> Self {
+        ModelPrice {
+            alias: m.alias.clone(),
+            input_micro_usd_per_million: m.input_price.0,
+            output_micro_usd_per_million: m.output_price.0,
+            max_output_tokens: m.max_output_tokens,
+            capabilities: m.capabilities.clone(),
+        }
+    }
 }
 
 /// `POST /admin/reload_config`: with `content`, that document; without, the server's models
@@ -71,28 +111,60 @@ pub struct ReloadConfigResponse {
     pub models: Vec<String>,
 }
 
-pub async fn get_active(gw: &Gateway) -> Result<ActiveConfigResponse, AdminError> {
+/// The active version: in full for an operator; for a tenant (an admin's view, or an operator
+/// asking with `tenant_id`) only what that tenant's agents may use.
+pub async fn get_active(
+    gw: &Gateway,
+    tenant: Option<TenantId>,
+) -> Result<ActiveConfigResponse, AdminError> {
     let mut conn = gw.pool.acquire().await?;
     let row = store::get_active(&mut conn)
         .await?
         .ok_or(AdminError::NotFound("config version"))?;
+    drop(conn);
     let routing = gw.routing();
+    let (content, active, models) = match tenant {
+        None => {
+            let models = routing
+                .aliases()
+                .into_iter()
+                .filter_map(|alias| routing.model(alias).cloned())
+                .collect();
+            (Some(row.content.clone()), row.into(), models)
+        }
+        Some(tenant) => {
+            let models = crate::gateway::models::tenant_models(gw, tenant).await?;
+            let active = ConfigVersionResponse::from(row).for_tenant();
+            (None, active, models)
+        }
+    };
     Ok(ActiveConfigResponse {
-        content: row.content.clone(),
-        active: row.into(),
+        content,
+        active,
         replica_version: routing.version,
-        models: routing.aliases().into_iter().map(str::to_owned).collect(),
+        models: models.iter().map(|m| m.alias.clone()).collect(),
+        prices: models
+            .iter()
+            .map(|m| ModelPrice::from(m.as_ref()))
+            .collect(),
     })
 }
 
+/// The history of versions; a tenant admin's without file paths.
 pub async fn list_versions(
     pool: &sqlx::PgPool,
+    by: &Principal,
     limit: Option<i64>,
 ) -> Result<Vec<ConfigVersionResponse>, AdminError> {
     let limit = page_limit(limit, 50, 1000)?;
     let mut conn = pool.acquire().await?;
     let rows = store::list_versions(&mut conn, limit).await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    let operator = by.scope == Scope::Operator;
+    Ok(rows
+        .into_iter()
+        .map(ConfigVersionResponse::from)
+        .map(|v| if operator { v } else { v.for_tenant() })
+        .collect())
 }
 
 /// The document to load: the request's, else the server's models file.

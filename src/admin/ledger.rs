@@ -63,6 +63,11 @@ pub struct CheckpointResponse {
     pub kid: String,
     pub chain_count: i32,
     pub event_count: i64,
+    /// `{chain_id: {"seq", "hash"}}` as the exact text that was signed: archive the whole
+    /// object elsewhere and check it later with `aex ledger verify --head FILE`.
+    pub heads: String,
+    /// HMAC-SHA256 (hex) of the heads with the key `kid`.
+    pub signature: String,
 }
 
 /// The outcome of `POST /admin/ledger/checkpoints`.
@@ -98,5 +103,7 @@ pub async fn latest_checkpoint(
         kid: row.kid,
         chain_count: row.chain_count,
         event_count: row.event_count,
+        heads: row.heads,
+        signature: row.signature,
     })
 }

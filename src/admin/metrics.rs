@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{AgentId, TenantId};
 use crate::metrics::observed::{LedgerCheck, Observed};
+use crate::money::MicroUsdSum;
 use crate::store::stats::{self, AgentSpendRow, BucketRow, FeedEvent, ModelUse, RecentExecution};
 
 /// At most this many agents are listed (the biggest spenders); totals cover all of them.
@@ -48,13 +49,19 @@ pub struct MetricsSummary {
     pub ledger: LedgerStatus,
 }
 
+/// Sums of money over agents are exact integers that may exceed 64 bits (see
+/// [`MicroUsdSum`]).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SummaryTotals {
     pub agents: i64,
-    pub budget_micro_usd: i64,
-    pub spent_micro_usd: i64,
-    pub reserved_micro_usd: i64,
-    pub remaining_micro_usd: i64,
+    #[schema(value_type = i64)]
+    pub budget_micro_usd: MicroUsdSum,
+    #[schema(value_type = i64)]
+    pub spent_micro_usd: MicroUsdSum,
+    #[schema(value_type = i64)]
+    pub reserved_micro_usd: MicroUsdSum,
+    #[schema(value_type = i64)]
+    pub remaining_micro_usd: MicroUsdSum,
     /// Governed requests admitted since the agents were created.
     pub requests_total: i64,
     /// Governed requests that ended in the 24-hour window (committed, released or denied):
@@ -110,7 +117,8 @@ pub struct Bucket {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LedgerStatus {
-    /// The last verification of every chain by this server; `null` before the first.
+    /// The last verification of every chain by this server; `null` before the first, and
+    /// always in one tenant's view (it covers other tenants' chains).
     pub last_verification: Option<LedgerCheck>,
     /// The newest ledger events, newest first.
     pub recent_events: Vec<FeedEvent>,
@@ -156,8 +164,12 @@ pub async fn summary(
 
     let hourly = fill_buckets(hourly_since, TimeDelta::hours(1), 24, &hourly_rows);
     let per_minute = fill_buckets(minute_since, TimeDelta::minutes(1), 60, &minute_rows);
-    let (requests_24h, denied_24h, spent_24h) = hourly.iter().fold((0, 0, 0), |(r, d, s), b| {
-        (r + b.requests, d + b.denied, s + b.spent_micro_usd)
+    let (requests_24h, denied_24h, spent_24h) = hourly.iter().fold((0, 0, 0i64), |(r, d, s), b| {
+        (
+            r + b.requests,
+            d + b.denied,
+            s.saturating_add(b.spent_micro_usd),
+        )
     });
     Ok(MetricsSummary {
         generated_at: now,
@@ -167,9 +179,9 @@ pub async fn summary(
             budget_micro_usd: totals.budget_micro_usd,
             spent_micro_usd: totals.spent_micro_usd,
             reserved_micro_usd: totals.reserved_micro_usd,
-            remaining_micro_usd: totals.budget_micro_usd
-                - totals.spent_micro_usd
-                - totals.reserved_micro_usd,
+            remaining_micro_usd: MicroUsdSum(
+                totals.budget_micro_usd.0 - totals.spent_micro_usd.0 - totals.reserved_micro_usd.0,
+            ),
             requests_total: totals.requests,
             requests_24h,
             denied_24h,
@@ -189,7 +201,9 @@ pub async fn summary(
         per_minute,
         recent_executions: recent,
         ledger: LedgerStatus {
-            last_verification: observed.ledger(),
+            // The background check covers every chain: a tenant's view gets its own with
+            // `/admin/ledger/verify`, never a word about other tenants' chains.
+            last_verification: tenant.is_none().then(|| observed.ledger()).flatten(),
             recent_events: feed,
         },
     })

@@ -134,20 +134,41 @@ pub fn require_operator(principal: &Principal, what: &str) -> Result<(), AdminEr
     }
 }
 
-/// A name people type: 1–128 characters, no control characters or surrounding spaces.
+/// A name people type (SPEC §9): 1–128 characters, no control, bidi-override or zero-width
+/// characters (which make two names look alike or reorder what an operator reads), no
+/// surrounding spaces, and never a UUID (routes take an id or a name: a name that parses as
+/// an id could shadow another object).
 pub fn validate_name(field: &'static str, name: &str) -> Result<(), AdminError> {
+    let length = name.chars().count();
     let ok = !name.trim().is_empty()
-        && name.len() <= 128
+        && length <= 128
         && name == name.trim()
-        && !name.chars().any(char::is_control);
+        && !name
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+        && uuid::Uuid::parse_str(name).is_err();
     if ok {
         Ok(())
     } else {
         Err(AdminError::invalid(
             field,
-            "must be 1 to 128 characters, without control characters or surrounding spaces",
+            "must be 1 to 128 characters, without control, bidi-override or zero-width \
+             characters or surrounding spaces, and not a UUID",
         ))
     }
+}
+
+/// Bidirectional overrides, embeddings, isolates and marks, and zero-width characters.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// Free text (a reason, a description): at most 1,000 characters, no control characters.

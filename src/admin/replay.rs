@@ -30,13 +30,17 @@ pub struct TimelineEvent {
     pub payload: serde_json::Value,
 }
 
-/// Verifies and folds; an operator sees every agent, an admin its tenant's.
+/// Verifies and folds: for one tenant (what an admin sees) only its chains and agents, or the
+/// whole ledger (an operator's view without a tenant).
 pub async fn replay(
     pool: &PgPool,
     tenant: Option<TenantId>,
     keys: &std::collections::BTreeMap<String, crate::config::Secret>,
 ) -> Result<ReplayReport, sqlx::Error> {
-    let ledger = verify::verify_all(pool, keys).await?;
+    let ledger = match tenant {
+        Some(tenant) => verify::verify_tenant(pool, keys, tenant).await?,
+        None => verify::verify_all(pool, keys).await?,
+    };
     let mut agents = audit::fold_mismatches(pool).await?;
     if let Some(tenant) = tenant {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")

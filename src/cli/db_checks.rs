@@ -13,11 +13,7 @@ use crate::store::db;
 /// A pool on the configured database (starting the embedded cluster when there is one).
 pub(super) async fn pool(cli: &Cli) -> anyhow::Result<sqlx::PgPool> {
     let settings = super::settings(cli)?;
-    if let Ok(pg) = super::embedded::EmbeddedPg::for_home(&crate::config::aex_home()) {
-        if pg.exists() {
-            pg.start()?;
-        }
-    }
+    start_embedded()?;
     let url = settings
         .database_url
         .context("no database configured (database_url / AEX_DATABASE_URL)")?;
@@ -26,15 +22,37 @@ pub(super) async fn pool(cli: &Cli) -> anyhow::Result<sqlx::PgPool> {
         .context("cannot connect to the database")
 }
 
+/// Migrates as the owner role (`migration_database_url`, else `database_url`) and grants the
+/// runtime role (`database_url`'s user, when another) what the server needs.
 pub async fn migrate(cli: &Cli) -> anyhow::Result<()> {
-    let pool = pool(cli).await?;
-    db::migrate(&pool).await?;
+    let settings = super::settings(cli)?;
+    start_embedded()?;
+    let owner = settings
+        .migration_url()
+        .context("no database configured (migration_database_url / database_url)")?;
+    let runtime = settings.database_url.as_ref().map(|u| u.expose());
+    let granted = db::migrate_as_owner(owner.expose(), runtime).await?;
     let version = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     emit(
         cli.json,
-        &json!({"migrated": true, "schema_version": version}),
-        || format!("database schema is current (version {version})"),
+        &json!({"migrated": true, "schema_version": version, "runtime_role": granted}),
+        || match &granted {
+            Some(role) => format!(
+                "database schema is current (version {version}); runtime role {role} granted"
+            ),
+            None => format!("database schema is current (version {version})"),
+        },
     );
+    Ok(())
+}
+
+/// Starts the embedded cluster when there is one.
+fn start_embedded() -> anyhow::Result<()> {
+    if let Ok(pg) = super::embedded::EmbeddedPg::for_home(&crate::config::aex_home()) {
+        if pg.exists() {
+            pg.start()?;
+        }
+    }
     Ok(())
 }
 
@@ -56,12 +74,19 @@ pub fn print_verify(json: bool, report: &serde_json::Value) -> anyhow::Result<()
             super::text(bad, "seq"),
             super::text(bad, "problem")
         ),
-        _ => format!(
-            "ledger OK: {} events in {} chains verified in {} ms",
-            field("events"),
-            field("chains"),
-            field("elapsed_ms")
-        ),
+        _ => {
+            let mut line = format!(
+                "ledger OK: {} events in {} chains verified in {} ms",
+                field("events"),
+                field("chains"),
+                field("elapsed_ms")
+            );
+            if let Some(warning) = report.get("warning").and_then(serde_json::Value::as_str) {
+                line.push_str("\nwarning: ");
+                line.push_str(warning);
+            }
+            line
+        }
     });
     if report.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
         bail!("ledger verification failed");
@@ -79,12 +104,53 @@ pub async fn ledger_checkpoint(cli: &Cli) -> anyhow::Result<()> {
         .get(kid)
         .context("no signing key configured in [auth.keys]")?;
     let id = crate::ledger::checkpoint::write(&pool, kid, key, None).await?;
-    emit(cli.json, &json!({"checkpoint_id": id}), || {
-        match id {
-        Some(id) => format!("checkpoint {id} written"),
-        None => "no checkpoint written: nothing changed since the last one (or another is being written)".to_owned(),
-    }
+    let head = crate::ledger::checkpoint::latest(&pool).await?;
+    print_checkpoint(cli.json, id, &serde_json::to_value(&head)?);
+    Ok(())
+}
+
+/// Prints the outcome of `aex ledger checkpoint`: with `--json`, the latest signed head in full
+/// (`head`, `null` when there is none), ready to archive outside the database.
+pub fn print_checkpoint(json: bool, written: Option<i64>, head: &serde_json::Value) {
+    emit(
+        json,
+        &json!({"checkpoint_id": written, "head": head}),
+        || {
+            match written {
+            Some(id) => format!("checkpoint {id} written"),
+            None => "no checkpoint written: nothing changed since the last one (or another is being written)".to_owned(),
+        }
+        },
+    );
+}
+
+/// `aex ledger verify --head FILE`: the archived head still in the chains, and every chain
+/// verifying.
+pub async fn ledger_verify_head(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> {
+    let settings = super::settings(cli)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    // The whole output of `aex ledger checkpoint --json`, or just its `head`.
+    let head = value.get("head").cloned().unwrap_or(value);
+    let archived: crate::ledger::checkpoint::CheckpointRow = serde_json::from_value(head)
+        .with_context(|| format!("{} holds no signed head", file.display()))?;
+    let pool = pool(cli).await?;
+    let report = crate::ledger::anchor::verify_head(&pool, &settings.auth.keys, &archived).await?;
+    emit(cli.json, &serde_json::to_value(&report)?, || {
+        match (&report.problem, &report.ledger.first_bad_event) {
+            (Some(problem), _) => format!("ledger BROKEN against archived head {}: {problem}", report.checkpoint_id),
+            (None, Some(bad)) => format!("ledger BROKEN at event {} (chain {}, seq {}): {}", bad.id, bad.chain_id, bad.seq, bad.problem),
+            (None, None) => format!(
+                "ledger OK: the {} chain heads of archived checkpoint {} are still in the chains; {} events verified",
+                report.chains, report.checkpoint_id, report.ledger.events
+            ),
+        }
     });
+    if !report.ok {
+        bail!("ledger verification against the archived head failed");
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::json;
 
 use super::embedded::{self, EmbeddedPg};
-use super::{emit, Cli};
+use super::{emit, roles, Cli};
 use crate::auth::TokenSigner;
 use crate::config::{aex_home, AuthSettings, Secret, Settings};
 use crate::domain::Scope;
@@ -109,7 +109,7 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
         std::fs::write(&models_path, STARTER_MODELS)?;
     }
 
-    let (database_url, embedded) = match &args.database_url {
+    let (owner_url, embedded) = match &args.database_url {
         Some(url) => (url.clone(), false),
         None => {
             let pg = EmbeddedPg::for_home(&home)?;
@@ -131,10 +131,19 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
             .collect(),
         ..AuthSettings::default()
     };
-    let pool = db::connect(&database_url, &crate::config::DbSettings::default())
+    // SPEC §10: migrations as the owner, the server as a runtime role that owns nothing.
+    let runtime_url = roles::ensure_runtime_role(&owner_url, &secret()).await?;
+    let runtime_role = db::migrate_as_owner(&owner_url, runtime_url.as_deref()).await?;
+    if runtime_url.is_none() {
+        eprintln!(
+            "warning: this database role may not create roles, so the server will connect as \
+             the owner of the tables; create a runtime role and set database_url to it \
+             (see `aex migrate`)"
+        );
+    }
+    let pool = db::connect(&owner_url, &crate::config::DbSettings::default())
         .await
         .context("cannot connect to the database")?;
-    db::migrate(&pool).await.context("applying migrations")?;
     let signer = TokenSigner::new(&auth);
     let issued = signer.issue("operator", Scope::Operator, None, None, None)?;
     let mut tx = pool.begin().await?;
@@ -170,15 +179,21 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     tx.commit().await?;
     pool.close().await;
 
+    let database_url = runtime_url.as_deref().unwrap_or(&owner_url);
+    let migration_line = match &runtime_url {
+        Some(_) => format!("migration_database_url = {}\n", toml_str(&owner_url)),
+        None => String::new(),
+    };
     let config = format!(
         "# AEX configuration, written by `aex init`. Environment variables AEX_* override it.\n\
          listen = {listen}\n\
          database_url = {db}\n\
+         {migration_line}\
          models_file = {models}\n\n\
          [auth]\nactive_kid = \"k1\"\n\n[auth.keys]\nk1 = {key}\n\n\
          [cli]\nadmin_token = {token}\n",
         listen = toml_str(&args.listen),
-        db = toml_str(&database_url),
+        db = toml_str(database_url),
         models = toml_str(&models_path.to_string_lossy()),
         key = toml_str(&key),
         token = toml_str(&issued.token),
@@ -193,6 +208,7 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
             "config": config_path,
             "models_file": models_path,
             "embedded_database": embedded,
+            "runtime_role": runtime_role,
         }),
         || {
             format!(
@@ -208,9 +224,13 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The database URL an earlier `aex init` wrote, if any.
+/// The owner's database URL an earlier `aex init` wrote, if any.
 fn existing_url(config_path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(config_path).ok()?;
     let value: toml::Value = text.parse().ok()?;
-    value.get("database_url")?.as_str().map(str::to_owned)
+    value
+        .get("migration_database_url")
+        .or_else(|| value.get("database_url"))?
+        .as_str()
+        .map(str::to_owned)
 }

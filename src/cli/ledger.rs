@@ -4,7 +4,7 @@
 use clap::Subcommand;
 
 use super::client::AdminClient;
-use super::{emit, emit_list, text, Cli};
+use super::{emit_list, text, Cli};
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerAction {
@@ -14,8 +14,13 @@ pub enum LedgerAction {
         /// Read the database directly (database_url) instead of asking the server.
         #[arg(long)]
         local: bool,
+        /// Also prove that this archived head (the output of `aex ledger checkpoint --json`) is
+        /// still in the chains; reads the database directly.
+        #[arg(long, value_name = "FILE")]
+        head: Option<std::path::PathBuf>,
     },
-    /// Write a signed checkpoint of every chain's head now.
+    /// Write a signed checkpoint of every chain's head now; `--json` prints the latest signed
+    /// head, to archive outside the database.
     Checkpoint {
         /// Write it directly in the database (database_url) instead of asking the server.
         #[arg(long)]
@@ -54,25 +59,26 @@ fn client(cli: &Cli) -> anyhow::Result<AdminClient> {
 
 pub async fn run(cli: &Cli, action: &LedgerAction) -> anyhow::Result<()> {
     match action {
-        LedgerAction::Verify { local: true } => super::db_checks::ledger_verify(cli).await,
+        LedgerAction::Verify {
+            head: Some(file), ..
+        } => super::db_checks::ledger_verify_head(cli, file).await,
+        LedgerAction::Verify { local: true, .. } => super::db_checks::ledger_verify(cli).await,
         LedgerAction::Checkpoint { local: true } => super::db_checks::ledger_checkpoint(cli).await,
         LedgerAction::Checkpoint { local: false } => {
+            let client = client(cli)?;
             let path = ["admin", "ledger", "checkpoints"];
-            let written = client(cli)?
+            let written = client
                 .post(&path, &Default::default(), &serde_json::json!(null))
                 .await?;
-            emit(cli.json, &written, || {
-                match written["checkpoint_id"].as_i64() {
-                    Some(id) => format!("checkpoint {id} written"),
-                    None => "no checkpoint written: nothing changed since the last one".to_owned(),
-                }
-            });
+            let latest = ["admin", "ledger", "checkpoints", "latest"];
+            let head = client.get(&latest, &Default::default()).await?;
+            super::db_checks::print_checkpoint(cli.json, written["checkpoint_id"].as_i64(), &head);
             Ok(())
         }
         LedgerAction::Export { output } => {
             super::db_checks::ledger_export(cli, output.as_deref()).await
         }
-        LedgerAction::Verify { local: false } => {
+        LedgerAction::Verify { local: false, .. } => {
             let path = ["admin", "ledger", "verify"];
             let report = client(cli)?.get(&path, &Default::default()).await?;
             super::db_checks::print_verify(cli.json, &report)

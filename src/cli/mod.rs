@@ -11,6 +11,7 @@ pub mod init;
 pub mod ledger;
 pub mod models;
 pub mod plugin;
+pub mod roles;
 pub mod tenant;
 pub mod token;
 

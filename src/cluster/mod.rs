@@ -20,6 +20,9 @@ pub struct Readiness {
     pub draining: AtomicBool,
     /// Set when the startup gate failed; stays unready until restart.
     pub gate_failed: AtomicBool,
+    /// The database role is neither a superuser nor the owner of the ledger (SPEC §10).
+    /// Reported, never a reason to refuse traffic.
+    pub least_privilege: AtomicBool,
 }
 
 impl Readiness {

@@ -13,5 +13,6 @@ pub use routing::{
 pub use secret::Secret;
 pub use settings::{
     aex_home, AuthSettings, CliSettings, ClusterSettings, DbSettings, GatewaySettings,
-    LedgerSettings, LogFormat, MetricsSettings, Settings, SettingsError, ToolsSettings,
+    LedgerSettings, LogFormat, MetricsSettings, ServerSettings, Settings, SettingsError,
+    ToolsSettings,
 };

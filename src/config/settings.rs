@@ -28,7 +28,12 @@ pub struct Settings {
     /// Address the HTTP server binds (`AEX_LISTEN`).
     pub listen: SocketAddr,
     /// Postgres URL (`AEX_DATABASE_URL`). Unset: the embedded cluster under `$AEX_HOME/pg`.
+    /// The server's runtime role: it should own nothing (SPEC §10).
     pub database_url: Option<Secret>,
+    /// The role that owns the tables and applies migrations (`AEX_MIGRATION_DATABASE_URL`):
+    /// `aex migrate`, auto-migration and `aex init` use it, and grant `database_url`'s role what
+    /// it needs. Unset: `database_url`.
+    pub migration_database_url: Option<Secret>,
     /// The routing table file (`AEX_MODELS_FILE`); default `$AEX_HOME/models.toml`.
     pub models_file: Option<PathBuf>,
     /// Apply migrations at `aex serve` start (under an advisory lock).
@@ -36,6 +41,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Largest request body accepted; larger bodies get 413.
     pub max_body_bytes: usize,
+    pub server: ServerSettings,
     pub db: DbSettings,
     pub auth: AuthSettings,
     pub gateway: GatewaySettings,
@@ -51,10 +57,12 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
             database_url: None,
+            migration_database_url: None,
             models_file: None,
             auto_migrate: true,
             log_format: LogFormat::Pretty,
             max_body_bytes: 4 * 1024 * 1024,
+            server: ServerSettings::default(),
             db: DbSettings::default(),
             auth: AuthSettings::default(),
             gateway: GatewaySettings::default(),
@@ -63,6 +71,35 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             cli: CliSettings::default(),
             tools: ToolsSettings::default(),
+        }
+    }
+}
+
+/// Limits on what one client may hold of a replica (SPEC §3): slow or idle connections are
+/// closed, open connections are capped, and a streaming client that stops reading is cut.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// A request's headers must arrive within this, counted from its first byte.
+    pub header_read_timeout_seconds: u64,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout_seconds: u64,
+    /// A request body must arrive within this (408 otherwise).
+    pub body_read_timeout_seconds: u64,
+    /// Connections open at once per replica (on each listener); more wait in the listen queue.
+    pub max_connections: usize,
+    /// A streaming client that takes nothing for this long is cut and settled.
+    pub stream_write_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            body_read_timeout_seconds: 30,
+            max_connections: 10_000,
+            stream_write_timeout_seconds: 30,
         }
     }
 }
@@ -329,6 +366,29 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
         }
+        let server = &self.server;
+        for (key, value) in [
+            (
+                "server.header_read_timeout_seconds",
+                server.header_read_timeout_seconds,
+            ),
+            ("server.idle_timeout_seconds", server.idle_timeout_seconds),
+            (
+                "server.body_read_timeout_seconds",
+                server.body_read_timeout_seconds,
+            ),
+            (
+                "server.stream_write_timeout_seconds",
+                server.stream_write_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if server.max_connections < 1 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
         if self.gateway.agent_transaction_slots < 1 {
             return invalid("gateway.agent_transaction_slots", "must be at least 1");
         }
@@ -362,6 +422,13 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The URL migrations run with: `migration_database_url`, else `database_url`.
+    pub fn migration_url(&self) -> Option<&Secret> {
+        self.migration_database_url
+            .as_ref()
+            .or(self.database_url.as_ref())
     }
 
     /// The routing table file, resolved against `$AEX_HOME` when not set.

@@ -42,6 +42,11 @@ pub struct MockControl {
     pub cut_after_chunks: AtomicU64,
     /// Streamed chunks actually sent (a dropped client stops the count).
     pub chunks_sent: Arc<AtomicU64>,
+    /// After the content of a streamed answer, send keep-alive comments forever instead of
+    /// finishing, as a provider holding a stream open does.
+    pub hang_after_content: AtomicBool,
+    /// Streamed answers whose connection was closed before their last event was sent.
+    pub streams_dropped: Arc<AtomicU64>,
     /// Calls received, and their bodies.
     pub calls: AtomicU64,
     pub requests: Mutex<Vec<Value>>,
@@ -70,6 +75,8 @@ impl Default for MockControl {
             chunk_delay_ms: AtomicU64::new(0),
             cut_after_chunks: AtomicU64::new(0),
             chunks_sent: Arc::new(AtomicU64::new(0)),
+            hang_after_content: AtomicBool::new(false),
+            streams_dropped: Arc::new(AtomicU64::new(0)),
             calls: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
@@ -326,13 +333,15 @@ fn stream_chat(
         }
         events.push(chunk(index, json!({}), json!("stop")));
     }
+    // A hanging stream stops here: its choices finished, no usage, no `[DONE]`.
+    let content = events.len();
     if include_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
         events.push(format!("data: {v}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
-    sse_response(&c, events)
+    sse_response(&c, events, content)
 }
 
 /// `total` tokens spread over `chunks` chunks, as evenly as whole words allow.
@@ -348,28 +357,65 @@ fn spread(total: u64, chunks: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Streams `events` with the configured delay between them; counts what was sent; cuts the
-/// connection mid-way when told to.
-fn sse_response(c: &MockControl, events: Vec<String>) -> Response {
+/// Counts a streamed answer whose body was dropped before its end: the connection was closed.
+struct DropWatch {
+    dropped: Arc<AtomicU64>,
+    ended: bool,
+}
+
+impl DropWatch {
+    fn ended(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Streams `events` (the first `content` of them the answer's content) with the configured
+/// delay between them; counts what was sent; cuts the connection mid-way when told to; after
+/// the content, sends keep-alive comments forever when told to hang.
+fn sse_response(c: &MockControl, mut events: Vec<String>, content: usize) -> Response {
     let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
     let cut = c.cut_after_chunks.load(Ordering::SeqCst);
     let sent = Arc::clone(&c.chunks_sent);
-    let stream = futures::stream::unfold((events.into_iter(), 0u64), move |(mut it, n)| {
+    let events: Box<dyn Iterator<Item = String> + Send> =
+        if c.hang_after_content.load(Ordering::SeqCst) {
+            events.truncate(content);
+            let keep_alive = format!(": {}\n\n", "x".repeat(16 * 1024));
+            Box::new(events.into_iter().chain(std::iter::repeat(keep_alive)))
+        } else {
+            Box::new(events.into_iter())
+        };
+    let watch = DropWatch {
+        dropped: Arc::clone(&c.streams_dropped),
+        ended: false,
+    };
+    let stream = futures::stream::unfold((events, 0u64, watch), move |(mut it, n, mut watch)| {
         let sent = Arc::clone(&sent);
         async move {
             if cut > 0 && n >= cut {
+                watch.ended();
                 return Some((
                     Err(std::io::Error::other("mock cut the stream")),
-                    (it, n + 1),
+                    (it, n + 1, watch),
                 ))
                 .filter(|_| n == cut);
             }
-            let next = it.next()?;
+            let Some(next) = it.next() else {
+                watch.ended();
+                return None;
+            };
             if n > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             sent.fetch_add(1, Ordering::SeqCst);
-            Some((Ok(bytes::Bytes::from(next)), (it, n + 1)))
+            Some((Ok(bytes::Bytes::from(next)), (it, n + 1, watch)))
         }
     });
     Response::builder()
@@ -400,6 +446,7 @@ fn stream_responses(
         let text: String = (0..n).map(|_| " w").collect();
         events.push(event("response.output_text.delta", json!({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": text})));
     }
+    let content = events.len();
     let usage = if with_usage {
         json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output})
     } else {
@@ -409,7 +456,7 @@ fn stream_responses(
         "response.completed",
         json!({"type": "response.completed", "response": response("completed", usage)}),
     ));
-    sse_response(&c, events)
+    sse_response(&c, events, content)
 }
 
 async fn responses(

@@ -1,9 +1,10 @@
-//! `GET /v1/models`: the aliases an agent may use, in OpenAI's list shape.
+//! `GET /v1/models`: the aliases an agent may use, in OpenAI's list shape; and the aliases a
+//! tenant's agents may use, for its admin's view of the routing table.
 
 use serde::Serialize;
 use sqlx::types::Json;
 
-use super::policy::Policy;
+use super::policy::{EffectivePolicy, Policy};
 use super::{Gateway, GatewayError};
 use crate::domain::{AgentId, TenantId};
 
@@ -36,12 +37,7 @@ pub async fn visible_models(
     Ok(routing
         .aliases()
         .into_iter()
-        .filter(|alias| {
-            effective
-                .allowed_models
-                .as_ref()
-                .is_none_or(|allowed| allowed.iter().any(|a| a == alias))
-        })
+        .filter(|alias| allows(&effective, alias))
         .filter_map(|alias| routing.model(alias))
         .map(|m| ModelObject {
             id: m.alias.clone(),
@@ -49,5 +45,38 @@ pub async fn visible_models(
             created: 0,
             owned_by: m.provider.name.clone(),
         })
+        .collect())
+}
+
+fn allows(effective: &EffectivePolicy, alias: &str) -> bool {
+    effective
+        .allowed_models
+        .as_ref()
+        .is_none_or(|allowed| allowed.iter().any(|a| a == alias))
+}
+
+/// The aliases of the active routing table that at least one of the tenant's agents (not
+/// decommissioned) may use, sorted: what a tenant admin is shown of the routing table.
+pub async fn tenant_models(
+    gw: &Gateway,
+    tenant_id: TenantId,
+) -> Result<Vec<std::sync::Arc<crate::config::ModelRoute>>, sqlx::Error> {
+    let rows: Vec<(Json<serde_json::Value>, Json<serde_json::Value>)> = sqlx::query_as(
+        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
+         WHERE a.tenant_id = $1 AND a.state <> 'DECOMMISSIONED'",
+    )
+    .bind(tenant_id)
+    .fetch_all(&gw.pool)
+    .await?;
+    let policies: Vec<EffectivePolicy> = rows
+        .iter()
+        .map(|(agent, tenant)| Policy::from_json(&agent.0).resolve(&Policy::from_json(&tenant.0)))
+        .collect();
+    let routing = gw.routing();
+    Ok(routing
+        .aliases()
+        .into_iter()
+        .filter(|alias| policies.iter().any(|p| allows(p, alias)))
+        .filter_map(|alias| routing.model(alias).cloned())
         .collect())
 }

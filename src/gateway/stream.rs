@@ -4,16 +4,19 @@
 //! transcript kept for replay. The usual chat chunk takes [`super::chat_chunk`]'s fast path
 //! (its bytes kept, only the model value replaced); every other event is read as JSON. However
 //! the stream ends — finished, cut by the provider, abandoned by the client (which stops the
-//! upstream call) or cut by a shutdown past its drain timeout — what was received is committed:
+//! upstream call), cut because the client stopped reading for `server.stream_write_timeout_seconds`
+//! or cut by a shutdown past its drain timeout — what was received is committed:
 //! never zero, never a release.
 
-use std::time::Instant;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::call::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
@@ -30,6 +33,8 @@ use crate::providers::{usage, ProviderError, Usage};
 enum End {
     Finished,
     ClientGone,
+    /// The client took nothing for `server.stream_write_timeout_seconds`.
+    ClientStalled,
     UpstreamFailed,
     /// Cut by a shutdown whose drain timeout passed.
     ServerDraining,
@@ -40,6 +45,7 @@ impl End {
         match self {
             End::Finished => "finished",
             End::ClientGone => "client_disconnected",
+            End::ClientStalled => "client_stalled",
             End::UpstreamFailed => "upstream_failed",
             End::ServerDraining => "server_draining",
         }
@@ -186,8 +192,29 @@ impl Relay<'_> {
     }
 }
 
-/// Relays events as they arrive until the stream ends, the client goes, or a shutdown's drain
-/// timeout passes.
+/// Hands one event to the client, unless the client takes nothing for the stream write timeout
+/// or a shutdown's drain timeout passes first: a client that stops reading must not keep its
+/// hold and its upstream connection forever.
+async fn deliver(
+    tx: &mpsc::Sender<Bytes>,
+    out: Bytes,
+    job: &Dispatch,
+    draining: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Result<(), End> {
+    let patience = Duration::from_secs(job.gw.settings.server.stream_write_timeout_seconds);
+    tokio::select! {
+        biased;
+        () = draining.as_mut() => Err(End::ServerDraining),
+        sent = tokio::time::timeout(patience, tx.send(out)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::ClientGone),
+            Err(_) => Err(End::ClientStalled),
+        },
+    }
+}
+
+/// Relays events as they arrive until the stream ends, the client goes or stalls, or a
+/// shutdown's drain timeout passes.
 async fn pump(
     relay: &mut Relay<'_>,
     chunks: &mut BoxStream<'static, Result<Bytes, ProviderError>>,
@@ -217,14 +244,16 @@ async fn pump(
         splitter.push(&bytes);
         while let Some(event) = splitter.next_event() {
             if let Some(out) = relay.event(event) {
-                if tx.send(out).await.is_err() {
-                    return End::ClientGone;
+                if let Err(end) = deliver(tx, out, job, &mut draining).await {
+                    return end;
                 }
             }
         }
     }
     if let Some(out) = splitter.finish().and_then(|rest| relay.event(rest)) {
-        let _ = tx.send(out).await;
+        if let Err(end) = deliver(tx, out, job, &mut draining).await {
+            return end;
+        }
     }
     End::Finished
 }

@@ -12,6 +12,7 @@ use super::error::{AdminApiError, OpenAiError};
 use super::AppState;
 use crate::admin::AdminError;
 use crate::auth::{AuthError, Principal};
+use crate::config::Settings;
 use crate::domain::{AgentId, Scope, TenantId};
 use crate::gateway::GatewayError;
 
@@ -157,9 +158,22 @@ where
 enum BodyError {
     TooLarge(usize),
     Unreadable,
+    /// Not all of it arrived within `server.body_read_timeout_seconds`.
+    TooSlow(u64),
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, BodyError> {
+/// The body, up to the size limit and within the body read timeout (SPEC §3).
+async fn read_body(req: Request, settings: &Settings) -> Result<bytes::Bytes, BodyError> {
+    let seconds = settings.server.body_read_timeout_seconds;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(seconds),
+        read_body_within(req, settings.max_body_bytes),
+    )
+    .await
+    .unwrap_or(Err(BodyError::TooSlow(seconds)))
+}
+
+async fn read_body_within(req: Request, limit: usize) -> Result<bytes::Bytes, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -190,6 +204,14 @@ fn declares_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// A body that could not be read, in the OpenAI shape.
+fn openai_body_error(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body =
+        crate::gateway::error::openai_error_body(message, "invalid_request_error", code, None);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A northbound request body: a JSON object sent as JSON, or a 400/413 in the OpenAI shape.
 pub struct OpenAiBody(pub Map<String, Value>);
 
@@ -202,23 +224,23 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
-        let limit = AppState::from_ref(state).gateway.settings.max_body_bytes;
+        let gateway = AppState::from_ref(state).gateway;
         let json_declared = declares_json(req.headers());
-        let bytes = match read_body(req, limit).await {
+        let bytes = match read_body(req, &gateway.settings).await {
             Ok(b) => b,
             Err(BodyError::TooLarge(limit)) => {
-                let body = crate::gateway::error::openai_error_body(
-                    &format!("request body exceeds the limit of {limit} bytes"),
-                    "invalid_request_error",
-                    "request_too_large",
-                    None,
-                );
-                return Err((
+                return Err(openai_body_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response());
+                    "request_too_large",
+                    &format!("request body exceeds the limit of {limit} bytes"),
+                ))
+            }
+            Err(BodyError::TooSlow(seconds)) => {
+                return Err(openai_body_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!("the request body did not arrive within {seconds} s"),
+                ))
             }
             Err(BodyError::Unreadable) => {
                 return Err(OpenAiError(GatewayError::invalid(
@@ -264,19 +286,26 @@ where
     type Rejection = AdminApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = AppState::from_ref(state).gateway.settings.max_body_bytes;
-        let bytes = read_body(req, limit).await.map_err(|e| match e {
-            BodyError::TooLarge(limit) => AdminApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds the limit of {limit} bytes"),
-            ),
-            BodyError::Unreadable => AdminApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "could not read the request body",
-            ),
-        })?;
+        let gateway = AppState::from_ref(state).gateway;
+        let bytes = read_body(req, &gateway.settings)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(limit) => AdminApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body exceeds the limit of {limit} bytes"),
+                ),
+                BodyError::TooSlow(seconds) => AdminApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the request body did not arrive within {seconds} s"),
+                ),
+                BodyError::Unreadable => AdminApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "could not read the request body",
+                ),
+            })?;
         // An empty body reads as `null`: an optional body (`AdminJson<Option<T>>`) is absent.
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return serde_json::from_slice(b"null").map(AdminJson).map_err(|_| {

@@ -10,6 +10,7 @@ pub mod openai;
 pub mod openapi;
 pub mod ops;
 pub mod router;
+pub mod serve;
 
 use std::sync::Arc;
 

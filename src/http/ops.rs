@@ -38,6 +38,10 @@ pub struct ReadyChecks {
     pub registered: bool,
     pub startup_gate: bool,
     pub draining: bool,
+    /// False when the server connects as a superuser or as the owner of the ledger, and so
+    /// could disable its append-only triggers (SPEC §10). Informational: it does not make the
+    /// replica unready.
+    pub least_privilege: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,6 +72,7 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
         registered: Readiness::get(&r.registered),
         startup_gate: !Readiness::get(&r.gate_failed),
         draining: Readiness::get(&r.draining),
+        least_privilege: Readiness::get(&r.least_privilege),
     };
     let ready = database && r.accepts_traffic();
     let status = if ready {

@@ -20,8 +20,9 @@ pub struct Head {
     pub hash: String,
 }
 
-/// A stored checkpoint.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored checkpoint; also the archived head `aex ledger checkpoint --json` prints and
+/// `aex ledger verify --head` reads (`heads` is the exact text that was signed).
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
 pub struct CheckpointRow {
     pub id: i64,
     pub created_at: DateTime<Utc>,

@@ -1,8 +1,9 @@
 //! The tamper-evident ledger (SPEC §10): canonical encoding and hashing, appending under the
 //! chain's advisory lock in the caller's transaction, streaming verification (in full, or of what
-//! was appended since the last pass), and the fold that rebuilds every agent's books from the
-//! events.
+//! was appended since the last pass), signed checkpoints and heads archived outside the database,
+//! and the fold that rebuilds every agent's books from the events.
 
+pub mod anchor;
 pub mod append;
 mod chain_check;
 pub mod checkpoint;

@@ -1,5 +1,6 @@
-//! Verification of the ledger: every chain in full ([`verify_all`]), or only what was appended
-//! since the latest signed checkpoint ([`verify_since_checkpoint`], the startup gate), each
+//! Verification of the ledger: every chain in full ([`verify_all`]), one tenant's chains in full
+//! ([`verify_tenant`], what a tenant admin may see), or only what was appended since the latest
+//! signed checkpoint ([`verify_since_checkpoint`], the startup gate), each
 //! event checked by [`ChainCheck`] and the first bad one named. Memory is bounded by the number
 //! of chains: one last event per chain (plus one head per chain from the checkpoint), however
 //! many events there are.
@@ -11,10 +12,12 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::append::ChainId;
 use super::chain_check::{missing_chain, ChainCheck};
 use super::checkpoint::{self, CheckpointRow, Head};
 use super::event_row::{select_events, EventRef};
 use crate::config::Secret;
+use crate::domain::{AgentId, TenantId};
 
 /// The first event that failed verification.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -44,9 +47,18 @@ pub struct VerifyReport {
     pub events: u64,
     pub first_bad_event: Option<BadEvent>,
     pub checkpoint: Option<CheckpointCheck>,
+    /// Whether a removed chain tail would have been found: only against a valid signed
+    /// checkpoint (or an archived head, `aex ledger verify --head`).
+    pub truncation_detectable: bool,
+    /// What this result cannot vouch for, e.g. no checkpoint yet.
+    pub warning: Option<String>,
     pub elapsed_ms: u64,
     pub events_per_second: u64,
 }
+
+/// Said when there is no checkpoint to hold the chains against.
+pub const NO_CHECKPOINT: &str = "no signed checkpoint exists: the chains are intact as far \
+     as they go, but a removed tail is undetectable (write one with `aex ledger checkpoint`)";
 
 /// The latest checkpoint, its signature checked; heads are empty when there is none or it is bad.
 async fn load_checkpoint(
@@ -83,11 +95,53 @@ pub async fn verify_all(
     pool: &PgPool,
     keys: &BTreeMap<String, Secret>,
 ) -> Result<VerifyReport, sqlx::Error> {
+    walk(pool, keys, None).await
+}
+
+/// Verifies every chain of one tenant (its tenant chain and its agents' chains) as
+/// [`verify_all`] does, against what the latest checkpoint recorded of them. Nothing in the
+/// report is about another tenant: not its chains, not its counts.
+pub async fn verify_tenant(
+    pool: &PgPool,
+    keys: &BTreeMap<String, Secret>,
+    tenant: TenantId,
+) -> Result<VerifyReport, sqlx::Error> {
+    let agents: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
+    let chains = std::iter::once(ChainId::Tenant(tenant))
+        .chain(agents.into_iter().map(|a| ChainId::Agent(AgentId(a))))
+        .map(|c| c.to_string())
+        .collect();
+    walk(pool, keys, Some(chains)).await
+}
+
+/// The walk in id order, of every chain or (`Some`) of the chains named.
+async fn walk(
+    pool: &PgPool,
+    keys: &BTreeMap<String, Secret>,
+    only: Option<Vec<String>>,
+) -> Result<VerifyReport, sqlx::Error> {
     let started = std::time::Instant::now();
-    let (heads, checkpoint_id, check) = load_checkpoint(pool, keys).await?;
+    let (mut heads, checkpoint_id, mut check) = load_checkpoint(pool, keys).await?;
+    let mut rows = match &only {
+        None => sqlx::query(concat!(select_events!(), " ORDER BY id")).fetch(pool),
+        Some(names) => {
+            heads.retain(|name, _| names.contains(name));
+            if let Some(check) = &mut check {
+                check.chains = heads.len();
+            }
+            sqlx::query(concat!(
+                select_events!(),
+                " WHERE chain_id = ANY($1) ORDER BY id"
+            ))
+            .bind(names)
+            .fetch(pool)
+        }
+    };
     let mut chains: HashMap<String, (ChainCheck, Health)> = HashMap::new();
     let mut events = 0;
-    let mut rows = sqlx::query(concat!(select_events!(), " ORDER BY id")).fetch(pool);
     while let Some(row) = rows.try_next().await? {
         let event = EventRef::from_row(&row)?;
         events += 1;
@@ -234,6 +288,8 @@ fn report(
         chains: u64::try_from(chains).unwrap_or(u64::MAX),
         events,
         first_bad_event: bad,
+        truncation_detectable: checkpoint.is_some() && checkpoint_ok,
+        warning: checkpoint.is_none().then(|| NO_CHECKPOINT.to_owned()),
         checkpoint,
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         events_per_second: (events as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,

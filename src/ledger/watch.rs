@@ -52,6 +52,12 @@ impl ChainWatch {
             first_bad_event: self.bad.clone(),
             // The checkpoint is checked by full verifications, not by this incremental watch.
             checkpoint: None,
+            truncation_detectable: false,
+            warning: Some(
+                "an incremental check: it follows the chains, the checkpoint is left to full \
+                 verifications"
+                    .to_owned(),
+            ),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             events_per_second: (self.events as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
         })

@@ -42,6 +42,70 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// The user a Postgres URL connects as.
+pub fn url_user(url: &str) -> Option<String> {
+    let options: PgConnectOptions = url.parse().ok()?;
+    Some(options.get_username().to_owned())
+}
+
+/// Migrates as the owner (`owner_url`), then grants the runtime role of `runtime_url` what it
+/// needs when it is another role (`aex_grant_runtime`, migrations/20261206500002). Returns the
+/// role granted to, if any.
+pub async fn migrate_as_owner(
+    owner_url: &str,
+    runtime_url: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(owner_url)
+        .await
+        .context("cannot connect with the migration role")?;
+    migrate(&pool).await.context("applying migrations")?;
+    let owner = url_user(owner_url);
+    let runtime = runtime_url
+        .and_then(url_user)
+        .filter(|r| Some(r) != owner.as_ref());
+    if let Some(role) = &runtime {
+        sqlx::query("SELECT aex_grant_runtime($1)")
+            .bind(role)
+            .execute(&pool)
+            .await
+            .with_context(|| format!("granting the runtime role {role}"))?;
+    }
+    pool.close().await;
+    Ok(runtime)
+}
+
+/// What the server's own role could do to the ledger (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleCheck {
+    pub superuser: bool,
+    /// The role owns `event_log` (or is a member of its owner): it could disable its triggers.
+    pub owns_ledger: bool,
+}
+
+impl RoleCheck {
+    pub fn least_privilege(self) -> bool {
+        !self.superuser && !self.owns_ledger
+    }
+}
+
+pub async fn check_role(pool: &PgPool) -> Result<RoleCheck, sqlx::Error> {
+    let (superuser, owns_ledger): (bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper, pg_has_role(current_user, c.relowner, 'MEMBER') \
+         FROM pg_roles r, pg_class c \
+         WHERE r.rolname = current_user AND c.oid = 'event_log'::regclass",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(RoleCheck {
+        superuser,
+        owns_ledger,
+    })
+}
+
 /// Whether every embedded migration has been applied (and no unknown one has).
 pub async fn schema_is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let applied: Vec<i64> = match sqlx::query_scalar(

@@ -3,7 +3,9 @@
 //! `executions (created_at)` / `(tenant_id, created_at)`, the open-reservation partial index, a
 //! `LIMIT` on an ordered index, or the agents table (one row per agent). `tenant: None` means
 //! every tenant (an operator's view). Rows that `/admin/metrics` shows as they are serialise
-//! directly.
+//! directly. Money is summed in `numeric` and never cast back to `bigint` where it could
+//! overflow: the totals stay exact ([`MicroUsdSum`]), the per-row sums of committed costs
+//! saturate at `i64::MAX` (`LEAST(…)`) instead of failing the whole view.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,6 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{AgentId, TenantId};
+use crate::money::MicroUsdSum;
 
 /// Appends ` AND <column> = $n` when the view is one tenant's.
 fn only_tenant(q: &mut QueryBuilder<'_, Postgres>, column: &str, tenant: Option<TenantId>) {
@@ -34,8 +37,8 @@ pub struct TenantBooks {
 pub async fn list_tenant_books(conn: &mut PgConnection) -> Result<Vec<TenantBooks>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.name AS tenant, \
-         COALESCE(sum(a.spent_micro_usd), 0)::bigint AS spent_micro_usd, \
-         COALESCE(sum(a.reserved_micro_usd), 0)::bigint AS reserved_micro_usd \
+         LEAST(COALESCE(sum(a.spent_micro_usd), 0), 9223372036854775807)::bigint AS spent_micro_usd, \
+         LEAST(COALESCE(sum(a.reserved_micro_usd), 0), 9223372036854775807)::bigint AS reserved_micro_usd \
          FROM tenants t LEFT JOIN agents a ON a.tenant_id = t.id GROUP BY t.name ORDER BY t.name",
     )
     .fetch_all(conn)
@@ -89,13 +92,13 @@ pub async fn count_exhausted_agents(
     q.build_query_scalar().fetch_one(conn).await
 }
 
-/// The money totals over agents.
+/// The money totals over agents, summed in `numeric`: no tenant's budgets can overflow them.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Totals {
     pub agents: i64,
-    pub budget_micro_usd: i64,
-    pub spent_micro_usd: i64,
-    pub reserved_micro_usd: i64,
+    pub budget_micro_usd: MicroUsdSum,
+    pub spent_micro_usd: MicroUsdSum,
+    pub reserved_micro_usd: MicroUsdSum,
     pub requests: i64,
 }
 
@@ -105,10 +108,10 @@ pub async fn totals(
 ) -> Result<Totals, sqlx::Error> {
     let mut q = QueryBuilder::new(
         "SELECT count(*) AS agents, \
-         COALESCE(sum(budget_micro_usd), 0)::bigint AS budget_micro_usd, \
-         COALESCE(sum(spent_micro_usd), 0)::bigint AS spent_micro_usd, \
-         COALESCE(sum(reserved_micro_usd), 0)::bigint AS reserved_micro_usd, \
-         COALESCE(sum(requests_total), 0)::bigint AS requests \
+         COALESCE(sum(budget_micro_usd), 0)::text AS budget_micro_usd, \
+         COALESCE(sum(spent_micro_usd), 0)::text AS spent_micro_usd, \
+         COALESCE(sum(reserved_micro_usd), 0)::text AS reserved_micro_usd, \
+         LEAST(COALESCE(sum(requests_total), 0), 9223372036854775807)::bigint AS requests \
          FROM agents WHERE true",
     );
     only_tenant(&mut q, "tenant_id", tenant);
@@ -141,9 +144,9 @@ pub async fn list_agent_spend(
     let mut q = QueryBuilder::new(
         "SELECT a.id, a.tenant_id, a.name, a.state, a.budget_micro_usd, a.spent_micro_usd, \
          a.reserved_micro_usd, a.requests_total, \
-         COALESCE(b.m1, 0)::bigint AS spent_1m_micro_usd, \
-         COALESCE(b.m15, 0)::bigint AS spent_15m_micro_usd, \
-         COALESCE(b.h1, 0)::bigint AS spent_1h_micro_usd \
+         LEAST(COALESCE(b.m1, 0), 9223372036854775807)::bigint AS spent_1m_micro_usd, \
+         LEAST(COALESCE(b.m15, 0), 9223372036854775807)::bigint AS spent_15m_micro_usd, \
+         LEAST(COALESCE(b.h1, 0), 9223372036854775807)::bigint AS spent_1h_micro_usd \
          FROM agents a LEFT JOIN (SELECT agent_id, \
          sum(cost_micro_usd) FILTER (WHERE ts > ",
     );
@@ -192,7 +195,7 @@ pub async fn list_top_models(
 ) -> Result<Vec<ModelUse>, sqlx::Error> {
     let mut q = QueryBuilder::new(
         "SELECT model_alias AS model, count(*) AS requests, \
-         COALESCE(sum(cost_micro_usd), 0)::bigint AS spent_micro_usd \
+         LEAST(COALESCE(sum(cost_micro_usd), 0), 9223372036854775807)::bigint AS spent_micro_usd \
          FROM events WHERE model_alias IS NOT NULL AND ts >= ",
     );
     q.push_bind(since);
@@ -228,7 +231,7 @@ pub async fn list_buckets(
     q.push(
         ")::bigint AS bucket, count(*) AS requests, \
          count(*) FILTER (WHERE kind = 'admission.denied') AS denied, \
-         COALESCE(sum(cost_micro_usd), 0)::bigint AS spent_micro_usd \
+         LEAST(COALESCE(sum(cost_micro_usd), 0), 9223372036854775807)::bigint AS spent_micro_usd \
          FROM events WHERE ts >= ",
     );
     q.push_bind(since);

@@ -37,9 +37,9 @@ const SUMS: &str = "count(*) AS executions, \
      count(*) FILTER (WHERE e.state = 'COMMITTED') AS committed, \
      count(*) FILTER (WHERE e.state = 'DENIED') AS denied, \
      count(*) FILTER (WHERE e.state = 'FAILED') AS failed, \
-     COALESCE(sum(e.actual_micro_usd) FILTER (WHERE e.state = 'COMMITTED'), 0)::bigint AS spent_micro_usd, \
-     COALESCE(sum(e.prompt_tokens), 0)::bigint AS prompt_tokens, \
-     COALESCE(sum(e.completion_tokens), 0)::bigint AS completion_tokens";
+     LEAST(COALESCE(sum(e.actual_micro_usd) FILTER (WHERE e.state = 'COMMITTED'), 0), 9223372036854775807)::bigint AS spent_micro_usd, \
+     LEAST(COALESCE(sum(e.prompt_tokens), 0), 9223372036854775807)::bigint AS prompt_tokens, \
+     LEAST(COALESCE(sum(e.completion_tokens), 0), 9223372036854775807)::bigint AS completion_tokens";
 
 /// Executions created in `[since, until)`, of one tenant or (`None`) all, grouped.
 pub async fn summarise(

@@ -107,6 +107,16 @@ async fn the_seed_quick_start_works_from_the_cli() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // SPEC §10: the daemon connects as the runtime role `aex init` made, which owns nothing.
+    let config = std::fs::read_to_string(home.join("aex.toml")).unwrap();
+    assert!(config.contains("migration_database_url"), "{config}");
+    let ready: Value = reqwest::get(format!("http://{listen}/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["least_privilege"], true, "{ready}");
 
     let shown = ok(&aex(&home, &["agent", "show", "my-agent", "--json"]));
     let shown: Value = serde_json::from_str(shown.trim()).unwrap();

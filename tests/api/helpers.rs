@@ -77,6 +77,11 @@ impl Drop for TestDb {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&pool)
                         .await;
+                    // The runtime role a test (or `aex init`) made for it: roles are
+                    // cluster-wide.
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}_runtime"))
+                        .execute(&pool)
+                        .await;
                     pool.close().await;
                 }
             });

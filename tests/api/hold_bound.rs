@@ -40,6 +40,8 @@ output_usd_per_million = "0.60"
 max_output_tokens = 1000
 context_window = 16000
 image_part_tokens = 3000
+hosted_tool_usd_per_call = { web_search = "0.001" }
+max_hosted_tool_calls = 2
 capabilities = ["chat", "streaming", "vision", "responses"]
 "#;
 
@@ -434,6 +436,59 @@ async fn shapes_with_no_bound_are_refused_naming_the_field_and_change_nothing() 
         .await;
         assert_eq!(status, StatusCode::OK, "{input}: {answer}");
     }
+    assert_no_cost_above_its_hold(&app).await;
+    app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn a_hosted_tool_is_held_at_its_fee_per_call_and_its_call_limit_is_sent() {
+    let app = billing_app().await;
+    let agent = app.create_agent("searcher", "1.00", json!({})).await;
+    let search = |extra: Value| {
+        with(
+            json!({"model": "seer", "input": "news?", "max_output_tokens": 10, "tools": [{"type": "web_search"}]}),
+            extra,
+        )
+    };
+    for (extra, calls) in [
+        (json!({}), 2),
+        (json!({"max_tool_calls": 1}), 1),
+        (json!({"max_tool_calls": 9}), 2),
+    ] {
+        let (status, answer) =
+            send(&app, "/v1/responses", &agent.token, &search(extra.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            app.mock.last_request().unwrap()["max_tool_calls"],
+            calls,
+            "{extra}"
+        );
+        let hold: i64 = app
+            .count("SELECT estimate_micro_usd FROM reservations ORDER BY created_at DESC LIMIT 1")
+            .await;
+        // Each call's fee, and the window read at every step (calls + 1) at 0.15/M.
+        let floor = calls * 1_000 + (calls + 1) * 16_000 * 15 / 100;
+        assert!(hold >= floor, "{extra}: held {hold} < {floor}");
+    }
+    // A hosted tool the table gives no price: refused before anything is held.
+    let (status, answer) = send(
+        &app,
+        "/v1/responses",
+        &agent.token,
+        &with(
+            search(json!({})),
+            json!({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("models.seer.hosted_tool_usd_per_call.code_interpreter"),
+        "{answer}"
+    );
     assert_no_cost_above_its_hold(&app).await;
     app.assert_books_audit().await;
 }

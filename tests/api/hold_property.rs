@@ -31,7 +31,7 @@ capabilities = ["chat", "streaming", "responses", "vision"]
 fallbacks = ["pricey"]
 "#;
 
-const REQUESTS: usize = 400;
+const REQUESTS: usize = 800;
 const CONCURRENCY: usize = 16;
 
 /// SplitMix64: small, deterministic, good enough to shape requests.
@@ -187,23 +187,14 @@ async fn hundreds_of_random_shapes_over_two_replicas_never_spend_past_a_budget()
     let bases = [app.base.clone(), second];
 
     let (lean, _) = app
-        .tenant_with_admin("lean", json!({"budget_usd": "0.012"}))
+        .tenant_with_admin("lean", json!({"budget_usd": "0.020"}))
         .await;
     let (tight, _) = app
-        .tenant_with_admin("tight", json!({"budget_usd": "0.006"}))
+        .tenant_with_admin("tight", json!({"budget_usd": "0.008"}))
         .await;
     let mut senders = Vec::new();
-    for (i, tenant) in [
-        None,
-        None,
-        Some(lean.as_str()),
-        Some(lean.as_str()),
-        Some(tight.as_str()),
-        Some(tight.as_str()),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let homes = [None, Some(lean.as_str()), Some(tight.as_str())];
+    for (i, tenant) in (0..10).map(|i| homes[i % homes.len()]).enumerate() {
         let budget = format!("0.{:06}", 2_000 + rng.below(10_000));
         let policy = json!({"allow_vision": true, "clamp_max_tokens": i % 2 == 0});
         senders.push(agent_in(&app, tenant, &format!("prop-{i}"), &budget, policy).await);

@@ -476,3 +476,56 @@ async fn a_stream_longer_than_the_drain_timeout_is_cut_and_charged_for_what_it_d
     assert!(stopped_at(&fleet, server.replica_id).await.is_some());
     fleet.assert_books().await;
 }
+
+/// The descriptor-starvation attack of issue 15 on a real process: a replica allowed 400 open
+/// files, 500 sockets opened and left idle. The connection cap keeps the replica's descriptors
+/// for its database and its answers, the idle timeout frees the slots, and `/health` and a
+/// governed call are still answered.
+#[tokio::test]
+async fn five_hundred_idle_sockets_do_not_starve_a_replica_limited_to_400_descriptors() {
+    let fleet = Fleet::new(&[
+        ("AEX_SERVER__MAX_CONNECTIONS", "100"),
+        ("AEX_SERVER__IDLE_TIMEOUT_SECONDS", "1"),
+        ("AEX_SERVER__HEADER_READ_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let server = fleet.spawn("s").await;
+    let agent = fleet.create_agent(&server, "neighbour").await;
+    let pid = server.child.id().unwrap().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=400:400"])
+        .status()
+        .unwrap();
+    assert!(limited.success(), "prlimit failed");
+
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    let health = http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("/health answers past 500 idle sockets");
+    assert_eq!(health.status(), 200);
+    let call = http
+        .post(format!("{}/v1/chat/completions", server.base))
+        .bearer_auth(&agent.token)
+        .json(&hello())
+        .send()
+        .await
+        .expect("a governed call is answered past 500 idle sockets");
+    assert_eq!(
+        call.status(),
+        200,
+        "{}",
+        call.text().await.unwrap_or_default()
+    );
+    drop(idle);
+    fleet.assert_books().await;
+}

@@ -83,6 +83,8 @@ async function startAex(t) {
   t.after(async () => {
     for (const child of children.reverse()) await stop(child);
     psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    // `aex init` made the database's runtime role; roles are cluster-wide.
+    psql(`DROP ROLE IF EXISTS ${db}_runtime`);
     fs.rmSync(home, { recursive: true, force: true });
   });
   psql(`CREATE DATABASE ${db}`);

@@ -109,6 +109,8 @@ class AexInstance:
         self.procs = []
         if self.db:
             psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            # `aex init` made the database's runtime role; roles are cluster-wide.
+            psql(f"DROP ROLE IF EXISTS {self.db}_runtime")
             self.db = None
         shutil.rmtree(self.home, ignore_errors=True)
 

@@ -9,20 +9,32 @@ use super::AdminErrors;
 use crate::admin::config::{
     self, ActiveConfigResponse, ConfigVersionResponse, ReloadConfigRequest, ReloadConfigResponse,
 };
+use crate::domain::TenantId;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminQuery};
 use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
-/// The active routing-table version and its document, and the version this replica routes with.
-#[utoipa::path(get, path = "/admin/config", tag = "config",
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConfigQuery {
+    /// What this tenant's agents may use (an admin always gets its own tenant's view).
+    pub tenant_id: Option<TenantId>,
+}
+
+/// The active routing-table version and the version this replica routes with: for an operator
+/// the document and every alias with its prices; for a tenant admin only the aliases its
+/// agents may use, with their prices.
+#[utoipa::path(get, path = "/admin/config", tag = "config", params(ConfigQuery),
     responses((status = 200, body = ActiveConfigResponse), AdminErrors), security(("bearer" = [])))]
 pub async fn get_config(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
+    AdminQuery(q): AdminQuery<ConfigQuery>,
 ) -> Result<Json<ActiveConfigResponse>> {
-    Ok(Json(config::get_active(&state.gateway).await?))
+    let tenant = caller.visible(q.tenant_id)?;
+    Ok(Json(config::get_active(&state.gateway, tenant).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -38,11 +50,11 @@ pub struct VersionsQuery {
     responses((status = 200, body = Vec<ConfigVersionResponse>), AdminErrors), security(("bearer" = [])))]
 pub async fn list_config_versions(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     AdminQuery(q): AdminQuery<VersionsQuery>,
 ) -> Result<Json<Vec<ConfigVersionResponse>>> {
     Ok(Json(
-        config::list_versions(&state.gateway.pool, q.limit).await?,
+        config::list_versions(&state.gateway.pool, &caller.principal, q.limit).await?,
     ))
 }
 
