@@ -105,6 +105,8 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         reason: reason.to_owned(),
         state,
         upstream_status: None,
+        // Nobody was answered; a request that waited for this attempt answers from the reason.
+        result: None,
     };
     // A release prices nothing, so it needs no route for the model.
     let priced = Priced::Fixed {
@@ -194,6 +196,8 @@ pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
     if pruned > 0 {
         tracing::info!(pruned, "pruned cached results past retention");
     }
+    crate::store::attempts::prune_outcomes(&mut conn, Utc::now() - chrono::Duration::hours(hours))
+        .await?;
     // Rate-limit buckets older than any window are never read again.
     crate::store::rate_windows::delete_expired(&mut conn).await?;
     Ok(())

@@ -55,6 +55,13 @@ pub struct MockControl {
     /// Keep bodies and headers for a test to inspect. Off for a standalone mock: nothing can
     /// read them there, and under a benchmark they would grow without bound.
     pub record: AtomicBool,
+    /// Calls being answered now (received, not yet answered or given up by the caller), and the
+    /// most there ever were at once.
+    pub in_flight: AtomicU64,
+    pub peak_in_flight: AtomicU64,
+    /// Hold every call before answering until [`MockControl::open_gate`].
+    pub gate_closed: AtomicBool,
+    gate: tokio::sync::Notify,
     /// Bill the maximum the request allows, as a provider that takes everything it may.
     pub bill_max: AtomicBool,
     /// Under `bill_max`: tokens billed per image part, for stored context, per choice without a cap.
@@ -81,12 +88,33 @@ impl Default for MockControl {
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
             record: AtomicBool::new(true),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
+            gate_closed: AtomicBool::new(false),
+            gate: tokio::sync::Notify::new(),
             bill_max: AtomicBool::new(false),
             // gpt-4o-mini's largest high-detail image, and its context window.
             image_tokens: AtomicU64::new(48_169),
             context_tokens: AtomicU64::new(128_000),
             uncapped_tokens: AtomicU64::new(100_000),
         }
+    }
+}
+
+/// Counts a call in flight until it is answered or dropped.
+struct InFlight<'a>(&'a MockControl);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a MockControl) -> Self {
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -97,6 +125,26 @@ impl MockControl {
 
     pub fn last_request(&self) -> Option<Value> {
         self.requests.lock().ok().and_then(|r| r.last().cloned())
+    }
+
+    /// Lets every held call (and every later one) go on.
+    pub fn open_gate(&self) {
+        self.gate_closed.store(false, Ordering::SeqCst);
+        self.gate.notify_waiters();
+    }
+
+    /// Waits while the gate is closed.
+    async fn pass_gate(&self) {
+        loop {
+            let opened = self.gate.notified();
+            tokio::pin!(opened);
+            // Registered before the flag is read, so an opening in between is not missed.
+            opened.as_mut().enable();
+            if !self.gate_closed.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
     }
 }
 
@@ -155,6 +203,8 @@ async fn prelude(
             }
         }
     }
+    let _in_flight = InFlight::enter(c);
+    c.pass_gate().await;
     let delay = c.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

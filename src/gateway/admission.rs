@@ -29,7 +29,7 @@ use crate::money::MicroUsd;
 use crate::store::agents::{self, AgentRow};
 use crate::store::executions::{self, NewExecution};
 use crate::store::holds::{self, NewReservation};
-use crate::store::{projection, rate_windows, tenants, StoreError};
+use crate::store::{attempts, projection, rate_windows, tenants, StoreError};
 
 /// Everything admission decides on.
 pub struct Ticket<'a> {
@@ -146,8 +146,15 @@ pub enum Admission {
     Reserved(Reservation),
     Refused(Refusal),
     Replay(StoredResult),
-    /// The same key is still in flight; wait and ask again.
-    InFlight,
+    /// An attempt of the same key is in flight: wait for it and answer with its outcome.
+    InFlight(AttemptRef),
+}
+
+/// One attempt of one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRef {
+    pub execution_id: Uuid,
+    pub attempt: i32,
 }
 
 /// What refusing looks like before it is written.
@@ -307,9 +314,17 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
                 ExecutionState::Reserving
                 | ExecutionState::Reserved
                 | ExecutionState::Dispatched => {
-                    return Ok(Admission::InFlight);
+                    return Ok(Admission::InFlight(AttemptRef {
+                        execution_id: existing.id,
+                        attempt: existing.attempt,
+                    }));
                 }
                 ExecutionState::Released | ExecutionState::Failed => {
+                    // This request found the attempt ended, so it starts the next one (under the
+                    // agent's row lock: one admission of the key at a time, on any replica).
+                    // Requests that waited for the ended attempt answer from its outcome, which
+                    // the next attempt's row would overwrite: keep it.
+                    attempts::archive_outcome(&mut tx, existing.id).await?;
                     execution_id = existing.id;
                     attempt = existing.attempt + 1;
                 }

@@ -35,8 +35,8 @@ pub const FIELDS: &[FieldRule] = &[
     },
     FieldRule {
         field: "chat template (unknown tokenizer)",
-        routes: "chat, responses",
-        bound: "+ chat_template_tokens per message and once per request (default 32 when the tokenizer is unknown)",
+        routes: "chat, responses, embeddings",
+        bound: "+ chat_template_tokens per message and once per request, per input for embeddings (default 32 when the tokenizer is unknown, else 0)",
     },
     FieldRule {
         field: "tools / functions / response_format / text (schemas)",
@@ -177,8 +177,15 @@ fn cap_fields_of(route: CallRoute) -> &'static [&'static str] {
 pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, GatewayError> {
     if route == CallRoute::Embeddings {
         check_embeddings_input(body)?;
+        // Each input is framed on its own (a server may add its special tokens to each).
+        let inputs = match body.get("input") {
+            Some(Value::Array(items)) if items.iter().all(Value::is_array) => items.len(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items.len(),
+            _ => 1,
+        };
         return Ok(Shape {
             choices: 1,
+            messages: inputs as u64,
             ..Shape::default()
         });
     }
@@ -193,6 +200,32 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
             shape.requested_cap = shape.requested_cap.max(cap);
         }
     }
+    refuse_unpriced(body)?;
+    for field in ["previous_response_id", "conversation", "prompt"] {
+        if route == CallRoute::Responses && body.get(field).is_some_and(|v| !v.is_null()) {
+            shape.unseen_input.get_or_insert(field);
+        }
+    }
+    let input = match route {
+        CallRoute::ChatCompletions => body.get("messages"),
+        _ => body.get("input"),
+    };
+    if let Some(input) = input {
+        shape.messages = match input {
+            Value::Array(items) => items.len() as u64,
+            _ => 1,
+        };
+        walk_parts(input, &mut shape);
+    }
+    if let Some(p) = body.get("prediction").filter(|p| !p.is_null()) {
+        shape.prediction = Some(p.get("content").cloned().unwrap_or_else(|| p.clone()));
+    }
+    read_hosted_tools(body, &mut shape)?;
+    Ok(shape)
+}
+
+/// Refuses the fields that bill at prices the routing table does not have, or after settlement.
+fn refuse_unpriced(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("service_tier") {
         None | Some(Value::Null) => {}
         Some(Value::String(t)) if matches!(t.as_str(), "auto" | "default" | "flex") => {}
@@ -223,27 +256,7 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
             "modalities",
         ));
     }
-    for field in ["previous_response_id", "conversation", "prompt"] {
-        if route == CallRoute::Responses && body.get(field).is_some_and(|v| !v.is_null()) {
-            shape.unseen_input.get_or_insert(field);
-        }
-    }
-    let input = match route {
-        CallRoute::ChatCompletions => body.get("messages"),
-        _ => body.get("input"),
-    };
-    if let Some(input) = input {
-        shape.messages = match input {
-            Value::Array(items) => items.len() as u64,
-            _ => 1,
-        };
-        walk_parts(input, &mut shape);
-    }
-    if let Some(p) = body.get("prediction").filter(|p| !p.is_null()) {
-        shape.prediction = Some(p.get("content").cloned().unwrap_or_else(|| p.clone()));
-    }
-    read_hosted_tools(body, &mut shape)?;
-    Ok(shape)
+    Ok(())
 }
 
 /// Counts the parts AEX cannot tokenize and notes references to stored input.
@@ -356,9 +369,11 @@ impl Bound {
     ) -> Result<Bound, GatewayError> {
         let setting = |name: &str| format!("models.{}.{name}", model.alias);
         let mut prompt = estimate::prompt_tokens(route, model.tokenizer, body);
-        if route != CallRoute::Embeddings {
-            prompt += model.chat_template_tokens * (shape.messages + 1);
-        }
+        prompt += match route {
+            // Special tokens around each input, for a tokenizer AEX does not know.
+            CallRoute::Embeddings => model.chat_template_tokens * shape.messages,
+            _ => model.chat_template_tokens * (shape.messages + 1),
+        };
         prompt += shape.images * model.image_part_tokens;
         if shape.audio > 0 {
             let per = model.audio_part_tokens.ok_or_else(|| {

@@ -1,6 +1,7 @@
-//! One governed call from request body to settled result: prepare, admit (waiting out a
-//! duplicate in flight; an admitted call is committed DISPATCHED), then hand the provider call
-//! and its settlement to a tracked task that outlives the client's connection.
+//! One governed call from request body to settled result: prepare, admit (a duplicate of an
+//! attempt in flight waits for it and answers with its outcome; an admitted call is committed
+//! DISPATCHED), then hand the provider call and its settlement to a tracked task that outlives
+//! the client's connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::admission::{self, Admission, Pricing, Reservation, Target, Ticket};
+use super::admission::{self, Admission, AttemptRef, Pricing, Reservation, Target, Ticket};
 use super::dispatch::{self, Dispatch};
 use super::error::openai_error_body;
 use super::prepare;
@@ -17,7 +18,7 @@ use super::rate_limit::Quota;
 use super::{Gateway, GatewayError};
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
-use crate::store::executions;
+use crate::store::attempts::{self, AttemptStatus, EndedAttempt};
 
 /// A northbound call as the HTTP layer hands it over.
 pub struct CallInput {
@@ -155,49 +156,56 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     Ok(out)
 }
 
-/// Admits the ticket, waiting out a duplicate in flight: the reservation, or the answer to give
-/// without one (a recorded refusal, or a replay).
+/// Admits the ticket: the reservation, or the answer to give without one (a recorded refusal, a
+/// replay, or the outcome of the attempt of the same key that was in flight when it arrived).
 pub async fn admit_until_decided(
     gw: &Gateway,
     ticket: &Ticket<'_>,
 ) -> Result<Result<Reservation, CallOutput>, GatewayError> {
     let span = tracing::Span::current();
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
-    loop {
-        let admission_started = std::time::Instant::now();
-        let admitted = admission::admit(gw, ticket).await?;
-        crate::telemetry::record_ms("admission_ms", admission_started);
-        match admitted {
-            Admission::Reserved(r) => return Ok(Ok(r)),
-            Admission::Refused(f) => {
-                span.record("outcome", f.code);
-                let mut out = CallOutput::full(&f.execution_key, f.status, JSON, f.body);
-                out.remaining_micro_usd = Some(f.remaining);
-                out.quota = f.quota;
-                out.retry_after_seconds = f.retry_after_seconds;
-                return Ok(Err(out));
-            }
-            Admission::Replay(s) => {
-                span.record("outcome", "replayed");
-                let content_type = if s.is_stream { SSE } else { JSON };
-                let mut out = CallOutput::full(&s.execution_key, s.status, content_type, s.body);
-                out.cost_micro_usd = Some(0);
-                out.remaining_micro_usd = Some(s.remaining);
-                out.replayed = true;
-                return Ok(Err(out));
-            }
-            Admission::InFlight => wait_for_terminal(gw, ticket, deadline).await?,
+    let admission_started = std::time::Instant::now();
+    let admitted = admission::admit(gw, ticket).await?;
+    crate::telemetry::record_ms("admission_ms", admission_started);
+    match admitted {
+        Admission::Reserved(r) => Ok(Ok(r)),
+        Admission::Refused(f) => {
+            span.record("outcome", f.code);
+            let mut out = CallOutput::full(&f.execution_key, f.status, JSON, f.body);
+            out.remaining_micro_usd = Some(f.remaining);
+            out.quota = f.quota;
+            out.retry_after_seconds = f.retry_after_seconds;
+            Ok(Err(out))
+        }
+        Admission::Replay(s) => {
+            span.record("outcome", "replayed");
+            let content_type = if s.is_stream { SSE } else { JSON };
+            let out = CallOutput::full(&s.execution_key, s.status, content_type, s.body);
+            Ok(Err(replayed(out, s.remaining)))
+        }
+        // Never a new attempt from here: this request arrived while that attempt was in flight,
+        // so it gets that attempt's outcome, failure included (SPEC §5.1). Only a request that
+        // arrives after an attempt ended starts the next one.
+        Admission::InFlight(attempt) => {
+            let ended = wait_for_attempt(gw, attempt).await?;
+            span.record("outcome", "replayed");
+            Ok(Err(answer_of_attempt(ticket.key, ended)?))
         }
     }
 }
 
-/// Polls (without locks) until the execution under this key is terminal or the deadline passes.
-async fn wait_for_terminal(
-    gw: &Gateway,
-    t: &Ticket<'_>,
-    deadline: tokio::time::Instant,
-) -> Result<(), GatewayError> {
+/// A stored answer given again: no charge, `Idempotent-Replayed: true`.
+fn replayed(mut out: CallOutput, remaining_micro_usd: i64) -> CallOutput {
+    out.cost_micro_usd = Some(0);
+    out.remaining_micro_usd = Some(remaining_micro_usd);
+    out.replayed = true;
+    out
+}
+
+/// Polls (without locks) until the attempt has ended, up to the idempotency wait.
+async fn wait_for_attempt(gw: &Gateway, attempt: AttemptRef) -> Result<EndedAttempt, GatewayError> {
+    let _waiting = gw.waiting_for_duplicate();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
     let mut delay = Duration::from_millis(20);
     loop {
         if tokio::time::Instant::now() >= deadline {
@@ -206,12 +214,46 @@ async fn wait_for_terminal(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
         let mut conn = gw.pool.acquire().await?;
-        let row = executions::find_by_key(&mut conn, t.tenant_id, t.agent_id, t.key).await?;
-        let terminal = row
-            .and_then(|r| r.state.parse::<ExecutionState>().ok())
-            .is_none_or(ExecutionState::is_terminal);
-        if terminal {
-            return Ok(());
+        match attempts::attempt_status(&mut conn, attempt.execution_id, attempt.attempt).await? {
+            Some(AttemptStatus::InFlight) => {}
+            Some(AttemptStatus::Ended(ended)) => return Ok(ended),
+            None => {
+                return Err(GatewayError::Internal(anyhow::anyhow!(
+                    "the execution a request waited for is gone"
+                )))
+            }
         }
     }
+}
+
+/// The answer an ended attempt gave its own caller, for a request that waited for it; when none
+/// was recorded (its replica was lost), the failure in the OpenAI shape from its reason.
+fn answer_of_attempt(key: &str, ended: EndedAttempt) -> Result<CallOutput, GatewayError> {
+    let out = match ended.result {
+        Some((status, body, is_stream)) => {
+            let content_type = if is_stream { SSE } else { JSON };
+            let status = u16::try_from(status).unwrap_or(500);
+            CallOutput::full(key, status, content_type, body)
+        }
+        None if matches!(
+            ended.state,
+            ExecutionState::Committed | ExecutionState::Denied
+        ) =>
+        {
+            return Err(GatewayError::IdempotencyConflict(
+                "the result of this execution is no longer retained".into(),
+            ))
+        }
+        None => {
+            let reason = ended.reason.as_deref().unwrap_or("failed");
+            let (status, code) = if reason.contains("timeout") {
+                (504, "upstream_timeout")
+            } else {
+                (502, "upstream_error")
+            };
+            let message = format!("the attempt in flight under this key failed: {reason}");
+            CallOutput::error(key, status, "server_error", code, &message)
+        }
+    };
+    Ok(replayed(out, ended.remaining_micro_usd))
 }

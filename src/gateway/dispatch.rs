@@ -129,12 +129,20 @@ async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, rea
     }
 }
 
-/// Releases the hold with `reason`; the failure to do so is logged once here.
-pub async fn release(job: &Dispatch, model: &ModelRoute, reason: &str, status: Option<u16>) {
+/// Releases the hold with `reason`, keeping `answer` (the caller's status and body) for the
+/// requests that waited for this attempt; the failure to do so is logged once here.
+pub async fn release(
+    job: &Dispatch,
+    model: &ModelRoute,
+    reason: &str,
+    status: Option<u16>,
+    answer: Option<(u16, Vec<u8>)>,
+) {
     let outcome = Outcome::Release {
         reason: reason.to_owned(),
         state: ExecutionState::Released,
         upstream_status: status,
+        result: answer.map(|(status, body)| (status, body, false)),
     };
     if let Err(e) =
         settlement::settle(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
@@ -155,13 +163,13 @@ async fn fail(
         _ => (502, "upstream_error", "upstream_unreachable"),
     };
     tracing::warn!(execution_id = %job.reservation.execution_key, error = %e, "upstream call failed");
-    release(job, model, reason, None).await;
-    let _ = reply.send(CallOutput::error(
+    let body = openai_error_body(&e.to_string(), "server_error", code, None);
+    release(job, model, reason, None, Some((status, body.clone()))).await;
+    let _ = reply.send(CallOutput::full(
         &job.reservation.execution_key,
         status,
-        "server_error",
-        code,
-        &e.to_string(),
+        JSON,
+        body,
     ));
 }
 
@@ -186,25 +194,28 @@ async fn complete(
     let r = &job.reservation;
     let id = r.execution_key.as_str();
     if !(200..300).contains(&response.status) {
+        let (status, content_type, body) =
+            if (400..500).contains(&response.status) && response.status != 429 {
+                // The provider's own client error goes back as it is.
+                let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
+                (response.status, content_type, response.body.to_vec())
+            } else {
+                let message = format!(
+                    "provider {} returned status {}",
+                    model.provider.name, response.status
+                );
+                let body = openai_error_body(&message, "server_error", "upstream_error", None);
+                (502, JSON.to_owned(), body)
+            };
         release(
             job,
             model,
             &format!("upstream_status_{}", response.status),
             Some(response.status),
+            Some((status, body.clone())),
         )
         .await;
-        let out = if (400..500).contains(&response.status) && response.status != 429 {
-            // The provider's own client error goes back as it is.
-            let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
-            CallOutput::full(id, response.status, &content_type, response.body)
-        } else {
-            let message = format!(
-                "provider {} returned status {}",
-                model.provider.name, response.status
-            );
-            CallOutput::error(id, 502, "server_error", "upstream_error", &message)
-        };
-        let _ = reply.send(out);
+        let _ = reply.send(CallOutput::full(id, status, &content_type, body));
         return;
     }
 

@@ -18,6 +18,7 @@ pub mod settlement;
 pub mod stream;
 pub mod tool_call;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
@@ -50,6 +51,17 @@ pub struct Gateway {
     /// Bounds each agent's money transactions in flight on this replica.
     pub agent_gates: AgentGates,
     routing: RwLock<Arc<RoutingTable>>,
+    /// Requests on this replica waiting for an attempt of the same key in flight.
+    duplicates_waiting: AtomicUsize,
+}
+
+/// Counts one request among [`Gateway::duplicates_waiting`] while it lives.
+pub struct WaitingForDuplicate<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingForDuplicate<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Gateway {
@@ -78,7 +90,19 @@ impl Gateway {
             tasks: TaskTracker::new(),
             drain_expired: CancellationToken::new(),
             routing: RwLock::new(Arc::new(routing)),
+            duplicates_waiting: AtomicUsize::new(0),
         })
+    }
+
+    /// How many requests on this replica wait for an attempt of the same key in flight.
+    pub fn duplicates_waiting(&self) -> usize {
+        self.duplicates_waiting.load(Ordering::SeqCst)
+    }
+
+    /// Counts the caller among the requests waiting for a duplicate until the guard drops.
+    pub fn waiting_for_duplicate(&self) -> WaitingForDuplicate<'_> {
+        self.duplicates_waiting.fetch_add(1, Ordering::SeqCst);
+        WaitingForDuplicate(&self.duplicates_waiting)
     }
 
     /// The routing table in force; a request keeps the snapshot it started with.

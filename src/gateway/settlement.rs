@@ -88,6 +88,9 @@ pub enum Outcome {
         /// `Released` for provider errors and timeouts, `Failed` when the outcome is unknown.
         state: ExecutionState,
         upstream_status: Option<u16>,
+        /// The answer the caller gets (status, body, whether SSE), kept for the requests that
+        /// waited for this attempt; `None` when no caller is answered (the reconciler).
+        result: Option<(u16, Vec<u8>, bool)>,
     },
 }
 
@@ -154,7 +157,7 @@ async fn settle_once(
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
-    let (state, reason, charge, event_type, payload, model_alias) = match outcome {
+    let (state, reason, charge, result, event_type, payload, model_alias) = match outcome {
         Outcome::Commit {
             usage,
             source,
@@ -169,9 +172,6 @@ async fn settle_once(
                 prompt_tokens: i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
                 completion_tokens: i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
                 usage_source: source.as_str(),
-                result: result
-                    .as_ref()
-                    .map(|(st, body, sse)| (*st, body.as_slice(), *sse)),
                 latency_ms: *latency_ms,
             };
             let payload = json!({
@@ -190,6 +190,7 @@ async fn settle_once(
                 state,
                 None,
                 Some(charge),
+                result,
                 types::COMMITTED,
                 payload,
                 priced.label(),
@@ -199,6 +200,7 @@ async fn settle_once(
             reason,
             state,
             upstream_status,
+            result,
         } => {
             let payload = json!({
                 "attempt": r.attempt,
@@ -211,6 +213,7 @@ async fn settle_once(
                 state.as_str(),
                 reason,
                 None,
+                result,
                 types::RELEASED,
                 payload,
                 r.model_alias.as_str(),
@@ -230,6 +233,9 @@ async fn settle_once(
         state,
         reason,
         charge,
+        result: result
+            .as_ref()
+            .map(|(st, body, sse)| (*st, body.as_slice(), *sse)),
         event_type,
         payload,
         model_alias,

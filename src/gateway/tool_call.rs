@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{Pricing, Reservation, Target, Ticket};
 use super::call::{self, CallInput, CallOutput, JSON};
+use super::error::openai_error_body;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -149,19 +150,21 @@ async fn run_and_settle(
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
-            let outcome = Outcome::Release {
-                reason: e.reason().to_owned(),
-                state: ExecutionState::Released,
-                upstream_status: None,
-            };
-            if let Err(err) = settlement::settle(gw, r, priced, &outcome).await {
-                tracing::error!(execution_id = id, error = %err, "release of a tool call failed after retries");
-            }
             let (status, code) = match e {
                 ToolError::Timeout(_) => (504, "upstream_timeout"),
                 _ => (502, "upstream_error"),
             };
-            CallOutput::error(id, status, "server_error", code, &e.to_string())
+            let body = openai_error_body(&e.to_string(), "server_error", code, None);
+            let outcome = Outcome::Release {
+                reason: e.reason().to_owned(),
+                state: ExecutionState::Released,
+                upstream_status: None,
+                result: Some((status, body.clone(), false)),
+            };
+            if let Err(err) = settlement::settle(gw, r, priced, &outcome).await {
+                tracing::error!(execution_id = id, error = %err, "release of a tool call failed after retries");
+            }
+            CallOutput::full(id, status, JSON, body)
         }
     }
 }

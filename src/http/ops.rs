@@ -96,6 +96,7 @@ pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
         observed: &state.observed,
         pool: &gw.pool,
         max_connections: gw.settings.db.max_connections,
+        duplicates_waiting: gw.duplicates_waiting(),
         up: state.readiness.accepts_traffic(),
         agent_labels: gw.settings.metrics.agent_labels,
     });

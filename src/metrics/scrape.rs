@@ -13,6 +13,8 @@ pub struct ScrapeInputs<'a> {
     pub observed: &'a Observed,
     pub pool: &'a PgPool,
     pub max_connections: u32,
+    /// Requests waiting for an attempt of the same key in flight.
+    pub duplicates_waiting: usize,
     /// The server accepts traffic (`/ready` would answer 200 but for the database ping).
     pub up: bool,
     pub agent_labels: bool,
@@ -81,6 +83,12 @@ fn local_registry(s: &ScrapeInputs<'_>) -> prometheus::Result<Registry> {
         "aex_db_pool_max_connections",
         "The connection pool's size limit",
         i64::from(s.max_connections),
+    )?;
+    gauge(
+        r,
+        "aex_idempotency_waiting",
+        "Requests of this replica waiting for an attempt of the same Idempotency-Key in flight",
+        i64::try_from(s.duplicates_waiting).unwrap_or(i64::MAX),
     )?;
     if let Some(check) = s.observed.ledger() {
         gauge(

@@ -3,6 +3,7 @@
 
 pub mod agent_settings;
 pub mod agents;
+pub mod attempts;
 pub mod config_versions;
 pub mod db;
 pub mod event_log;

@@ -23,6 +23,9 @@ pub struct Settlement<'a> {
     pub reason: Option<&'a str>,
     /// What to charge; `None` releases the hold.
     pub charge: Option<Charge<'a>>,
+    /// The answer cached on the execution (status, body, whether it is an SSE transcript): for
+    /// replay after a commit, for the requests that waited for the attempt after a release.
+    pub result: Option<(u16, &'a [u8], bool)>,
     /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
     /// knows; the function adds the facts of the hold.
     pub event_type: &'a str,
@@ -38,8 +41,6 @@ pub struct Charge<'a> {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub usage_source: &'a str,
-    /// The result cached for replay: status, body, whether it is an SSE transcript.
-    pub result: Option<(u16, &'a [u8], bool)>,
     pub latency_ms: i64,
 }
 
@@ -56,7 +57,7 @@ pub async fn settle(
     s: &Settlement<'_>,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
-    let result = s.charge.as_ref().and_then(|c| c.result);
+    let result = s.result;
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
          $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \

@@ -28,6 +28,7 @@ const EXPECTED_METRICS: &[&str] = &[
     "aex_reconcile_runs_total",
     "aex_db_pool_connections",
     "aex_db_pool_max_connections",
+    "aex_idempotency_waiting",
     "aex_ledger_verify_ok",
     "aex_ledger_verified_events",
     "aex_ledger_verify_timestamp_seconds",

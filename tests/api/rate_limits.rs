@@ -5,7 +5,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{burst, hello, spawn_app};
+use crate::helpers::{burst, hello, spawn_app, TestApp};
 
 #[tokio::test]
 async fn requests_over_the_rpm_get_429_with_retry_after_and_quota_headers() {
@@ -167,4 +167,155 @@ async fn two_replicas_on_one_database_enforce_one_rpm_limit() {
     second.shutdown();
     second.wait().await.unwrap();
     app.assert_books_audit().await;
+}
+
+/// Moves the agent's rate window and its executions `seconds` into the past, as if that much
+/// time had gone by (rows keep their order and spacing, so the books stay a true timeline).
+async fn travel(app: &TestApp, agent: uuid::Uuid, seconds: f64) {
+    let mut tx = app.pool.begin().await.unwrap();
+    // In two steps, so that no bucket lands on another's key on the way.
+    for (sql, by) in [
+        ("UPDATE rate_windows SET bucket_start = bucket_start - make_interval(days => 1000), \
+          last_at = last_at - make_interval(days => 1000) WHERE subject = $1", 0.0),
+        ("UPDATE rate_windows SET bucket_start = bucket_start + make_interval(days => 1000, secs => -$2), \
+          last_at = last_at + make_interval(days => 1000, secs => -$2) WHERE subject = $1", seconds),
+    ] {
+        sqlx::query(sql)
+            .bind(format!("agent:{agent}"))
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    for sql in [
+        "UPDATE reservations SET created_at = created_at - make_interval(secs => $2), \
+         settled_at = settled_at - make_interval(secs => $2) WHERE agent_id = $1",
+        "UPDATE executions SET created_at = created_at - make_interval(secs => $2) WHERE agent_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(agent)
+            .bind(seconds)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Drives the agent against its limit over three windows' worth of admissions, moving time in
+/// the database instead of waiting, and proves on the books that no 60-second span admitted more
+/// than `per_window` requests and that every `Retry-After` named the whole second in which the
+/// next request was admitted. `which` is the quota header that a refusal empties.
+async fn assert_no_span_admits_more_than(
+    app: &TestApp,
+    agent: &crate::helpers::Agent,
+    per_window: usize,
+    which: &str,
+) {
+    // Start late in a second, so the first burst straddles a second boundary: one-second
+    // buckets used to let go of a request made late in a second up to a second early.
+    loop {
+        let fraction: f64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) % 1)::float8")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if (0.85..0.95).contains(&fraction) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Requests back to back; on a 429, time jumps to a second before its Retry-After, then
+    // steps a tenth of a second per request until one is admitted.
+    let mut log: Vec<Option<i64>> = Vec::new();
+    while log.iter().filter(|r| r.is_none()).count() < 3 * per_window {
+        let resp = app.chat(&agent.token, hello()).await;
+        match resp.status() {
+            StatusCode::OK => log.push(None),
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry: i64 = resp.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=60).contains(&retry), "{retry}");
+                assert_eq!(resp.headers()[which], "0");
+                log.push(Some(retry));
+                let jump = if retry > 1 { (retry - 1) as f64 } else { 0.1 };
+                travel(app, agent.id, jump).await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            log.len() < 400,
+            "the limit never let a request through again"
+        );
+    }
+
+    // The books' timeline (times moved with the window), in the order the requests were sent.
+    let timeline: Vec<(f64, String)> = sqlx::query_as(
+        "SELECT extract(epoch FROM created_at)::float8, state FROM executions \
+         WHERE agent_id = $1 ORDER BY created_at",
+    )
+    .bind(agent.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(timeline.len(), log.len());
+    let admitted: Vec<f64> = timeline
+        .iter()
+        .filter(|(_, s)| s == "COMMITTED")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(admitted.len(), 3 * per_window);
+    for i in per_window..admitted.len() {
+        let span = admitted[i] - admitted[i - per_window];
+        println!("admission {i}: {span:.3} s after the one {per_window} before it");
+        assert!(
+            span > 60.0,
+            "{} admitted within {span:.3} s",
+            per_window + 1
+        );
+        // Never held back more than its bucket's second and one step.
+        assert!(span < 61.5, "admission {i} held back {span:.3} s");
+    }
+    for (i, retry) in log.iter().enumerate() {
+        let Some(retry) = retry else { continue };
+        let refused_at = timeline[i].0;
+        let next = timeline[i..]
+            .iter()
+            .find(|(_, s)| s == "COMMITTED")
+            .map(|(t, _)| *t)
+            .unwrap();
+        let wait = next - refused_at;
+        assert!(
+            wait > (*retry - 1) as f64 && wait < *retry as f64 + 0.5,
+            "refused with Retry-After {retry}, admitted {wait:.3} s later"
+        );
+    }
+    app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn no_sixty_second_span_admits_more_than_the_rpm_and_retry_after_says_when() {
+    let app = spawn_app().await;
+    let agent = app
+        .create_agent("sliding", "1.00", json!({"rpm": 10}))
+        .await;
+    assert_no_span_admits_more_than(&app, &agent, 10, "x-ratelimit-remaining-requests").await;
+}
+
+#[tokio::test]
+async fn no_sixty_second_span_admits_more_than_the_tpm_and_retry_after_says_when() {
+    let app = spawn_app().await;
+    // Each answer uses its whole cap, so a request counts about 1,100 tokens at admission and
+    // about 1,010 after correction: three fit in 3,300 tokens either way, a fourth does not.
+    app.mock
+        .completion_tokens
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let agent = app
+        .create_agent("sliding-tokens", "1.00", json!({"tpm": 3300}))
+        .await;
+    assert_no_span_admits_more_than(&app, &agent, 3, "x-ratelimit-remaining-tokens").await;
 }

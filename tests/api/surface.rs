@@ -34,8 +34,10 @@ async fn embeddings_hold_the_input_only_and_charge_the_reported_tokens() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
+    // The bytes of the input plus 32 special-token places per input (the test model's
+    // tokenizer is unknown): under a hundred tokens at 0.02/M, and no output.
     assert!(
-        estimate <= 1,
+        estimate <= 2,
         "input only: a few tokens at 0.02/M, got {estimate}"
     );
     assert!(app.mock.last_request().unwrap().get("max_tokens").is_none());

@@ -13,6 +13,7 @@ use axum::Json;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::attempts::{assert_all_the_same, assert_one_ended_attempt, wave, Replicas};
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 pub async fn install(app: &TestApp, body: Value) {
@@ -282,6 +283,51 @@ async fn disabled_unknown_and_disallowed_tools_are_refused_and_keyed_calls_repla
         "the tool ran once"
     );
     assert_eq!(app.books(agent.id).await.0, 2000, "charged once");
+    app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn thirty_copies_of_one_key_run_a_timing_out_tool_once() {
+    // An http plugin that counts its runs and never answers: AEX gives up after 5 s, long enough
+    // for every copy to be seen waiting first.
+    std::env::set_var("TEST_STUCK_PLUGIN_SECRET", "stuck-secret");
+    let runs = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counted = Arc::clone(&runs);
+    let router = axum::Router::new().route(
+        "/stuck",
+        post(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>()
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = spawn_app().await;
+    install(&app, json!({"name": "stuck", "version": "1", "kind": "http", "cost_usd": "0.000500",
+                         "timeout_ms": 5000,
+                         "manifest": {"url": format!("http://{addr}/stuck"), "secret_env": "TEST_STUCK_PLUGIN_SECRET"}}))
+    .await;
+    let agent = app.create_agent("tool-copies", "1.00", json!({})).await;
+    let key = "stuck-once";
+    let answers = wave(
+        &app,
+        &Replicas::one(&app),
+        ("/v1/tools/execute", &json!({"tool_name": "stuck"})),
+        &agent.token,
+        key,
+        30,
+        || runs.load(Ordering::SeqCst) == 1,
+        || {},
+    )
+    .await;
+    assert_all_the_same(&answers, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the tool ran once for thirty copies"
+    );
+    assert_one_ended_attempt(&app, key).await;
     app.assert_books_audit().await;
 }
 

@@ -110,6 +110,10 @@ fn check_row(field: &str) {
             let text = crate::gateway::estimate::prompt_tokens(CHAT, crate::config::TokenizerKind::Bytes, &body);
             assert_eq!(b.prompt_tokens, text + 2 * u64::from(crate::config::DEFAULT_CHAT_TEMPLATE_TOKENS));
             assert!(b.prompt_tokens >= 27);
+            // A one-byte embeddings input still has room for the special tokens around it.
+            let emb = obj(json!({"model": "gemma", "input": ["a", "b"]}));
+            let (_, e) = bound(CallRoute::Embeddings, "gemma", &emb).unwrap();
+            assert_eq!(e.prompt_tokens, 2 + 2 * u64::from(crate::config::DEFAULT_CHAT_TEMPLATE_TOKENS));
             assert_eq!(plain(CHAT, "mini").prompt_tokens, crate::gateway::estimate::prompt_tokens(CHAT, crate::config::TokenizerKind::O200kBase, &chat(json!({}))));
         }
         "tools / functions / response_format / text (schemas)" => {
