@@ -30,10 +30,10 @@ const INSTALL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum EgressError {
     #[error("{0}")]
     BadUrl(String),
-    #[error("{host} resolves to {addr}, a cloud metadata address; it is never called")]
+    #[error("the address {addr} of {host} is a cloud metadata address; it is never called")]
     Metadata { host: String, addr: IpAddr },
     #[error(
-        "{host} resolves to {addr}, a {range} address; list `{listing}` in \
+        "the address {addr} of {host} is a {range} address; list `{listing}` in \
          tools.allowed_http_hosts to allow it"
     )]
     Internal {

@@ -303,7 +303,7 @@ async fn thirty_copies_of_one_key_run_a_timing_out_tool_once() {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec![addr.to_string()]).await;
     install(&app, json!({"name": "stuck", "version": "1", "kind": "http", "cost_usd": "0.000500",
                          "timeout_ms": 5000,
                          "manifest": {"url": format!("http://{addr}/stuck"), "secret_env": "TEST_STUCK_PLUGIN_SECRET"}}))
