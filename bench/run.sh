@@ -263,6 +263,26 @@ pair_and_ceiling() {
   start_aex
 }
 
+# What read-your-writes costs a stream's last event (SPEC §3): the final event waits for the
+# stream's settlement to commit. aex observes, per stream, the time from the provider's end of
+# stream to the final event (aex_stream_final_event_wait_seconds); this prints its mean and the
+# buckets holding the median and the 99th percentile, for every stream the running aex served.
+stream_final_wait() {
+  curl -sf "http://$aex_addr/metrics" | awk '
+    /^aex_stream_final_event_wait_seconds_bucket/ {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n++; les[n] = le; counts[n] = $2 }
+    /^aex_stream_final_event_wait_seconds_sum/ { sum = $2 }
+    /^aex_stream_final_event_wait_seconds_count/ { count = $2 }
+    END {
+      if (count == 0) { print "stream final event: no streams observed"; exit }
+      for (i = 1; i <= n; i++) {
+        if (p50 == "" && counts[i] >= count * 0.5) p50 = les[i]
+        if (p99 == "" && counts[i] >= count * 0.99) p99 = les[i]
+      }
+      printf "stream final event waits for its settlement: mean %.2f ms, p50 <= %s s, p99 <= %s s (%d streams)\n",
+        1000 * sum / count, p50, p99, count }' || echo "stream final event: /metrics unavailable"
+}
+
 # Whether a scenario was asked for (SCENARIOS, default all).
 want() { [[ -z ${SCENARIOS:-} || " $SCENARIOS " == *" $1 "* ]]; }
 
@@ -273,7 +293,10 @@ want chat-c64 && pair_and_ceiling chat-c64 many 64
 want hot-c64 && pair_and_ceiling hot-c64 hot 64
 want embeddings-c16 &&
   pair embeddings-c16 "$mock" "$work/many.tokens" --kind embeddings --model bench-embed --concurrency 16
-want stream-c16 && pair stream-c16 "$mock" "$work/many.tokens" --kind stream --model bench-chat --concurrency 16
+if want stream-c16; then
+  pair stream-c16 "$mock" "$work/many.tokens" --kind stream --model bench-chat --concurrency 16
+  stream_final_wait | tee -a "$work/stream-final-wait.txt"
+fi
 if want streams-1000; then
   # The long-stream mock's pid is not watched: direct, only the client's view matters here.
   load --scenario streams-1000 --mode direct --url "http://$mock_long/v1" --kind stream --model bench-long \
@@ -304,4 +327,5 @@ printf '{"record":"verify","report":%s}\n{"record":"audit","report":%s}\n' "${ve
 
 echo
 "$LOADGEN" report "$RESULTS"
+[[ -s $work/stream-final-wait.txt ]] && cat "$work/stream-final-wait.txt"
 echo "raw results: $RESULTS"

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub spent: IntCounterVec,
     pub overruns: IntCounterVec,
     pub ledger_append: Histogram,
+    pub stream_final_wait: Histogram,
     pub config_version: IntGauge,
     pub upstream_latency: HistogramVec,
     pub upstream_errors: IntCounterVec,
@@ -83,6 +84,17 @@ fn build() -> prometheus::Result<Metrics> {
         ]),
     )?;
     registry.register(Box::new(ledger_append.clone()))?;
+    let stream_final_wait = Histogram::with_opts(
+        HistogramOpts::new(
+            "aex_stream_final_event_wait_seconds",
+            "What read-your-writes costs a stream's last event: the time from the provider's end \
+             of stream to the final event, which waits for the settlement to commit",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]),
+    )?;
+    registry.register(Box::new(stream_final_wait.clone()))?;
     let config_version = IntGauge::new("aex_config_version", "Active routing-table version")?;
     registry.register(Box::new(config_version.clone()))?;
     let build_info = IntGaugeVec::new(
@@ -171,6 +183,7 @@ fn build() -> prometheus::Result<Metrics> {
             &["state"],
         )?,
         ledger_append,
+        stream_final_wait,
         config_version,
         registry,
     })
@@ -261,6 +274,13 @@ pub fn reconcile_run(outcome: &str, released: u64, failed: u64) {
 pub fn observe_ledger_append(elapsed: Duration) {
     if let Some(m) = METRICS.as_ref() {
         m.ledger_append.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A stream's final event went out `waited` after the provider's end of stream.
+pub fn observe_stream_final_wait(waited: Duration) {
+    if let Some(m) = METRICS.as_ref() {
+        m.stream_final_wait.observe(waited.as_secs_f64());
     }
 }
 

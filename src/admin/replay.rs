@@ -1,11 +1,12 @@
-//! `GET /admin/replay` (the seed's route): verify the chains and rebuild every agent's books from
-//! the ledger, compared with the live counters; or one execution's event timeline.
+//! `GET /admin/replay` (the seed's route): verify the chains and rebuild every agent's and
+//! tenant's books from the ledger, compared with the live counters; or one execution's event
+//! timeline.
 
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::audit::{self, BooksComparison};
+use super::audit::{self, BooksComparison, TenantBooksComparison};
 use crate::domain::TenantId;
 use crate::ledger::verify::{self, VerifyReport};
 
@@ -14,6 +15,7 @@ pub struct ReplayReport {
     pub ok: bool,
     pub ledger: VerifyReport,
     pub agents: Vec<BooksComparison>,
+    pub tenants: Vec<TenantBooksComparison>,
 }
 
 /// One ledger event as shown in a timeline.
@@ -41,18 +43,23 @@ pub async fn replay(
         Some(tenant) => verify::verify_tenant(pool, keys, tenant).await?,
         None => verify::verify_all(pool, keys).await?,
     };
-    let mut agents = audit::fold_mismatches(pool).await?;
+    let audit::FoldComparison {
+        mut agents,
+        mut tenants,
+    } = audit::fold_mismatches(pool).await?;
     if let Some(tenant) = tenant {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(pool)
             .await?;
         agents.retain(|a| ids.contains(&a.agent_id));
+        tenants.retain(|t| t.tenant_id == tenant.0);
     }
     Ok(ReplayReport {
-        ok: ledger.ok && agents.iter().all(|a| a.matches),
+        ok: ledger.ok && agents.iter().all(|a| a.matches) && tenants.iter().all(|t| t.matches),
         ledger,
         agents,
+        tenants,
     })
 }
 

@@ -82,9 +82,10 @@ pub struct TenantResponse {
 impl From<TenantRow> for TenantResponse {
     fn from(t: TenantRow) -> Self {
         TenantResponse {
-            remaining_micro_usd: t
-                .budget_micro_usd
-                .map(|b| b - t.spent_micro_usd - t.reserved_micro_usd),
+            remaining_micro_usd: t.budget_micro_usd.map(|b| {
+                b.saturating_sub(t.spent_micro_usd)
+                    .saturating_sub(t.reserved_micro_usd)
+            }),
             id: t.id,
             name: t.name,
             budget_micro_usd: t.budget_micro_usd,

@@ -203,15 +203,28 @@ pub async fn replay(cli: &Cli, execution: Option<&str>) -> anyhow::Result<()> {
             if report.ledger.ok { "OK" } else { "BROKEN" },
             report.ledger.events
         )];
-        for a in &report.agents {
+        let books = report
+            .agents
+            .iter()
+            .map(|a| (&a.name, &a.live, &a.ledger, a.matches))
+            .chain(
+                report
+                    .tenants
+                    .iter()
+                    .map(|t| (&t.name, &t.live, &t.ledger, t.matches)),
+            );
+        for (i, (name, live, ledger, matches)) in books.enumerate() {
+            if i == report.agents.len() {
+                lines.push("tenants:".into());
+            }
             lines.push(format!(
                 "{:<24} live spent {:>12} reserved {:>10} | ledger spent {:>12} reserved {:>10} {}",
-                a.name,
-                a.live.spent_micro_usd,
-                a.live.reserved_micro_usd,
-                a.ledger.spent_micro_usd,
-                a.ledger.reserved_micro_usd,
-                if a.matches { "ok" } else { "MISMATCH" }
+                name,
+                live.spent_micro_usd,
+                live.reserved_micro_usd,
+                ledger.spent_micro_usd,
+                ledger.reserved_micro_usd,
+                if matches { "ok" } else { "MISMATCH" }
             ));
         }
         lines.join("\n")

@@ -52,6 +52,12 @@ pub struct MockControl {
     pub requests: Mutex<Vec<Value>>,
     /// Authorization headers received.
     pub auth_headers: Mutex<Vec<String>>,
+    /// Misbehaviours of a provider: generate `completion_tokens` whatever cap was sent; report
+    /// this many completion tokens in `usage` (0: what was generated); answer a stream request
+    /// with JSON and a plain one with server-sent events (chat completions).
+    pub ignore_cap: AtomicBool,
+    pub reported_completion_tokens: AtomicU64,
+    pub swap_content_type: AtomicBool,
     /// Keep bodies and headers for a test to inspect. Off for a standalone mock: nothing can
     /// read them there, and under a benchmark they would grow without bound.
     pub record: AtomicBool,
@@ -88,6 +94,9 @@ impl Default for MockControl {
             requests: Mutex::new(Vec::new()),
             auth_headers: Mutex::new(Vec::new()),
             record: AtomicBool::new(true),
+            ignore_cap: AtomicBool::new(false),
+            reported_completion_tokens: AtomicU64::new(0),
+            swap_content_type: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
             gate_closed: AtomicBool::new(false),
@@ -237,6 +246,9 @@ fn output_tokens(c: &MockControl, body: &Value, cap_fields: &[&str]) -> u64 {
         return cap.unwrap_or_else(|| c.uncapped_tokens.load(Ordering::SeqCst)) + predicted;
     }
     let wanted = c.completion_tokens.load(Ordering::SeqCst);
+    if c.ignore_cap.load(Ordering::SeqCst) {
+        return wanted;
+    }
     cap.map_or(wanted, |cap| wanted.min(cap))
 }
 
@@ -298,19 +310,20 @@ async fn chat(
     let n = choices(&body);
     let per_choice = output_tokens(&c, &body, &["max_completion_tokens", "max_tokens"]);
     let completion = n * per_choice;
+    let reported = match c.reported_completion_tokens.load(Ordering::SeqCst) {
+        0 => completion,
+        lie => lie,
+    };
     let with_usage = !c.omit_usage.load(Ordering::SeqCst);
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+    let asked_stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let swapped = c.swap_content_type.load(Ordering::SeqCst);
+    if asked_stream != swapped {
         let include_usage = body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        return stream_chat(
-            c,
-            model,
-            prompt,
-            (n, per_choice),
-            include_usage && with_usage,
-        );
+        let usage = (with_usage && (include_usage || swapped)).then_some(reported);
+        return stream_chat(c, model, prompt, (n, per_choice), usage);
     }
     let tool_call = body
         .get("tools")
@@ -350,7 +363,7 @@ async fn chat(
         "choices": choices,
     });
     if with_usage {
-        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)});
     }
     Json(out).into_response()
 }
@@ -361,9 +374,8 @@ fn stream_chat(
     model: Value,
     prompt: u64,
     (n, per_choice): (u64, u64),
-    include_usage: bool,
+    reported_usage: Option<u64>,
 ) -> Response {
-    let completion = n * per_choice;
     let chunks = c.chunks.load(Ordering::SeqCst).max(1);
     let chunk = |index: u64, delta: Value, finish: Value| {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
@@ -385,9 +397,9 @@ fn stream_chat(
     }
     // A hanging stream stops here: its choices finished, no usage, no `[DONE]`.
     let content = events.len();
-    if include_usage {
+    if let Some(reported) = reported_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
+            "usage": {"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)}});
         events.push(format!("data: {v}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());

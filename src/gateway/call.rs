@@ -136,6 +136,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
             .map(|c| {
                 (
                     Arc::clone(&c.model),
+                    c.bound,
                     prepare::upstream_body(&input.body, &p, c, cap),
                 )
             })

@@ -27,6 +27,9 @@ struct Chunk<'a> {
 struct Choice<'a> {
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
+    /// Present and not `null` on a choice's last chunk.
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -72,10 +75,20 @@ fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     (whole.get(start..start + part.len())? == part).then_some(start)
 }
 
+/// Whether `raw` is the stream's `data: [DONE]`.
+pub(super) fn is_done(raw: &[u8]) -> bool {
+    data_line(raw) == Some(b"[DONE]")
+}
+
 /// The event to send for `raw`, its model replaced by `alias_json` (the alias as a JSON string),
-/// after appending its text to `output`; `None` when it needs the JSON path, and then `output` is
-/// untouched.
-pub(super) fn relay(raw: &Bytes, alias_json: &str, output: &mut String) -> Option<Bytes> {
+/// after appending its text to `output` and counting in `finished` the choices it finishes;
+/// `None` when it needs the JSON path, and then `output` and `finished` are untouched.
+pub(super) fn relay(
+    raw: &Bytes,
+    alias_json: &str,
+    output: &mut String,
+    finished: &mut u64,
+) -> Option<Bytes> {
     let data = data_line(raw)?;
     if data == b"[DONE]" {
         return Some(raw.clone());
@@ -101,12 +114,12 @@ pub(super) fn relay(raw: &Bytes, alias_json: &str, output: &mut String) -> Optio
         }
         _ => raw.clone(),
     };
-    for delta in chunk
-        .choices
-        .iter()
-        .flatten()
-        .filter_map(|c| c.delta.as_ref())
-    {
+    let choices = chunk.choices.iter().flatten();
+    *finished += choices
+        .clone()
+        .filter(|c| c.finish_reason.is_some())
+        .count() as u64;
+    for delta in choices.filter_map(|c| c.delta.as_ref()) {
         if let Some(Text(text)) = &delta.content {
             output.push_str(text);
         }
@@ -126,7 +139,12 @@ mod tests {
 
     fn run(raw: &str) -> (Option<String>, String) {
         let mut output = String::new();
-        let out = relay(&Bytes::copy_from_slice(raw.as_bytes()), ALIAS, &mut output);
+        let out = relay(
+            &Bytes::copy_from_slice(raw.as_bytes()),
+            ALIAS,
+            &mut output,
+            &mut 0,
+        );
         let out = out.map(|b| String::from_utf8(b.to_vec()).unwrap());
         (out, output)
     }
@@ -188,7 +206,7 @@ mod tests {
         ] {
             let mut output = String::new();
             let raw = Bytes::copy_from_slice(raw.as_bytes());
-            assert!(relay(&raw, ALIAS, &mut output).is_none(), "{raw:?}");
+            assert!(relay(&raw, ALIAS, &mut output, &mut 0).is_none(), "{raw:?}");
             assert!(output.is_empty());
         }
     }

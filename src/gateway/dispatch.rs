@@ -1,6 +1,12 @@
 //! The provider call of an admitted execution, on a tracked task: try the model and then its
 //! fallbacks while a provider fails before its first byte (connect error, 429, 5xx), and settle
-//! the outcome exactly once. Streams are handed to [`super::stream`].
+//! the outcome exactly once. The answer is read by what it is (its content type, not what was
+//! asked): server-sent events go to [`super::stream`], anything else is read whole here.
+//!
+//! What is charged (SPEC §5.3): the provider's reported usage; else AEX's own count, capped at
+//! the caps it sent; the hold when the outcome is ambiguous (a timeout or a lost connection after
+//! the request was sent, when the provider may have done and billed the whole work); nothing
+//! only when the provider cannot have done billable work (never connected, or an error status).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,10 +16,11 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::admission::Reservation;
+use super::bound::Bound;
 use super::call::{CallOutput, JSON};
 use super::error::openai_error_body;
-use super::estimate;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use super::{estimate, prepare};
 use super::{stream, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
@@ -27,11 +34,34 @@ pub struct Dispatch {
     pub gw: Arc<Gateway>,
     pub reservation: Reservation,
     pub route: CallRoute,
-    /// Each candidate model with the body to send it, in the order to try them.
-    pub attempts: Vec<(Arc<ModelRoute>, Bytes)>,
+    /// Each candidate model with its bound for this request and the body to send it, in the
+    /// order to try them.
+    pub attempts: Vec<(Arc<ModelRoute>, Bound, Bytes)>,
     pub passthrough: Option<Secret>,
     pub stream: bool,
     pub client_wants_usage: bool,
+}
+
+impl Dispatch {
+    /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
+    /// what its bound adds, such as predicted output).
+    pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
+        prepare::cap_sent(model, self.reservation.estimate.output_cap)
+            .map(|cap| bound.output_tokens(cap))
+    }
+
+    /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's
+    /// input bound, the output counted from its text and never more than the caps sent allow, so
+    /// never more than the hold.
+    pub fn counted_usage(&self, model: &ModelRoute, bound: &Bound, output: &str) -> Usage {
+        let counted = estimate::count_text(model.tokenizer, output);
+        Usage {
+            prompt_tokens: bound.prompt_tokens,
+            completion_tokens: self
+                .completion_cap(model, bound)
+                .map_or(counted, |cap| counted.min(cap)),
+        }
+    }
 }
 
 /// Why an attempt may move on to the next candidate: the provider did no work.
@@ -63,7 +93,7 @@ pub async fn run(job: Dispatch, reply: oneshot::Sender<CallOutput>) {
 async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
     let started = Instant::now();
     let count = job.attempts.len();
-    for (i, (model, body)) in job.attempts.iter().enumerate() {
+    for (i, (model, bound, body)) in job.attempts.iter().enumerate() {
         let upstream_started = Instant::now();
         let sent = job
             .gw
@@ -91,11 +121,13 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
             }
         }
         match sent {
-            Ok(UpstreamReply::Complete(resp)) => complete(job, model, resp, started, reply).await,
-            Ok(UpstreamReply::Streaming { chunks, .. }) => {
-                stream::relay(job, model, chunks, started, reply).await;
+            Ok(UpstreamReply::Complete(resp)) => {
+                complete(job, (model, bound), resp, started, reply).await;
             }
-            Err(e) => fail(job, model, e, reply).await,
+            Ok(UpstreamReply::Streaming { chunks, .. }) => {
+                stream::relay(job, (model, bound), chunks, started, reply).await;
+            }
+            Err(e) => fail(job, model, e, started, reply).await,
         }
         return;
     }
@@ -130,7 +162,7 @@ async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, rea
 }
 
 /// Releases the hold with `reason`, keeping `answer` (the caller's status and body) for the
-/// requests that waited for this attempt; the failure to do so is logged once here.
+/// requests that waited for this attempt; a failure to do so is logged by settlement.
 pub async fn release(
     job: &Dispatch,
     model: &ModelRoute,
@@ -144,32 +176,85 @@ pub async fn release(
         upstream_status: status,
         result: answer.map(|(status, body)| (status, body, false)),
     };
-    if let Err(e) =
-        settlement::settle(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
-    {
-        tracing::error!(execution_id = %job.reservation.execution_key, error = %e, "release failed after retries");
-    }
+    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await;
 }
 
-/// No HTTP answer at all: release, and tell the client in the OpenAI shape.
+/// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
+/// `reason`): the provider may have generated, and will bill, the whole answer. `answer` is what
+/// the caller got, kept for the requests that waited for this attempt.
+pub async fn charge_ambiguous(
+    job: &Dispatch,
+    model: &ModelRoute,
+    reason: &str,
+    started: Instant,
+    stream: Option<(&'static str, u64)>,
+    answer: Option<(u16, Vec<u8>, bool)>,
+) -> SettleResult {
+    let outcome = Outcome::Ambiguous {
+        reason: reason.to_owned(),
+        provider: model.provider.name.clone(),
+        latency_ms: elapsed_ms(started),
+        stream,
+        result: answer,
+    };
+    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
+}
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Puts what settlement charged on the answer (`X-AEX-Cost-Micro-USD` and the budget left).
+pub(super) fn with_charge(mut out: CallOutput, settled: SettleResult) -> CallOutput {
+    if let SettleResult::Committed {
+        actual_micro_usd,
+        remaining_micro_usd,
+    } = settled
+    {
+        out.cost_micro_usd = Some(actual_micro_usd);
+        out.remaining_micro_usd = Some(remaining_micro_usd);
+    }
+    out
+}
+
+/// No HTTP answer at all. Never connected: release. Sent and then timed out or lost: charge the
+/// hold, and say so in the error body.
 async fn fail(
     job: &Dispatch,
     model: &ModelRoute,
     e: ProviderError,
+    started: Instant,
     reply: oneshot::Sender<CallOutput>,
 ) {
+    let id = job.reservation.execution_key.as_str();
+    tracing::warn!(execution_id = id, error = %e, "upstream call failed");
     let (status, code, reason) = match e {
+        ProviderError::Connect { .. } => {
+            let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
+            release(
+                job,
+                model,
+                "upstream_unreachable",
+                None,
+                Some((502, body.clone())),
+            )
+            .await;
+            let _ = reply.send(CallOutput::full(id, 502, JSON, body));
+            return;
+        }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
-        _ => (502, "upstream_error", "upstream_unreachable"),
+        ProviderError::Transport { .. } => (502, "upstream_error", "upstream_connection_lost"),
     };
-    tracing::warn!(execution_id = %job.reservation.execution_key, error = %e, "upstream call failed");
-    let body = openai_error_body(&e.to_string(), "server_error", code, None);
-    release(job, model, reason, None, Some((status, body.clone()))).await;
-    let _ = reply.send(CallOutput::full(
-        &job.reservation.execution_key,
-        status,
-        JSON,
-        body,
+    let hold = job.reservation.estimate.cost.0;
+    let message = format!(
+        "{e}; the request had been sent, so the provider may have done the work: its hold of {hold} micro-USD was charged"
+    );
+    let body = openai_error_body(&message, "server_error", code, None);
+    let answer = Some((status, body.clone(), false));
+    let settled = charge_ambiguous(job, model, reason, started, None, answer).await;
+    let _ = reply.send(with_charge(
+        CallOutput::full(id, status, JSON, body),
+        settled,
     ));
 }
 
@@ -186,7 +271,7 @@ pub(super) fn rewrite_model(value: &mut Value, alias: &str) {
 /// A complete answer: an error status releases; a success commits its usage.
 async fn complete(
     job: &Dispatch,
-    model: &ModelRoute,
+    (model, bound): (&ModelRoute, &Bound),
     response: UpstreamResponse,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
@@ -228,12 +313,8 @@ async fn complete(
                 Some(u) => (u, UsageSource::Reported),
                 None => {
                     let text = usage::output_text(job.route, &value);
-                    let completion = estimate::count_text(model.tokenizer, &text);
                     (
-                        Usage {
-                            prompt_tokens: r.estimate.prompt_tokens,
-                            completion_tokens: completion,
-                        },
+                        job.counted_usage(model, bound, &text),
                         UsageSource::Estimated,
                     )
                 }
@@ -265,28 +346,18 @@ async fn complete(
             )
         }
     };
-    let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let outcome = Outcome::Commit {
         usage,
         source,
         provider: model.provider.name.clone(),
         result: Some((status, body.clone(), false)),
-        latency_ms,
+        latency_ms: elapsed_ms(started),
         stream: None,
+        completion_cap: job.completion_cap(model, bound),
     };
-    let mut out = CallOutput::full(id, status, JSON, body);
-    match settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
-        Ok(SettleResult::Committed {
-            actual_micro_usd,
-            remaining_micro_usd,
-        }) => {
-            out.cost_micro_usd = Some(actual_micro_usd);
-            out.remaining_micro_usd = Some(remaining_micro_usd);
-        }
-        Ok(_) => {}
-        // The provider succeeded: the client gets its answer; the unsettled reservation is left
-        // for recovery and the failure is logged once here.
-        Err(e) => tracing::error!(execution_id = id, error = %e, "settlement failed after retries"),
-    }
-    let _ = reply.send(out);
+    let settled = settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await;
+    let _ = reply.send(with_charge(
+        CallOutput::full(id, status, JSON, body),
+        settled,
+    ));
 }

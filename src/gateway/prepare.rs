@@ -212,10 +212,7 @@ pub fn upstream_body(
     let model = &c.model;
     let mut out = body.clone();
     out.insert("model".into(), Value::String(model.upstream_model.clone()));
-    if let Some(cap) = output_cap {
-        let cap = model
-            .max_output_tokens
-            .map_or(cap, |max| cap.min(u64::from(max)));
+    if let Some(cap) = cap_sent(model, output_cap) {
         let default_field = match p.route {
             CallRoute::Responses => "max_output_tokens",
             // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
@@ -242,4 +239,13 @@ pub fn upstream_body(
         }
     }
     bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+/// The output cap per choice sent to `model` for a held cap: never above the model's own maximum.
+pub fn cap_sent(model: &ModelRoute, output_cap: Option<u64>) -> Option<u64> {
+    output_cap.map(|cap| {
+        model
+            .max_output_tokens
+            .map_or(cap, |max| cap.min(u64::from(max)))
+    })
 }

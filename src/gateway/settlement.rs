@@ -21,6 +21,12 @@ use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::settlements::{self, Charge, Settlement};
 
+/// The most one settlement charges: 10^15 micro-USD (one billion USD). A cost above it (an absurd
+/// reported usage, such as 10^18 tokens) is charged at this ceiling and flagged `cost_saturated`
+/// in the ledger event: the books stay far from the `bigint` range, so no sum over them can
+/// overflow, and the settlement still ends (`aex_settle` also saturates every counter).
+pub const MAX_CHARGE_MICRO_USD: i64 = 1_000_000_000_000_000;
+
 /// How an execution is priced at commit.
 #[derive(Debug, Clone, Copy)]
 pub enum Priced<'a> {
@@ -30,21 +36,23 @@ pub enum Priced<'a> {
     Fixed { label: &'a str, cost: MicroUsd },
 }
 
-impl Priced<'_> {
-    fn cost(&self, usage: Usage) -> i64 {
-        match self {
+impl<'a> Priced<'a> {
+    /// The cost of `usage`, at most [`MAX_CHARGE_MICRO_USD`], and whether it was cut to it.
+    fn cost(&self, usage: Usage) -> (i64, bool) {
+        let exact = match self {
             Priced::Tokens(model) => {
-                model
-                    .input_price
-                    .cost(usage.prompt_tokens)
-                    .saturating_add(model.output_price.cost(usage.completion_tokens))
-                    .0
+                i128::from(model.input_price.cost(usage.prompt_tokens).0)
+                    + i128::from(model.output_price.cost(usage.completion_tokens).0)
             }
-            Priced::Fixed { cost, .. } => cost.0,
+            Priced::Fixed { cost, .. } => i128::from(cost.0),
+        };
+        match i64::try_from(exact) {
+            Ok(cost) if cost <= MAX_CHARGE_MICRO_USD => (cost, false),
+            _ => (MAX_CHARGE_MICRO_USD, true),
         }
     }
 
-    fn label(&self) -> &str {
+    fn label(self) -> &'a str {
         match self {
             Priced::Tokens(model) => &model.alias,
             Priced::Fixed { label, .. } => label,
@@ -52,11 +60,16 @@ impl Priced<'_> {
     }
 }
 
-/// Whether usage came from the provider or was counted by AEX.
+/// Where the usage of a commit comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageSource {
+    /// Reported by the provider.
     Reported,
+    /// Counted by AEX (capped at the caps it sent).
     Estimated,
+    /// Unknown: the provider may have done the whole work (a timeout or a lost connection after
+    /// the request was sent), so the hold is charged.
+    Ambiguous,
 }
 
 impl UsageSource {
@@ -64,7 +77,26 @@ impl UsageSource {
         match self {
             UsageSource::Reported => "reported",
             UsageSource::Estimated => "estimated",
+            UsageSource::Ambiguous => "ambiguous",
         }
+    }
+}
+
+/// Whose an excess over the hold is: the provider's when it reported usage beyond the caps AEX
+/// sent (the one excess SPEC §15 invariant 6 allows), else AEX's own (a pricing or counting bug,
+/// which the audit fails on).
+fn overrun_kind(
+    source: UsageSource,
+    usage: Usage,
+    prompt_estimate: u64,
+    completion_cap: Option<u64>,
+) -> &'static str {
+    let beyond_caps = usage.prompt_tokens > prompt_estimate
+        || completion_cap.is_some_and(|cap| usage.completion_tokens > cap);
+    if source == UsageSource::Reported && beyond_caps {
+        "provider"
+    } else {
+        "aex"
     }
 }
 
@@ -81,6 +113,19 @@ pub enum Outcome {
         latency_ms: i64,
         /// For a stream: how it ended and how many events were relayed.
         stream: Option<(&'static str, u64)>,
+        /// The completion tokens the caps sent allow (cap × choices); `None` without an output.
+        completion_cap: Option<u64>,
+    },
+    /// The provider may have done billable work, or not: the hold is charged (`usage:
+    /// ambiguous`) and the execution ends FAILED with `reason`, so the key may be tried again.
+    Ambiguous {
+        reason: String,
+        provider: String,
+        latency_ms: i64,
+        stream: Option<(&'static str, u64)>,
+        /// The answer the caller got (status, body, whether SSE), kept for the requests that
+        /// waited for this attempt.
+        result: Option<(u16, Vec<u8>, bool)>,
     },
     /// Nothing billable happened: give the hold back.
     Release {
@@ -97,6 +142,7 @@ pub enum Outcome {
 /// What settlement did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettleResult {
+    /// Charged (a commit, or an ambiguous outcome charged at the hold).
     Committed {
         actual_micro_usd: i64,
         remaining_micro_usd: i64,
@@ -106,6 +152,63 @@ pub enum SettleResult {
     },
     /// The reservation was settled before (by an earlier attempt or the reconciler).
     AlreadySettled,
+    /// Nothing could be written, not even the fallback (logged); only a shutdown past its drain
+    /// timeout or a broken database gets here, and the reconciler settles it once this replica
+    /// is gone.
+    Unsettled,
+}
+
+/// Settles an attempt this replica dispatched, and makes sure it ends: when the outcome's
+/// settlement cannot be written (after its retries), a simpler one is written instead (no cached
+/// answer, no usage) — for a charge, the hold is committed (`usage: ambiguous`), for a release
+/// the hold is given back — with the execution FAILED and reason `settlement_failed`, and the
+/// answer still carries what was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
+pub async fn finish(
+    gw: &Gateway,
+    r: &Reservation,
+    priced: Priced<'_>,
+    outcome: &Outcome,
+) -> SettleResult {
+    let id = r.execution_key.as_str();
+    let e = match settle(gw, r, priced, outcome).await {
+        Ok(done) => return done,
+        Err(e) => e,
+    };
+    tracing::error!(execution_id = id, error = %e, "settlement failed after retries; writing the fallback");
+    let reason = "settlement_failed".to_owned();
+    let fallback = match outcome {
+        Outcome::Commit {
+            provider,
+            latency_ms,
+            stream,
+            ..
+        }
+        | Outcome::Ambiguous {
+            provider,
+            latency_ms,
+            stream,
+            ..
+        } => Outcome::Ambiguous {
+            reason,
+            provider: provider.clone(),
+            latency_ms: *latency_ms,
+            stream: *stream,
+            result: None,
+        },
+        Outcome::Release { .. } => Outcome::Release {
+            reason,
+            result: None,
+            state: ExecutionState::Failed,
+            upstream_status: None,
+        },
+    };
+    match settle(gw, r, priced, &fallback).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(execution_id = id, error = %e, "the fallback settlement failed too");
+            SettleResult::Unsettled
+        }
+    }
 }
 
 /// Settles, retrying for as long as the database is unreachable: the money is real and must be
@@ -124,10 +227,14 @@ pub async fn settle(
     crate::telemetry::record_ms("settlement_ms", started);
     crate::telemetry::record_outcome(match outcome {
         Outcome::Commit { .. } => "committed",
-        Outcome::Release { reason, .. } => reason,
+        Outcome::Ambiguous { reason, .. } | Outcome::Release { reason, .. } => reason,
     });
     result
 }
+
+/// Attempts for an error other than an unreachable database (a deadlock, a serialization
+/// failure), before the caller falls back.
+const OTHER_ERROR_ATTEMPTS: u32 = 3;
 
 async fn settle_retrying(
     gw: &Gateway,
@@ -136,28 +243,60 @@ async fn settle_retrying(
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
+    let mut other_errors = 0;
     loop {
-        match settle_once(gw, r, priced, outcome).await {
-            Err(e) if is_unavailable(&e) && !gw.drain_expired.is_cancelled() => {
-                tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying: database unavailable");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = gw.drain_expired.cancelled() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
+        let e = match settle_once(gw, r, priced, outcome).await {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        if gw.drain_expired.is_cancelled() {
+            return Err(e);
         }
+        if is_unavailable(&e) {
+            tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying: database unavailable");
+        } else {
+            other_errors += 1;
+            if other_errors >= OTHER_ERROR_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::warn!(execution_id = %r.execution_key, error = %e, "settlement retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = gw.drain_expired.cancelled() => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
-async fn settle_once(
-    gw: &Gateway,
-    r: &Reservation,
-    priced: Priced<'_>,
-    outcome: &Outcome,
-) -> Result<SettleResult, sqlx::Error> {
-    let (state, reason, charge, result, event_type, payload, model_alias) = match outcome {
+/// What one outcome writes, before the facts common to every settlement are added.
+struct Written<'a> {
+    state: &'static str,
+    reason: Option<&'a str>,
+    charge: Option<Charge<'a>>,
+    /// The answer cached on the execution: status, body, whether it is an SSE transcript.
+    answer: Option<(u16, &'a [u8], bool)>,
+    event_type: &'static str,
+    payload: serde_json::Value,
+    model_alias: &'a str,
+    /// For the metrics: the result label and whether the cost went over the hold.
+    label: &'static str,
+    over_hold: bool,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn borrowed(answer: &Option<(u16, Vec<u8>, bool)>) -> Option<(u16, &[u8], bool)> {
+    answer
+        .as_ref()
+        .map(|(status, body, sse)| (*status, body.as_slice(), *sse))
+}
+
+fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> Written<'a> {
+    let hold = r.estimate.cost.0;
+    match outcome {
         Outcome::Commit {
             usage,
             source,
@@ -165,12 +304,15 @@ async fn settle_once(
             result,
             latency_ms,
             stream,
+            completion_cap,
         } => {
-            let actual = priced.cost(*usage);
+            let (actual, saturated) = priced.cost(*usage);
+            let overrun = (actual > hold)
+                .then(|| overrun_kind(*source, *usage, r.estimate.prompt_tokens, *completion_cap));
             let charge = Charge {
                 actual_micro_usd: actual,
-                prompt_tokens: i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
-                completion_tokens: i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
+                prompt_tokens: Some(to_i64(usage.prompt_tokens)),
+                completion_tokens: Some(to_i64(usage.completion_tokens)),
                 usage_source: source.as_str(),
                 latency_ms: *latency_ms,
             };
@@ -180,47 +322,95 @@ async fn settle_once(
                 "provider": provider,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
+                "completion_cap": completion_cap,
                 "usage": source.as_str(),
                 "actual_micro_usd": actual,
+                "overrun": overrun,
+                "cost_saturated": saturated,
                 "stream_end": stream.map(|s| s.0),
                 "stream_events": stream.map(|s| s.1),
             });
-            let state = ExecutionState::Committed.as_str();
-            (
-                state,
-                None,
-                Some(charge),
-                result,
-                types::COMMITTED,
+            Written {
+                state: ExecutionState::Committed.as_str(),
+                reason: None,
+                charge: Some(charge),
+                answer: borrowed(result),
+                event_type: types::COMMITTED,
                 payload,
-                priced.label(),
-            )
+                model_alias: priced.label(),
+                label: "committed",
+                over_hold: overrun.is_some(),
+            }
+        }
+        Outcome::Ambiguous {
+            reason,
+            provider,
+            latency_ms,
+            stream,
+            result,
+        } => {
+            let charge = Charge {
+                actual_micro_usd: hold,
+                prompt_tokens: None,
+                completion_tokens: None,
+                usage_source: UsageSource::Ambiguous.as_str(),
+                latency_ms: *latency_ms,
+            };
+            let payload = json!({
+                "attempt": r.attempt,
+                "model": priced.label(),
+                "provider": provider,
+                "usage": UsageSource::Ambiguous.as_str(),
+                "actual_micro_usd": hold,
+                "reason": reason,
+                "execution_state": ExecutionState::Failed.as_str(),
+                "stream_end": stream.map(|s| s.0),
+                "stream_events": stream.map(|s| s.1),
+            });
+            Written {
+                state: ExecutionState::Failed.as_str(),
+                reason: Some(reason),
+                charge: Some(charge),
+                answer: borrowed(result),
+                event_type: types::COMMITTED,
+                payload,
+                model_alias: priced.label(),
+                label: "ambiguous",
+                over_hold: false,
+            }
         }
         Outcome::Release {
             reason,
             state,
             upstream_status,
             result,
-        } => {
-            let payload = json!({
+        } => Written {
+            state: state.as_str(),
+            reason: Some(reason),
+            charge: None,
+            answer: borrowed(result),
+            event_type: types::RELEASED,
+            payload: json!({
                 "attempt": r.attempt,
                 "reason": reason,
                 "execution_state": state.as_str(),
                 "upstream_status": upstream_status,
-            });
-            let reason = Some(reason.as_str());
-            (
-                state.as_str(),
-                reason,
-                None,
-                result,
-                types::RELEASED,
-                payload,
-                r.model_alias.as_str(),
-            )
-        }
-    };
-    let actual = charge.as_ref().map(|c| c.actual_micro_usd);
+            }),
+            model_alias: r.model_alias.as_str(),
+            label: "released",
+            over_hold: false,
+        },
+    }
+}
+
+async fn settle_once(
+    gw: &Gateway,
+    r: &Reservation,
+    priced: Priced<'_>,
+    outcome: &Outcome,
+) -> Result<SettleResult, sqlx::Error> {
+    let w = written(r, priced, outcome);
+    let actual = w.charge.as_ref().map(|c| c.actual_micro_usd);
     let chain_id = ChainId::Agent(r.agent_id).to_string();
     let s = Settlement {
         execution_id: r.execution_id,
@@ -230,15 +420,13 @@ async fn settle_once(
         execution_key: &r.execution_key,
         chain_id: &chain_id,
         chain_lock_key: ledger::chain_lock_key(&chain_id),
-        state,
-        reason,
-        charge,
-        result: result
-            .as_ref()
-            .map(|(st, body, sse)| (*st, body.as_slice(), *sse)),
-        event_type,
-        payload,
-        model_alias,
+        state: w.state,
+        reason: w.reason,
+        charge: w.charge,
+        result: w.answer,
+        event_type: w.event_type,
+        payload: w.payload,
+        model_alias: w.model_alias,
         rate_subjects: [
             rate_limit::agent_subject(r.agent_id),
             rate_limit::tenant_subject(r.tenant_id),
@@ -249,19 +437,50 @@ async fn settle_once(
     let Some(held) = settlements::settle(&mut conn, &s).await? else {
         return Ok(SettleResult::AlreadySettled);
     };
+    crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);
     Ok(match actual {
-        Some(actual) => {
-            crate::metrics::settled("committed", actual, actual > held.estimate_micro_usd);
-            SettleResult::Committed {
-                actual_micro_usd: actual,
-                remaining_micro_usd: held.remaining_micro_usd,
-            }
-        }
-        None => {
-            crate::metrics::settled("released", 0, false);
-            SettleResult::Released {
-                remaining_micro_usd: held.remaining_micro_usd,
-            }
-        }
+        Some(actual) => SettleResult::Committed {
+            actual_micro_usd: actual,
+            remaining_micro_usd: held.remaining_micro_usd,
+        },
+        None => SettleResult::Released {
+            remaining_micro_usd: held.remaining_micro_usd,
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+        }
+    }
+
+    #[test]
+    fn only_reported_usage_beyond_the_caps_is_the_providers_overrun() {
+        let kind = |source, u| overrun_kind(source, u, 10, Some(7));
+        assert_eq!(kind(UsageSource::Reported, usage(10, 8)), "provider");
+        assert_eq!(kind(UsageSource::Reported, usage(11, 7)), "provider");
+        assert_eq!(kind(UsageSource::Reported, usage(10, 7)), "aex");
+        assert_eq!(kind(UsageSource::Estimated, usage(10, 900)), "aex");
+        assert_eq!(kind(UsageSource::Ambiguous, usage(99, 99)), "aex");
+    }
+
+    #[test]
+    fn an_absurd_usage_is_charged_at_the_ceiling_and_says_so() {
+        let priced = Priced::Fixed {
+            label: "t",
+            cost: MicroUsd(5),
+        };
+        assert_eq!(priced.cost(usage(1, 1)), (5, false));
+        let huge = Priced::Fixed {
+            label: "t",
+            cost: MicroUsd(i64::MAX),
+        };
+        assert_eq!(huge.cost(usage(0, 0)), (MAX_CHARGE_MICRO_USD, true));
+    }
 }

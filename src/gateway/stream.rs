@@ -1,12 +1,21 @@
 //! Relaying a provider's server-sent events to the client, event by event as they arrive: the
 //! model rewritten to the alias in every chunk, the usage-only chunk stripped unless the client
-//! asked for it, usage captured (or the output counted when the provider reports none), and the
-//! transcript kept for replay. The usual chat chunk takes [`super::chat_chunk`]'s fast path
-//! (its bytes kept, only the model value replaced); every other event is read as JSON. However
-//! the stream ends — finished, cut by the provider, abandoned by the client (which stops the
-//! upstream call), cut because the client stopped reading for `server.stream_write_timeout_seconds`
-//! or cut by a shutdown past its drain timeout — what was received is committed:
-//! never zero, never a release.
+//! asked for it, usage captured (or the output counted when the provider reports none, capped at
+//! the caps sent), and the transcript kept for replay. The usual chat chunk takes
+//! [`super::chat_chunk`]'s fast path (its bytes kept, only the model value replaced); every other
+//! event is read as JSON.
+//!
+//! Read-your-writes (SPEC §3): the stream's ending — from the usage chunk, `[DONE]`, or once every
+//! choice has its finishing chunk, for chat; `response.completed`/`failed`/`incomplete` for
+//! responses — is held back until the settlement has committed, and its last JSON event then
+//! carries `"aex": {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last
+//! byte can read its books and see this call in them.
+//!
+//! However the stream ends, it is settled: finished, or abandoned by the client (which stops the
+//! upstream call), cut because the client stopped reading for
+//! `server.stream_write_timeout_seconds`, or cut by a shutdown past its drain timeout, what was
+//! received is committed, never zero; cut by the provider (a timeout or a lost connection), it is
+//! ambiguous and the hold is charged unless the provider had already reported its usage.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -14,16 +23,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::WaitForCancellationFuture;
 
+use super::bound::Bound;
 use super::call::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
-use super::dispatch::{rewrite_model, Dispatch};
-use super::estimate;
-use super::settlement::{self, Outcome, Priced, UsageSource};
-use crate::config::{ModelRoute, TokenizerKind};
+use super::dispatch::{self, rewrite_model, Dispatch};
+use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use crate::config::ModelRoute;
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
 use crate::providers::{usage, ProviderError, Usage};
@@ -59,21 +68,29 @@ struct Relay<'a> {
     /// The alias as a JSON string, as the fast path writes it into chunks.
     alias_json: String,
     client_wants_usage: bool,
-    tokenizer: TokenizerKind,
     reported: Option<Usage>,
     output: String,
     transcript: Vec<u8>,
     transcript_cap: usize,
     transcript_complete: bool,
     events: u64,
+    /// Whether the stream's ending has begun: from then on events are held until settlement.
+    /// For chat it begins with the usage chunk, `[DONE]`, or once every one of the `choices`
+    /// has its finishing chunk (`finished` counts them).
+    ending: bool,
+    choices: u64,
+    finished: u64,
+    held: Vec<Bytes>,
 }
 
 impl Relay<'_> {
-    /// The bytes to send the client for one upstream event, or `None` to drop it.
+    /// The bytes to send the client now for one upstream event, or `None` when it is dropped or
+    /// held until settlement.
     fn event(&mut self, raw: Bytes) -> Option<Bytes> {
         let fast = match self.route {
             CallRoute::ChatCompletions => {
-                chat_chunk::relay(&raw, &self.alias_json, &mut self.output)
+                self.ending |= chat_chunk::is_done(&raw);
+                chat_chunk::relay(&raw, &self.alias_json, &mut self.output, &mut self.finished)
             }
             _ => None,
         };
@@ -81,12 +98,20 @@ impl Relay<'_> {
             Some(out) => out,
             None => self.event_as_json(raw)?,
         };
+        self.ending |= self.route == CallRoute::ChatCompletions && self.finished >= self.choices;
         if self.transcript.len() + out.len() <= self.transcript_cap {
             self.transcript.extend_from_slice(&out);
         } else {
             self.transcript_complete = false;
         }
         self.events += 1;
+        // Comments and keep-alives carry no data: they still flow while the ending is held, so a
+        // provider holding the stream open after its last chunk keeps the client's connection
+        // (and its stall detection) alive.
+        if self.ending && sse::parse(&out).data.is_some() {
+            self.held.push(out);
+            return None;
+        }
         Some(out)
     }
 
@@ -118,6 +143,10 @@ impl Relay<'_> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_owned();
+                self.ending |= matches!(
+                    kind.as_str(),
+                    "response.completed" | "response.failed" | "response.incomplete"
+                );
                 if kind == "response.output_text.delta" {
                     if let Some(d) = value.get("delta").and_then(Value::as_str) {
                         self.output.push_str(d);
@@ -157,7 +186,16 @@ impl Relay<'_> {
                         }
                     }
                 }
+                self.finished += value
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .map_or(0, |c| {
+                        c.iter()
+                            .filter(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                            .count() as u64
+                    });
                 if value.get("usage").is_some_and(|u| !u.is_null()) {
+                    self.ending = true;
                     self.reported = usage::reported(CallRoute::ChatCompletions, value);
                     if !self.client_wants_usage {
                         let usage_only = value
@@ -178,18 +216,28 @@ impl Relay<'_> {
         true
     }
 
-    fn usage(&self, prompt_estimate: u64) -> (Usage, UsageSource) {
-        match self.reported {
-            Some(u) => (u, UsageSource::Reported),
-            None => (
-                Usage {
-                    prompt_tokens: prompt_estimate,
-                    completion_tokens: estimate::count_text(self.tokenizer, &self.output),
-                },
-                UsageSource::Estimated,
-            ),
+    /// The held ending, its last JSON event carrying what settlement charged.
+    fn ending_with(&mut self, aex: &Value) -> Vec<Bytes> {
+        let mut held = std::mem::take(&mut self.held);
+        for event in held.iter_mut().rev() {
+            if let Some(carrying) = with_aex(event, aex) {
+                *event = carrying;
+                break;
+            }
         }
+        held
     }
+}
+
+/// `event` with `"aex"` added to its JSON object; `None` when its data is not a JSON object.
+fn with_aex(event: &[u8], aex: &Value) -> Option<Bytes> {
+    let parsed = sse::parse(event);
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(parsed.data.as_deref()?) else {
+        return None;
+    };
+    obj.insert("aex".into(), aex.clone());
+    let data = Value::Object(obj).to_string();
+    Some(Bytes::from(sse::format(parsed.event.as_deref(), &data)))
 }
 
 /// Hands one event to the client, unless the client takes nothing for the stream write timeout
@@ -258,10 +306,10 @@ async fn pump(
     End::Finished
 }
 
-/// Relays a successful stream to the client and commits what it delivered.
+/// Relays a successful stream to the client, settles it, then sends its ending.
 pub async fn relay(
     job: &Dispatch,
-    model: &ModelRoute,
+    (model, bound): (&ModelRoute, &Bound),
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
@@ -278,13 +326,16 @@ pub async fn relay(
         alias: &r.model_alias,
         alias_json: Value::String(r.model_alias.clone()).to_string(),
         client_wants_usage: job.client_wants_usage,
-        tokenizer: model.tokenizer,
         reported: None,
         output: String::new(),
         transcript: Vec::new(),
         transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
         transcript_complete: true,
         events: 0,
+        ending: false,
+        choices: bound.choices.max(1),
+        finished: 0,
+        held: Vec::new(),
     };
     let end = match end {
         Some(end) => end,
@@ -292,21 +343,83 @@ pub async fn relay(
     };
     // Dropping the upstream stream closes its connection: the provider stops generating.
     drop(chunks);
-    drop(tx);
+    let upstream_ended = Instant::now();
 
-    let (usage, source) = relay.usage(r.estimate.prompt_tokens);
-    let result = relay
-        .transcript_complete
-        .then(|| (200, std::mem::take(&mut relay.transcript), true));
-    let outcome = Outcome::Commit {
-        usage,
-        source,
-        provider: model.provider.name.clone(),
-        result,
-        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        stream: Some((end.as_str(), relay.events)),
+    let stream = Some((end.as_str(), relay.events));
+    let settled = match (end, relay.reported) {
+        // Cut by the provider before it reported usage: it may have generated (and bill) the
+        // whole answer.
+        (End::UpstreamFailed, None) => {
+            // What the caller got, kept for the requests that waited for this attempt.
+            let answer = relay
+                .transcript_complete
+                .then(|| (200, std::mem::take(&mut relay.transcript), true));
+            let reason = "upstream_stream_failed";
+            dispatch::charge_ambiguous(job, model, reason, started, stream, answer).await
+        }
+        (_, reported) => {
+            let (usage, source) = match reported {
+                Some(u) => (u, UsageSource::Reported),
+                None => (
+                    job.counted_usage(model, bound, &relay.output),
+                    UsageSource::Estimated,
+                ),
+            };
+            let result = relay
+                .transcript_complete
+                .then(|| (200, std::mem::take(&mut relay.transcript), true));
+            let outcome = Outcome::Commit {
+                usage,
+                source,
+                provider: model.provider.name.clone(),
+                result,
+                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                stream,
+                completion_cap: job.completion_cap(model, bound),
+            };
+            settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await
+        }
     };
-    if let Err(e) = settlement::settle(&job.gw, r, Priced::Tokens(model), &outcome).await {
-        tracing::error!(execution_id = %r.execution_key, error = %e, "settlement of a stream failed after retries");
+    if matches!(end, End::ClientGone | End::ClientStalled) || relay.held.is_empty() {
+        return;
+    }
+    let aex = match settled {
+        SettleResult::Committed {
+            actual_micro_usd,
+            remaining_micro_usd,
+        } => {
+            json!({"cost_micro_usd": actual_micro_usd, "budget_remaining_micro_usd": remaining_micro_usd})
+        }
+        _ => Value::Null,
+    };
+    let draining = job.gw.drain_expired.cancelled();
+    tokio::pin!(draining);
+    for event in relay.ending_with(&aex) {
+        if deliver(&tx, event, job, &mut draining).await.is_err() {
+            return;
+        }
+    }
+    crate::metrics::observe_stream_final_wait(upstream_ended.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aex_object_goes_on_the_last_json_event_of_the_ending() {
+        let aex = json!({"cost_micro_usd": 7, "budget_remaining_micro_usd": 93});
+        let carried = with_aex(
+            b"event: response.completed\ndata: {\"type\":\"x\"}\n\n",
+            &aex,
+        );
+        let carried = String::from_utf8(carried.unwrap().to_vec()).unwrap();
+        assert!(carried.starts_with("event: response.completed\ndata: {"));
+        let data: Value =
+            serde_json::from_str(sse::parse(carried.as_bytes()).data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["aex"], aex);
+        assert_eq!(data["type"], "x");
+        assert!(with_aex(b"data: [DONE]\n\n", &aex).is_none());
+        assert!(with_aex(b": keep-alive\n\n", &aex).is_none());
     }
 }

@@ -1,7 +1,9 @@
 //! `POST /v1/tools/execute` (SPEC §8): a registered tool plugin run through the same admission,
 //! reservation (at the plugin's declared cost), idempotency and settlement as a model call. A run
-//! that produced its result commits the declared cost; a failed one releases the hold with its
-//! reason.
+//! that produced its result commits the declared cost. A run that started and then timed out or
+//! overflowed its output limit may have done its work: it is charged the declared cost too
+//! (`usage: ambiguous`, execution FAILED). Any other failure (refused before it ran, or the tool's
+//! own error) releases the hold with its reason.
 
 use std::sync::Arc;
 
@@ -10,8 +12,9 @@ use tokio::sync::oneshot;
 
 use super::admission::{Pricing, Reservation, Target, Ticket};
 use super::call::{self, CallInput, CallOutput, JSON};
+use super::dispatch::with_charge;
 use super::error::openai_error_body;
-use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
+use super::settlement::{self, Outcome, Priced, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
@@ -131,22 +134,10 @@ async fn run_and_settle(
                 result: Some((200, body.clone(), false)),
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream: None,
+                completion_cap: None,
             };
-            let mut out = CallOutput::full(id, 200, JSON, body);
-            match settlement::settle(gw, r, priced, &outcome).await {
-                Ok(SettleResult::Committed {
-                    actual_micro_usd,
-                    remaining_micro_usd,
-                }) => {
-                    out.cost_micro_usd = Some(actual_micro_usd);
-                    out.remaining_micro_usd = Some(remaining_micro_usd);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(execution_id = id, error = %e, "settlement of a tool call failed after retries")
-                }
-            }
-            out
+            let settled = settlement::finish(gw, r, priced, &outcome).await;
+            with_charge(CallOutput::full(id, 200, JSON, body), settled)
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
@@ -154,17 +145,37 @@ async fn run_and_settle(
                 ToolError::Timeout(_) => (504, "upstream_timeout"),
                 _ => (502, "upstream_error"),
             };
-            let body = openai_error_body(&e.to_string(), "server_error", code, None);
-            let outcome = Outcome::Release {
-                reason: e.reason().to_owned(),
-                state: ExecutionState::Released,
-                upstream_status: None,
-                result: Some((status, body.clone(), false)),
+            // A run that started and was cut may have done its work: its declared cost is
+            // charged, and the answer says so.
+            let started_and_cut = matches!(e, ToolError::Timeout(_) | ToolError::OutputTooLarge(_));
+            let message = if started_and_cut {
+                format!(
+                    "{e}; the tool had started, so its declared cost of {} micro-USD was charged",
+                    plugin.cost_micro_usd
+                )
+            } else {
+                e.to_string()
             };
-            if let Err(err) = settlement::settle(gw, r, priced, &outcome).await {
-                tracing::error!(execution_id = id, error = %err, "release of a tool call failed after retries");
-            }
-            CallOutput::full(id, status, JSON, body)
+            let body = openai_error_body(&message, "server_error", code, None);
+            let answer = Some((status, body.clone(), false));
+            let outcome = if started_and_cut {
+                Outcome::Ambiguous {
+                    reason: e.reason().to_owned(),
+                    provider,
+                    latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    stream: None,
+                    result: answer,
+                }
+            } else {
+                Outcome::Release {
+                    reason: e.reason().to_owned(),
+                    state: ExecutionState::Released,
+                    upstream_status: None,
+                    result: answer,
+                }
+            };
+            let settled = settlement::finish(gw, r, priced, &outcome).await;
+            with_charge(CallOutput::full(id, status, JSON, body), settled)
         }
     }
 }

@@ -36,16 +36,51 @@ fn field(payload: &serde_json::Value, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Applies one money event to the books it touches.
+/// Applies one money event to an agent's books. Sums saturate: an absurd recorded amount must not
+/// wrap around (it shows as a mismatch instead).
 pub fn apply(books: &mut FoldedBooks, event_type: &str, payload: &serde_json::Value) {
+    let estimate = field(payload, "estimate_micro_usd");
     match event_type {
-        types::RESERVED => books.reserved_micro_usd += field(payload, "estimate_micro_usd"),
-        types::COMMITTED => {
-            books.reserved_micro_usd -= field(payload, "estimate_micro_usd");
-            books.spent_micro_usd += field(payload, "actual_micro_usd");
+        types::RESERVED => {
+            books.reserved_micro_usd = books.reserved_micro_usd.saturating_add(estimate)
         }
-        types::RELEASED => books.reserved_micro_usd -= field(payload, "estimate_micro_usd"),
+        types::COMMITTED => {
+            books.reserved_micro_usd = books.reserved_micro_usd.saturating_sub(estimate);
+            books.spent_micro_usd = books
+                .spent_micro_usd
+                .saturating_add(field(payload, "actual_micro_usd"));
+        }
+        types::RELEASED => {
+            books.reserved_micro_usd = books.reserved_micro_usd.saturating_sub(estimate)
+        }
         types::PERIOD_RESET => books.spent_micro_usd = field(payload, "spent_after_micro_usd"),
+        _ => {}
+    }
+}
+
+/// Applies one of its agents' money events to a tenant's books (SPEC §5.4): `spent` counts every
+/// commit, with or without a tenant budget, and never resets with an agent's period; `reserved`
+/// counts the holds made against the tenant's budget (`holds_tenant`).
+pub fn apply_tenant(books: &mut FoldedBooks, event_type: &str, payload: &serde_json::Value) {
+    if event_type == types::COMMITTED {
+        books.spent_micro_usd = books
+            .spent_micro_usd
+            .saturating_add(field(payload, "actual_micro_usd"));
+    }
+    let holds_tenant = payload
+        .get("holds_tenant")
+        .and_then(serde_json::Value::as_bool);
+    if holds_tenant != Some(true) {
+        return;
+    }
+    let estimate = field(payload, "estimate_micro_usd");
+    match event_type {
+        types::RESERVED => {
+            books.reserved_micro_usd = books.reserved_micro_usd.saturating_add(estimate)
+        }
+        types::COMMITTED | types::RELEASED => {
+            books.reserved_micro_usd = books.reserved_micro_usd.saturating_sub(estimate);
+        }
         _ => {}
     }
 }
@@ -74,11 +109,8 @@ pub async fn fold_all(pool: &PgPool) -> Result<Folded, sqlx::Error> {
                 &payload,
             );
         }
-        let holds_tenant = payload
-            .get("holds_tenant")
-            .and_then(serde_json::Value::as_bool);
-        if let (Some(tenant), Some(true)) = (tenant_id, holds_tenant) {
-            apply(
+        if let (Some(tenant), Some(_)) = (tenant_id, agent_id) {
+            apply_tenant(
                 folded.tenants.entry(tenant).or_default(),
                 &event_type,
                 &payload,

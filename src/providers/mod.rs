@@ -48,8 +48,8 @@ pub struct UpstreamResponse {
     pub body: Bytes,
 }
 
-/// What a provider answered: a complete body, or (for a successful streaming call) the body as it
-/// arrives, chunk by chunk.
+/// What a provider answered: a complete body, or (for a successful answer of server-sent events,
+/// whatever was asked) the body as it arrives, chunk by chunk.
 pub enum UpstreamReply {
     Complete(UpstreamResponse),
     Streaming {
@@ -60,8 +60,9 @@ pub enum UpstreamReply {
 
 /// An upstream API.
 pub trait Provider: Send + Sync {
-    /// Sends one call. A streaming call that succeeds returns [`UpstreamReply::Streaming`] as soon
-    /// as the status is known; anything else returns the complete body.
+    /// Sends one call. A successful answer of server-sent events returns
+    /// [`UpstreamReply::Streaming`] as soon as the status is known; anything else returns the
+    /// complete body.
     fn call<'a>(
         &'a self,
         req: UpstreamRequest<'a>,

@@ -66,7 +66,18 @@ impl OpenAiCompatible {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        if req.stream && (200..300).contains(&status) {
+        // The answer is read by what it is, not by what was asked: a provider may answer a
+        // stream request with JSON, or the reverse. Only without a content type does the
+        // request decide.
+        let is_sse = content_type
+            .as_deref()
+            .map(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            })
+            .unwrap_or(req.stream);
+        if is_sse && (200..300).contains(&status) {
             // The closure runs for every chunk: it clones an Arc, not a String.
             let name: Arc<str> = Arc::from(provider.as_str());
             let chunks = futures::stream::unfold(Some(response), move |state| {

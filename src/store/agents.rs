@@ -29,9 +29,12 @@ pub struct AgentRow {
 }
 
 impl AgentRow {
-    /// `budget - spent - reserved`; negative after a recorded overrun.
+    /// `budget - spent - reserved`; negative after a recorded overrun (saturating: `spent` may
+    /// sit at a ceiling after absurd reported usage).
     pub fn remaining_micro_usd(&self) -> i64 {
-        self.budget_micro_usd - self.spent_micro_usd - self.reserved_micro_usd
+        self.budget_micro_usd
+            .saturating_sub(self.spent_micro_usd)
+            .saturating_sub(self.reserved_micro_usd)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The settlement of one attempt in one round trip: the `aex_settle` function
-//! (migrations/20261204000002_settle_function.sql says what it writes, in which order). Called as
+//! (migrations/20261206200001_settle_always_ends.sql says what it writes, in which order). Called as
 //! a single statement it is its own transaction, so a settlement needs no BEGIN and COMMIT of its
 //! own.
 
@@ -38,8 +38,9 @@ pub struct Settlement<'a> {
 /// What a commit charges and records.
 pub struct Charge<'a> {
     pub actual_micro_usd: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    /// `None` when the usage is not known (an ambiguous outcome charged at the hold).
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
     pub usage_source: &'a str,
     pub latency_ms: i64,
 }
@@ -72,8 +73,8 @@ pub async fn settle(
     .bind(s.chain_lock_key)
     .bind(s.state)
     .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
-    .bind(s.charge.as_ref().map(|c| c.prompt_tokens))
-    .bind(s.charge.as_ref().map(|c| c.completion_tokens))
+    .bind(s.charge.as_ref().and_then(|c| c.prompt_tokens))
+    .bind(s.charge.as_ref().and_then(|c| c.completion_tokens))
     .bind(s.charge.as_ref().map(|c| c.usage_source))
     .bind(s.reason)
     .bind(result.map(|r| i32::from(r.0)))

@@ -21,11 +21,16 @@ pub struct TenantRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The columns of [`TenantRow`], for `concat!` so that the SQL stays a static string.
+/// The columns of [`TenantRow`], for `concat!` so that the SQL stays a static string. A tenant's
+/// `spent` is every committed cost of its agents (SPEC §5.4): the sum of their lifetime counters,
+/// kept per agent so that settlements of a busy tenant never queue on the tenant's row
+/// (migrations/20261206200001_settle_always_ends.sql).
 macro_rules! tenant_columns {
     () => {
-        "id, name, budget_micro_usd, spent_micro_usd, reserved_micro_usd, rpm_limit, tpm_limit, \
-         default_policy, created_at, updated_at"
+        "id, name, budget_micro_usd, \
+         (SELECT LEAST(COALESCE(sum(a.lifetime_spent_micro_usd), 0), 9223372036854775807) \
+          FROM agents a WHERE a.tenant_id = tenants.id)::bigint AS spent_micro_usd, \
+         reserved_micro_usd, rpm_limit, tpm_limit, default_policy, created_at, updated_at"
     };
 }
 
@@ -111,15 +116,14 @@ pub async fn get_tenant_by_name(
     .ok_or(StoreError::NotFound)
 }
 
-/// Locks the tenant row. Taken before the agent row whenever both are locked.
+/// Locks the tenant row (taken before the agent row whenever both are locked), then reads it.
+/// The read is a statement of its own: one that waited for the lock would still compute `spent`
+/// from the snapshot it started with, missing a settlement that committed meanwhile.
 pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<TenantRow, StoreError> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        tenant_columns!(),
-        " FROM tenants WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    get_tenant(conn, id).await
 }

@@ -10,19 +10,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{hello, spawn_app, spawn_app_with_models, TestApp};
 
-/// One ledger event of an execution, by type, as JSON.
-async fn event(app: &TestApp, execution_id: &str, event_type: &str) -> Value {
-    let payload: String = sqlx::query_scalar(
-        "SELECT payload FROM event_log WHERE execution_id = $1 AND event_type = $2",
-    )
-    .bind(execution_id)
-    .bind(event_type)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap_or_else(|e| panic!("no {event_type} event for {execution_id}: {e}"));
-    serde_json::from_str(&payload).unwrap()
-}
-
 /// A routing-table provider at `addr`.
 fn provider(name: &str, addr: std::net::SocketAddr) -> String {
     format!("\n[providers.{name}]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\n")
@@ -63,7 +50,7 @@ async fn assert_released(app: &TestApp, resp: reqwest::Response, reason: &str) -
             .await
             .unwrap();
     assert_eq!((state.as_str(), why.as_deref()), ("RELEASED", Some(reason)));
-    let released = event(app, &id, "reservation.released").await;
+    let released = app.ledger_event(&id, "reservation.released").await;
     assert_eq!(released["reason"], reason);
     app.assert_books_audit().await;
     released
@@ -105,7 +92,7 @@ async fn an_upstream_429_with_a_fallback_is_served_and_charged_by_the_fallback()
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["model"], "busy");
     assert_eq!((app.mock.calls(), backup.calls()), (1, 1));
-    let fallback = event(&app, &id, "execution.fallback").await;
+    let fallback = app.ledger_event(&id, "execution.fallback").await;
     assert_eq!(fallback["reason"], "upstream_status_429");
     let p = v["usage"]["prompt_tokens"].as_i64().unwrap();
     let c = v["usage"]["completion_tokens"].as_i64().unwrap();
@@ -115,7 +102,10 @@ async fn an_upstream_429_with_a_fallback_is_served_and_charged_by_the_fallback()
         expected,
         "the fallback's prices"
     );
-    assert_eq!(event(&app, &id, "usage.commit").await["model"], "spare");
+    assert_eq!(
+        app.ledger_event(&id, "usage.commit").await["model"],
+        "spare"
+    );
     app.assert_books_audit().await;
 }
 
@@ -153,10 +143,10 @@ async fn a_200_that_is_not_json_is_charged_the_estimated_prompt_and_is_a_502() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_error", "{body}");
 
-    let prompt = event(&app, &id, "reservation.reserved").await["prompt_tokens_estimate"]
+    let prompt = app.ledger_event(&id, "reservation.reserved").await["prompt_tokens_estimate"]
         .as_i64()
         .unwrap();
-    let commit = event(&app, &id, "usage.commit").await;
+    let commit = app.ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["usage"], "estimated");
     assert_eq!(commit["prompt_tokens"], prompt);
     assert_eq!(commit["completion_tokens"], 0);
@@ -199,10 +189,10 @@ async fn a_200_without_usage_is_committed_with_estimated_usage_on_every_route() 
         let v: Value = resp.json().await.unwrap();
         assert!(v.get("usage").is_none(), "{path}: the provider sent none");
 
-        let prompt = event(&app, &id, "reservation.reserved").await["prompt_tokens_estimate"]
+        let prompt = app.ledger_event(&id, "reservation.reserved").await["prompt_tokens_estimate"]
             .as_i64()
             .unwrap();
-        let commit = event(&app, &id, "usage.commit").await;
+        let commit = app.ledger_event(&id, "usage.commit").await;
         assert_eq!(commit["usage"], "estimated", "{path}");
         assert_eq!(commit["prompt_tokens"], prompt, "{path}");
         let completion = commit["completion_tokens"].as_i64().unwrap();

@@ -526,6 +526,20 @@ impl TestApp {
         (id, issued["token"].as_str().expect("token").to_owned())
     }
 
+    /// The latest ledger event of one type for an execution, its payload parsed.
+    pub async fn ledger_event(&self, execution_id: &str, event_type: &str) -> Value {
+        let payload: String = sqlx::query_scalar(
+            "SELECT payload FROM event_log WHERE execution_id = $1 AND event_type = $2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(execution_id)
+        .bind(event_type)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("no {event_type} event for {execution_id}: {e}"));
+        serde_json::from_str(&payload).unwrap()
+    }
+
     /// The ledger events of one type, payloads parsed, in append order.
     pub async fn ledger_payloads(&self, event_type: &str) -> Vec<Value> {
         let rows: Vec<String> =

@@ -260,7 +260,9 @@ async fn hundreds_of_random_shapes_over_two_replicas_never_spend_past_a_budget()
     }
     for t in [&lean, &tight] {
         let (spent, reserved, budget): (i64, i64, i64) = sqlx::query_as(
-            "SELECT spent_micro_usd, reserved_micro_usd, budget_micro_usd FROM tenants WHERE id = $1::uuid",
+            "SELECT (SELECT COALESCE(sum(lifetime_spent_micro_usd), 0) FROM agents \
+             WHERE tenant_id = t.id)::bigint, reserved_micro_usd, budget_micro_usd \
+             FROM tenants t WHERE id = $1::uuid",
         )
         .bind(t)
         .fetch_one(&app.pool)

@@ -33,6 +33,7 @@ mod rate_limits;
 mod recovery;
 mod security_plugins;
 mod server_limits;
+mod settle;
 mod streaming;
 mod surface;
 mod tamper;

@@ -252,7 +252,8 @@ async fn a_reservation_must_fit_the_tenant_budget_as_well_as_the_agent_budget() 
         assert_eq!(app.chat(&token, hello()).await.status(), StatusCode::OK);
     }
     let (t_spent, t_reserved): (i64, i64) = sqlx::query_as(
-        "SELECT spent_micro_usd, reserved_micro_usd FROM tenants WHERE id = $1::uuid",
+        "SELECT (SELECT sum(lifetime_spent_micro_usd) FROM agents WHERE tenant_id = t.id)::bigint, \
+         reserved_micro_usd FROM tenants t WHERE id = $1::uuid",
     )
     .bind(&tenant)
     .fetch_one(&app.pool)

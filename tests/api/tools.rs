@@ -112,7 +112,7 @@ async fn a_process_plugin_runs_sandboxed_and_its_declared_cost_is_booked() {
 }
 
 #[tokio::test]
-async fn timeouts_oversized_output_and_failures_release_the_hold_with_the_reason() {
+async fn timeouts_and_oversized_output_charge_the_declared_cost_and_failures_release() {
     let app = spawn_app().await;
     process_plugin(&app, "sleeper", "sleep 5", json!({"timeout_ms": 300})).await;
     process_plugin(
@@ -141,10 +141,17 @@ async fn timeouts_oversized_output_and_failures_release_the_hold_with_the_reason
         .unwrap();
         assert_eq!(recorded, reason);
     }
+    // The timed-out and the oversized run had started: they may have done their work and are
+    // charged their declared cost (2,000 each, `usage: ambiguous`); the failed one is not.
+    assert_eq!(app.books(agent.id).await, (4_000, 0, 1_000_000));
+    let commits = app.ledger_payloads("usage.commit").await;
+    assert_eq!(commits.len(), 2);
+    assert!(commits
+        .iter()
+        .all(|c| c["usage"] == "ambiguous" && c["actual_micro_usd"] == 2_000));
     assert_eq!(
-        app.books(agent.id).await,
-        (0, 0, 1_000_000),
-        "nothing is charged for a failed run"
+        app.execution_states(agent.id).await,
+        vec!["FAILED", "FAILED", "RELEASED"]
     );
     app.assert_books_audit().await;
 }

@@ -127,15 +127,11 @@ class AexInstance:
     def agent(self, name: str) -> dict:
         return json.loads(self.cli("agent", "show", name, "--json").stdout)
 
-    def settled_agent(self, name: str, timeout: float = 10.0) -> dict:
-        """The agent once nothing is held: a stream's settlement commits after its last event
-        reaches the client, so a client can read the books before they move."""
-        deadline = time.monotonic() + timeout
-        agent = self.agent(name)
-        while agent["reserved_micro_usd"] != 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            agent = self.agent(name)
-        return agent
+    def admin_get(self, path: str) -> dict:
+        """One GET of the admin API with the operator token: its JSON body."""
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.operator_token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
 
 
 if __name__ == "__main__":

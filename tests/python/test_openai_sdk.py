@@ -48,9 +48,16 @@ def test_streaming_chunks_arrive_with_the_alias_and_the_final_usage(aex):
     assert text.startswith(" w")
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 20
-    agent = aex.settled_agent("sdk-streamer")
-    assert agent["spent_micro_usd"] == cost(usage.prompt_tokens, usage.completion_tokens)
+    # Read-your-writes: the stream's last event was sent after its settlement committed, so the
+    # books read through the admin API right now (no wait, no poll) already hold this call.
+    agent = aex.admin_get("/admin/agents/sdk-streamer")
+    streamed_cost = cost(usage.prompt_tokens, usage.completion_tokens)
+    assert agent["spent_micro_usd"] == streamed_cost
     assert agent["reserved_micro_usd"] == 0
+    # The final chunk (here the usage chunk) says what was charged.
+    charged = chunks[-1].model_extra["aex"]
+    assert charged["cost_micro_usd"] == agent["spent_micro_usd"]
+    assert charged["budget_remaining_micro_usd"] == agent["budget_micro_usd"] - agent["spent_micro_usd"]
 
 
 def test_embeddings_and_responses_through_the_sdk(aex):
@@ -67,7 +74,7 @@ def test_embeddings_and_responses_through_the_sdk(aex):
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert events[-1].response.model == "gpt-4o-mini"
-    assert aex.settled_agent("sdk-multi")["reserved_micro_usd"] == 0
+    assert aex.agent("sdk-multi")["reserved_micro_usd"] == 0
 
 
 def test_a_tool_call_round_trip_and_response_format(aex):
