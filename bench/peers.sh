@@ -52,21 +52,6 @@ pids=()
 aex_pid=
 peer_pid=
 
-cleanup() {
-  local status=$?
-  stop_peer
-  for pid in $aex_pid "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in $aex_pid "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  psql "$DATABASE_URL" -qXc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  if (( status != 0 )) && [[ -f $work/aex.log ]]; then
-    echo "peers failed; the end of aex's log:" >&2
-    tail -n 20 "$work/aex.log" >&2
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # A peer that cannot be installed or started is recorded as such (its row says why) and skipped.
 peer_failed() {
@@ -91,6 +76,36 @@ watch_args() {
   local p
   for p in $(pid_tree "$1"); do printf -- '--watch-pid %s ' "$p"; done
 }
+
+# Stops the running peer and every process it started; KILL after ten seconds.
+stop_peer() {
+  [[ -n $peer_pid ]] || return 0
+  local tree
+  tree=$(pid_tree "$peer_pid")
+  # shellcheck disable=SC2086 # one word per pid
+  kill -TERM $tree 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$peer_pid" 2>/dev/null || break; sleep 0.2; done
+  # shellcheck disable=SC2086
+  kill -KILL $tree 2>/dev/null || true
+  wait "$peer_pid" 2>/dev/null || true
+  peer_pid=
+}
+
+cleanup() {
+  local status=$?
+  stop_peer
+  for pid in $aex_pid "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $aex_pid "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  psql "$DATABASE_URL" -qXc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  if (( status != 0 )) && [[ -f $work/aex.log ]]; then
+    echo "peers failed; the end of aex's log:" >&2
+    tail -n 20 "$work/aex.log" >&2
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Whether the peer just started (peer_pid) answers at URL within SECONDS; records it either way:
 # peer_started NAME LABEL VERSION URL SECONDS (its output is in $work/NAME.log).
@@ -250,23 +265,9 @@ YAML
   load_points litellm "http://127.0.0.1:$port/v1" --tokens "$work/litellm.tokens" $(watch_args "$peer_pid")
 }
 
-# Stops the running peer and every process it started; KILL after ten seconds.
-stop_peer() {
-  [[ -n $peer_pid ]] || return 0
-  local tree
-  tree=$(pid_tree "$peer_pid")
-  # shellcheck disable=SC2086 # one word per pid
-  kill -TERM $tree 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$peer_pid" 2>/dev/null || break; sleep 0.2; done
-  # shellcheck disable=SC2086
-  kill -KILL $tree 2>/dev/null || true
-  wait "$peer_pid" 2>/dev/null || true
-  peer_pid=
-}
-
 for peer in $PEERS; do
   grep -q "\"record\":\"peer-$peer\"" "$RESULTS" && continue # its install failed
-  "run_$peer" || peer_failed "$peer" "its run failed (log: see above)"
+  "run_$peer" || peer_failed "$peer" "its run failed; its log ends: $(tail -n 3 "$work/$peer.log" | json_text)"
   stop_peer
 done
 
