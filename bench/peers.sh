@@ -214,7 +214,7 @@ peak=$(jq -rs '[.[] | select(.record == "load" and .mode == "governed" and .kind
 rate=$(jq -rn --argjson p "$peak" '$p / 2 | floor')
 printf '{"record":"peak","governed_rps":%.0f,"rate_rps":%s}\n' "$peak" "$rate" >>"$RESULTS"
 if (( rate > 0 )); then
-  echo "== open loop at $rate req/s (half of AEX's peak $peak req/s)"
+  printf "== open loop at %s req/s (half of AEX's peak %.0f req/s)\n" "$rate" "$peak"
   load --scenario open-half --mode direct --url "http://$mock/v1" --kind chat --model bench-chat \
     --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$mock_pid"
   # shellcheck disable=SC2046
