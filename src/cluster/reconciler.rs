@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::replica::DbContact;
 use crate::domain::ExecutionState;
-use crate::gateway::admission::Reservation;
+use crate::gateway::call_types::Reservation;
 use crate::gateway::estimate::Estimate;
 use crate::gateway::settlement::{self, Outcome, Priced, SettleResult};
 use crate::gateway::Gateway;

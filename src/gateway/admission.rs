@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bound::{self, Candidate};
+use super::call_types::{AttemptRef, Reservation};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
@@ -101,24 +102,6 @@ impl Pricing<'_> {
     }
 }
 
-/// Money held for one attempt.
-#[derive(Debug, Clone)]
-pub struct Reservation {
-    pub execution_id: Uuid,
-    pub execution_key: String,
-    pub attempt: i32,
-    pub tenant_id: TenantId,
-    pub agent_id: AgentId,
-    pub model_alias: String,
-    pub estimate: Estimate,
-    /// The output cap was lowered to fit the budget (`clamp_max_tokens`).
-    pub clamped: bool,
-    pub holds_tenant: bool,
-    pub remaining_after: i64,
-    /// The agent's rate-limit quota after this admission, for the response headers.
-    pub quota: Quota,
-}
-
 /// A recorded refusal (execution DENIED, ledger event written).
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -148,13 +131,6 @@ pub enum Admission {
     Replay(StoredResult),
     /// An attempt of the same key is in flight: wait for it and answer with its outcome.
     InFlight(AttemptRef),
-}
-
-/// One attempt of one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptRef {
-    pub execution_id: Uuid,
-    pub attempt: i32,
 }
 
 /// What refusing looks like before it is written.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::admission::Reservation;
+use super::call_types::Reservation;
 use super::error::is_unavailable;
 use super::rate_limit;
 use super::Gateway;

@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::bound::Bound;
-use super::call::{CallBody, CallOutput, SSE};
+use super::call_types::{CallBody, CallOutput, SSE};
 use super::chat_chunk;
-use super::dispatch::{self, rewrite_model, Dispatch};
+use super::job::{self, rewrite_model, Dispatch};
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
@@ -355,7 +355,7 @@ pub async fn relay(
                 .transcript_complete
                 .then(|| (200, std::mem::take(&mut relay.transcript), true));
             let reason = "upstream_stream_failed";
-            dispatch::charge_ambiguous(job, model, reason, started, stream, answer).await
+            job::charge_ambiguous(job, model, reason, started, stream, answer).await
         }
         (_, reported) => {
             let (usage, source) = match reported {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Reservation, Target, Ticket};
-use super::call::{self, CallInput, CallOutput, JSON};
-use super::dispatch::with_charge;
+use super::admission::{Pricing, Target, Ticket};
+use super::admit::admit_until_decided;
+use super::call_types::{CallInput, CallOutput, Reservation, JSON};
 use super::error::openai_error_body;
+use super::job::with_charge;
 use super::settlement::{self, Outcome, Priced, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -51,7 +52,7 @@ async fn find_plugin(
 
 /// Runs one governed tool call.
 pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, GatewayError> {
-    let span = tracing::Span::current();
+    let span = input.record_on_span();
     let (key, keyed) = idempotency::execution_key(input.idempotency_key.as_deref())?;
     let name = tool_name(&input.body)?.to_owned();
     span.record("execution_id", key.as_str());
@@ -80,7 +81,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
             details: json!({"tool": name, "kind": plugin.kind, "version": plugin.version}),
         },
     };
-    let reservation = match call::admit_until_decided(&gw, &ticket).await? {
+    let reservation = match admit_until_decided(&gw, &ticket).await? {
         Ok(r) => r,
         Err(answer) => return Ok(answer),
     };
