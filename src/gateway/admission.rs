@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bound::{self, Candidate};
-use super::call_types::{AttemptRef, Reservation};
+use super::call_types::{AttemptRef, Granted, Hold, Reservation};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
@@ -392,17 +392,21 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(Reservation {
-        execution_id,
-        execution_key: t.key.to_owned(),
-        attempt,
-        tenant_id: t.tenant_id,
-        agent_id: t.agent_id,
-        model_alias: t.pricing.label().to_owned(),
+        hold: Hold {
+            execution_id,
+            execution_key: t.key.to_owned(),
+            attempt,
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            model_alias: t.pricing.label().to_owned(),
+            held: estimate.cost,
+        },
         estimate,
-        clamped,
-        holds_tenant,
-        remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
-        quota,
+        granted: Granted {
+            clamped,
+            remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
+            quota,
+        },
     }))
 }
 

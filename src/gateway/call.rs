@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{Pricing, Target, Ticket};
 use super::admit::admit_until_decided;
-use super::call_types::{CallInput, CallOutput};
+use super::call_types::{CallInput, CallOutput, Reservation};
 use super::dispatch;
 use super::job::Dispatch;
 use super::prepare;
@@ -46,7 +46,11 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
             details: json!({"model": model.alias, "upstream_model": model.upstream_model}),
         },
     };
-    let reservation = match admit_until_decided(&gw, &ticket).await? {
+    let Reservation {
+        hold,
+        estimate,
+        granted,
+    } = match admit_until_decided(&gw, &ticket).await? {
         Ok(r) => r,
         Err(answer) => return Ok(answer),
     };
@@ -54,7 +58,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     // The provider call and settlement run on a tracked task: if the client goes away, the call
     // still completes (or, for a stream, stops) and is booked, and shutdown waits for it.
     let (tx, rx) = oneshot::channel();
-    let cap = reservation.estimate.output_cap;
+    let cap = estimate.output_cap;
     let job = Dispatch {
         gw: Arc::clone(&gw),
         route: input.route,
@@ -69,14 +73,15 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
                 )
             })
             .collect(),
-        reservation,
+        estimate,
+        granted,
         passthrough: input.passthrough_key.clone(),
         stream: p.stream,
         client_wants_usage: p.client_wants_usage,
     };
     // The task carries the request span, so its upstream and settlement facts land there.
     gw.tasks.spawn(tracing::Instrument::instrument(
-        dispatch::run(job, tx),
+        dispatch::run(job, hold, tx),
         span.clone(),
     ));
     let out = rx.await.map_err(|_| {

@@ -13,6 +13,7 @@ use super::estimate::Estimate;
 use super::rate_limit::Quota;
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, TenantId};
+use crate::money::MicroUsd;
 
 /// A northbound call as the HTTP layer hands it over.
 pub struct CallInput {
@@ -87,22 +88,49 @@ impl CallOutput {
     }
 }
 
-/// Money held for one attempt.
-#[derive(Debug, Clone)]
-pub struct Reservation {
-    pub execution_id: Uuid,
-    pub execution_key: String,
-    pub attempt: i32,
-    pub tenant_id: TenantId,
-    pub agent_id: AgentId,
-    pub model_alias: String,
-    pub estimate: Estimate,
+/// The money one admitted attempt holds: what settlement needs, and nothing the client is told.
+/// Settled exactly once: only [`super::settlement::finish`] consumes it (the reconciler reaches a
+/// lost replica's holds through `settlement::release_orphan`, built from the execution's row).
+/// Its fields are read, and it is made, only inside the gateway.
+#[must_use = "a hold must be settled (settlement::finish), else its money stays reserved until the reconciler finds it"]
+#[derive(Debug)]
+pub struct Hold {
+    pub(in crate::gateway) execution_id: Uuid,
+    pub(in crate::gateway) execution_key: String,
+    pub(in crate::gateway) attempt: i32,
+    pub(in crate::gateway) tenant_id: TenantId,
+    pub(in crate::gateway) agent_id: AgentId,
+    /// The model alias (or tool name) the execution is recorded under.
+    pub(in crate::gateway) model_alias: String,
+    /// The money held (the estimate's cost).
+    pub(in crate::gateway) held: MicroUsd,
+}
+
+impl Hold {
+    /// The execution's key, the `X-AEX-Execution-Id` of every answer.
+    pub fn execution_key(&self) -> &str {
+        &self.execution_key
+    }
+}
+
+/// What the client is told about its admission (never read by settlement).
+#[derive(Debug, Clone, Copy)]
+pub struct Granted {
     /// The output cap was lowered to fit the budget (`clamp_max_tokens`).
     pub clamped: bool,
-    pub holds_tenant: bool,
+    /// The agent's budget left after the hold.
     pub remaining_after: i64,
     /// The agent's rate-limit quota after this admission, for the response headers.
     pub quota: Quota,
+}
+
+/// An admitted attempt: the hold to settle, the estimate it holds (the caps to send), and what
+/// the client is told.
+#[derive(Debug)]
+pub struct Reservation {
+    pub hold: Hold,
+    pub estimate: Estimate,
+    pub granted: Granted,
 }
 
 /// One attempt of one execution.

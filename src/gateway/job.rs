@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::bound::Bound;
-use super::call_types::{CallOutput, Reservation};
+use super::call_types::{CallOutput, Granted, Hold};
+use super::estimate::Estimate;
 use super::settlement::{self, Outcome, Priced, SettleResult};
 use super::{estimate, prepare, Gateway};
 use crate::config::{ModelRoute, Secret};
@@ -21,7 +22,10 @@ use crate::providers::Usage;
 /// Everything the task needs; owned, because it outlives the request.
 pub struct Dispatch {
     pub gw: Arc<Gateway>,
-    pub reservation: Reservation,
+    /// The estimate the hold covers: the caps sent and the prompt bound.
+    pub estimate: Estimate,
+    /// What the client is told with every answer.
+    pub granted: Granted,
     pub route: CallRoute,
     /// Each candidate model with its bound for this request and the body to send it, in the
     /// order to try them.
@@ -32,11 +36,17 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// The model alias the agent asked for (the first candidate), which answers carry.
+    pub fn alias(&self) -> &str {
+        self.attempts
+            .first()
+            .map_or("", |(model, ..)| model.alias.as_str())
+    }
+
     /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
     /// what its bound adds, such as predicted output).
     pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
-        prepare::cap_sent(model, self.reservation.estimate.output_cap)
-            .map(|cap| bound.output_tokens(cap))
+        prepare::cap_sent(model, self.estimate.output_cap).map(|cap| bound.output_tokens(cap))
     }
 
     /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's
@@ -57,6 +67,7 @@ impl Dispatch {
 /// requests that waited for this attempt; a failure to do so is logged by settlement.
 pub async fn release(
     job: &Dispatch,
+    hold: Hold,
     model: &ModelRoute,
     reason: &str,
     status: Option<u16>,
@@ -68,7 +79,7 @@ pub async fn release(
         upstream_status: status,
         result: answer.map(|(status, body)| (status, body, false)),
     };
-    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await;
+    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await;
 }
 
 /// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
@@ -76,6 +87,7 @@ pub async fn release(
 /// the caller got, kept for the requests that waited for this attempt.
 pub async fn charge_ambiguous(
     job: &Dispatch,
+    hold: Hold,
     model: &ModelRoute,
     reason: &str,
     started: Instant,
@@ -89,7 +101,7 @@ pub async fn charge_ambiguous(
         stream,
         result: answer,
     };
-    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
+    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await
 }
 
 pub(super) fn elapsed_ms(started: Instant) -> i64 {
