@@ -8,8 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/ensure-postgres.sh
 
 # Debian packages the tests drive: promtool (package prometheus) checks /metrics, chromium runs
-# the dashboard, node and npm run the browser test.
+# the dashboard, node and npm run the browser test, bubblewrap sandboxes process plugins (the
+# security tests need it: isolation is required by default).
 missing=()
+[[ -x /usr/bin/bwrap ]] || missing+=(bubblewrap)
 command -v promtool >/dev/null || missing+=(prometheus)
 [[ -x ${TEST_CHROMIUM:-/usr/bin/chromium} ]] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
