@@ -312,15 +312,28 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let tenant_policy = tenant
         .as_ref()
         .map_or(&tenant_policy.0, |tn| &tn.default_policy.0);
-    let effective = Policy::from_json(&agent.policy).resolve(&Policy::from_json(tenant_policy));
-
-    let admitted = match decide(t, &agent, &effective) {
-        Ok(cap) => check_rates(&mut tx, t, &agent, tenant.as_ref(), cap).await?,
-        Err(refuse) => Err(refuse),
-    };
-    let admitted = admitted.and_then(|(cap, quota)| {
-        decide_budget(gw, t, &agent, tenant.as_ref(), &effective, cap).map(|(e, c)| (e, c, quota))
+    let effective = Policy::effective(&agent.policy, tenant_policy).map_err(|e| {
+        tracing::error!(agent = %agent.id, error = %e, "stored policy does not parse: call refused");
     });
+
+    let admitted = match &effective {
+        Ok(effective) => match decide(t, &agent, effective) {
+            Ok(cap) => check_rates(&mut tx, t, &agent, tenant.as_ref(), cap).await?,
+            Err(refuse) => Err(refuse),
+        }
+        .and_then(|(cap, quota)| {
+            decide_budget(gw, t, &agent, tenant.as_ref(), effective, cap)
+                .map(|(e, c)| (e, c, quota))
+        }),
+        // Fails closed: a policy that cannot be read allows nothing.
+        Err(()) => Err(Refuse::new(
+            403,
+            "permission_error",
+            "policy_unreadable",
+            "policy_unreadable",
+            "the stored policy of this agent or its tenant cannot be read; calls are refused until an operator sets it again".into(),
+        )),
+    };
     let (estimate, clamped, quota) = match admitted {
         Ok(ok) => ok,
         Err(refuse) => {
