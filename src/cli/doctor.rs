@@ -125,8 +125,15 @@ pub async fn diagnose(settings: &Settings, env: EnvLookup<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
     let pool = database(settings, &mut checks).await;
     if let Some(pool) = &pool {
-        migrations(pool, &mut checks).await;
-        ledger(pool, settings, &mut checks).await;
+        if migrations(pool, &mut checks).await {
+            ledger(pool, settings, &mut checks).await;
+        } else {
+            checks.push(Check::warn(
+                "ledger",
+                "not checked: the database has no AEX schema yet",
+                "run `aex migrate`",
+            ));
+        }
     }
     if let Some(doc) = routing(settings, pool.as_ref(), &mut checks).await {
         checks.extend(providers::check_all(&doc, env).await);
@@ -196,7 +203,8 @@ async fn database(settings: &Settings, checks: &mut Vec<Check>) -> Option<sqlx::
 }
 
 /// Names every embedded migration not applied, and every applied one this binary does not know.
-async fn migrations(pool: &sqlx::PgPool, checks: &mut Vec<Check>) {
+/// Returns whether any migration is applied (whether there is a ledger to check).
+async fn migrations(pool: &sqlx::PgPool, checks: &mut Vec<Check>) -> bool {
     let applied: Vec<i64> = match sqlx::query_scalar(
         "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
     )
@@ -211,7 +219,7 @@ async fn migrations(pool: &sqlx::PgPool, checks: &mut Vec<Check>) {
                 format!("cannot read _sqlx_migrations: {e}"),
                 "check the database role's rights",
             ));
-            return;
+            return false;
         }
     };
     let pending: Vec<String> = db::MIGRATOR
@@ -245,6 +253,7 @@ async fn migrations(pool: &sqlx::PgPool, checks: &mut Vec<Check>) {
             format!("all {} applied", db::MIGRATOR.iter().count()),
         )
     });
+    !applied.is_empty()
 }
 
 /// What the startup gate checks: the chains since the latest signed checkpoint.
@@ -386,7 +395,12 @@ pub async fn run(cli: &super::Cli, args: &DoctorArgs) -> anyhow::Result<()> {
     } else {
         match &settings {
             Ok(s) => {
-                let mut checks = vec![Check::ok("config", format!("{} loads", path.display()))];
+                let loaded = if path.exists() {
+                    format!("{} loads", path.display())
+                } else {
+                    format!("no {} (defaults and AEX_* variables only)", path.display())
+                };
+                let mut checks = vec![Check::ok("config", loaded)];
                 checks.extend(diagnose(s, &process_env).await);
                 checks
             }

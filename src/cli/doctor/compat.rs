@@ -51,7 +51,10 @@ async fn get(
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::telemetry::error_chain(&e))?;
     let status = response.status();
     let body = response.json().await.unwrap_or(Value::Null);
     Ok((status, body))
@@ -233,7 +236,10 @@ async fn chat(http: &reqwest::Client, base: &str, token: &str, model: &str) -> V
         Err(e) => {
             return vec![Check::fail(
                 "chat",
-                format!("POST /v1/chat/completions failed: {e}"),
+                format!(
+                    "POST /v1/chat/completions failed: {}",
+                    crate::telemetry::error_chain(&e)
+                ),
                 "check the server's log",
             )]
         }
