@@ -313,10 +313,27 @@ async fn routing(
     checks: &mut Vec<Check>,
 ) -> Option<RoutingDocument> {
     let path = settings.models_file_path();
+    let active = active_version(pool).await;
     let (text, source) = match std::fs::read_to_string(&path) {
-        Ok(text) => (text, path.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match active_text(pool).await {
-            Some(text) => (text, "the active version in the database".to_owned()),
+        Ok(text) => {
+            // The file is imported when a server starts or reloads; until then the servers run
+            // the version stored in the database.
+            if let Some((version, content)) = &active {
+                if *content != text {
+                    checks.push(Check::warn(
+                        "routing_table_active",
+                        format!(
+                            "the servers run routing table version {version}, not what {} says now",
+                            path.display()
+                        ),
+                        "run `aex models reload` to make the file active on every replica",
+                    ));
+                }
+            }
+            (text, path.display().to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match active {
+            Some((_, text)) => (text, "the active version in the database".to_owned()),
             None => {
                 checks.push(Check::fail(
                     "routing_table",
@@ -365,13 +382,14 @@ async fn routing(
     }
 }
 
-async fn active_text(pool: Option<&sqlx::PgPool>) -> Option<String> {
+/// The active routing-table version stored in the database, and its text.
+async fn active_version(pool: Option<&sqlx::PgPool>) -> Option<(i64, String)> {
     let mut conn = pool?.acquire().await.ok()?;
     crate::store::config_versions::get_active(&mut conn)
         .await
         .ok()
         .flatten()
-        .map(|row| row.content)
+        .map(|row| (row.version, row.content))
 }
 
 /// `aex doctor`: the config check, then [`diagnose`]; `--compat` checks a running server instead.

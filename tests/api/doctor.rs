@@ -94,6 +94,16 @@ async fn a_healthy_setup_passes_every_check() {
     }
     // The test server connects as the superuser `postgres`: said, but not a failure.
     expect(&report, "least_privilege", Status::Warn);
+    assert!(report.find("routing_table_active").is_none(), "{report:#?}");
+
+    // The file edited after the servers imported it: they still run the stored version.
+    let models = app.settings.models_file_path();
+    let edited = std::fs::read_to_string(&models).unwrap() + "\n# edited\n";
+    std::fs::write(&models, edited).unwrap();
+    let report = diagnose(&app, &env_with_key).await;
+    assert!(report.ok, "{report:#?}");
+    let stale = expect(&report, "routing_table_active", Status::Warn);
+    assert!(stale.fix.as_deref().unwrap().contains("aex models reload"));
 }
 
 #[tokio::test]
