@@ -17,6 +17,7 @@ pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod money;
+pub mod net_guard;
 pub mod providers;
 pub mod server;
 pub mod store;

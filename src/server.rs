@@ -66,6 +66,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
         ReplicaId(uuid::Uuid::now_v7()),
     )?);
     crate::gateway::estimate::warm_up();
+    gateway.tools.announce().await;
     let readiness = Arc::new(Readiness::default());
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -8,8 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/ensure-postgres.sh
 
 # Debian packages the tests drive: promtool (package prometheus) checks /metrics, chromium runs
-# the dashboard, node and npm run the browser test, java runs openapi-generator-cli.
+# the dashboard, node and npm run the browser test, java runs openapi-generator-cli, bubblewrap
+# sandboxes process plugins (the security tests need it: isolation is required by default).
 missing=()
+[[ -x /usr/bin/bwrap ]] || missing+=(bubblewrap)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v java >/dev/null || missing+=(default-jre-headless)
 [[ -x ${TEST_CHROMIUM:-/usr/bin/chromium} ]] || missing+=(chromium)

@@ -76,7 +76,14 @@ SETTINGS: dict[str, Any] = {
         "stale_reservation_seconds": INT,
     },
     "cli": {"url": STR, "admin_token": STR},
-    "tools": {"require_isolation": BOOL, "bwrap_path": STR, "memory_limit_mib": INT},
+    "tools": {
+        "require_isolation": BOOL,
+        "bwrap_path": STR,
+        "memory_limit_mib": INT,
+        "plugin_dir": STR,
+        "max_executable_bytes": INT,
+        "allowed_http_hosts": [STR],
+    },
 }
 # AEX_* variables that are read but are not settings keys.
 NON_SETTING_ENV = {"AEX_HOME", "AEX_CONFIG", "AEX_URL", "AEX_ADMIN_TOKEN"}

@@ -43,6 +43,9 @@ pub enum AdminError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's role may not do this at all (SPEC §8: plugin installs are the operator's).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("the database is unavailable")]
     Unavailable,
     #[error(transparent)]

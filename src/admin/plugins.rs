@@ -1,19 +1,23 @@
-//! The tool plugin registry of a tenant (SPEC §8): install (a registry row; a `process` plugin's
-//! executable is hashed here, at install), list, enable and disable. Running plugins is the
+//! The tool plugin registry of a tenant (SPEC §8). An operator installs a plugin for a tenant (a
+//! registry row: an `http` plugin's URL is checked against the egress rules, a `process`
+//! plugin's executable under `tools.plugin_dir` is hashed with its arguments); the tenant's
+//! admin lists the tenant's plugins and enables or disables them. Running plugins is the
 //! gateway's business.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{admin_event, usd, validate_name, AdminError};
 use crate::auth::Principal;
-use crate::domain::TenantId;
+use crate::domain::{Scope, TenantId};
 use crate::ledger;
 pub use crate::store::plugins::PluginRow as PluginResponse;
 use crate::store::plugins::{self as store, NewPlugin};
+use crate::tools::executable;
+use crate::tools::process_args;
+use crate::tools::Tools;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -47,8 +51,10 @@ pub struct InstallPluginRequest {
     pub max_output_bytes: Option<i32>,
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// `{"url": ...}` for `http`; `{"path": ..., "args": [...], "sha256": ...}` for `process`
-    /// (the hash is computed at install and must match when given).
+    /// `{"url", "secret_env"}` for `http`; `{"path", "args", "sha256"}` for `process`: `path`
+    /// under `tools.plugin_dir`, `args` a list of strings, `sha256` the executable's (optional;
+    /// must match when given). Stored with the canonical path, the executable's `sha256` and
+    /// `invocation_sha256` over the executable and `args`, both checked before every run.
     #[schema(value_type = Object)]
     pub manifest: Map<String, Value>,
 }
@@ -59,58 +65,86 @@ fn manifest_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a str, Adm
         .ok_or_else(|| AdminError::invalid("manifest", format!("manifest.{key} must be a string")))
 }
 
-/// Checks the manifest for its kind; a process plugin's executable is hashed now.
-fn checked_manifest(
+/// Refuses manifest keys a kind does not know (nothing unexpected reaches a runner).
+fn only_keys(m: &Map<String, Value>, known: &[&str]) -> Result<(), AdminError> {
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(AdminError::invalid(
+            "manifest",
+            format!("unknown key manifest.{k} (expected {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks the manifest for its kind: an http plugin's URL against the egress rules, a process
+/// plugin's executable (under `tools.plugin_dir`) hashed with its arguments.
+async fn checked_manifest(
+    tools: &Tools,
     kind: PluginKind,
     mut m: Map<String, Value>,
 ) -> Result<Map<String, Value>, AdminError> {
     match kind {
         PluginKind::Http => {
+            only_keys(&m, &["url", "secret_env"])?;
             let url = manifest_str(&m, "url")?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(AdminError::invalid(
-                    "manifest",
-                    "manifest.url must start with http:// or https://",
-                ));
-            }
+            tools
+                .egress()
+                .check_url(url)
+                .await
+                .map_err(|e| AdminError::invalid("manifest", format!("manifest.url: {e}")))?;
             // Calls are HMAC-signed with the secret in this environment variable.
             manifest_str(&m, "secret_env")?;
         }
         PluginKind::Process => {
-            let path = manifest_str(&m, "path")?;
-            if !std::path::Path::new(path).is_absolute() {
-                return Err(AdminError::invalid(
-                    "manifest",
-                    "manifest.path must be absolute",
-                ));
-            }
-            let bytes = std::fs::read(path).map_err(|e| {
-                AdminError::invalid("manifest", format!("cannot read manifest.path {path}: {e}"))
-            })?;
-            let digest = hex::encode(Sha256::digest(&bytes));
+            only_keys(&m, &["path", "args", "sha256"])?;
+            let path = manifest_str(&m, "path")?.to_owned();
+            let args = process_args(&Value::Object(m.clone()))
+                .map_err(|e| AdminError::invalid("manifest", e))?;
+            let exe = executable::load(tools.settings(), &path)
+                .await
+                .map_err(|e| AdminError::invalid("manifest", format!("manifest.path: {e}")))?;
             if let Some(expected) = m.get("sha256").and_then(Value::as_str) {
-                if !expected.eq_ignore_ascii_case(&digest) {
+                if !expected.eq_ignore_ascii_case(&exe.sha256) {
                     return Err(AdminError::invalid(
                         "manifest",
                         format!(
-                            "manifest.sha256 does not match the file (its SHA-256 is {digest})"
+                            "manifest.sha256 does not match the file (its SHA-256 is {})",
+                            exe.sha256
                         ),
                     ));
                 }
             }
-            m.insert("sha256".into(), Value::String(digest));
+            let invocation = executable::invocation_sha256(&exe.sha256, &args);
+            m.insert(
+                "path".into(),
+                Value::String(exe.path.to_string_lossy().into_owned()),
+            );
+            m.insert("args".into(), json!(args));
+            m.insert("sha256".into(), Value::String(exe.sha256));
+            m.insert("invocation_sha256".into(), Value::String(invocation));
         }
     }
     Ok(m)
 }
 
+/// Installs a plugin for a tenant. Plugins run code or send requests from the gateway's own
+/// hosts, so only an operator installs them (SPEC §8); a tenant admin gets 403 and nothing is
+/// read or written.
 #[tracing::instrument(skip_all, fields(%tenant_id, name = %req.name))]
 pub async fn install_plugin(
     pool: &sqlx::PgPool,
+    tools: &Tools,
     by: &Principal,
     tenant_id: TenantId,
     req: InstallPluginRequest,
 ) -> Result<PluginResponse, AdminError> {
+    if by.scope != Scope::Operator {
+        return Err(AdminError::PermissionDenied(
+            "only an operator installs plugins; a tenant admin enables or disables the ones \
+             installed for its tenant"
+                .into(),
+        ));
+    }
     validate_name("name", &req.name)?;
     validate_name("version", &req.version)?;
     let cost = usd("cost_usd", &req.cost_usd)?;
@@ -128,7 +162,7 @@ pub async fn install_plugin(
             "must be between 1 and 67108864",
         ));
     }
-    let manifest = Value::Object(checked_manifest(req.kind, req.manifest)?);
+    let manifest = Value::Object(checked_manifest(tools, req.kind, req.manifest).await?);
     let kind = serde_json::to_value(req.kind).map_err(anyhow::Error::from)?;
     let new = NewPlugin {
         id: Uuid::now_v7(),

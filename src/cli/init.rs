@@ -101,6 +101,9 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    // The default tools.plugin_dir: the only place process plugins are installed from.
+    let plugins = home.join("plugins");
+    std::fs::create_dir_all(&plugins).with_context(|| format!("creating {}", plugins.display()))?;
     let models_path = home.join("models.toml");
     if !models_path.exists() {
         std::fs::write(&models_path, STARTER_MODELS)?;

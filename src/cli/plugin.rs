@@ -1,5 +1,6 @@
 //! `aex plugin install|list|enable|disable`: a tenant's tool plugin registry, through the admin
-//! API.
+//! API. Installing needs an operator token (SPEC §8); a tenant admin's token lists, enables and
+//! disables its tenant's plugins.
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -7,9 +8,13 @@ use serde_json::{json, Value};
 use super::client::AdminClient;
 use super::{emit, emit_list, text, usd, Cli};
 
+// Parsed once per process; boxing the install arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
-    /// Register a plugin: an `http` one by URL, a `process` one by absolute path (hashed now).
+    /// Install a plugin for a tenant (operator token): an `http` one by URL (checked against
+    /// `tools.allowed_http_hosts` and the internal ranges), a `process` one by absolute path
+    /// under `tools.plugin_dir` (hashed now, with its arguments).
     Install {
         name: String,
         #[arg(long, value_parser = ["http", "process"])]
@@ -24,11 +29,16 @@ pub enum PluginAction {
         /// Environment variable (on the servers) holding the HMAC secret calls are signed with.
         #[arg(long, required_if_eq("kind", "http"))]
         secret_env: Option<String>,
-        /// Arguments passed to a process plugin.
+        /// Arguments passed to a process plugin (hashed with the executable).
         #[arg(long = "arg")]
         args: Vec<String>,
+        /// The executable of a process plugin, under the servers' `tools.plugin_dir`.
         #[arg(long, required_if_eq("kind", "process"))]
         path: Option<String>,
+        /// The executable's expected SHA-256 (as `sha256sum` prints it); the install fails when
+        /// the file on the server differs.
+        #[arg(long)]
+        sha256: Option<String>,
         #[arg(long)]
         timeout_ms: Option<i32>,
         #[arg(long)]
@@ -41,13 +51,13 @@ pub enum PluginAction {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Enable a plugin.
+    /// Enable a plugin installed for the tenant (its admin or an operator).
     Enable {
         name: String,
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Disable a plugin.
+    /// Disable a plugin for the tenant: its agents can no longer run it.
     Disable {
         name: String,
         #[arg(long)]
@@ -68,6 +78,7 @@ pub async fn run(cli: &Cli, action: &PluginAction) -> anyhow::Result<()> {
             secret_env,
             args,
             path,
+            sha256,
             timeout_ms,
             max_output_bytes,
             tenant,
@@ -75,7 +86,10 @@ pub async fn run(cli: &Cli, action: &PluginAction) -> anyhow::Result<()> {
             let q = client.tenant_query(tenant.as_deref()).await?;
             let manifest = match (url, path) {
                 (Some(u), _) => json!({"url": u, "secret_env": secret_env}),
-                (None, Some(p)) => json!({"path": p, "args": args}),
+                (None, Some(p)) => match sha256 {
+                    Some(h) => json!({"path": p, "args": args, "sha256": h}),
+                    None => json!({"path": p, "args": args}),
+                },
                 (None, None) => json!({}),
             };
             let body = json!({"name": name, "kind": kind, "version": version, "cost_usd": cost,

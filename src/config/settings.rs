@@ -104,25 +104,46 @@ impl Default for ServerSettings {
     }
 }
 
-/// How `process` tool plugins are isolated (SPEC §8).
+/// Where tool plugins may come from and what they may reach (SPEC §8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsSettings {
-    /// Refuse to run a process plugin unless bubblewrap isolates it.
+    /// Refuse to run a process plugin unless bubblewrap isolates it. `false` is an explicit
+    /// opt-out, logged at startup and on every run.
     pub require_isolation: bool,
     /// The bubblewrap binary; used when it exists and works.
     pub bwrap_path: PathBuf,
     /// Address-space limit of a process plugin, in MiB.
     pub memory_limit_mib: u64,
+    /// The only directory process plugins are installed from; default `$AEX_HOME/plugins`.
+    pub plugin_dir: Option<PathBuf>,
+    /// Largest executable a process plugin may be (it is read whole to be hashed).
+    pub max_executable_bytes: u64,
+    /// `host:port` pairs an `http` plugin may reach although they resolve to a loopback,
+    /// private, link-local or unique-local address (`AEX_TOOLS__ALLOWED_HTTP_HOSTS='["h:p"]'`).
+    /// Cloud metadata addresses stay refused.
+    pub allowed_http_hosts: Vec<String>,
 }
 
 impl Default for ToolsSettings {
     fn default() -> Self {
         ToolsSettings {
-            require_isolation: false,
+            require_isolation: true,
             bwrap_path: PathBuf::from("/usr/bin/bwrap"),
             memory_limit_mib: 512,
+            plugin_dir: None,
+            max_executable_bytes: 256 << 20,
+            allowed_http_hosts: Vec::new(),
         }
+    }
+}
+
+impl ToolsSettings {
+    /// `plugin_dir`, resolved against `$AEX_HOME` when not set.
+    pub fn plugin_dir_path(&self) -> PathBuf {
+        self.plugin_dir
+            .clone()
+            .unwrap_or_else(|| aex_home().join("plugins"))
     }
 }
 
@@ -293,6 +314,13 @@ impl Default for MetricsSettings {
     }
 }
 
+/// `host:port` with a non-empty host and a numeric port (IPv6 hosts in brackets).
+fn is_host_port(entry: &str) -> bool {
+    entry
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// `$AEX_HOME`, default `~/.aex`.
 pub fn aex_home() -> PathBuf {
     if let Some(home) = std::env::var_os("AEX_HOME") {
@@ -376,6 +404,17 @@ impl Settings {
         if self.metrics.sample_interval_seconds == 0 {
             return invalid("metrics.sample_interval_seconds", "must be at least 1");
         }
+        if let Some(bad) = self
+            .tools
+            .allowed_http_hosts
+            .iter()
+            .find(|h| !is_host_port(h))
+        {
+            return Err(SettingsError::Invalid {
+                key: "tools.allowed_http_hosts",
+                message: format!("{bad:?} is not host:port"),
+            });
+        }
         if self.cluster.stale_after_seconds <= self.cluster.heartbeat_seconds {
             return invalid(
                 "cluster.stale_after_seconds",
@@ -437,6 +476,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.keys"), "{err}");
+    }
+
+    #[test]
+    fn allowed_http_hosts_come_from_the_environment_as_a_list() {
+        // The same parsing as `AEX_TOOLS__ALLOWED_HTTP_HOSTS`, under a prefix no other test reads.
+        std::env::set_var(
+            "AEXTESTPLUGINS_TOOLS__ALLOWED_HTTP_HOSTS",
+            r#"["127.0.0.1:8088", "localhost:9000"]"#,
+        );
+        let s = Settings::from_figment(
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("AEXTESTPLUGINS_").split("__")),
+        )
+        .unwrap();
+        assert_eq!(
+            s.tools.allowed_http_hosts,
+            vec!["127.0.0.1:8088".to_owned(), "localhost:9000".to_owned()]
+        );
+        assert!(
+            s.tools.require_isolation,
+            "isolation is required by default"
+        );
+        let err = from_toml("[tools]\nallowed_http_hosts = [\"localhost\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tools.allowed_http_hosts"), "{err}");
     }
 
     #[test]

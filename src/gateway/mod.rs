@@ -40,6 +40,8 @@ pub struct Gateway {
     pub signer: Arc<TokenSigner>,
     pub revocations: Arc<RevocationSet>,
     pub providers: Providers,
+    /// Tool plugin runners (the egress-guarded HTTP client, the sandbox).
+    pub tools: Arc<crate::tools::Tools>,
     pub replica_id: ReplicaId,
     /// Settlements and other work a request started; awaited at shutdown.
     pub tasks: TaskTracker,
@@ -72,7 +74,12 @@ impl Gateway {
         let providers = Providers::new(std::time::Duration::from_secs(
             settings.gateway.upstream_connect_timeout_seconds,
         ))?;
+        let tools = crate::tools::Tools::new(
+            &settings.tools,
+            std::time::Duration::from_secs(settings.gateway.upstream_connect_timeout_seconds),
+        )?;
         Ok(Gateway {
+            tools: Arc::new(tools),
             agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
             signer: Arc::new(TokenSigner::new(&settings.auth)),
             revocations: Arc::new(RevocationSet::default()),

@@ -20,7 +20,7 @@ use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::plugins::{self, PluginRow};
-use crate::tools::{self, ToolError};
+use crate::tools::ToolError;
 
 fn tool_name(body: &Map<String, Value>) -> Result<&str, GatewayError> {
     match body.get("tool_name") {
@@ -115,14 +115,7 @@ async fn run_and_settle(
         cost: MicroUsd(plugin.cost_micro_usd),
     };
     let started = std::time::Instant::now();
-    let ran = tools::run(
-        gw.providers.http_client(),
-        &gw.settings.tools,
-        plugin,
-        id,
-        arguments,
-    )
-    .await;
+    let ran = gw.tools.run(plugin, id, arguments).await;
     crate::telemetry::record_ms("upstream_ms", started);
     match ran {
         Ok(output) => {

@@ -84,6 +84,7 @@ impl From<AdminError> for AdminApiError {
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AdminError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AdminError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };

@@ -82,11 +82,6 @@ impl Providers {
         })
     }
 
-    /// The shared HTTP client (also used by `http` tool plugins).
-    pub fn http_client(&self) -> &reqwest::Client {
-        self.openai.client()
-    }
-
     pub fn get(&self, kind: ProviderKind) -> &dyn Provider {
         match kind {
             ProviderKind::Openai => self.openai.as_ref(),

@@ -25,10 +25,6 @@ impl OpenAiCompatible {
         Ok(OpenAiCompatible { client })
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// The key for a provider: the caller's passthrough key, else the environment variable the
     /// routing table names. Read at call time so a rotated key needs no restart.
     fn api_key(req: &UpstreamRequest<'_>) -> Option<String> {

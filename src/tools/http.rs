@@ -1,7 +1,9 @@
 //! `http` plugins: AEX POSTs `{"tool_name", "arguments", "execution_id"}` to `manifest.url`,
 //! signed with HMAC-SHA256 over `<timestamp>.<body>` with the secret in the environment variable
 //! `manifest.secret_env` (headers `X-AEX-Timestamp` and `X-AEX-Signature: sha256=<hex>`), so the
-//! plugin can tell AEX from anyone else.
+//! plugin can tell AEX from anyone else. The request goes through [`GuardedClient`]: the
+//! address connected to is checked by [`crate::net_guard`] and redirects are never followed (a
+//! 3xx is a failed run).
 
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
@@ -9,6 +11,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::{manifest_str, result_of, Limits, ToolError, ToolOutput};
+use crate::net_guard::GuardedClient;
 
 pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
@@ -23,7 +26,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 pub(super) async fn run(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     manifest: &Value,
     tool_name: &str,
     execution_id: &str,
@@ -42,9 +45,11 @@ pub(super) async fn run(
     )
     .unwrap_or_default();
     let timestamp = chrono::Utc::now().timestamp().to_string();
+    let request = client
+        .post(url)
+        .map_err(|e| ToolError::Egress(e.to_string()))?;
     let call = async {
-        let response = client
-            .post(url)
+        let response = request
             .header("content-type", "application/json")
             .header("x-aex-timestamp", &timestamp)
             .header(
@@ -54,8 +59,16 @@ pub(super) async fn run(
             .body(body.clone())
             .send()
             .await
-            .map_err(|e| ToolError::Failed(format!("cannot reach the plugin: {e}")))?;
+            .map_err(|e| match GuardedClient::refusal(&e) {
+                Some(refused) => ToolError::Egress(refused.to_string()),
+                None => ToolError::Failed(format!("cannot reach the plugin: {e}")),
+            })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ToolError::Failed(format!(
+                "the plugin answered {status}; redirects are not followed"
+            )));
+        }
         // Read no more than the limit, however much the plugin sends.
         let mut stream = response.bytes_stream();
         let mut text = Vec::new();
@@ -74,9 +87,7 @@ pub(super) async fn run(
     };
     let text = tokio::time::timeout(limits.timeout, call)
         .await
-        .map_err(|_| {
-            ToolError::Timeout(u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX))
-        })??;
+        .map_err(|_| limits.timeout_error())??;
     let text = String::from_utf8_lossy(&text).into_owned();
     // A plugin may answer {"result", "stdout", "stderr"}; anything else is the result itself.
     let value = result_of(&text);

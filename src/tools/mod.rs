@@ -1,16 +1,25 @@
-//! Running tool plugins (SPEC §8): `http` plugins (an HMAC-signed POST) and `process` plugins
-//! (a local executable, hash-checked before every run, with a cleared environment, a temporary
-//! working directory, rlimits, a wall-clock timeout and bubblewrap when available). Billing,
-//! policy and idempotency are the gateway's: this module only runs the plugin.
+//! Running tool plugins (SPEC §8): `http` plugins (an HMAC-signed POST through the egress guard,
+//! [`crate::net_guard`]) and `process` plugins (an executable from `tools.plugin_dir`, hash-checked
+//! with its arguments before every run, in bubblewrap unless isolation was explicitly given up,
+//! with rlimits and a wall-clock timeout that kills its whole process tree). Billing, policy and
+//! idempotency are the gateway's: this module only runs the plugin.
 
+pub mod executable;
 mod http;
+mod process;
+mod reap;
+mod sandbox;
 
 pub use http::signature;
-mod process;
+pub use process::manifest_args as process_args;
+
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 use crate::config::ToolsSettings;
+use crate::net_guard::{EgressPolicy, GuardedClient};
 use crate::store::plugins::PluginRow;
 
 /// What a run produced.
@@ -29,13 +38,18 @@ pub enum ToolError {
     #[error("the tool's output exceeded the limit of {0} bytes")]
     OutputTooLarge(usize),
     #[error(
-        "the tool's executable does not match the SHA-256 recorded at install; refusing to run it"
+        "the tool's executable or arguments do not match the SHA-256 recorded at install; \
+         refusing to run it"
     )]
     HashMismatch,
     #[error("isolation is required (tools.require_isolation) but bubblewrap is not available; refusing to run")]
     IsolationUnavailable,
     #[error("the tool's manifest is invalid: {0}")]
     Manifest(String),
+    #[error("the tool's executable is refused: {0}")]
+    Executable(String),
+    #[error("the tool's URL is refused: {0}")]
+    Egress(String),
     #[error("the tool failed: {0}")]
     Failed(String),
 }
@@ -49,48 +63,116 @@ impl ToolError {
             ToolError::HashMismatch => "tool_hash_mismatch",
             ToolError::IsolationUnavailable => "tool_isolation_unavailable",
             ToolError::Manifest(_) => "tool_manifest_invalid",
+            ToolError::Executable(_) => "tool_executable_refused",
+            ToolError::Egress(_) => "tool_egress_refused",
             ToolError::Failed(_) => "tool_failed",
         }
     }
 }
 
-/// Runs a plugin on `arguments`.
-pub async fn run(
-    client: &reqwest::Client,
-    settings: &ToolsSettings,
-    plugin: &PluginRow,
-    execution_id: &str,
-    arguments: &Value,
-) -> Result<ToolOutput, ToolError> {
-    let limits = Limits {
-        timeout: std::time::Duration::from_millis(u64::try_from(plugin.timeout_ms).unwrap_or(1)),
-        max_output: usize::try_from(plugin.max_output_bytes).unwrap_or(0),
-    };
-    let manifest = &plugin.manifest.0;
-    match plugin.kind.as_str() {
-        "http" => {
-            http::run(
-                client,
-                manifest,
-                &plugin.name,
-                execution_id,
-                arguments,
-                limits,
-            )
+/// The plugin runners of one server: its settings, the guarded HTTP client and whether
+/// bubblewrap works here (probed once).
+pub struct Tools {
+    settings: ToolsSettings,
+    http: GuardedClient,
+    sandbox: OnceCell<bool>,
+}
+
+impl Tools {
+    pub fn new(
+        settings: &ToolsSettings,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Tools {
+            http: GuardedClient::new(
+                EgressPolicy::new(&settings.allowed_http_hosts),
+                connect_timeout,
+            )?,
+            settings: settings.clone(),
+            sandbox: OnceCell::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &ToolsSettings {
+        &self.settings
+    }
+
+    /// The rules `http` plugin URLs are checked against.
+    pub fn egress(&self) -> &EgressPolicy {
+        self.http.policy()
+    }
+
+    /// Whether process plugins run in bubblewrap here.
+    pub async fn sandbox_works(&self) -> bool {
+        *self
+            .sandbox
+            .get_or_init(|| sandbox::probe(&self.settings.bwrap_path))
             .await
+    }
+
+    /// Says at startup how process plugins will run; giving up isolation is always logged.
+    pub async fn announce(&self) {
+        let works = self.sandbox_works().await;
+        let bwrap = self.settings.bwrap_path.display();
+        if works {
+            tracing::info!(%bwrap, "process plugins run in bubblewrap");
+        } else if self.settings.require_isolation {
+            tracing::warn!(
+                %bwrap,
+                "bubblewrap does not work here and tools.require_isolation is true: process plugins will be refused"
+            );
         }
-        "process" => process::run(settings, manifest, arguments, limits).await,
-        other => Err(ToolError::Manifest(format!(
-            "unknown plugin kind {other:?}"
-        ))),
+        if !self.settings.require_isolation {
+            tracing::warn!(
+                sandbox_works = works,
+                "tools.require_isolation = false: process plugins run WITHOUT isolation, as the server's user and seeing the host, whenever bubblewrap does not work"
+            );
+        }
+    }
+
+    /// Runs a plugin on `arguments`.
+    pub async fn run(
+        &self,
+        plugin: &PluginRow,
+        execution_id: &str,
+        arguments: &Value,
+    ) -> Result<ToolOutput, ToolError> {
+        let limits = Limits {
+            timeout: Duration::from_millis(u64::try_from(plugin.timeout_ms).unwrap_or(1)),
+            max_output: usize::try_from(plugin.max_output_bytes).unwrap_or(0),
+        };
+        let manifest = &plugin.manifest.0;
+        match plugin.kind.as_str() {
+            "http" => {
+                http::run(
+                    &self.http,
+                    manifest,
+                    &plugin.name,
+                    execution_id,
+                    arguments,
+                    limits,
+                )
+                .await
+            }
+            "process" => process::run(self, manifest, arguments, limits).await,
+            other => Err(ToolError::Manifest(format!(
+                "unknown plugin kind {other:?}"
+            ))),
+        }
     }
 }
 
 /// The limits of one run.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    timeout: std::time::Duration,
+    timeout: Duration,
     max_output: usize,
+}
+
+impl Limits {
+    fn timeout_error(&self) -> ToolError {
+        ToolError::Timeout(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// A string field of a manifest.

@@ -1,118 +1,60 @@
-//! `process` plugins: a local executable, run once per call.
+//! `process` plugins: an executable from `tools.plugin_dir`, run once per call.
 //!
-//! Before every run the executable's SHA-256 is checked against the one recorded at install,
-//! and the verified bytes are copied into a fresh temporary directory and run from there, so the
-//! file cannot be swapped between the check and the run. The process gets a cleared environment,
-//! that directory as its home and working directory, the arguments as JSON on stdin, rlimits
-//! (through `prlimit`), a wall-clock timeout that kills its whole process group, and bubblewrap
-//! (no network, read-only system, private /tmp) when it is available. When isolation is required
-//! and bubblewrap is not available, the plugin is refused, never run unsandboxed.
+//! Before every run the executable is loaded again ([`super::executable::load`]) and its SHA-256
+//! and the hash over it and the manifest's arguments are checked against the ones recorded at
+//! install; the verified bytes are copied into a fresh temporary directory and run from there,
+//! so the file cannot be swapped between the check and the run. The process gets only the
+//! environment set here, that directory as its home and working directory, the arguments as JSON
+//! on stdin, rlimits (through `prlimit`), bubblewrap ([`super::sandbox`]) unless isolation was
+//! explicitly given up, capped stdout/stderr, and a wall-clock timeout after which its whole
+//! process tree is killed ([`super::reap`]).
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{manifest_str, result_of, Limits, ToolError, ToolOutput};
+use super::executable::{self, invocation_sha256};
+use super::{manifest_str, reap, result_of, sandbox, Limits, ToolError, ToolOutput, Tools};
 use crate::config::ToolsSettings;
 
-/// Whether bubblewrap at `path` can start a sandbox here (checked once per path: user namespaces
-/// may be unavailable even where the binary exists).
-fn bwrap_works(path: &Path) -> bool {
-    static CHECKED: OnceLock<Mutex<HashMap<PathBuf, bool>>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(known) = checked.lock().ok().and_then(|c| c.get(path).copied()) {
-        return known;
+const PRLIMIT: &str = "/usr/bin/prlimit";
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A process manifest's arguments: a list of strings (anything else is refused, never dropped).
+pub fn manifest_args(manifest: &Value) -> Result<Vec<String>, String> {
+    match manifest.get("args") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "manifest.args must be a list of strings".to_owned())
+            })
+            .collect(),
+        Some(_) => Err("manifest.args must be a list of strings".into()),
     }
-    let works = path.is_file()
-        && std::process::Command::new(path)
-            .args([
-                "--ro-bind",
-                "/",
-                "/",
-                "--unshare-all",
-                "--die-with-parent",
-                "true",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if let Ok(mut c) = checked.lock() {
-        c.insert(path.to_path_buf(), works);
-    }
-    works
 }
 
-const PRLIMIT: &str = "/usr/bin/prlimit";
-
-/// The command line: the tool, wrapped in prlimit and, when available, bubblewrap.
-fn command_line(
-    settings: &ToolsSettings,
-    dir: &Path,
-    tool: &Path,
-    args: &[String],
-    limits: Limits,
-) -> Result<Vec<String>, ToolError> {
-    let isolated = bwrap_works(&settings.bwrap_path);
-    if settings.require_isolation && !isolated {
-        return Err(ToolError::IsolationUnavailable);
-    }
-    let mut line = Vec::new();
-    if isolated {
-        let dir = dir.to_string_lossy().into_owned();
-        line.extend(
-            [
-                settings.bwrap_path.to_string_lossy().as_ref(),
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--tmpfs",
-                "/tmp",
-                "--bind",
-                &dir,
-                &dir,
-                "--chdir",
-                &dir,
-                "--unshare-all",
-                "--die-with-parent",
-                "--new-session",
-                "--",
-            ]
-            .map(str::to_owned),
-        );
-    }
-    if Path::new(PRLIMIT).is_file() {
-        let cpu = limits.timeout.as_secs() + 1;
-        let memory = settings.memory_limit_mib.saturating_mul(1 << 20);
-        line.extend([
-            PRLIMIT.to_owned(),
-            format!("--as={memory}"),
-            format!("--cpu={cpu}"),
-            format!(
-                "--fsize={}",
-                limits.max_output.saturating_mul(4).max(1 << 20)
-            ),
-            "--nofile=256".to_owned(),
-            "--core=0".to_owned(),
-            "--".to_owned(),
-        ]);
-    } else if settings.require_isolation {
-        return Err(ToolError::IsolationUnavailable);
-    }
-    line.push(tool.to_string_lossy().into_owned());
-    line.extend(args.iter().cloned());
-    Ok(line)
+/// prlimit's part of the command line.
+fn rlimits(settings: &ToolsSettings, limits: Limits) -> Vec<String> {
+    let cpu = limits.timeout.as_secs() + 1;
+    let memory = settings.memory_limit_mib.saturating_mul(1 << 20);
+    vec![
+        PRLIMIT.to_owned(),
+        format!("--as={memory}"),
+        format!("--cpu={cpu}"),
+        format!(
+            "--fsize={}",
+            limits.max_output.saturating_mul(4).max(1 << 20)
+        ),
+        "--nofile=256".to_owned(),
+        "--core=0".to_owned(),
+        "--".to_owned(),
+    ]
 }
 
 /// Reads at most `limit` bytes; `Err` when there was more.
@@ -133,46 +75,93 @@ async fn read_limited(
     Ok(out)
 }
 
-pub(super) async fn run(
+/// Loads the executable and checks both hashes recorded at install.
+async fn verified(
     settings: &ToolsSettings,
+    manifest: &Value,
+) -> Result<(Vec<u8>, Vec<String>), ToolError> {
+    let path = manifest_str(manifest, "path")?;
+    let expected = manifest_str(manifest, "sha256")?;
+    let expected_invocation = manifest_str(manifest, "invocation_sha256").map_err(|_| {
+        ToolError::Manifest(
+            "no manifest.invocation_sha256 (installed before arguments were hashed); reinstall it"
+                .into(),
+        )
+    })?;
+    let args = manifest_args(manifest).map_err(ToolError::Manifest)?;
+    let exe = executable::load(settings, path)
+        .await
+        .map_err(|e| ToolError::Executable(e.to_string()))?;
+    if !exe.sha256.eq_ignore_ascii_case(expected)
+        || !invocation_sha256(&exe.sha256, &args).eq_ignore_ascii_case(expected_invocation)
+    {
+        return Err(ToolError::HashMismatch);
+    }
+    Ok((exe.bytes, args))
+}
+
+pub(super) async fn run(
+    tools: &Tools,
     manifest: &Value,
     arguments: &Value,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    let path = manifest_str(manifest, "path")?;
-    let expected = manifest_str(manifest, "sha256")?;
-    let args: Vec<String> = manifest
-        .get("args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| ToolError::Failed(format!("cannot read {path}: {e}")))?;
-    if !hex::encode(Sha256::digest(&bytes)).eq_ignore_ascii_case(expected) {
-        return Err(ToolError::HashMismatch);
+    let settings = tools.settings();
+    let (bytes, args) = verified(settings, manifest).await?;
+    let isolated = tools.sandbox_works().await;
+    if !isolated {
+        if settings.require_isolation {
+            return Err(ToolError::IsolationUnavailable);
+        }
+        tracing::warn!(
+            "running a process plugin WITHOUT isolation (tools.require_isolation = false)"
+        );
+    }
+    if !Path::new(PRLIMIT).is_file() {
+        return Err(ToolError::Failed(format!(
+            "{PRLIMIT} is missing; plugins do not run without rlimits"
+        )));
     }
     let dir = tempfile::tempdir()
         .map_err(|e| ToolError::Failed(format!("cannot create a working directory: {e}")))?;
     let tool = dir.path().join("tool");
-    std::fs::write(&tool, &bytes)
-        .and_then(|()| std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o700)))
+    tokio::fs::write(&tool, &bytes)
+        .await
         .map_err(|e| ToolError::Failed(format!("cannot stage the executable: {e}")))?;
-    let line = command_line(settings, dir.path(), &tool, &args, limits)?;
+    tokio::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o700))
+        .await
+        .map_err(|e| ToolError::Failed(format!("cannot stage the executable: {e}")))?;
+    drop(bytes);
+
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let home = dir.path().to_string_lossy().into_owned();
+    let env = [
+        ("PATH", PATH),
+        ("HOME", home.as_str()),
+        ("TMPDIR", home.as_str()),
+        (reap::MARK_VAR, run_id.as_str()),
+    ];
+    let mut line: Vec<std::ffi::OsString> = Vec::new();
+    if isolated {
+        line.push(settings.bwrap_path.clone().into_os_string());
+        line.extend(sandbox::bwrap_args(
+            dir.path(),
+            &settings.plugin_dir_path(),
+            &env,
+        ));
+    }
+    line.extend(rlimits(settings, limits).into_iter().map(Into::into));
+    line.push(tool.into_os_string());
+    line.extend(args.into_iter().map(Into::into));
     let Some((program, rest)) = line.split_first() else {
         return Err(ToolError::Manifest("empty command line".into()));
     };
-    let mut child = tokio::process::Command::new(program)
-        .args(rest)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", dir.path())
-        .env("TMPDIR", dir.path())
+    let mut command = tokio::process::Command::new(program);
+    command.args(rest).env_clear();
+    if !isolated {
+        command.envs(env);
+    }
+    let mut child = command
         .current_dir(dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -180,11 +169,8 @@ pub(super) async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| ToolError::Failed(format!("cannot start {path}: {e}")))?;
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(nix::unistd::Pid::from_raw);
+        .map_err(|e| ToolError::Failed(format!("cannot start the plugin: {e}")))?;
+    let root = child.id();
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -207,15 +193,18 @@ pub(super) async fn run(
     };
     let outcome = tokio::time::timeout(limits.timeout, work).await;
     // Whatever happened, nothing of the tool may outlive the call.
-    if let Some(pgid) = pgid {
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    if let Some(pgid) = root.and_then(|id| i32::try_from(id).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
+    // A finished run's root was reaped and its pid may be reused by now: walk the tree from it
+    // only when it timed out (unreaped, so its pid is still its own); the mark finds the rest.
+    let tree_root = if outcome.is_err() { root } else { None };
+    let _ = tokio::task::spawn_blocking(move || reap::kill_tree(tree_root, &run_id)).await;
     let (status, out, err) = match outcome {
-        Err(_) => {
-            return Err(ToolError::Timeout(
-                u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
-            ))
-        }
+        Err(_) => return Err(limits.timeout_error()),
         Ok(r) => r?,
     };
     let stdout = String::from_utf8_lossy(&out).into_owned();

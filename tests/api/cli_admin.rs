@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{hello, spawn_app_with, TestApp};
 
 struct Run {
     ok: bool,
@@ -57,7 +57,7 @@ async fn fails(app: &TestApp, args: &[&str], needle: &str) {
 
 #[tokio::test]
 async fn an_operator_runs_tenants_agents_tokens_models_plugins_and_the_ledger_from_the_cli() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec!["127.0.0.1:9".into()]).await;
     let tenant = aex(&app, &["tenant", "create", "team", "--budget", "10"]).await;
     assert_eq!(tenant["budget_micro_usd"], 10_000_000);
     let listed = aex(&app, &["tenant", "list"]).await;
@@ -296,4 +296,32 @@ async fn an_operator_runs_tenants_agents_tokens_models_plugins_and_the_ledger_fr
     assert!(!run.ok && run.stderr.contains("403"), "{}", run.stderr);
     let run = aex_as(&app, "not-a-token", &["agent", "list"]).await;
     assert!(!run.ok && run.stderr.contains("401"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn only_an_operator_installs_plugins_from_the_cli_and_a_tenant_admin_toggles_them() {
+    let app = spawn_app_with(|_| {}).await;
+    let (_tenant, admin) = app
+        .tenant_with_admin("toolshop", serde_json::json!({}))
+        .await;
+    let path = crate::tools::script(&app, "shout", r#"echo "{\"said\": \"$1\"}""#);
+    let install = [
+        "plugin", "install", "shout", "--kind", "process", "--path", &path, "--arg", "hey",
+        "--tenant", "toolshop",
+    ];
+    let run = aex_as(&app, &admin, &install).await;
+    assert!(
+        !run.ok && run.stderr.contains("only an operator installs plugins"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(app.count("SELECT count(*) FROM tool_plugins").await, 0);
+    let installed = aex(&app, &install).await;
+    assert_eq!(installed["manifest"]["args"], serde_json::json!(["hey"]));
+    assert!(installed["manifest"]["invocation_sha256"].is_string());
+    let off = aex_as(&app, &admin, &["plugin", "disable", "shout"]).await;
+    assert!(off.ok, "{}", off.stderr);
+    assert_eq!(off.json["enabled"], false);
+    let listed = aex_as(&app, &admin, &["plugin", "list"]).await;
+    assert_eq!(listed.json["plugins"][0]["enabled"], false);
 }

@@ -202,6 +202,10 @@ pub async fn spawn_app_on(
     let extra = extra_models.replace("{mock}", &mock_addr.to_string());
     std::fs::write(&models, models_toml(mock_addr) + &extra).expect("models file");
     let mut settings = test_settings(&db, models);
+    // Process plugins come from here only (SPEC §8); tests write their scripts into it.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugin dir");
+    settings.tools.plugin_dir = Some(plugins);
     tweak(&mut settings);
     let signer = TokenSigner::new(&settings.auth);
     let server = server::start(settings.clone())

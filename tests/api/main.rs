@@ -32,6 +32,7 @@ mod processes;
 mod propagation;
 mod rate_limits;
 mod recovery;
+mod security_plugins;
 mod server_limits;
 mod settle;
 mod streaming;

@@ -5,7 +5,7 @@ use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{hello, spawn_app, spawn_app_with, TestApp};
 
 /// Everything an admin of another tenant must not reach, as (method, path, body).
 fn foreign_requests(
@@ -117,7 +117,7 @@ async fn b_books(app: &TestApp, agent: &str) -> (i64, String, i64) {
 
 #[tokio::test]
 async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_spend_from_it() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec!["127.0.0.1:9".into()]).await;
     let (_a, a_admin) = app.tenant_with_admin("tenant-a", json!({})).await;
     let (b, b_admin) = app
         .tenant_with_admin("tenant-b", json!({"budget_usd": "10"}))
@@ -143,12 +143,25 @@ async fn an_admin_of_one_tenant_gets_404_for_everything_of_another_and_cannot_sp
         )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
+    // An operator installs B's plugin; B's admin runs it from there.
     let plugin = json!({"name": "b-tool", "version": "1", "kind": "http", "cost_usd": "0.001",
                         "manifest": {"url": "http://127.0.0.1:9/tool", "secret_env": "B_TOOL_SECRET"}});
     let (status, _) = app
-        .admin(Method::POST, "/admin/plugins", &b_admin, Some(plugin))
+        .admin(
+            Method::POST,
+            &format!("/admin/plugins?tenant_id={b}"),
+            &app.operator_token,
+            Some(plugin),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    let (status, listed) = app
+        .admin(Method::GET, "/admin/plugins", &b_admin, None)
+        .await;
+    assert_eq!(
+        (status, listed[0]["name"].as_str()),
+        (StatusCode::OK, Some("b-tool"))
+    );
     let before = b_books(&app, &b_agent).await;
     let events_before: i64 = app.count("SELECT count(*) FROM event_log").await;
 

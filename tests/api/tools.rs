@@ -16,22 +16,31 @@ use serde_json::{json, Value};
 use crate::attempts::{assert_all_the_same, assert_one_ended_attempt, wave, Replicas};
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
-async fn install(app: &TestApp, body: Value) {
+pub async fn install(app: &TestApp, body: Value) {
     let (status, value) = app
         .admin_post("/admin/plugins", &app.operator_token, body)
         .await;
     assert!(status.is_success(), "{value}");
 }
 
-fn script(dir: &Path, name: &str, body: &str) -> String {
+/// An executable shell script in the app's `tools.plugin_dir`.
+pub fn script(app: &TestApp, name: &str, body: &str) -> String {
+    script_at(
+        app.settings.tools.plugin_dir.as_deref().unwrap(),
+        name,
+        body,
+    )
+}
+
+pub fn script_at(dir: &Path, name: &str, body: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path.to_string_lossy().into_owned()
 }
 
-async fn process_plugin(app: &TestApp, name: &str, body: &str, extra: Value) -> String {
-    let path = script(app.dir.path(), name, body);
+pub async fn process_plugin(app: &TestApp, name: &str, body: &str, extra: Value) -> String {
+    let path = script(app, name, body);
     let mut plugin = json!({"name": name, "version": "1", "kind": "process", "cost_usd": "0.002000",
                             "timeout_ms": 2000, "max_output_bytes": 4096, "manifest": {"path": path}});
     for (k, v) in extra.as_object().unwrap() {
@@ -41,7 +50,7 @@ async fn process_plugin(app: &TestApp, name: &str, body: &str, extra: Value) -> 
     path
 }
 
-async fn execute(
+pub async fn execute(
     app: &TestApp,
     token: &str,
     body: Value,
@@ -202,7 +211,12 @@ async fn isolation_required_but_unavailable_refuses_to_run() {
 
 #[tokio::test]
 async fn disabled_unknown_and_disallowed_tools_are_refused_and_keyed_calls_replay() {
-    let app = spawn_app().await;
+    // Unsandboxed (an explicit opt-out), so the tool can count its runs in a file of the test.
+    let app = spawn_app_with(|s| {
+        s.tools.require_isolation = false;
+        s.tools.bwrap_path = "/nonexistent/bwrap".into();
+    })
+    .await;
     let counter = app.dir.path().join("runs");
     let body = format!("echo run >> {}; echo '{{\"n\": 1}}'", counter.display());
     process_plugin(&app, "counted", &body, json!({})).await;
@@ -296,7 +310,7 @@ async fn thirty_copies_of_one_key_run_a_timing_out_tool_once() {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec![addr.to_string()]).await;
     install(&app, json!({"name": "stuck", "version": "1", "kind": "http", "cost_usd": "0.000500",
                          "timeout_ms": 5000,
                          "manifest": {"url": format!("http://{addr}/stuck"), "secret_env": "TEST_STUCK_PLUGIN_SECRET"}}))
@@ -367,7 +381,7 @@ async fn an_http_plugin_gets_a_signed_post_and_its_answer_is_billed() {
         .with_state(server.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.tools.allowed_http_hosts = vec![addr.to_string()]).await;
     install(&app, json!({"name": "echo", "version": "2", "kind": "http", "cost_usd": "0.000500",
                          "manifest": {"url": format!("http://{addr}/tool"), "secret_env": "TEST_HTTP_PLUGIN_SECRET"}}))
     .await;

@@ -1,4 +1,5 @@
-//! `/admin/plugins`: a tenant's tool plugin registry.
+//! `/admin/plugins`: a tenant's tool plugin registry (operators install; the tenant's admin lists,
+//! enables and disables).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +13,9 @@ use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
-/// Register a plugin (a `process` plugin's executable is hashed now).
+/// Install a plugin for a tenant (operator only; a tenant admin gets 403 `permission_denied`).
+/// An `http` plugin's URL must pass the egress rules; a `process` plugin's executable must be
+/// under `tools.plugin_dir` and is hashed now, with its arguments.
 #[utoipa::path(post, path = "/admin/plugins", tag = "plugins", params(TenantQuery),
     request_body = InstallPluginRequest,
     responses((status = 201, body = PluginResponse), AdminErrors), security(("bearer" = [])))]
@@ -24,7 +27,8 @@ pub async fn install_plugin(
 ) -> Result<(StatusCode, Json<PluginResponse>)> {
     let tenant = caller.tenant(q.tenant_id)?;
     let by = &caller.principal;
-    let installed = plugins::install_plugin(&state.gateway.pool, by, tenant, req).await?;
+    let installed =
+        plugins::install_plugin(&state.gateway.pool, &state.gateway.tools, by, tenant, req).await?;
     Ok((StatusCode::CREATED, Json(installed)))
 }
 
@@ -42,7 +46,7 @@ pub async fn list_plugins(
     ))
 }
 
-/// Enable a plugin.
+/// Enable a plugin installed for the tenant (its admin or an operator).
 #[utoipa::path(post, path = "/admin/plugins/{plugin}/enable", tag = "plugins",
     params(("plugin" = String, Path, description = "Plugin name"), TenantQuery),
     responses((status = 200, body = PluginResponse), AdminErrors), security(("bearer" = [])))]
