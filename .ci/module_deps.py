@@ -60,6 +60,8 @@ def code_without_tests_and_comments(text):
         text = text[: m.start()]
     text = re.sub(r"//[^\n]*", "", text)
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    # A visibility (`pub(in crate::gateway)`) names a scope, not a dependency.
+    text = re.sub(r"pub\(in [^)]*\)", "pub", text)
     return text
 
 
