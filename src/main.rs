@@ -20,6 +20,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger { action } => cli::ledger::run(&cli, action).await,
         Command::Replay { execution } => cli::db_checks::replay(&cli, execution.as_deref()).await,
         Command::Audit => cli::db_checks::audit(&cli).await,
+        Command::Doctor(args) => cli::doctor::run(&cli, args).await,
         Command::Openapi => {
             println!("{}", aex::http::router::openapi_json());
             Ok(())

@@ -8,11 +8,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/ensure-postgres.sh
 
 # Debian packages the tests drive: promtool (package prometheus) checks /metrics, chromium runs
-# the dashboard, node and npm run the browser test, bubblewrap sandboxes process plugins (the
-# security tests need it: isolation is required by default).
+# the dashboard, node and npm run the browser test, java runs openapi-generator-cli, bubblewrap
+# sandboxes process plugins (the security tests need it: isolation is required by default).
 missing=()
 [[ -x /usr/bin/bwrap ]] || missing+=(bubblewrap)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v java >/dev/null || missing+=(default-jre-headless)
 [[ -x ${TEST_CHROMIUM:-/usr/bin/chromium} ]] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
@@ -38,6 +39,11 @@ cargo test --all-targets
 venv=${TEST_VENV:-/tmp/aex-test-venv}
 [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+# A second, stricter reading of the document: OpenAPI Generator's validator (the jar ships inside
+# the PyPI wheel, so nothing is fetched at run time; it needs java). Exits non-zero on any error,
+# which fails this script.
+"$venv/bin/openapi-generator-cli" validate -i openapi/openapi.json
 "$venv/bin/pytest" -q tests/python
 
 # The official `openai` npm SDK (v6) against the built binary.

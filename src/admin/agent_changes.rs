@@ -8,8 +8,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::agents::{check_limits, find_agent, AgentResponse};
-use super::{nullable, patch_policy, validate_text, AdminError};
+use super::agents::{check_limits, AgentResponse};
+use super::{find_agent, nullable, patch_policy, validate_text, AdminError};
 use crate::auth::Principal;
 use crate::domain::{AgentState, BudgetPeriod, TenantId};
 use crate::gateway::admission::{period_start, restart_budget_period};

@@ -6,9 +6,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::agents::find_agent;
 use super::tokens::{issue_in_tx, IssuedTokenResponse, TokenSpec};
-use super::{token_ttl, validate_text, AdminError};
+use super::{find_agent, token_ttl, validate_text, AdminError};
 use crate::auth::Principal;
 use crate::domain::{AgentState, Scope, TenantId};
 use crate::gateway::Gateway;

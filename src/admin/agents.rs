@@ -5,7 +5,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::tokens::{self, TokenSpec};
-use super::{page_limit, token_ttl, usd, validate_name, AdminError};
+use super::{find_agent, page_limit, token_ttl, usd, validate_name, AdminError};
 use crate::auth::{Principal, TokenSigner};
 use crate::domain::{AgentId, AgentState, BudgetPeriod, Scope, TenantId};
 use crate::gateway::policy::Policy;
@@ -204,29 +204,6 @@ pub(crate) fn check_limits(rpm: Option<i32>, tpm: Option<i64>) -> Result<(), Adm
         return Err(AdminError::invalid("tpm", "must be a positive integer"));
     }
     Ok(())
-}
-
-/// Reads an agent by id or, failing that, by name, within the tenant; `lock` takes its row lock.
-pub(crate) async fn find_agent(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: TenantId,
-    id_or_name: &str,
-    lock: bool,
-) -> Result<AgentRow, AdminError> {
-    let id = match id_or_name.parse::<AgentId>() {
-        Ok(id) => id,
-        Err(_) => {
-            agents::get_agent_by_name(conn, tenant_id, id_or_name)
-                .await
-                .map_err(AdminError::from_store("agent"))?
-                .id
-        }
-    };
-    let found = match lock {
-        true => agents::lock_agent(conn, tenant_id, id).await,
-        false => agents::get_agent(conn, tenant_id, id).await,
-    };
-    found.map_err(AdminError::from_store("agent"))
 }
 
 /// Finds an agent by id or, failing that, by name, within the tenant.

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::agents::{find_agent, AgentResponse};
-use super::{usd, AdminError};
+use super::agents::AgentResponse;
+use super::{find_agent, usd, AdminError};
 use crate::auth::Principal;
 use crate::domain::{AgentState, TenantId};
 use crate::ledger::{self, NewEvent};

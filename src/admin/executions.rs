@@ -5,9 +5,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::agents::find_agent;
 use super::ledger::LedgerEvent;
-use super::{check_time, page_limit, AdminError};
+use super::{check_time, find_agent, page_limit, AdminError};
 use crate::domain::{ExecutionState, TenantId};
 use crate::store::event_log::{self, EventFilter};
 use crate::store::execution_search::{self as search, ExecutionFilter};

@@ -1,8 +1,7 @@
 //! Reading the ledger through the admin API: events in append order, filtered and keyset paged.
 //! (Verification is `ledger::verify`, shared with the CLI and the startup gate.)
 
-use super::agents::find_agent;
-use super::{acting_tenant, page_limit, require_operator, visible_tenant, AdminError};
+use super::{acting_tenant, find_agent, page_limit, require_operator, visible_tenant, AdminError};
 use crate::auth::Principal;
 use crate::domain::TenantId;
 pub use crate::store::event_log::EventRow as LedgerEvent;

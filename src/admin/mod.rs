@@ -291,3 +291,26 @@ pub(crate) fn admin_event(
         payload,
     }
 }
+
+/// Reads an agent by id or, failing that, by name, within the tenant; `lock` takes its row lock.
+pub(crate) async fn find_agent(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: crate::domain::TenantId,
+    id_or_name: &str,
+    lock: bool,
+) -> Result<crate::store::agents::AgentRow, AdminError> {
+    let id = match id_or_name.parse::<crate::domain::AgentId>() {
+        Ok(id) => id,
+        Err(_) => {
+            crate::store::agents::get_agent_by_name(conn, tenant_id, id_or_name)
+                .await
+                .map_err(AdminError::from_store("agent"))?
+                .id
+        }
+    };
+    let found = match lock {
+        true => crate::store::agents::lock_agent(conn, tenant_id, id).await,
+        false => crate::store::agents::get_agent(conn, tenant_id, id).await,
+    };
+    found.map_err(AdminError::from_store("agent"))
+}

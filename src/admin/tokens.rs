@@ -8,9 +8,8 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::agents::find_agent;
 use super::{
-    acting_tenant, admin_event, page_limit, require_operator, token_ttl, validate_name,
+    acting_tenant, admin_event, find_agent, page_limit, require_operator, token_ttl, validate_name,
     validate_text, visible_tenant, AdminError,
 };
 use crate::auth::{Principal, TokenSigner};

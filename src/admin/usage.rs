@@ -5,8 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::agents::find_agent;
-use super::{acting_tenant, check_time, visible_tenant, AdminError};
+use super::{acting_tenant, check_time, find_agent, visible_tenant, AdminError};
 use crate::auth::Principal;
 use crate::domain::TenantId;
 pub use crate::store::usage::UsageRow as UsageLine;

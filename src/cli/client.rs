@@ -30,20 +30,25 @@ impl Query {
     }
 }
 
+/// The server the CLI talks to: `AEX_URL`, else `[cli] url`, else the `listen` address.
+pub fn server_url(settings: &Settings) -> String {
+    std::env::var("AEX_URL")
+        .ok()
+        .or_else(|| settings.cli.url.clone())
+        .unwrap_or_else(|| {
+            let mut addr = settings.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        })
+}
+
 impl AdminClient {
     /// URL from `AEX_URL`, else `[cli] url`, else the `listen` address; token from
     /// `AEX_ADMIN_TOKEN`, else `[cli] admin_token`.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let base = std::env::var("AEX_URL")
-            .ok()
-            .or_else(|| settings.cli.url.clone())
-            .unwrap_or_else(|| {
-                let mut addr = settings.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{addr}")
-            });
+        let base = server_url(settings);
         let base = Url::parse(&base).with_context(|| format!("invalid server URL {base:?}"))?;
         let token = std::env::var("AEX_ADMIN_TOKEN")
             .ok()

@@ -6,6 +6,7 @@ pub mod client;
 pub mod daemon;
 pub mod db_checks;
 pub mod dev;
+pub mod doctor;
 pub mod embedded;
 pub mod init;
 pub mod ledger;
@@ -90,6 +91,9 @@ pub enum Command {
     },
     /// Check the invariants of the books (SPEC §15).
     Audit,
+    /// Check this installation (config, database, migrations, ledger, every provider) and say
+    /// what is wrong and how to fix it; `--compat --token T` checks a running server instead.
+    Doctor(doctor::DoctorArgs),
     /// Print the OpenAPI document.
     Openapi,
     /// Print the version.

@@ -16,12 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::replica::DbContact;
 use crate::domain::ExecutionState;
-use crate::gateway::admission::Reservation;
-use crate::gateway::estimate::Estimate;
-use crate::gateway::settlement::{self, Outcome, Priced, SettleResult};
+use crate::gateway::settlement::{self, SettleResult};
 use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
-use crate::money::MicroUsd;
 use crate::store::executions::{self, ExecutionRow};
 use crate::store::locks;
 
@@ -83,37 +80,7 @@ async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState,
         "DISPATCHED" => (ExecutionState::Failed, "replica_lost"),
         _ => (ExecutionState::Failed, "replica_lost_while_reserving"),
     };
-    let reservation = Reservation {
-        execution_id: e.id,
-        execution_key: e.execution_key.clone(),
-        attempt: e.attempt,
-        tenant_id: e.tenant_id,
-        agent_id: e.agent_id,
-        model_alias: e.model_alias.clone().unwrap_or_default(),
-        estimate: Estimate {
-            prompt_tokens: 0,
-            output_cap: None,
-            output_tokens: 0,
-            cost: MicroUsd(e.estimate_micro_usd),
-        },
-        clamped: false,
-        holds_tenant: false,
-        remaining_after: 0,
-        quota: Default::default(),
-    };
-    let outcome = Outcome::Release {
-        reason: reason.to_owned(),
-        state,
-        upstream_status: None,
-        // Nobody was answered; a request that waited for this attempt answers from the reason.
-        result: None,
-    };
-    // A release prices nothing, so it needs no route for the model.
-    let priced = Priced::Fixed {
-        label: &reservation.model_alias,
-        cost: MicroUsd::ZERO,
-    };
-    let settled = settlement::settle(gw, &reservation, priced, &outcome).await?;
+    let settled = settlement::release_orphan(gw, e, state, reason).await?;
     if settled == SettleResult::AlreadySettled {
         // No open hold (RESERVING leftovers): finish the execution itself if it is still open.
         fail_without_hold(gw, e, state, reason).await?;

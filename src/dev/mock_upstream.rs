@@ -74,7 +74,22 @@ pub struct MockControl {
     pub image_tokens: AtomicU64,
     pub context_tokens: AtomicU64,
     pub uncapped_tokens: AtomicU64,
+    /// The model ids `GET /v1/models` lists (the mock answers any model; `aex doctor` checks the
+    /// routing table's upstream models against this list).
+    pub models: Mutex<Vec<String>>,
 }
+
+/// What the mock lists by default: the upstream models of the tests' routing table and of the
+/// starter `models.toml` that `aex init` writes.
+pub const MOCK_MODELS: [&str; 7] = [
+    "mock-gpt-4o-mini",
+    "mock-pricey",
+    "mock-slow",
+    "mock-embedding",
+    "gpt-4o-mini",
+    "gpt-4o",
+    "text-embedding-3-small",
+];
 
 impl Default for MockControl {
     fn default() -> Self {
@@ -106,6 +121,7 @@ impl Default for MockControl {
             image_tokens: AtomicU64::new(48_169),
             context_tokens: AtomicU64::new(128_000),
             uncapped_tokens: AtomicU64::new(100_000),
+            models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
         }
     }
 }
@@ -163,6 +179,7 @@ pub fn router(control: Arc<MockControl>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(list_models))
         .route("/health", get(|| async { "ok" }))
         .with_state(control)
 }
@@ -555,6 +572,16 @@ async fn responses(
             json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
     }
     Json(out).into_response()
+}
+
+/// OpenAI's model list.
+async fn list_models(State(c): State<Arc<MockControl>>) -> Response {
+    let ids = c.models.lock().map(|m| m.clone()).unwrap_or_default();
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn embeddings(

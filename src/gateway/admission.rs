@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bound::{self, Candidate};
+use super::call_types::{AttemptRef, Granted, Hold, Reservation};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
@@ -101,24 +102,6 @@ impl Pricing<'_> {
     }
 }
 
-/// Money held for one attempt.
-#[derive(Debug, Clone)]
-pub struct Reservation {
-    pub execution_id: Uuid,
-    pub execution_key: String,
-    pub attempt: i32,
-    pub tenant_id: TenantId,
-    pub agent_id: AgentId,
-    pub model_alias: String,
-    pub estimate: Estimate,
-    /// The output cap was lowered to fit the budget (`clamp_max_tokens`).
-    pub clamped: bool,
-    pub holds_tenant: bool,
-    pub remaining_after: i64,
-    /// The agent's rate-limit quota after this admission, for the response headers.
-    pub quota: Quota,
-}
-
 /// A recorded refusal (execution DENIED, ledger event written).
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -148,13 +131,6 @@ pub enum Admission {
     Replay(StoredResult),
     /// An attempt of the same key is in flight: wait for it and answer with its outcome.
     InFlight(AttemptRef),
-}
-
-/// One attempt of one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptRef {
-    pub execution_id: Uuid,
-    pub attempt: i32,
 }
 
 /// What refusing looks like before it is written.
@@ -336,15 +312,28 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let tenant_policy = tenant
         .as_ref()
         .map_or(&tenant_policy.0, |tn| &tn.default_policy.0);
-    let effective = Policy::from_json(&agent.policy).resolve(&Policy::from_json(tenant_policy));
-
-    let admitted = match decide(t, &agent, &effective) {
-        Ok(cap) => check_rates(&mut tx, t, &agent, tenant.as_ref(), cap).await?,
-        Err(refuse) => Err(refuse),
-    };
-    let admitted = admitted.and_then(|(cap, quota)| {
-        decide_budget(gw, t, &agent, tenant.as_ref(), &effective, cap).map(|(e, c)| (e, c, quota))
+    let effective = Policy::effective(&agent.policy, tenant_policy).map_err(|e| {
+        tracing::error!(agent = %agent.id, error = %e, "stored policy does not parse: call refused");
     });
+
+    let admitted = match &effective {
+        Ok(effective) => match decide(t, &agent, effective) {
+            Ok(cap) => check_rates(&mut tx, t, &agent, tenant.as_ref(), cap).await?,
+            Err(refuse) => Err(refuse),
+        }
+        .and_then(|(cap, quota)| {
+            decide_budget(gw, t, &agent, tenant.as_ref(), effective, cap)
+                .map(|(e, c)| (e, c, quota))
+        }),
+        // Fails closed: a policy that cannot be read allows nothing.
+        Err(()) => Err(Refuse::new(
+            403,
+            "permission_error",
+            "policy_unreadable",
+            "policy_unreadable",
+            "the stored policy of this agent or its tenant cannot be read; calls are refused until an operator sets it again".into(),
+        )),
+    };
     let (estimate, clamped, quota) = match admitted {
         Ok(ok) => ok,
         Err(refuse) => {
@@ -416,17 +405,21 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(Reservation {
-        execution_id,
-        execution_key: t.key.to_owned(),
-        attempt,
-        tenant_id: t.tenant_id,
-        agent_id: t.agent_id,
-        model_alias: t.pricing.label().to_owned(),
+        hold: Hold {
+            execution_id,
+            execution_key: t.key.to_owned(),
+            attempt,
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            model_alias: t.pricing.label().to_owned(),
+            held: estimate.cost,
+        },
         estimate,
-        clamped,
-        holds_tenant,
-        remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
-        quota,
+        granted: Granted {
+            clamped,
+            remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
+            quota,
+        },
     }))
 }
 

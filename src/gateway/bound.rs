@@ -456,6 +456,24 @@ pub struct Candidate {
     pub bound: Bound,
 }
 
+impl Bound {
+    /// The most `model` can bill for a request bounded by `self` with `output_cap` per choice.
+    pub fn estimate(&self, model: &ModelRoute, output_cap: Option<u64>) -> estimate::Estimate {
+        let output_tokens = output_cap.map_or(0, |cap| self.output_tokens(cap));
+        let cost = model
+            .input_price
+            .cost(self.prompt_tokens)
+            .saturating_add(model.output_price.cost(output_tokens))
+            .saturating_add(self.fees);
+        estimate::Estimate {
+            prompt_tokens: self.prompt_tokens,
+            output_cap,
+            output_tokens,
+            cost,
+        }
+    }
+}
+
 /// The most expensive candidate's estimate with `output_cap` per choice: what the reservation
 /// holds. `prompt_tokens` and `output_tokens` are the largest over the candidates too, so usage
 /// AEX counts itself is bounded by them.
@@ -467,7 +485,7 @@ pub fn worst_estimate(candidates: &[Candidate], output_cap: Option<u64>) -> esti
         cost: MicroUsd::ZERO,
     };
     for c in candidates {
-        let e = estimate::Estimate::new(&c.model, &c.bound, output_cap);
+        let e = c.bound.estimate(&c.model, output_cap);
         worst.prompt_tokens = worst.prompt_tokens.max(e.prompt_tokens);
         worst.output_tokens = worst.output_tokens.max(e.output_tokens);
         worst.cost = worst.cost.max(e.cost);

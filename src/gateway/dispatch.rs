@@ -8,61 +8,22 @@
 //! the request was sent, when the provider may have done and billed the whole work); nothing
 //! only when the provider cannot have done billable work (never connected, or an error status).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::admission::Reservation;
 use super::bound::Bound;
-use super::call::{CallOutput, JSON};
+use super::call_types::{CallOutput, Hold, JSON};
 use super::error::openai_error_body;
-use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
-use super::{estimate, prepare};
-use super::{stream, Gateway};
+use super::job::{charge_ambiguous, elapsed_ms, release, rewrite_model, with_charge, Dispatch};
+use super::settlement::{self, Outcome, Priced, UsageSource};
+use super::stream;
 use crate::config::{ModelRoute, Secret};
-use crate::domain::{CallRoute, ExecutionState};
 use crate::ledger::{self, NewEvent};
 use crate::providers::{
     usage, ProviderError, UpstreamReply, UpstreamRequest, UpstreamResponse, Usage,
 };
-
-/// Everything the task needs; owned, because it outlives the request.
-pub struct Dispatch {
-    pub gw: Arc<Gateway>,
-    pub reservation: Reservation,
-    pub route: CallRoute,
-    /// Each candidate model with its bound for this request and the body to send it, in the
-    /// order to try them.
-    pub attempts: Vec<(Arc<ModelRoute>, Bound, Bytes)>,
-    pub passthrough: Option<Secret>,
-    pub stream: bool,
-    pub client_wants_usage: bool,
-}
-
-impl Dispatch {
-    /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
-    /// what its bound adds, such as predicted output).
-    pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
-        prepare::cap_sent(model, self.reservation.estimate.output_cap)
-            .map(|cap| bound.output_tokens(cap))
-    }
-
-    /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's
-    /// input bound, the output counted from its text and never more than the caps sent allow, so
-    /// never more than the hold.
-    pub fn counted_usage(&self, model: &ModelRoute, bound: &Bound, output: &str) -> Usage {
-        let counted = estimate::count_text(model.tokenizer, output);
-        Usage {
-            prompt_tokens: bound.prompt_tokens,
-            completion_tokens: self
-                .completion_cap(model, bound)
-                .map_or(counted, |cap| counted.min(cap)),
-        }
-    }
-}
 
 /// Why an attempt may move on to the next candidate: the provider did no work.
 fn retryable(reply: &Result<UpstreamReply, ProviderError>) -> Option<String> {
@@ -77,20 +38,20 @@ fn retryable(reply: &Result<UpstreamReply, ProviderError>) -> Option<String> {
 
 /// Runs the call and sends the client's answer on `reply` as soon as it is known (for a stream:
 /// when the first byte can flow); settles before returning.
-pub async fn run(job: Dispatch, reply: oneshot::Sender<CallOutput>) {
+pub async fn run(job: Dispatch, hold: Hold, reply: oneshot::Sender<CallOutput>) {
     // Every answer carries the agent's quota after this admission.
     let (tx, rx) = oneshot::channel::<CallOutput>();
-    let quota = job.reservation.quota;
+    let quota = job.granted.quota;
     let forward = async move {
         if let Ok(mut out) = rx.await {
             out.quota = quota;
             let _ = reply.send(out);
         }
     };
-    tokio::join!(attempt_all(&job, tx), forward);
+    tokio::join!(attempt_all(&job, hold, tx), forward);
 }
 
-async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
+async fn attempt_all(job: &Dispatch, hold: Hold, reply: oneshot::Sender<CallOutput>) {
     let started = Instant::now();
     let count = job.attempts.len();
     for (i, (model, bound, body)) in job.attempts.iter().enumerate() {
@@ -116,27 +77,32 @@ async fn attempt_all(job: &Dispatch, reply: oneshot::Sender<CallOutput>) {
         crate::metrics::observe_upstream(&model.provider.name, upstream_started.elapsed(), status);
         if i + 1 < count {
             if let Some(reason) = retryable(&sent) {
-                record_fallback(job, model, &job.attempts[i + 1].0, &reason).await;
+                record_fallback(job, &hold, model, &job.attempts[i + 1].0, &reason).await;
                 continue;
             }
         }
         match sent {
             Ok(UpstreamReply::Complete(resp)) => {
-                complete(job, (model, bound), resp, started, reply).await;
+                complete(job, hold, (model, bound), resp, started, reply).await;
             }
             Ok(UpstreamReply::Streaming { chunks, .. }) => {
-                stream::relay(job, (model, bound), chunks, started, reply).await;
+                stream::relay(job, hold, (model, bound), chunks, started, reply).await;
             }
-            Err(e) => fail(job, model, e, started, reply).await,
+            Err(e) => fail(job, hold, model, e, started, reply).await,
         }
         return;
     }
 }
 
 /// Appends the fallback to the ledger: each attempt is visible there.
-async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, reason: &str) {
+async fn record_fallback(
+    job: &Dispatch,
+    r: &Hold,
+    from: &ModelRoute,
+    to: &ModelRoute,
+    reason: &str,
+) {
     crate::metrics::upstream_fallback(&from.provider.name, &to.provider.name);
-    let r = &job.reservation;
     let event = NewEvent::for_agent(
         r.tenant_id,
         r.agent_id,
@@ -161,123 +127,58 @@ async fn record_fallback(job: &Dispatch, from: &ModelRoute, to: &ModelRoute, rea
     }
 }
 
-/// Releases the hold with `reason`, keeping `answer` (the caller's status and body) for the
-/// requests that waited for this attempt; a failure to do so is logged by settlement.
-pub async fn release(
-    job: &Dispatch,
-    model: &ModelRoute,
-    reason: &str,
-    status: Option<u16>,
-    answer: Option<(u16, Vec<u8>)>,
-) {
-    let outcome = Outcome::Release {
-        reason: reason.to_owned(),
-        state: ExecutionState::Released,
-        upstream_status: status,
-        result: answer.map(|(status, body)| (status, body, false)),
-    };
-    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await;
-}
-
-/// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
-/// `reason`): the provider may have generated, and will bill, the whole answer. `answer` is what
-/// the caller got, kept for the requests that waited for this attempt.
-pub async fn charge_ambiguous(
-    job: &Dispatch,
-    model: &ModelRoute,
-    reason: &str,
-    started: Instant,
-    stream: Option<(&'static str, u64)>,
-    answer: Option<(u16, Vec<u8>, bool)>,
-) -> SettleResult {
-    let outcome = Outcome::Ambiguous {
-        reason: reason.to_owned(),
-        provider: model.provider.name.clone(),
-        latency_ms: elapsed_ms(started),
-        stream,
-        result: answer,
-    };
-    settlement::finish(&job.gw, &job.reservation, Priced::Tokens(model), &outcome).await
-}
-
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Puts what settlement charged on the answer (`X-AEX-Cost-Micro-USD` and the budget left).
-pub(super) fn with_charge(mut out: CallOutput, settled: SettleResult) -> CallOutput {
-    if let SettleResult::Committed {
-        actual_micro_usd,
-        remaining_micro_usd,
-    } = settled
-    {
-        out.cost_micro_usd = Some(actual_micro_usd);
-        out.remaining_micro_usd = Some(remaining_micro_usd);
-    }
-    out
-}
-
 /// No HTTP answer at all. Never connected: release. Sent and then timed out or lost: charge the
 /// hold, and say so in the error body.
 async fn fail(
     job: &Dispatch,
+    hold: Hold,
     model: &ModelRoute,
     e: ProviderError,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
 ) {
-    let id = job.reservation.execution_key.as_str();
+    let id = hold.execution_key();
     tracing::warn!(execution_id = id, error = %e, "upstream call failed");
     let (status, code, reason) = match e {
         ProviderError::Connect { .. } => {
             let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
+            let out = CallOutput::full(id, 502, JSON, body.clone());
             release(
                 job,
+                hold,
                 model,
                 "upstream_unreachable",
                 None,
-                Some((502, body.clone())),
+                Some((502, body)),
             )
             .await;
-            let _ = reply.send(CallOutput::full(id, 502, JSON, body));
+            let _ = reply.send(out);
             return;
         }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
         ProviderError::Transport { .. } => (502, "upstream_error", "upstream_connection_lost"),
     };
-    let hold = job.reservation.estimate.cost.0;
+    let held = hold.held.0;
     let message = format!(
-        "{e}; the request had been sent, so the provider may have done the work: its hold of {hold} micro-USD was charged"
+        "{e}; the request had been sent, so the provider may have done the work: its hold of {held} micro-USD was charged"
     );
     let body = openai_error_body(&message, "server_error", code, None);
-    let answer = Some((status, body.clone(), false));
-    let settled = charge_ambiguous(job, model, reason, started, None, answer).await;
-    let _ = reply.send(with_charge(
-        CallOutput::full(id, status, JSON, body),
-        settled,
-    ));
-}
-
-/// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a
-/// streamed event read as JSON in `stream`).
-pub(super) fn rewrite_model(value: &mut Value, alias: &str) {
-    if let Some(obj) = value.as_object_mut() {
-        if obj.contains_key("model") {
-            obj.insert("model".into(), Value::String(alias.to_owned()));
-        }
-    }
+    let out = CallOutput::full(id, status, JSON, body.clone());
+    let answer = Some((status, body, false));
+    let settled = charge_ambiguous(job, hold, model, reason, started, None, answer).await;
+    let _ = reply.send(with_charge(out, settled));
 }
 
 /// A complete answer: an error status releases; a success commits its usage.
 async fn complete(
     job: &Dispatch,
+    hold: Hold,
     (model, bound): (&ModelRoute, &Bound),
     response: UpstreamResponse,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
 ) {
-    let r = &job.reservation;
-    let id = r.execution_key.as_str();
+    let id = hold.execution_key();
     if !(200..300).contains(&response.status) {
         let (status, content_type, body) =
             if (400..500).contains(&response.status) && response.status != 429 {
@@ -292,15 +193,18 @@ async fn complete(
                 let body = openai_error_body(&message, "server_error", "upstream_error", None);
                 (502, JSON.to_owned(), body)
             };
+        let out = CallOutput::full(id, status, &content_type, body.clone());
+        let reason = format!("upstream_status_{}", response.status);
         release(
             job,
+            hold,
             model,
-            &format!("upstream_status_{}", response.status),
+            &reason,
             Some(response.status),
-            Some((status, body.clone())),
+            Some((status, body)),
         )
         .await;
-        let _ = reply.send(CallOutput::full(id, status, &content_type, body));
+        let _ = reply.send(out);
         return;
     }
 
@@ -319,7 +223,7 @@ async fn complete(
                     )
                 }
             };
-            rewrite_model(&mut value, &r.model_alias);
+            rewrite_model(&mut value, &hold.model_alias);
             (
                 usage,
                 source,
@@ -331,7 +235,7 @@ async fn complete(
             // A 2xx that is not JSON: the provider may have done the work, so the prompt is
             // charged; the client learns the answer was unusable.
             let usage = Usage {
-                prompt_tokens: r.estimate.prompt_tokens,
+                prompt_tokens: job.estimate.prompt_tokens,
                 completion_tokens: 0,
             };
             let message = format!(
@@ -346,18 +250,17 @@ async fn complete(
             )
         }
     };
+    let out = CallOutput::full(id, status, JSON, body.clone());
     let outcome = Outcome::Commit {
         usage,
         source,
         provider: model.provider.name.clone(),
-        result: Some((status, body.clone(), false)),
+        result: Some((status, body, false)),
         latency_ms: elapsed_ms(started),
         stream: None,
         completion_cap: job.completion_cap(model, bound),
+        prompt_bound: job.estimate.prompt_tokens,
     };
-    let settled = settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await;
-    let _ = reply.send(with_charge(
-        CallOutput::full(id, status, JSON, body),
-        settled,
-    ));
+    let settled = settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await;
+    let _ = reply.send(with_charge(out, settled));
 }

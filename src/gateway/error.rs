@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::auth::AuthError;
 
 /// Errors of the control path. Expected refusals that are *recorded* (budget, policy, lifecycle,
-/// rate limit) are not errors: they are [`super::call::CallOutput`]s with a stored result.
+/// rate limit) are not errors: they are [`super::call_types::CallOutput`]s with a stored result.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{message}")]

@@ -13,8 +13,7 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
-use super::bound::Bound;
-use crate::config::{ModelRoute, TokenizerKind};
+use crate::config::TokenizerKind;
 use crate::domain::CallRoute;
 use crate::money::MicroUsd;
 use crate::tokenizer::{Encoding, LoadError};
@@ -165,22 +164,6 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// The most `model` can bill for a request bounded by `bound` with `output_cap` per choice.
-    pub fn new(model: &ModelRoute, bound: &Bound, output_cap: Option<u64>) -> Self {
-        let output_tokens = output_cap.map_or(0, |cap| bound.output_tokens(cap));
-        let cost = model
-            .input_price
-            .cost(bound.prompt_tokens)
-            .saturating_add(model.output_price.cost(output_tokens))
-            .saturating_add(bound.fees);
-        Estimate {
-            prompt_tokens: bound.prompt_tokens,
-            output_cap,
-            output_tokens,
-            cost,
-        }
-    }
-
     /// Tokens this estimate counts against a TPM window.
     pub fn tokens(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.output_tokens)

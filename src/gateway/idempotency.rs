@@ -1,10 +1,17 @@
 //! Execution identity (SPEC §5.1): the caller's key or a minted UUIDv7, and the request
-//! fingerprint that tells a true retry from a different request under the same key.
+//! fingerprint that tells a true retry from a different request under the same key; and the
+//! wait of a duplicate for the attempt of its key in flight, answered with that attempt's outcome.
+//! (Whether a key replays, waits or starts an attempt is decided under the agent's lock, in
+//! [`super::admission`].)
+
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::GatewayError;
-use crate::domain::CallRoute;
+use super::call_types::{AttemptRef, CallOutput, JSON, SSE};
+use super::{Gateway, GatewayError};
+use crate::domain::{CallRoute, ExecutionState};
+use crate::store::attempts::{self, AttemptStatus, EndedAttempt};
 
 /// The longest key accepted (SPEC §3).
 pub const MAX_KEY_LEN: usize = 255;
@@ -34,6 +41,77 @@ pub fn fingerprint(route: CallRoute, body: &serde_json::Map<String, serde_json::
     // serde_json's map is ordered by key, so this serialisation is canonical.
     hasher.update(serde_json::to_vec(body).unwrap_or_default());
     hex::encode(hasher.finalize())
+}
+
+/// A stored answer given again: no charge, `Idempotent-Replayed: true`.
+pub(super) fn replayed(mut out: CallOutput, remaining_micro_usd: i64) -> CallOutput {
+    out.cost_micro_usd = Some(0);
+    out.remaining_micro_usd = Some(remaining_micro_usd);
+    out.replayed = true;
+    out
+}
+
+/// Polls (without locks) until the attempt has ended, up to the idempotency wait.
+pub(super) async fn wait_for_attempt(
+    gw: &Gateway,
+    attempt: AttemptRef,
+) -> Result<EndedAttempt, GatewayError> {
+    let _waiting = gw.waiting_for_duplicate();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(gw.settings.gateway.idempotency_wait_seconds);
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(GatewayError::InProgress);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+        let mut conn = gw.pool.acquire().await?;
+        match attempts::attempt_status(&mut conn, attempt.execution_id, attempt.attempt).await? {
+            Some(AttemptStatus::InFlight) => {}
+            Some(AttemptStatus::Ended(ended)) => return Ok(ended),
+            None => {
+                return Err(GatewayError::Internal(anyhow::anyhow!(
+                    "the execution a request waited for is gone"
+                )))
+            }
+        }
+    }
+}
+
+/// The answer an ended attempt gave its own caller, for a request that waited for it; when none
+/// was recorded (its replica was lost), the failure in the OpenAI shape from its reason.
+pub(super) fn answer_of_attempt(
+    key: &str,
+    ended: EndedAttempt,
+) -> Result<CallOutput, GatewayError> {
+    let out = match ended.result {
+        Some((status, body, is_stream)) => {
+            let content_type = if is_stream { SSE } else { JSON };
+            let status = u16::try_from(status).unwrap_or(500);
+            CallOutput::full(key, status, content_type, body)
+        }
+        None if matches!(
+            ended.state,
+            ExecutionState::Committed | ExecutionState::Denied
+        ) =>
+        {
+            return Err(GatewayError::IdempotencyConflict(
+                "the result of this execution is no longer retained".into(),
+            ))
+        }
+        None => {
+            let reason = ended.reason.as_deref().unwrap_or("failed");
+            let (status, code) = if reason.contains("timeout") {
+                (504, "upstream_timeout")
+            } else {
+                (502, "upstream_error")
+            };
+            let message = format!("the attempt in flight under this key failed: {reason}");
+            CallOutput::error(key, status, "server_error", code, &message)
+        }
+    };
+    Ok(replayed(out, ended.remaining_micro_usd))
 }
 
 #[cfg(test)]

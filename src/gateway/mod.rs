@@ -2,14 +2,17 @@
 //! reservation), dispatch, and exactly-once settlement, each state change with its ledger event.
 
 pub mod admission;
+mod admit;
 pub mod agent_gate;
 pub mod bound;
 pub mod call;
+pub mod call_types;
 mod chat_chunk;
 pub mod dispatch;
 pub mod error;
 pub mod estimate;
 pub mod idempotency;
+mod job;
 pub mod models;
 pub mod policy;
 pub mod prepare;

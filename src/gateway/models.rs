@@ -32,7 +32,14 @@ pub async fn visible_models(
     .fetch_optional(&gw.pool)
     .await?;
     let (agent, tenant) = row.ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
-    let effective = Policy::from_json(&agent.0).resolve(&Policy::from_json(&tenant.0));
+    let effective = match Policy::effective(&agent.0, &tenant.0) {
+        Ok(effective) => effective,
+        Err(e) => {
+            // Fails closed: an unreadable stored policy allows no model.
+            tracing::error!(agent = %agent_id, error = %e, "stored policy does not parse: no model listed");
+            return Ok(Vec::new());
+        }
+    };
     let routing = gw.routing();
     Ok(routing
         .aliases()
@@ -70,7 +77,14 @@ pub async fn tenant_models(
     .await?;
     let policies: Vec<EffectivePolicy> = rows
         .iter()
-        .map(|(agent, tenant)| Policy::from_json(&agent.0).resolve(&Policy::from_json(&tenant.0)))
+        // Fails closed: an agent whose stored policy does not parse allows no model.
+        .filter_map(|(agent, tenant)| {
+            Policy::effective(&agent.0, &tenant.0)
+                .map_err(
+                    |e| tracing::error!(%tenant_id, error = %e, "a stored policy does not parse"),
+                )
+                .ok()
+        })
         .collect();
     let routing = gw.routing();
     Ok(routing

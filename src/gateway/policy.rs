@@ -53,10 +53,15 @@ pub struct EffectivePolicy {
 }
 
 impl Policy {
-    /// Parses a stored policy object; an unreadable one yields the empty policy (built-in
-    /// defaults), which the admin API never writes.
-    pub fn from_json(value: &Value) -> Policy {
-        serde_json::from_value(value.clone()).unwrap_or_default()
+    /// Parses a stored policy object (without copying it). One that does not parse is an
+    /// error, never the permissive built-in defaults: callers refuse, failing closed.
+    pub fn from_json(value: &Value) -> Result<Policy, serde_json::Error> {
+        Policy::deserialize(value)
+    }
+
+    /// The effective policy of an agent from its stored policy and its tenant's default one.
+    pub fn effective(agent: &Value, tenant: &Value) -> Result<EffectivePolicy, serde_json::Error> {
+        Ok(Policy::from_json(agent)?.resolve(&Policy::from_json(tenant)?))
     }
 
     /// This policy with `defaults` filling the fields it leaves unset.

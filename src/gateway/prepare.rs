@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::bound::{self, Bound, Candidate, Shape};
-use super::call::CallInput;
+use super::call_types::CallInput;
 use super::{idempotency, Gateway, GatewayError};
 use crate::config::{Capability, ModelRoute, TokenizerKind};
 use crate::domain::CallRoute;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::admission::Reservation;
+use super::call_types::Hold;
 use super::error::is_unavailable;
 use super::rate_limit;
 use super::Gateway;
@@ -19,6 +19,7 @@ use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
+use crate::store::executions::ExecutionRow;
 use crate::store::settlements::{self, Charge, Settlement};
 
 /// The most one settlement charges: 10^15 micro-USD (one billion USD). A cost above it (an absurd
@@ -115,6 +116,9 @@ pub enum Outcome {
         stream: Option<(&'static str, u64)>,
         /// The completion tokens the caps sent allow (cap × choices); `None` without an output.
         completion_cap: Option<u64>,
+        /// The prompt tokens the hold was estimated at: usage beyond it (or beyond
+        /// `completion_cap`) that the provider reported is the provider's overrun.
+        prompt_bound: u64,
     },
     /// The provider may have done billable work, or not: the hold is charged (`usage:
     /// ambiguous`) and the execution ends FAILED with `reason`, so the key may be tried again.
@@ -165,10 +169,11 @@ pub enum SettleResult {
 /// answer still carries what was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
 pub async fn finish(
     gw: &Gateway,
-    r: &Reservation,
+    hold: Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> SettleResult {
+    let r = &hold;
     let id = r.execution_key.as_str();
     let e = match settle(gw, r, priced, outcome).await {
         Ok(done) => return done,
@@ -216,9 +221,9 @@ pub async fn finish(
 /// the executions of lost replicas). Only a shutdown past its drain timeout stops the retries;
 /// the replica then deregisters and another one reconciles. The compare-and-set makes a retry
 /// after an unacknowledged commit harmless.
-pub async fn settle(
+async fn settle(
     gw: &Gateway,
-    r: &Reservation,
+    r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
@@ -232,13 +237,45 @@ pub async fn settle(
     result
 }
 
+/// Releases the hold of an execution whose replica was lost (the reconciler's entry point),
+/// from what its row records; `state` and `reason` say why. Nobody was answered: a request that
+/// waited for this attempt answers from the reason. A release prices nothing, so it needs no
+/// route for the model. [`SettleResult::AlreadySettled`] when the row holds nothing.
+pub async fn release_orphan(
+    gw: &Gateway,
+    e: &ExecutionRow,
+    state: ExecutionState,
+    reason: &str,
+) -> Result<SettleResult, sqlx::Error> {
+    let hold = Hold {
+        execution_id: e.id,
+        execution_key: e.execution_key.clone(),
+        attempt: e.attempt,
+        tenant_id: e.tenant_id,
+        agent_id: e.agent_id,
+        model_alias: e.model_alias.clone().unwrap_or_default(),
+        held: MicroUsd(e.estimate_micro_usd),
+    };
+    let outcome = Outcome::Release {
+        reason: reason.to_owned(),
+        state,
+        upstream_status: None,
+        result: None,
+    };
+    let priced = Priced::Fixed {
+        label: &hold.model_alias,
+        cost: MicroUsd::ZERO,
+    };
+    settle(gw, &hold, priced, &outcome).await
+}
+
 /// Attempts for an error other than an unreachable database (a deadlock, a serialization
 /// failure), before the caller falls back.
 const OTHER_ERROR_ATTEMPTS: u32 = 3;
 
 async fn settle_retrying(
     gw: &Gateway,
-    r: &Reservation,
+    r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
@@ -294,8 +331,8 @@ fn borrowed(answer: &Option<(u16, Vec<u8>, bool)>) -> Option<(u16, &[u8], bool)>
         .map(|(status, body, sse)| (*status, body.as_slice(), *sse))
 }
 
-fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> Written<'a> {
-    let hold = r.estimate.cost.0;
+fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written<'a> {
+    let hold = r.held.0;
     match outcome {
         Outcome::Commit {
             usage,
@@ -305,10 +342,11 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
             latency_ms,
             stream,
             completion_cap,
+            prompt_bound,
         } => {
             let (actual, saturated) = priced.cost(*usage);
             let overrun = (actual > hold)
-                .then(|| overrun_kind(*source, *usage, r.estimate.prompt_tokens, *completion_cap));
+                .then(|| overrun_kind(*source, *usage, *prompt_bound, *completion_cap));
             let charge = Charge {
                 actual_micro_usd: actual,
                 prompt_tokens: Some(to_i64(usage.prompt_tokens)),
@@ -405,7 +443,7 @@ fn written<'a>(r: &'a Reservation, priced: Priced<'a>, outcome: &'a Outcome) -> 
 
 async fn settle_once(
     gw: &Gateway,
-    r: &Reservation,
+    r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {

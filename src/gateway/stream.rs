@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::bound::Bound;
-use super::call::{CallBody, CallOutput, SSE};
+use super::call_types::{CallBody, CallOutput, Hold, SSE};
 use super::chat_chunk;
-use super::dispatch::{self, rewrite_model, Dispatch};
+use super::job::{self, rewrite_model, Dispatch};
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
@@ -268,6 +268,7 @@ async fn pump(
     chunks: &mut BoxStream<'static, Result<Bytes, ProviderError>>,
     tx: &mpsc::Sender<Bytes>,
     job: &Dispatch,
+    execution_id: &str,
 ) -> End {
     let mut splitter = SseSplitter::default();
     // Made once, not per chunk: each registers a waiter when it is first polled.
@@ -284,7 +285,7 @@ async fn pump(
         let bytes = match next {
             Some(Ok(bytes)) => bytes,
             Some(Err(e)) => {
-                tracing::warn!(execution_id = %job.reservation.execution_key, error = %e, "upstream stream failed mid-way");
+                tracing::warn!(execution_id, error = %e, "upstream stream failed mid-way");
                 return End::UpstreamFailed;
             }
             None => break,
@@ -309,22 +310,22 @@ async fn pump(
 /// Relays a successful stream to the client, settles it, then sends its ending.
 pub async fn relay(
     job: &Dispatch,
+    hold: Hold,
     (model, bound): (&ModelRoute, &Bound),
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     started: Instant,
     reply: oneshot::Sender<CallOutput>,
 ) {
-    let r = &job.reservation;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut head = CallOutput::full(&r.execution_key, 200, SSE, Bytes::new());
+    let mut head = CallOutput::full(hold.execution_key(), 200, SSE, Bytes::new());
     head.body = CallBody::Stream(rx);
-    head.remaining_micro_usd = Some(r.remaining_after);
+    head.remaining_micro_usd = Some(job.granted.remaining_after);
     let end = reply.send(head).is_err().then_some(End::ClientGone);
 
     let mut relay = Relay {
         route: job.route,
-        alias: &r.model_alias,
-        alias_json: Value::String(r.model_alias.clone()).to_string(),
+        alias: job.alias(),
+        alias_json: Value::String(job.alias().to_owned()).to_string(),
         client_wants_usage: job.client_wants_usage,
         reported: None,
         output: String::new(),
@@ -339,7 +340,7 @@ pub async fn relay(
     };
     let end = match end {
         Some(end) => end,
-        None => pump(&mut relay, &mut chunks, &tx, job).await,
+        None => pump(&mut relay, &mut chunks, &tx, job, hold.execution_key()).await,
     };
     // Dropping the upstream stream closes its connection: the provider stops generating.
     drop(chunks);
@@ -355,7 +356,7 @@ pub async fn relay(
                 .transcript_complete
                 .then(|| (200, std::mem::take(&mut relay.transcript), true));
             let reason = "upstream_stream_failed";
-            dispatch::charge_ambiguous(job, model, reason, started, stream, answer).await
+            job::charge_ambiguous(job, hold, model, reason, started, stream, answer).await
         }
         (_, reported) => {
             let (usage, source) = match reported {
@@ -376,8 +377,9 @@ pub async fn relay(
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream,
                 completion_cap: job.completion_cap(model, bound),
+                prompt_bound: job.estimate.prompt_tokens,
             };
-            settlement::finish(&job.gw, r, Priced::Tokens(model), &outcome).await
+            settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await
         }
     };
     if matches!(end, End::ClientGone | End::ClientStalled) || relay.held.is_empty() {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Reservation, Target, Ticket};
-use super::call::{self, CallInput, CallOutput, JSON};
-use super::dispatch::with_charge;
+use super::admission::{Pricing, Target, Ticket};
+use super::admit::admit_until_decided;
+use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
+use super::job::with_charge;
 use super::settlement::{self, Outcome, Priced, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -51,7 +52,7 @@ async fn find_plugin(
 
 /// Runs one governed tool call.
 pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, GatewayError> {
-    let span = tracing::Span::current();
+    let span = input.record_on_span();
     let (key, keyed) = idempotency::execution_key(input.idempotency_key.as_deref())?;
     let name = tool_name(&input.body)?.to_owned();
     span.record("execution_id", key.as_str());
@@ -80,8 +81,8 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
             details: json!({"tool": name, "kind": plugin.kind, "version": plugin.version}),
         },
     };
-    let reservation = match call::admit_until_decided(&gw, &ticket).await? {
-        Ok(r) => r,
+    let hold = match admit_until_decided(&gw, &ticket).await? {
+        Ok(r) => r.hold,
         Err(answer) => return Ok(answer),
     };
 
@@ -93,7 +94,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     let (tx, rx) = oneshot::channel();
     let task_gw = Arc::clone(&gw);
     let task = async move {
-        let out = run_and_settle(&task_gw, &reservation, &plugin, provider, &arguments).await;
+        let out = run_and_settle(&task_gw, hold, &plugin, provider, &arguments).await;
         let _ = tx.send(out);
     };
     gw.tasks
@@ -104,12 +105,12 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
 
 async fn run_and_settle(
     gw: &Gateway,
-    r: &Reservation,
+    hold: Hold,
     plugin: &PluginRow,
     provider: String,
     arguments: &Value,
 ) -> CallOutput {
-    let id = r.execution_key.as_str();
+    let id = hold.execution_key();
     let priced = Priced::Fixed {
         label: &plugin.name,
         cost: MicroUsd(plugin.cost_micro_usd),
@@ -127,17 +128,18 @@ async fn run_and_settle(
                 "stderr": output.stderr,
             });
             let body = serde_json::to_vec(&body).unwrap_or_default();
+            let out = CallOutput::full(id, 200, JSON, body.clone());
             let outcome = Outcome::Commit {
                 usage: Usage::default(),
                 source: UsageSource::Reported,
                 provider,
-                result: Some((200, body.clone(), false)),
+                result: Some((200, body, false)),
                 latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 stream: None,
                 completion_cap: None,
+                prompt_bound: 0,
             };
-            let settled = settlement::finish(gw, r, priced, &outcome).await;
-            with_charge(CallOutput::full(id, 200, JSON, body), settled)
+            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
@@ -157,7 +159,8 @@ async fn run_and_settle(
                 e.to_string()
             };
             let body = openai_error_body(&message, "server_error", code, None);
-            let answer = Some((status, body.clone(), false));
+            let out = CallOutput::full(id, status, JSON, body.clone());
+            let answer = Some((status, body, false));
             let outcome = if started_and_cut {
                 Outcome::Ambiguous {
                     reason: e.reason().to_owned(),
@@ -174,8 +177,7 @@ async fn run_and_settle(
                     result: answer,
                 }
             };
-            let settled = settlement::finish(gw, r, priced, &outcome).await;
-            with_charge(CallOutput::full(id, status, JSON, body), settled)
+            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
         }
     }
 }

@@ -13,9 +13,10 @@ use super::extract::{AgentCaller, OpenAiBody};
 use super::AppState;
 use crate::config::Secret;
 use crate::domain::CallRoute;
-use crate::gateway::call::{self, CallBody, CallInput, CallOutput};
+use crate::gateway::call_types::{CallBody, CallInput, CallOutput};
 use crate::gateway::models::{self, ModelObject};
 use crate::gateway::GatewayError;
+use crate::gateway::{call, tool_call};
 
 fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, GatewayError> {
     match headers.get(name) {
@@ -51,7 +52,11 @@ async fn governed(
         idempotency_key,
         passthrough_key,
     };
-    let out = call::execute(state.gateway.clone(), input).await?;
+    let gw = state.gateway.clone();
+    let out = match route {
+        CallRoute::ToolsExecute => tool_call::execute(gw, input).await?,
+        _ => call::execute(gw, input).await?,
+    };
     Ok(render(out))
 }
 

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "AEX",
         description = "Governance gateway between AI agents and LLM providers: an OpenAI-compatible API under a hard budget, policy, rate limits and a hash-chained ledger. Every `/v1` route is also served under `/openai/v1`.",
-        license(name = "Apache-2.0")
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     tags(
         (name = "openai", description = "OpenAI-compatible routes agents call"),

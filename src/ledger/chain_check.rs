@@ -3,10 +3,21 @@
 //! head the latest checkpoint recorded; the chain must reach that head. The state is one event
 //! (the last good one), whatever the chain's length.
 
+use serde::Serialize;
+
 use super::checkpoint::Head;
 use super::encoding::{event_digest, hash_is, GENESIS_HASH};
 use super::event_row::EventRef;
-use super::verify::BadEvent;
+
+/// The first event that failed verification.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BadEvent {
+    /// The event's id (for a truncated chain: its last remaining event; 0 if none is left).
+    pub id: i64,
+    pub chain_id: String,
+    pub seq: i64,
+    pub problem: String,
+}
 
 /// What is wrong with `event` given the event before it in its chain, if anything.
 pub(crate) fn check(event: &EventRef<'_>, last_seq: i64, last_hash: &str) -> Option<String> {

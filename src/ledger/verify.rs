@@ -13,21 +13,12 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::append::ChainId;
+pub use super::chain_check::BadEvent;
 use super::chain_check::{missing_chain, ChainCheck};
 use super::checkpoint::{self, CheckpointRow, Head};
 use super::event_row::{select_events, EventRef};
 use crate::config::Secret;
 use crate::domain::{AgentId, TenantId};
-
-/// The first event that failed verification.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BadEvent {
-    /// The event's id (for a truncated chain: its last remaining event; 0 if none is left).
-    pub id: i64,
-    pub chain_id: String,
-    pub seq: i64,
-    pub problem: String,
-}
 
 /// What was checked against the latest checkpoint.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

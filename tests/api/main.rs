@@ -14,6 +14,7 @@ mod cli_admin;
 mod cluster;
 mod concurrency;
 mod db_faults;
+mod doctor;
 mod faults;
 mod helpers;
 mod hold_bound;

@@ -225,3 +225,53 @@ async fn tenant_default_policy_is_inherited_unless_the_agent_overrides_it() {
     assert_eq!(resp.status(), StatusCode::OK);
     resp.text().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stored_policy_that_does_not_parse_fails_closed() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("garbled", "1.00", json!({})).await;
+    let calls_before = app.mock.calls();
+    // Written behind the admin API's back: `allowed_models` must be a list. Before issue 16 an
+    // unreadable policy became the permissive defaults.
+    sqlx::query("UPDATE agents SET policy = '{\"allowed_models\": \"everything\"}' WHERE id = $1")
+        .bind(agent.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let resp = app.chat(&agent.token, hello()).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "policy_unreadable");
+    assert_eq!(
+        app.mock.calls(),
+        calls_before,
+        "the provider was never called"
+    );
+    assert_eq!(app.books(agent.id).await, (0, 0, 1_000_000));
+    assert_eq!(app.execution_states(agent.id).await, ["DENIED"]);
+    let models: Value = app
+        .get("/v1/models", Some(&agent.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        models["data"],
+        json!([]),
+        "an unreadable policy lists no model"
+    );
+
+    // The tenant's default policy unreadable: every agent that inherits it is refused too.
+    let other = app.create_agent("inheriting", "1.00", json!({})).await;
+    sqlx::query(
+        "UPDATE tenants SET default_policy = '{\"max_input_tokens\": -1}' WHERE name = 'default'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let resp = app.chat(&other.token, hello()).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.mock.calls(), calls_before);
+    assert_eq!(app.books(other.id).await, (0, 0, 1_000_000));
+    app.assert_books_audit().await;
+}

@@ -1,0 +1,132 @@
+//! The job an admitted model call runs as on its tracked task ([`Dispatch`]), and the endings
+//! every way of relaying its answer shares: release the hold, charge it for an ambiguous outcome,
+//! put the charge on the answer, give the model its alias back. Both [`super::dispatch`] (a
+//! complete answer) and [`super::stream`] (server-sent events) build on this; neither imports
+//! the other's internals.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::bound::Bound;
+use super::call_types::{CallOutput, Granted, Hold};
+use super::estimate::Estimate;
+use super::settlement::{self, Outcome, Priced, SettleResult};
+use super::{estimate, prepare, Gateway};
+use crate::config::{ModelRoute, Secret};
+use crate::domain::{CallRoute, ExecutionState};
+use crate::providers::Usage;
+
+/// Everything the task needs; owned, because it outlives the request.
+pub struct Dispatch {
+    pub gw: Arc<Gateway>,
+    /// The estimate the hold covers: the caps sent and the prompt bound.
+    pub estimate: Estimate,
+    /// What the client is told with every answer.
+    pub granted: Granted,
+    pub route: CallRoute,
+    /// Each candidate model with its bound for this request and the body to send it, in the
+    /// order to try them.
+    pub attempts: Vec<(Arc<ModelRoute>, Bound, Bytes)>,
+    pub passthrough: Option<Secret>,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+}
+
+impl Dispatch {
+    /// The model alias the agent asked for (the first candidate), which answers carry.
+    pub fn alias(&self) -> &str {
+        self.attempts
+            .first()
+            .map_or("", |(model, ..)| model.alias.as_str())
+    }
+
+    /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
+    /// what its bound adds, such as predicted output).
+    pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
+        prepare::cap_sent(model, self.estimate.output_cap).map(|cap| bound.output_tokens(cap))
+    }
+
+    /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's
+    /// input bound, the output counted from its text and never more than the caps sent allow, so
+    /// never more than the hold.
+    pub fn counted_usage(&self, model: &ModelRoute, bound: &Bound, output: &str) -> Usage {
+        let counted = estimate::count_text(model.tokenizer, output);
+        Usage {
+            prompt_tokens: bound.prompt_tokens,
+            completion_tokens: self
+                .completion_cap(model, bound)
+                .map_or(counted, |cap| counted.min(cap)),
+        }
+    }
+}
+
+/// Releases the hold with `reason`, keeping `answer` (the caller's status and body) for the
+/// requests that waited for this attempt; a failure to do so is logged by settlement.
+pub async fn release(
+    job: &Dispatch,
+    hold: Hold,
+    model: &ModelRoute,
+    reason: &str,
+    status: Option<u16>,
+    answer: Option<(u16, Vec<u8>)>,
+) {
+    let outcome = Outcome::Release {
+        reason: reason.to_owned(),
+        state: ExecutionState::Released,
+        upstream_status: status,
+        result: answer.map(|(status, body)| (status, body, false)),
+    };
+    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await;
+}
+
+/// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
+/// `reason`): the provider may have generated, and will bill, the whole answer. `answer` is what
+/// the caller got, kept for the requests that waited for this attempt.
+pub async fn charge_ambiguous(
+    job: &Dispatch,
+    hold: Hold,
+    model: &ModelRoute,
+    reason: &str,
+    started: Instant,
+    stream: Option<(&'static str, u64)>,
+    answer: Option<(u16, Vec<u8>, bool)>,
+) -> SettleResult {
+    let outcome = Outcome::Ambiguous {
+        reason: reason.to_owned(),
+        provider: model.provider.name.clone(),
+        latency_ms: elapsed_ms(started),
+        stream,
+        result: answer,
+    };
+    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await
+}
+
+pub(super) fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Puts what settlement charged on the answer (`X-AEX-Cost-Micro-USD` and the budget left).
+pub(super) fn with_charge(mut out: CallOutput, settled: SettleResult) -> CallOutput {
+    if let SettleResult::Committed {
+        actual_micro_usd,
+        remaining_micro_usd,
+    } = settled
+    {
+        out.cost_micro_usd = Some(actual_micro_usd);
+        out.remaining_micro_usd = Some(remaining_micro_usd);
+    }
+    out
+}
+
+/// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a
+/// streamed event read as JSON in `stream`).
+pub(super) fn rewrite_model(value: &mut Value, alias: &str) {
+    if let Some(obj) = value.as_object_mut() {
+        if obj.contains_key("model") {
+            obj.insert("model".into(), Value::String(alias.to_owned()));
+        }
+    }
+}
