@@ -9,7 +9,6 @@
 //! explicitly given up, capped stdout/stderr, and a wall-clock timeout after which its whole
 //! process tree is killed ([`super::reap`]).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -21,7 +20,29 @@ use super::{manifest_str, reap, result_of, sandbox, Limits, ToolError, ToolOutpu
 use crate::config::ToolsSettings;
 
 const PRLIMIT: &str = "/usr/bin/prlimit";
+
+/// Staged executables are written under a shared guard and processes are started under an
+/// exclusive one. A fork made while another run's staged file is still open for writing would
+/// carry that descriptor until its exec, and the other run's `execve` of the file would then fail
+/// with ETXTBSY ("Text file busy"): a plugin refused at random under concurrency.
+static STAGING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Writes the verified bytes to `path` (owner-executable), closing the file before any process
+/// starts (see [`STAGING`]).
+async fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let _writing = STAGING.read().await;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)
+        .await?;
+    file.write_all(bytes).await?;
+    file.flush().await?;
+    drop(file);
+    Ok(())
+}
 
 /// A process manifest's arguments: a list of strings (anything else is refused, never dropped).
 pub fn manifest_args(manifest: &Value) -> Result<Vec<String>, String> {
@@ -125,10 +146,7 @@ pub(super) async fn run(
     let dir = tempfile::tempdir()
         .map_err(|e| ToolError::Failed(format!("cannot create a working directory: {e}")))?;
     let tool = dir.path().join("tool");
-    tokio::fs::write(&tool, &bytes)
-        .await
-        .map_err(|e| ToolError::Failed(format!("cannot stage the executable: {e}")))?;
-    tokio::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o700))
+    stage(&tool, &bytes)
         .await
         .map_err(|e| ToolError::Failed(format!("cannot stage the executable: {e}")))?;
     drop(bytes);
@@ -161,15 +179,18 @@ pub(super) async fn run(
     if !isolated {
         command.envs(env);
     }
-    let mut child = command
+    let starting = STAGING.write().await;
+    let spawned = command
         .current_dir(dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ToolError::Failed(format!("cannot start the plugin: {e}")))?;
+        .spawn();
+    drop(starting);
+    let mut child =
+        spawned.map_err(|e| ToolError::Failed(format!("cannot start the plugin: {e}")))?;
     let root = child.id();
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())

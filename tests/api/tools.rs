@@ -418,3 +418,34 @@ async fn an_http_plugin_gets_a_signed_post_and_its_answer_is_billed() {
     assert_eq!(app.books(agent.id).await, (500, 0, 1_000_000));
     app.assert_books_audit().await;
 }
+
+#[tokio::test]
+async fn concurrent_runs_of_a_process_plugin_all_run() {
+    // Each run stages a copy of the executable and starts it; a start forked while another run's
+    // copy is still open for writing would make that run's exec fail with "Text file busy".
+    let app = spawn_app_with(|s| {
+        s.tools.require_isolation = false;
+        s.tools.bwrap_path = "/nonexistent/bwrap".into();
+    })
+    .await;
+    process_plugin(&app, "busy", "echo '{\"ok\": true}'", json!({})).await;
+    let agent = app.create_agent("busy-agent", "10.00", json!({})).await;
+    let runs = (0..48).map(|_| execute(&app, &agent.token, json!({"tool_name": "busy"}), &[]));
+    let results = futures::future::join_all(runs).await;
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 48 runs failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(
+        app.books(agent.id).await.0,
+        48 * 2000,
+        "every run charged once"
+    );
+    app.assert_books_audit().await;
+}
