@@ -342,6 +342,13 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         () if s[0] & 0xffc0 == 0xfe80 => "link-local",
         () if s[0] & 0xffc0 == 0xfec0 => "site-local",
         () if s[0] & 0xff00 == 0xff00 => "multicast",
+        // Translation prefixes whose IPv4 address is not decoded here, so refused whole: SIIT
+        // (`::ffff:0:a.b.c.d`), local-use NAT64 (`64:ff9b:1::/48`), Teredo (`2001::/32`), and
+        // the discard-only `100::/64`.
+        () if s[..6] == [0, 0, 0, 0, 0xffff, 0] => "translated",
+        () if s[..3] == [0x64, 0xff9b, 1] => "translated",
+        () if s[..2] == [0x2001, 0] => "translated",
+        () if s[..4] == [0x100, 0, 0, 0] => "discard-only",
         () => return None,
     })
 }
@@ -400,6 +407,10 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::10.0.0.1",
             "2002:7f00:1::",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378::1",
+            "100::1",
         ] {
             assert!(refused_range(ip(internal)).is_some(), "{internal}");
         }
