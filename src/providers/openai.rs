@@ -125,17 +125,59 @@ impl Provider for OpenAiCompatible {
 
 fn classify(provider: &str, e: reqwest::Error) -> ProviderError {
     let provider = provider.to_owned();
-    if e.is_timeout() {
-        ProviderError::Timeout { provider }
-    } else if e.is_connect() {
+    // A connect timeout is both `is_connect` and `is_timeout`: the request was never sent, so it
+    // is a connection failure (released, fallbacks tried), not an ambiguous timeout (charged).
+    if e.is_connect() {
         ProviderError::Connect {
             provider,
             detail: crate::telemetry::error_chain(&e),
         }
+    } else if e.is_timeout() {
+        ProviderError::Timeout { provider }
     } else {
         ProviderError::Transport {
             provider,
             detail: crate::telemetry::error_chain(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connect_timeout_is_a_connection_failure_not_an_ambiguous_timeout() {
+        // A listener whose accept queue is full drops new SYNs, so a connection to it times out
+        // before any byte of a request could be sent.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _listener = socket.listen(1).unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => break,
+            }
+        }
+        let client = OpenAiCompatible::new(Duration::from_millis(300)).unwrap();
+        let e = client
+            .client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout() && e.is_connect(), "{e:?}");
+        assert!(
+            matches!(classify("p", e), ProviderError::Connect { .. }),
+            "a request never sent must be released, not charged"
+        );
     }
 }
