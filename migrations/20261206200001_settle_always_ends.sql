@@ -83,8 +83,10 @@ BEGIN
     WHERE id = p_agent_id
     RETURNING GREATEST(budget_micro_usd::numeric - spent_micro_usd - reserved_micro_usd, c_min)::bigint
         INTO v_remaining;
-    -- TPM windows were charged the estimate at admission; now the actual tokens are known.
-    IF v_rate_tokens <> 0 THEN
+    -- TPM windows were charged the estimate at admission; now the actual tokens are known. An
+    -- ambiguous charge (money, no token counts) keeps the estimate: the provider may have used it.
+    IF v_rate_tokens <> 0 AND (p_actual IS NULL OR p_prompt_tokens IS NOT NULL
+                               OR p_completion_tokens IS NOT NULL) THEN
         UPDATE rate_windows SET tokens = LEAST(GREATEST(
                 tokens::numeric + v_prompt + v_completion - v_rate_tokens, 0), c_max)::bigint
         WHERE subject = ANY (p_rate_subjects) AND bucket_start = date_trunc('second', v_held_at);

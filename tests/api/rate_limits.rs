@@ -1,5 +1,6 @@
 //! Rate limits shared by every replica through Postgres.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -318,4 +319,27 @@ async fn no_sixty_second_span_admits_more_than_the_tpm_and_retry_after_says_when
         .create_agent("sliding-tokens", "1.00", json!({"tpm": 3300}))
         .await;
     assert_no_span_admits_more_than(&app, &agent, 3, "x-ratelimit-remaining-tokens").await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_timeout_keeps_its_estimate_in_the_token_window() {
+    // The provider may have used every token it was allowed: the charge is the hold, and the TPM
+    // window keeps the estimate rather than giving it back as if nothing had been used.
+    let app = spawn_app().await;
+    let agent = app
+        .create_agent("timed-out", "1.00", json!({"tpm": 100000}))
+        .await;
+    app.mock.delay_ms.store(1_300, Ordering::SeqCst);
+    let mut body = hello();
+    body["model"] = json!("slow-model"); // its provider times out after 1 s
+    let resp = app.chat(&agent.token, body).await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let counted: i64 =
+        sqlx::query_scalar("SELECT sum(tokens)::bigint FROM rate_windows WHERE subject = $1")
+            .bind(format!("agent:{}", agent.id))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    // Given back, the window would read 0.
+    assert!(counted > 0, "the estimate stays counted: {counted}");
 }
