@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bound::{self, Candidate};
-use super::call_types::{AttemptRef, Granted, Hold, Reservation};
+use super::call_types::{AttemptRef, Granted, Hold, Reservation, SETTLEMENT_FAILED};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
@@ -294,6 +294,12 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
                         execution_id: existing.id,
                         attempt: existing.attempt,
                     }));
+                }
+                ExecutionState::Failed if existing.reason.as_deref() == Some(SETTLEMENT_FAILED) => {
+                    return Err(GatewayError::IdempotencyConflict(
+                        "this execution's outcome could not be recorded, so it is not run again"
+                            .into(),
+                    ));
                 }
                 ExecutionState::Released | ExecutionState::Failed => {
                     // This request found the attempt ended, so it starts the next one (under the

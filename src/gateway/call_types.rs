@@ -55,6 +55,11 @@ pub struct CallOutput {
     pub retry_after_seconds: Option<i64>,
 }
 
+/// The reason of an execution whose settlement could not be written and was replaced by the
+/// fallback (the hold charged). Whether the provider's answer reached the client is not known
+/// then, so its key never starts another attempt: that could run and charge the work twice.
+pub const SETTLEMENT_FAILED: &str = "settlement_failed";
+
 pub const JSON: &str = "application/json";
 pub const SSE: &str = "text/event-stream";
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::call_types::Hold;
+use super::call_types::{Hold, SETTLEMENT_FAILED};
 use super::error::is_unavailable;
 use super::rate_limit;
 use super::Gateway;
@@ -180,7 +180,7 @@ pub async fn finish(
         Err(e) => e,
     };
     tracing::error!(execution_id = id, error = %e, "settlement failed after retries; writing the fallback");
-    let reason = "settlement_failed".to_owned();
+    let reason = SETTLEMENT_FAILED.to_owned();
     let fallback = match outcome {
         Outcome::Commit {
             provider,

@@ -204,17 +204,7 @@ async fn a_settlement_that_cannot_be_written_ends_failed_with_the_hold_committed
 {
     let app = spawn_app().await;
     let agent = app.create_agent("unwritable", "1.00", json!({})).await;
-    // A fault in the database: any settlement with the provider's usage is refused.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_reported() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.usage_source = 'reported' THEN RAISE EXCEPTION 'injected fault'; END IF; \
-           RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_reported BEFORE UPDATE ON executions \
-           FOR EACH ROW EXECUTE FUNCTION refuse_reported();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    refuse_settlements_with_reported_usage(&app).await;
     let resp = app.chat(&agent.token, hello()).await;
     assert_eq!(resp.status(), StatusCode::OK, "the client gets its answer");
     let id = execution_id(&resp);
@@ -557,4 +547,43 @@ async fn run_cli_audit(app: &TestApp) -> (bool, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_key_whose_settlement_fell_back_is_not_run_and_charged_again() {
+    let app = spawn_app().await;
+    let agent = app
+        .create_agent("unwritable-keyed", "1.00", json!({}))
+        .await;
+    refuse_settlements_with_reported_usage(&app).await;
+    let key = [("Idempotency-Key", "answered-once")];
+    let first = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(first.status(), StatusCode::OK, "the client got its answer");
+    let charged = app.books(agent.id).await.0;
+    // The client retries (it lost the answer): the provider must not be called again.
+    let again = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let v: Value = again.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "idempotency_conflict");
+    assert_eq!(app.mock.calls(), 1, "one provider call for the key");
+    assert_eq!(app.books(agent.id).await.0, charged, "charged once");
+    app.assert_books_audit().await;
+}
+
+/// A fault in the database: any settlement with the provider's usage is refused.
+async fn refuse_settlements_with_reported_usage(app: &crate::helpers::TestApp) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_reported() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.usage_source = 'reported' THEN RAISE EXCEPTION 'injected fault'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_reported BEFORE UPDATE ON executions \
+           FOR EACH ROW EXECUTE FUNCTION refuse_reported();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
 }
