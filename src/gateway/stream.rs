@@ -30,7 +30,7 @@ use tokio_util::sync::WaitForCancellationFuture;
 use super::bound::Bound;
 use super::call_types::{CallBody, CallOutput, Hold, SSE};
 use super::chat_chunk;
-use super::job::{self, rewrite_model, Dispatch};
+use super::job::{self, elapsed_ms, rewrite_model, Dispatch};
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
@@ -374,7 +374,7 @@ pub async fn relay(
                 source,
                 provider: model.provider.name.clone(),
                 result,
-                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                latency_ms: elapsed_ms(started),
                 stream,
                 completion_cap: job.completion_cap(model, bound),
                 prompt_bound: job.estimate.prompt_tokens,

@@ -14,7 +14,7 @@ use super::admission::{Pricing, Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
-use super::job::with_charge;
+use super::job::{elapsed_ms, with_charge};
 use super::settlement::{self, Outcome, Priced, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -134,7 +134,7 @@ async fn run_and_settle(
                 source: UsageSource::Reported,
                 provider,
                 result: Some((200, body, false)),
-                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                latency_ms: elapsed_ms(started),
                 stream: None,
                 completion_cap: None,
                 prompt_bound: 0,
@@ -165,7 +165,7 @@ async fn run_and_settle(
                 Outcome::Ambiguous {
                     reason: e.reason().to_owned(),
                     provider,
-                    latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    latency_ms: elapsed_ms(started),
                     stream: None,
                     result: answer,
                 }
