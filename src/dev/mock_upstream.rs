@@ -1,5 +1,6 @@
 //! A loopback provider that speaks enough OpenAI for AEX's tests and benchmarks: chat
-//! completions (JSON and SSE), responses, embeddings, with usage. Faults can be injected through
+//! completions (JSON and SSE), responses, embeddings, with usage (cached tokens and hosted-tool
+//! calls as [`super::mock_billing`] reports them). Faults can be injected through
 //! [`MockControl`] (tests in-process) or fixed at start (the `aex dev mock-upstream` command).
 //!
 //! Like a provider it generates `n` choices and reads the larger of `max_tokens` and
@@ -21,6 +22,9 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+
+pub use super::mock_billing::BillingKnobs;
+use super::mock_billing::{cache_details, hosted_call_items};
 
 /// Knobs and counters shared with the test that runs the mock.
 #[derive(Debug)]
@@ -74,6 +78,8 @@ pub struct MockControl {
     pub image_tokens: AtomicU64,
     pub context_tokens: AtomicU64,
     pub uncapped_tokens: AtomicU64,
+    /// Cached and cache-write tokens and hosted-tool calls to report.
+    pub billing: BillingKnobs,
     /// The model ids `GET /v1/models` lists (the mock answers any model; `aex doctor` checks the
     /// routing table's upstream models against this list).
     pub models: Mutex<Vec<String>>,
@@ -121,6 +127,7 @@ impl Default for MockControl {
             image_tokens: AtomicU64::new(48_169),
             context_tokens: AtomicU64::new(128_000),
             uncapped_tokens: AtomicU64::new(100_000),
+            billing: BillingKnobs::default(),
             models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
         }
     }
@@ -340,7 +347,8 @@ async fn chat(
             .and_then(Value::as_bool)
             == Some(true);
         let usage = (with_usage && (include_usage || swapped)).then_some(reported);
-        return stream_chat(c, model, prompt, (n, per_choice), usage);
+        let details = cache_details(&c.billing, prompt);
+        return stream_chat(c, model, (prompt, details), (n, per_choice), usage);
     }
     let tool_call = body
         .get("tools")
@@ -380,7 +388,8 @@ async fn chat(
         "choices": choices,
     });
     if with_usage {
-        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)});
+        out["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported),
+            "prompt_tokens_details": cache_details(&c.billing, prompt)});
     }
     Json(out).into_response()
 }
@@ -389,7 +398,7 @@ async fn chat(
 fn stream_chat(
     c: Arc<MockControl>,
     model: Value,
-    prompt: u64,
+    (prompt, details): (u64, Value),
     (n, per_choice): (u64, u64),
     reported_usage: Option<u64>,
 ) -> Response {
@@ -416,7 +425,8 @@ fn stream_chat(
     let content = events.len();
     if let Some(reported) = reported_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported)}});
+            "usage": {"prompt_tokens": prompt, "completion_tokens": reported, "total_tokens": prompt.saturating_add(reported),
+                "prompt_tokens_details": details}});
         events.push(format!("data: {v}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
@@ -507,8 +517,8 @@ fn sse_response(c: &MockControl, mut events: Vec<String>, content: usize) -> Res
 fn stream_responses(
     c: Arc<MockControl>,
     model: Value,
-    input: u64,
-    output: u64,
+    (input, output): (u64, u64),
+    calls: Vec<Value>,
     with_usage: bool,
 ) -> Response {
     let chunks = c.chunks.load(Ordering::SeqCst).max(1);
@@ -521,13 +531,20 @@ fn stream_responses(
         "response.created",
         json!({"type": "response.created", "response": response("in_progress", Value::Null)}),
     )];
+    for (i, item) in calls.iter().enumerate() {
+        events.push(event(
+            "response.output_item.done",
+            json!({"type": "response.output_item.done", "output_index": i, "item": item}),
+        ));
+    }
     for n in spread(output, chunks) {
         let text: String = (0..n).map(|_| " w").collect();
         events.push(event("response.output_text.delta", json!({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": text})));
     }
     let content = events.len();
     let usage = if with_usage {
-        json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output})
+        json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output,
+            "input_tokens_details": cache_details(&c.billing, input)})
     } else {
         Value::Null
     };
@@ -553,10 +570,16 @@ async fn responses(
             + words(body.get("instructions").unwrap_or(&Value::Null)),
     );
     let output = choices(&body) * output_tokens(&c, &body, &["max_output_tokens"]);
+    let calls = hosted_call_items(
+        &c.billing,
+        &body,
+        c.bill_max.load(Ordering::SeqCst),
+        c.ignore_cap.load(Ordering::SeqCst),
+    );
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let model = body.get("model").cloned().unwrap_or(Value::Null);
         let with_usage = !c.omit_usage.load(Ordering::SeqCst);
-        return stream_responses(Arc::clone(&c), model, input, output, with_usage);
+        return stream_responses(Arc::clone(&c), model, (input, output), calls, with_usage);
     }
     let mut out = json!({
         "id": "resp_mock",
@@ -567,9 +590,12 @@ async fn responses(
         "output": [{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
                     "content": [{"type": "output_text", "text": text_of(output), "annotations": []}]}],
     });
+    if let Some(items) = out["output"].as_array_mut() {
+        items.splice(0..0, calls);
+    }
     if !c.omit_usage.load(Ordering::SeqCst) {
-        out["usage"] =
-            json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
+        out["usage"] = json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output,
+            "input_tokens_details": cache_details(&c.billing, input)});
     }
     Json(out).into_response()
 }

@@ -4,4 +4,5 @@
 
 pub mod append_bench;
 pub mod ledger_seed;
+mod mock_billing;
 pub mod mock_upstream;
