@@ -5,4 +5,6 @@
 pub mod append_bench;
 pub mod ledger_seed;
 mod mock_billing;
+mod mock_control;
+mod mock_sse;
 pub mod mock_upstream;
