@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::mock_auth::AuthGate;
 use super::mock_billing::BillingKnobs;
 
 /// Knobs and counters shared with the test that runs the mock.
@@ -70,6 +71,8 @@ pub struct MockControl {
     /// The model ids `GET /v1/models` lists (the mock answers any model; `aex doctor` checks the
     /// routing table's upstream models against this list).
     pub models: Mutex<Vec<String>>,
+    /// The auth every call must carry (none: any), and the calls refused for it.
+    pub auth: Arc<AuthGate>,
 }
 
 /// What the mock lists by default: the upstream models of the tests' routing table and of the
@@ -116,6 +119,7 @@ impl Default for MockControl {
             uncapped_tokens: AtomicU64::new(100_000),
             billing: BillingKnobs::default(),
             models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
+            auth: Arc::default(),
         }
     }
 }

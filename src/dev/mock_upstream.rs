@@ -20,6 +20,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::mock_auth;
 pub use super::mock_billing::BillingKnobs;
 use super::mock_billing::{cache_details, hosted_call_items};
 use super::mock_control::{choices, input_tokens, output_tokens, prelude, text_of, words};
@@ -33,6 +34,19 @@ pub fn router(control: Arc<MockControl>) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
+        // Azure OpenAI's layout: the deployment in the path, `api-version` in the query.
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(embeddings),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&control.auth),
+            mock_auth::check,
+        ))
         .route("/health", get(|| async { "ok" }))
         .with_state(control)
 }
