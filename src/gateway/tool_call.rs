@@ -140,7 +140,10 @@ async fn run_and_settle(
                 prompt_bound: 0,
                 hosted_calls_bound: None,
             };
-            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
+            with_charge(
+                out,
+                settlement::finish(&gw.books, hold, priced, &outcome).await,
+            )
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
@@ -178,7 +181,10 @@ async fn run_and_settle(
                     result: answer,
                 }
             };
-            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
+            with_charge(
+                out,
+                settlement::finish(&gw.books, hold, priced, &outcome).await,
+            )
         }
     }
 }
