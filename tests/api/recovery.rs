@@ -2,6 +2,7 @@
 //! settlement changes nothing.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use aex::cluster::reconciler;
 use serde_json::json;
