@@ -244,6 +244,13 @@ pub enum CallRoute {
     Responses,
     Embeddings,
     ToolsExecute,
+    /// Legacy `/v1/completions` (a prompt string or array, `best_of`).
+    Completions,
+    ImagesGenerations,
+    AudioTranscriptions,
+    AudioTranslations,
+    AudioSpeech,
+    Moderations,
 }
 
 impl CallRoute {
@@ -253,6 +260,12 @@ impl CallRoute {
             CallRoute::Responses => "/v1/responses",
             CallRoute::Embeddings => "/v1/embeddings",
             CallRoute::ToolsExecute => "/v1/tools/execute",
+            CallRoute::Completions => "/v1/completions",
+            CallRoute::ImagesGenerations => "/v1/images/generations",
+            CallRoute::AudioTranscriptions => "/v1/audio/transcriptions",
+            CallRoute::AudioTranslations => "/v1/audio/translations",
+            CallRoute::AudioSpeech => "/v1/audio/speech",
+            CallRoute::Moderations => "/v1/moderations",
         }
     }
 
@@ -263,6 +276,12 @@ impl CallRoute {
             CallRoute::Responses => "/responses",
             CallRoute::Embeddings => "/embeddings",
             CallRoute::ToolsExecute => "/tools/execute",
+            CallRoute::Completions => "/completions",
+            CallRoute::ImagesGenerations => "/images/generations",
+            CallRoute::AudioTranscriptions => "/audio/transcriptions",
+            CallRoute::AudioTranslations => "/audio/translations",
+            CallRoute::AudioSpeech => "/audio/speech",
+            CallRoute::Moderations => "/moderations",
         }
     }
 }

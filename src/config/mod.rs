@@ -2,6 +2,7 @@
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
 mod live_routing;
+mod media_prices;
 mod prices;
 mod provider;
 mod routing;
@@ -10,6 +11,7 @@ mod secret;
 mod settings;
 
 pub use live_routing::LiveRouting;
+pub use media_prices::{MediaPrices, DEFAULT_AUDIO_MIN_BITRATE_BPS};
 pub use prices::InputTokens;
 pub use provider::{
     KeyHeader, ProviderDoc, ProviderKind, ProviderRoute, DEFAULT_ANTHROPIC_VERSION,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::media_prices::{MediaNeeds, MediaPriceDoc, MediaPrices};
 use super::provider::{ProviderDoc, ProviderRoute};
 use super::routing_error::invalid;
 pub use super::routing_error::RoutingError;
@@ -70,6 +71,21 @@ pub struct ModelDoc {
     /// Most hosted-tool calls one request may make (`max_tool_calls` is sent upstream).
     #[serde(default)]
     pub max_hosted_tool_calls: Option<u32>,
+    /// Decimal USD per image, by `SIZE` or `SIZE/QUALITY` (`config::media_prices`).
+    #[serde(default)]
+    pub image_usd_per_image: BTreeMap<String, String>,
+    /// Decimal USD per minute of transcribed or translated audio, billed by the second.
+    #[serde(default)]
+    pub audio_usd_per_minute: Option<String>,
+    /// The lowest bitrate assumed of an upload when its duration is bounded from its size.
+    #[serde(default)]
+    pub audio_min_bitrate_bps: Option<u32>,
+    /// The longest audio the model accepts, when the provider says: bounds the hold further.
+    #[serde(default)]
+    pub max_audio_seconds: Option<u32>,
+    /// Decimal USD per million characters of speech input.
+    #[serde(default)]
+    pub speech_usd_per_million_characters: Option<String>,
 }
 
 /// The worst an OpenAI model bills for one image part: gpt-4o-mini's high-detail tiling of its
@@ -90,6 +106,30 @@ pub enum Capability {
     Vision,
     Responses,
     Embeddings,
+    /// Legacy `/v1/completions`.
+    Completions,
+    /// `/v1/images/generations`, priced per image (`image_usd_per_image`).
+    Images,
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`, priced per minute of audio.
+    Transcriptions,
+    /// `/v1/audio/speech`, priced per character of input.
+    Speech,
+    /// `/v1/moderations`, free.
+    Moderations,
+}
+
+impl Capability {
+    /// Whether serving it generates output tokens (billed at `output_usd_per_million`).
+    pub fn generates_tokens(&self) -> bool {
+        !matches!(
+            self,
+            Capability::Embeddings
+                | Capability::Images
+                | Capability::Transcriptions
+                | Capability::Speech
+                | Capability::Moderations
+        )
+    }
 }
 
 /// How prompt tokens are counted for the estimate.
@@ -151,6 +191,8 @@ pub struct ModelRoute {
     /// Price per call of each hosted tool type the model may use.
     pub hosted_tool_fees: BTreeMap<String, MicroUsd>,
     pub max_hosted_tool_calls: u64,
+    /// Per-unit prices of the media routes.
+    pub media: MediaPrices,
 }
 
 impl ModelRoute {
@@ -219,7 +261,7 @@ impl RoutingTable {
                     "must list at least one",
                 ));
             }
-            let generates = m.capabilities.iter().any(|c| *c != Capability::Embeddings);
+            let generates = m.capabilities.iter().any(Capability::generates_tokens);
             if generates && m.output_usd_per_million.is_none() {
                 return Err(invalid(
                     format!("{key}.output_usd_per_million"),
@@ -258,6 +300,23 @@ impl RoutingTable {
                 })?;
                 hosted_tool_fees.insert(tool.clone(), fee);
             }
+            let media = MediaPrices::parse(
+                &key,
+                MediaPriceDoc {
+                    image_usd_per_image: &m.image_usd_per_image,
+                    audio_usd_per_minute: m.audio_usd_per_minute.as_deref(),
+                    audio_min_bitrate_bps: m.audio_min_bitrate_bps,
+                    max_audio_seconds: m.max_audio_seconds,
+                    speech_usd_per_million_characters: m
+                        .speech_usd_per_million_characters
+                        .as_deref(),
+                },
+                MediaNeeds {
+                    images: m.capabilities.contains(&Capability::Images),
+                    audio: m.capabilities.contains(&Capability::Transcriptions),
+                    speech: m.capabilities.contains(&Capability::Speech),
+                },
+            )?;
             let tokenizer = m
                 .tokenizer
                 .unwrap_or_else(|| TokenizerKind::for_model(&m.upstream_model));
@@ -289,6 +348,7 @@ impl RoutingTable {
                     hosted_tool_fees,
                     max_hosted_tool_calls: max_hosted_tool_calls
                         .unwrap_or(u64::from(DEFAULT_MAX_HOSTED_TOOL_CALLS)),
+                    media,
                 }),
             );
         }

@@ -219,6 +219,9 @@ pub struct GatewaySettings {
     /// How many money transactions (admission, settlement) of one agent a replica runs at once;
     /// more wait in the replica rather than in Postgres's lock queue (`gateway::agent_gate`).
     pub agent_transaction_slots: u32,
+    /// The largest audio upload `/v1/audio/transcriptions` and `/translations` accept (OpenAI's
+    /// limit: 25 MiB); a larger one is a 413 before anything is held.
+    pub max_audio_upload_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -230,6 +233,7 @@ impl Default for GatewaySettings {
             clamp_min_output_tokens: 16,
             upstream_connect_timeout_seconds: 10,
             agent_transaction_slots: 4,
+            max_audio_upload_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -388,6 +392,9 @@ impl Settings {
         }
         if server.max_connections < 1 {
             return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.gateway.max_audio_upload_bytes < 1024 {
+            return invalid("gateway.max_audio_upload_bytes", "must be at least 1024");
         }
         if self.gateway.agent_transaction_slots < 1 {
             return invalid("gateway.agent_transaction_slots", "must be at least 1");

@@ -16,6 +16,10 @@ pub struct BillingKnobs {
     /// Hosted-tool calls made per responses request that declares a hosted tool (at most its
     /// `max_tool_calls`).
     pub hosted_tool_calls: AtomicU64,
+    /// Seconds of audio a transcription reports (0: the upload's size at 128 kbps).
+    pub audio_seconds: AtomicU64,
+    /// Images generated beyond the `n` asked (a provider that overruns).
+    pub extra_images: AtomicU64,
 }
 
 impl Default for BillingKnobs {
@@ -24,6 +28,8 @@ impl Default for BillingKnobs {
             cached_tokens: AtomicU64::new(0),
             cache_write_tokens: AtomicU64::new(0),
             hosted_tool_calls: AtomicU64::new(1),
+            audio_seconds: AtomicU64::new(0),
+            extra_images: AtomicU64::new(0),
         }
     }
 }

@@ -26,6 +26,7 @@ use super::mock_billing::{cache_details, hosted_call_items};
 use super::mock_control::{choices, input_tokens, output_tokens, prelude, text_of, words};
 pub use super::mock_control::{MockControl, MOCK_MODELS};
 use super::mock_sse::{spread, sse_response};
+use super::mock_surface;
 
 /// The mock's routes.
 pub fn router(control: Arc<MockControl>) -> Router {
@@ -43,6 +44,7 @@ pub fn router(control: Arc<MockControl>) -> Router {
             "/openai/deployments/{deployment}/embeddings",
             post(embeddings),
         )
+        .merge(mock_surface::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&control.auth),
             mock_auth::check,

@@ -8,4 +8,5 @@ pub mod mock_auth;
 mod mock_billing;
 mod mock_control;
 mod mock_sse;
+mod mock_surface;
 pub mod mock_upstream;

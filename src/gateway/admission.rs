@@ -72,6 +72,14 @@ pub enum Pricing<'a> {
     Tokens { candidates: &'a [Candidate] },
     /// A tool plugin's declared cost.
     Fixed { tool: &'a str, cost: MicroUsd },
+    /// A media call's units at the model's unit prices (`gateway::media`): the hold `cost`
+    /// covers what `covers` says; `prompt_tokens` count in the TPM window.
+    Metered {
+        alias: &'a str,
+        cost: MicroUsd,
+        prompt_tokens: u64,
+        covers: &'a str,
+    },
 }
 
 impl Pricing<'_> {
@@ -82,11 +90,12 @@ impl Pricing<'_> {
                 candidates.first().map_or("", |c| c.model.alias.as_str())
             }
             Pricing::Fixed { tool, .. } => tool,
+            Pricing::Metered { alias, .. } => alias,
         }
     }
 
     fn model_alias(&self) -> Option<&str> {
-        matches!(self, Pricing::Tokens { .. }).then(|| self.label())
+        (!matches!(self, Pricing::Fixed { .. })).then(|| self.label())
     }
 
     fn estimate(&self, output_cap: Option<u64>) -> Estimate {
@@ -94,6 +103,16 @@ impl Pricing<'_> {
             Pricing::Tokens { candidates } => bound::worst_estimate(candidates, output_cap),
             Pricing::Fixed { cost, .. } => Estimate {
                 prompt_tokens: 0,
+                output_cap: None,
+                output_tokens: 0,
+                cost: *cost,
+            },
+            Pricing::Metered {
+                cost,
+                prompt_tokens,
+                ..
+            } => Estimate {
+                prompt_tokens: *prompt_tokens,
                 output_cap: None,
                 output_tokens: 0,
                 cost: *cost,
@@ -542,8 +561,10 @@ fn decide_budget(
 
 /// What a hold covers, for the 402's message.
 fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
-    let Pricing::Tokens { candidates } = t.pricing else {
-        return "the tool's declared cost".to_owned();
+    let candidates = match t.pricing {
+        Pricing::Tokens { candidates } => candidates,
+        Pricing::Fixed { .. } => return "the tool's declared cost".to_owned(),
+        Pricing::Metered { covers, .. } => return covers.to_owned(),
     };
     let whom = match candidates.len() {
         1 => "the model".to_owned(),

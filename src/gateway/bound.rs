@@ -109,6 +109,11 @@ pub const FIELDS: &[FieldRule] = &[
         bound: "400 (audio output bills at audio prices the table does not have)",
     },
     FieldRule {
+        field: "prompt, suffix, n, best_of, max_tokens",
+        routes: "completions",
+        bound: "each prompt of an array is its own completion: output = prompts × max(n, best_of) × cap (best_of ≤ 20 and ≥ n, else 400); no max_tokens: OpenAI's default 16 is sent; the suffix counts once per prompt",
+    },
+    FieldRule {
         field: "input (embeddings)",
         routes: "embeddings",
         bound: "string, array of strings, array of token ids, array of arrays of token ids (≤ 2048 items): strings by tokenizer, ids one each; any other shape: 400",
@@ -175,6 +180,9 @@ fn cap_fields_of(route: CallRoute) -> &'static [&'static str] {
 
 /// Reads and checks the shape of `body` for `route`; `Err` names the field no bound covers.
 pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, GatewayError> {
+    if route == CallRoute::Completions {
+        return completions::read(body);
+    }
     if route == CallRoute::Embeddings {
         check_embeddings_input(body)?;
         // Each input is framed on its own (a server may add its special tokens to each).
@@ -515,5 +523,6 @@ pub fn affordable_cap(candidates: &[Candidate], room: MicroUsd, max: u64) -> Opt
     (cap > 0 && worst_estimate(candidates, Some(cap)).cost <= room).then_some(cap)
 }
 
+mod completions;
 #[cfg(test)]
 mod tests;

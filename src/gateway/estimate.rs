@@ -134,20 +134,40 @@ pub fn prompt_tokens(
                 .unwrap_or(0);
             PRIMING + input + instructions + tools + schema
         }
-        CallRoute::Embeddings => match body.get("input") {
-            // Pre-tokenised input: arrays of token ids count one token per id.
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    Value::Number(_) => 1,
-                    Value::Array(ids) => ids.len() as u64,
-                    other => count_value(kind, other),
-                })
-                .sum(),
-            Some(other) => count_value(kind, other),
-            None => 0,
-        },
-        CallRoute::ToolsExecute => 0,
+        CallRoute::Embeddings => pretokenised(kind, body.get("input")),
+        // Every prompt, and the suffix once per prompt: each prompt is its own completion.
+        CallRoute::Completions => {
+            let suffix = body.get("suffix").map_or(0, |v| count_value(kind, v));
+            let prompts = match body.get("prompt") {
+                Some(Value::Array(items)) if items.iter().all(|i| !i.is_number()) => items.len(),
+                _ => 1,
+            } as u64;
+            PRIMING + pretokenised(kind, body.get("prompt")) + prompts * suffix
+        }
+        // Tool calls and the media routes are priced by their own units, not prompt tokens.
+        CallRoute::ToolsExecute
+        | CallRoute::ImagesGenerations
+        | CallRoute::AudioTranscriptions
+        | CallRoute::AudioTranslations
+        | CallRoute::AudioSpeech
+        | CallRoute::Moderations => 0,
+    }
+}
+
+/// Tokens of an input that may be pre-tokenised (embeddings' `input`, completions' `prompt`):
+/// strings by the tokenizer, arrays of token ids one token per id.
+fn pretokenised(kind: TokenizerKind, input: Option<&Value>) -> u64 {
+    match input {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::Number(_) => 1,
+                Value::Array(ids) => ids.len() as u64,
+                other => count_value(kind, other),
+            })
+            .sum(),
+        Some(other) => count_value(kind, other),
+        None => 0,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod estimate;
 pub mod idempotency;
 mod job;
+pub mod media;
 pub mod models;
 pub mod policy;
 pub mod prepare;

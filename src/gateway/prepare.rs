@@ -46,6 +46,7 @@ fn capability_of(route: CallRoute) -> Capability {
     match route {
         CallRoute::Responses => Capability::Responses,
         CallRoute::Embeddings => Capability::Embeddings,
+        CallRoute::Completions => Capability::Completions,
         _ => Capability::Chat,
     }
 }
@@ -70,10 +71,11 @@ fn check_stream_options(body: &Map<String, Value>) -> Result<(), GatewayError> {
 }
 
 fn check_input(route: CallRoute, body: &Map<String, Value>) -> Result<(), GatewayError> {
-    let field = if route == CallRoute::ChatCompletions {
-        "messages"
-    } else {
-        "input"
+    let field = match route {
+        CallRoute::ChatCompletions => "messages",
+        // Its shape is checked with its bound (`bound::completions`).
+        CallRoute::Completions => return Ok(()),
+        _ => "input",
     };
     let ok = match (route, body.get(field)) {
         (CallRoute::ChatCompletions, Some(Value::Array(m))) => {
@@ -97,6 +99,9 @@ fn check_input(route: CallRoute, body: &Map<String, Value>) -> Result<(), Gatewa
         Some(field),
     ))
 }
+
+/// `max_tokens` of a legacy completion that sets none, as OpenAI defaults it.
+const LEGACY_DEFAULT_CAP: u64 = 16;
 
 pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError> {
     let (key, keyed) = idempotency::execution_key(input.idempotency_key.as_deref())?;
@@ -167,8 +172,13 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         }
     }
     let generates = input.route != CallRoute::Embeddings;
-    let default_cap = generates
-        .then(|| model_max.unwrap_or(u64::from(gw.settings.gateway.default_max_output_tokens)));
+    let default_cap = generates.then(|| match input.route {
+        // Legacy completions generate 16 tokens when asked for no cap (OpenAI's default).
+        CallRoute::Completions => {
+            model_max.map_or(LEGACY_DEFAULT_CAP, |m| m.min(LEGACY_DEFAULT_CAP))
+        }
+        _ => model_max.unwrap_or(u64::from(gw.settings.gateway.default_max_output_tokens)),
+    });
 
     // Fallbacks that cannot serve this route are skipped rather than tried and failed. Each
     // candidate is bounded at its own settings: the hold must cover whichever serves the call.
@@ -229,6 +239,7 @@ pub fn upstream_body(
     if let Some(cap) = cap_sent(model, output_cap) {
         let default_field = match p.route {
             CallRoute::Responses => "max_output_tokens",
+            CallRoute::Completions => "max_tokens",
             // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
             // servers (vLLM, llama.cpp, Ollama) know `max_tokens`.
             _ if model.tokenizer != TokenizerKind::Bytes => "max_completion_tokens",
@@ -244,7 +255,7 @@ pub fn upstream_body(
     if let (Some(calls), CallRoute::Responses) = (c.bound.tool_calls, p.route) {
         out.insert("max_tool_calls".into(), Value::from(calls));
     }
-    if p.stream && p.route == CallRoute::ChatCompletions {
+    if p.stream && matches!(p.route, CallRoute::ChatCompletions | CallRoute::Completions) {
         let options = out
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));

@@ -35,6 +35,21 @@ pub enum Priced<'a> {
     Tokens(&'a ModelRoute),
     /// A fixed price (a tool plugin's declared cost), named by `label`.
     Fixed { label: &'a str, cost: MicroUsd },
+    /// Units other than tokens (images, seconds of audio, characters), costed by the route.
+    Metered(Metered<'a>),
+}
+
+/// What a media call bills: `units` of `unit` (at most `units_bound` were held; more that the
+/// provider reported is its overrun), costing `cost`, at the price entry `price` when the unit
+/// has several.
+#[derive(Debug, Clone, Copy)]
+pub struct Metered<'a> {
+    pub label: &'a str,
+    pub unit: &'static str,
+    pub units: u64,
+    pub units_bound: u64,
+    pub price: Option<&'a str>,
+    pub cost: MicroUsd,
 }
 
 impl<'a> Priced<'a> {
@@ -54,6 +69,7 @@ impl<'a> Priced<'a> {
                     + fees
             }
             Priced::Fixed { cost, .. } => i128::from(cost.0),
+            Priced::Metered(m) => i128::from(m.cost.0),
         };
         match i64::try_from(exact) {
             Ok(cost) if cost <= MAX_CHARGE_MICRO_USD => (cost, false),
@@ -65,6 +81,7 @@ impl<'a> Priced<'a> {
         match self {
             Priced::Tokens(model) => &model.alias,
             Priced::Fixed { label, .. } => label,
+            Priced::Metered(m) => m.label,
         }
     }
 }
@@ -387,9 +404,17 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
             hosted_calls_bound,
         } => {
             let (actual, saturated) = priced.cost(*usage);
-            let overrun = (actual > hold).then(|| {
-                let caps = (*prompt_bound, *completion_cap, *hosted_calls_bound);
-                overrun_kind(*source, *usage, caps.0, caps.1, caps.2)
+            let overrun = (actual > hold).then(|| match priced {
+                // More units than held, as the provider reported them, is the provider's.
+                Priced::Metered(m)
+                    if *source == UsageSource::Reported && m.units > m.units_bound =>
+                {
+                    "provider"
+                }
+                _ => {
+                    let caps = (*prompt_bound, *completion_cap, *hosted_calls_bound);
+                    overrun_kind(*source, *usage, caps.0, caps.1, caps.2)
+                }
             });
             let charge = Charge {
                 actual_micro_usd: actual,
@@ -416,8 +441,15 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
                 "stream_end": stream.map(|s| s.0),
                 "stream_events": stream.map(|s| s.1),
             });
-            if let (Some(p), Priced::Tokens(_)) = (payload.as_object_mut(), priced) {
-                p.extend(billed_units(*usage));
+            match (payload.as_object_mut(), priced) {
+                (Some(p), Priced::Tokens(_)) => p.extend(billed_units(*usage)),
+                (Some(p), Priced::Metered(m)) => {
+                    p.insert("unit".into(), json!(m.unit));
+                    p.insert("billed_units".into(), json!(m.units));
+                    p.insert("units_bound".into(), json!(m.units_bound));
+                    p.insert("unit_price".into(), json!(m.price));
+                }
+                _ => {}
             }
             Written {
                 state: ExecutionState::Committed.as_str(),

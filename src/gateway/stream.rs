@@ -176,6 +176,10 @@ impl Relay<'_> {
                     .into_iter()
                     .flatten()
                 {
+                    // A legacy completion's chunk carries its text directly.
+                    if let Some(text) = choice.get("text").and_then(Value::as_str) {
+                        self.output.push_str(text);
+                    }
                     if let Some(delta) = choice.get("delta") {
                         if let Some(text) = delta.get("content").and_then(Value::as_str) {
                             self.output.push_str(text);

@@ -164,10 +164,18 @@ enum BodyError {
 
 /// The body, up to the size limit and within the body read timeout (SPEC §3).
 async fn read_body(req: Request, settings: &Settings) -> Result<bytes::Bytes, BodyError> {
+    read_body_limited(req, settings, settings.max_body_bytes).await
+}
+
+async fn read_body_limited(
+    req: Request,
+    settings: &Settings,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
     let seconds = settings.server.body_read_timeout_seconds;
     tokio::time::timeout(
         std::time::Duration::from_secs(seconds),
-        read_body_within(req, settings.max_body_bytes),
+        read_body_within(req, limit),
     )
     .await
     .unwrap_or(Err(BodyError::TooSlow(seconds)))
@@ -212,6 +220,33 @@ fn openai_body_error(status: StatusCode, code: &str, message: &str) -> axum::res
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A northbound body of at most `limit` bytes, or its 413/408/400 in the OpenAI shape.
+pub(super) async fn read_openai_body(
+    req: Request,
+    settings: &Settings,
+    limit: usize,
+) -> Result<bytes::Bytes, axum::response::Response> {
+    use axum::response::IntoResponse;
+    match read_body_limited(req, settings, limit).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(limit)) => Err(openai_body_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            &format!("request body exceeds the limit of {limit} bytes"),
+        )),
+        Err(BodyError::TooSlow(seconds)) => Err(openai_body_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!("the request body did not arrive within {seconds} s"),
+        )),
+        Err(BodyError::Unreadable) => Err(OpenAiError(GatewayError::invalid(
+            "could not read the request body",
+            None,
+        ))
+        .into_response()),
+    }
+}
+
 /// A northbound request body: a JSON object sent as JSON, or a 400/413 in the OpenAI shape.
 pub struct OpenAiBody(pub Map<String, Value>);
 
@@ -226,30 +261,8 @@ where
         use axum::response::IntoResponse;
         let gateway = AppState::from_ref(state).gateway;
         let json_declared = declares_json(req.headers());
-        let bytes = match read_body(req, &gateway.settings).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge(limit)) => {
-                return Err(openai_body_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request_too_large",
-                    &format!("request body exceeds the limit of {limit} bytes"),
-                ))
-            }
-            Err(BodyError::TooSlow(seconds)) => {
-                return Err(openai_body_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    &format!("the request body did not arrive within {seconds} s"),
-                ))
-            }
-            Err(BodyError::Unreadable) => {
-                return Err(OpenAiError(GatewayError::invalid(
-                    "could not read the request body",
-                    None,
-                ))
-                .into_response())
-            }
-        };
+        let limit = gateway.settings.max_body_bytes;
+        let bytes = read_openai_body(req, &gateway.settings, limit).await?;
         // Checked after the size limit, so an oversized body is a 413 whatever its type.
         if !json_declared {
             return Err(OpenAiError(GatewayError::invalid(

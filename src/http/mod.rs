@@ -12,3 +12,4 @@ pub mod ops;
 pub mod router;
 pub mod scrape;
 pub mod serve;
+pub mod upload;

@@ -10,10 +10,12 @@ use utoipa::ToSchema;
 
 use super::error::OpenAiError;
 use super::extract::{AgentCaller, OpenAiBody};
+use super::upload::AudioForm;
 use crate::app_state::AppState;
 use crate::config::Secret;
 use crate::domain::CallRoute;
 use crate::gateway::call_types::{CallBody, CallInput, CallOutput};
+use crate::gateway::media::{self, MediaCall};
 use crate::gateway::models::{self, ModelObject};
 use crate::gateway::GatewayError;
 use crate::gateway::{call, tool_call};
@@ -35,29 +37,54 @@ async fn governed(
     route: CallRoute,
     body: serde_json::Map<String, serde_json::Value>,
 ) -> Result<Response, OpenAiError> {
+    let input = call_input(&state, &caller, &headers, route, body)?;
+    let gw = state.gateway.clone();
+    let out = match route {
+        CallRoute::ToolsExecute => tool_call::execute(gw, input).await?,
+        r if media::serves(r) => media::execute(gw, MediaCall { input, file: None }).await?,
+        _ => call::execute(gw, input).await?,
+    };
+    Ok(render(out))
+}
+
+/// Runs a governed audio upload (transcription or translation).
+async fn governed_upload(
+    state: AppState,
+    caller: AgentCaller,
+    headers: HeaderMap,
+    route: CallRoute,
+    AudioForm(fields, file): AudioForm,
+) -> Result<Response, OpenAiError> {
+    let input = call_input(&state, &caller, &headers, route, fields)?;
+    let out = media::execute(state.gateway.clone(), MediaCall { input, file }).await?;
+    Ok(render(out))
+}
+
+/// The call as the gateway takes it: who calls, the idempotency key and a passthrough key.
+fn call_input(
+    state: &AppState,
+    caller: &AgentCaller,
+    headers: &HeaderMap,
+    route: CallRoute,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<CallInput, OpenAiError> {
     caller.require_execution()?;
     if !state.readiness.accepts_traffic() {
         return Err(GatewayError::Unavailable("not ready".into()).into());
     }
-    let idempotency_key = match header_text(&headers, "idempotency-key")? {
+    let idempotency_key = match header_text(headers, "idempotency-key")? {
         Some(k) => Some(k),
-        None => header_text(&headers, "x-aex-execution-id")?,
+        None => header_text(headers, "x-aex-execution-id")?,
     };
-    let passthrough_key = header_text(&headers, "x-aex-provider-key")?.map(Secret::new);
-    let input = CallInput {
+    let passthrough_key = header_text(headers, "x-aex-provider-key")?.map(Secret::new);
+    Ok(CallInput {
         tenant_id: caller.tenant_id,
         agent_id: caller.agent_id,
         route,
         body,
         idempotency_key,
         passthrough_key,
-    };
-    let gw = state.gateway.clone();
-    let out = match route {
-        CallRoute::ToolsExecute => tool_call::execute(gw, input).await?,
-        _ => call::execute(gw, input).await?,
-    };
-    Ok(render(out))
+    })
 }
 
 fn render(out: CallOutput) -> Response {
@@ -173,10 +200,83 @@ governed_route!(
     "Create embeddings; the reservation holds the input only."
 );
 governed_route!(
+    create_completion,
+    "/v1/completions",
+    CallRoute::Completions,
+    "Create a legacy completion (`prompt` string or array, `n`, `best_of`, `max_tokens`, streaming); the hold covers every prompt × max(n, best_of) × the cap."
+);
+governed_route!(
+    create_image,
+    "/v1/images/generations",
+    CallRoute::ImagesGenerations,
+    "Generate images; held at `n` × the dearest per-image price that can apply to the size and quality asked, billed per image returned at its size and quality."
+);
+governed_route!(
+    create_speech,
+    "/v1/audio/speech",
+    CallRoute::AudioSpeech,
+    "Generate speech; held and billed per character of `input` (and `instructions`); the answer is the audio bytes (`audio/mpeg`, … by `response_format`)."
+);
+governed_route!(
+    create_moderation,
+    "/v1/moderations",
+    CallRoute::Moderations,
+    "Classify content; free, but authenticated, rate limited and recorded in the ledger."
+);
+governed_route!(
     execute_tool,
     "/v1/tools/execute",
     CallRoute::ToolsExecute,
     "Run a registered tool plugin (`tool_name`, `arguments`) at its declared cost under the agent's budget, policy and rate limits; answers `execution_id`, `tool_name`, `result`, `stdout`, `stderr`."
+);
+
+/// The documentation and handler of an audio upload route.
+macro_rules! upload_route {
+    ($name:ident, $path:literal, $route:expr, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "openai",
+            request_body(content = Object, content_type = "multipart/form-data", description = "`file` (the audio: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm, at most `gateway.max_audio_upload_bytes`), `model`, and OpenAI's other fields as text parts"),
+            params(
+                ("Idempotency-Key" = Option<String>, Header, description = "Execution identity for idempotent replay (the file is part of the request's fingerprint)"),
+                ("X-AEX-Provider-Key" = Option<String>, Header, description = "Bring-your-own provider key (agents with allow_passthrough only)"),
+            ),
+            responses(
+                (status = 200, description = "The provider's transcription: JSON, or text for `text`, `srt` and `vtt`", body = Object),
+                (status = 400, description = "Not a multipart form, no audio `file`, or an invalid field (OpenAI error shape)", body = Object),
+                (status = 401, description = "Missing, invalid, expired or revoked token", body = Object),
+                (status = 402, description = "The hold (the upload's longest possible duration at the per-minute price) does not fit the budget", body = Object),
+                (status = 403, description = "Scope or policy refused the request", body = Object),
+                (status = 413, description = "Upload too large", body = Object),
+                (status = 429, description = "Rate limit exceeded", body = Object),
+                (status = 502, description = "Provider failed", body = Object),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: AgentCaller,
+            headers: HeaderMap,
+            form: AudioForm,
+        ) -> Result<Response, OpenAiError> {
+            governed_upload(state, caller, headers, $route, form).await
+        }
+    };
+}
+
+upload_route!(
+    create_transcription,
+    "/v1/audio/transcriptions",
+    CallRoute::AudioTranscriptions,
+    "Transcribe audio; held at the upload's longest possible duration (its size at `audio_min_bitrate_bps`) × `audio_usd_per_minute`, billed by the duration the provider reports."
+);
+upload_route!(
+    create_translation,
+    "/v1/audio/translations",
+    CallRoute::AudioTranslations,
+    "Translate audio into English; held and billed as a transcription."
 );
 
 /// OpenAI's list shape.

@@ -1,6 +1,7 @@
 //! Upstream providers: the [`Provider`] abstraction, its OpenAI-compatible HTTP implementation
 //! (the one kind every configured provider speaks today), and usage extraction.
 
+pub mod media;
 pub mod openai;
 pub mod sse;
 pub mod usage;
@@ -91,6 +92,11 @@ impl Providers {
         Ok(Providers {
             openai: Arc::new(OpenAiCompatible::new(connect_timeout)?),
         })
+    }
+
+    /// The HTTP transport itself, for calls read whole (the media routes).
+    pub fn http(&self) -> &OpenAiCompatible {
+        &self.openai
     }
 
     pub fn get(&self, kind: ProviderKind) -> &dyn Provider {

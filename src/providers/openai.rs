@@ -11,10 +11,11 @@ use futures::{FutureExt, StreamExt};
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use super::{Provider, ProviderError, UpstreamReply, UpstreamRequest, UpstreamResponse};
+use crate::config::ProviderRoute;
 
 /// The shared upstream client.
 pub struct OpenAiCompatible {
-    client: reqwest::Client,
+    pub(super) client: reqwest::Client,
 }
 
 impl OpenAiCompatible {
@@ -30,13 +31,7 @@ impl OpenAiCompatible {
     /// The key for a provider: the caller's passthrough key, else the environment variable the
     /// routing table names. Read at call time so a rotated key needs no restart.
     fn api_key(req: &UpstreamRequest<'_>) -> Option<String> {
-        if let Some(key) = req.passthrough_key {
-            return Some(key.to_owned());
-        }
-        req.provider
-            .api_key_env
-            .as_deref()
-            .and_then(|var| std::env::var(var).ok())
+        key_for(req.provider, req.passthrough_key)
     }
 
     async fn send(&self, req: UpstreamRequest<'_>) -> Result<UpstreamReply, ProviderError> {
@@ -126,7 +121,19 @@ impl Provider for OpenAiCompatible {
     }
 }
 
-fn classify(provider: &str, e: reqwest::Error) -> ProviderError {
+/// The key for `provider`: the caller's passthrough key, else the environment variable the
+/// routing table names. Read at call time so a rotated key needs no restart.
+pub(super) fn key_for(provider: &ProviderRoute, passthrough: Option<&str>) -> Option<String> {
+    if let Some(key) = passthrough {
+        return Some(key.to_owned());
+    }
+    provider
+        .api_key_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+}
+
+pub(super) fn classify(provider: &str, e: reqwest::Error) -> ProviderError {
     let provider = provider.to_owned();
     // A connect timeout is both `is_connect` and `is_timeout`: the request was never sent, so it
     // is a connection failure (released, fallbacks tried), not an ambiguous timeout (charged).

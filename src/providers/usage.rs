@@ -157,6 +157,18 @@ pub fn output_text(route: CallRoute, body: &Value) -> String {
                 }
             }
         }
+        CallRoute::Completions => {
+            for choice in body
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(text) = choice.get("text").and_then(Value::as_str) {
+                    out.push_str(text);
+                }
+            }
+        }
         CallRoute::Responses => {
             for item in body
                 .get("output")

@@ -25,6 +25,7 @@ mod ledger_roles;
 mod ledger_watch;
 mod lifecycle;
 mod load;
+mod media;
 mod metrics;
 mod openapi;
 mod policy;

@@ -41,6 +41,41 @@ provider = "mock"
 upstream_model = "mock-embedding"
 input_usd_per_million = "0.02"
 capabilities = ["embeddings"]
+
+[models."gpt-3.5-turbo-instruct"]
+provider = "mock"
+upstream_model = "mock-instruct"
+input_usd_per_million = "1.50"
+output_usd_per_million = "2"
+max_output_tokens = 100
+capabilities = ["completions", "streaming"]
+
+[models."dall-e-3"]
+provider = "mock"
+upstream_model = "mock-image"
+input_usd_per_million = "0"
+capabilities = ["images"]
+image_usd_per_image = { "1024x1024/standard" = "0.04", "1024x1024/hd" = "0.08" }
+
+[models."whisper-1"]
+provider = "mock"
+upstream_model = "mock-whisper"
+input_usd_per_million = "0"
+capabilities = ["transcriptions"]
+audio_usd_per_minute = "0.006"
+
+[models."tts-1"]
+provider = "mock"
+upstream_model = "mock-tts"
+input_usd_per_million = "0"
+capabilities = ["speech"]
+speech_usd_per_million_characters = "15"
+
+[models."omni-moderation-latest"]
+provider = "mock"
+upstream_model = "mock-moderation"
+input_usd_per_million = "0"
+capabilities = ["moderations"]
 """
 
 

@@ -77,7 +77,12 @@ mod tests {
             .unwrap();
         assert_eq!((s.choices, s.requested_cap), (15, Some(7)));
         assert_eq!(shape(json!({"prompt": [1, 2, 3]})).unwrap().choices, 1);
-        assert_eq!(shape(json!({"prompt": [[1], [2]], "n": 3})).unwrap().choices, 6);
+        assert_eq!(
+            shape(json!({"prompt": [[1], [2]], "n": 3}))
+                .unwrap()
+                .choices,
+            6
+        );
     }
 
     #[test]
@@ -87,9 +92,21 @@ mod tests {
             other => panic!("{:?}", other.map(|s| s.choices)),
         };
         assert_eq!(field(json!({"prompt": ""})).as_deref(), Some("prompt"));
-        assert_eq!(field(json!({"prompt": [{"x": 1}]})).as_deref(), Some("prompt"));
-        assert_eq!(field(json!({"prompt": "x", "best_of": 21})).as_deref(), Some("best_of"));
-        assert_eq!(field(json!({"prompt": "x", "n": 3, "best_of": 2})).as_deref(), Some("best_of"));
-        assert_eq!(field(json!({"prompt": "x", "max_tokens": 0})).as_deref(), Some("max_tokens"));
+        assert_eq!(
+            field(json!({"prompt": [{"x": 1}]})).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            field(json!({"prompt": "x", "best_of": 21})).as_deref(),
+            Some("best_of")
+        );
+        assert_eq!(
+            field(json!({"prompt": "x", "n": 3, "best_of": 2})).as_deref(),
+            Some("best_of")
+        );
+        assert_eq!(
+            field(json!({"prompt": "x", "max_tokens": 0})).as_deref(),
+            Some("max_tokens")
+        );
     }
 }

@@ -1,0 +1,218 @@
+//! The provider call of an admitted media request and its settlement, on a tracked task that
+//! outlives the client: never connected releases the hold; sent and then timed out or lost
+//! charges the hold (the provider may have done the work); an error status releases it (a client
+//! error is relayed as the provider sent it); a success is billed by its [`Plan::bill`] — the
+//! units the provider reports, each at its price — or, when the answer does not say what was
+//! done, charged the hold.
+
+use std::time::Instant;
+
+use super::plan::Plan;
+use crate::config::{ModelRoute, Secret};
+use crate::domain::{CallRoute, ExecutionState};
+use crate::gateway::call_types::{CallOutput, Hold, JSON};
+use crate::gateway::error::openai_error_body;
+use crate::gateway::settlement::{self, Metered, Outcome, Priced, SettleResult};
+use crate::gateway::Gateway;
+use crate::providers::media::WholeRequest;
+use crate::providers::{ProviderError, UpstreamResponse, Usage};
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Puts what settlement charged on the answer.
+fn charged(mut out: CallOutput, settled: SettleResult) -> CallOutput {
+    if let SettleResult::Committed {
+        actual_micro_usd,
+        remaining_micro_usd,
+    } = settled
+    {
+        out.cost_micro_usd = Some(actual_micro_usd);
+        out.remaining_micro_usd = Some(remaining_micro_usd);
+    }
+    out
+}
+
+/// One admitted media call: what the task needs.
+pub struct Job<'a> {
+    pub gw: &'a Gateway,
+    pub route: CallRoute,
+    pub model: &'a ModelRoute,
+    pub plan: Plan,
+    pub passthrough: Option<Secret>,
+}
+
+pub async fn run(job: Job<'_>, hold: Hold) -> CallOutput {
+    let started = Instant::now();
+    let sent = job
+        .gw
+        .providers
+        .http()
+        .send_whole(WholeRequest {
+            provider: &job.model.provider,
+            path: job.route.upstream_path(),
+            content_type: &job.plan.upstream_content_type,
+            body: job.plan.upstream_body.clone(),
+            passthrough_key: job.passthrough.as_ref().map(Secret::expose),
+        })
+        .await;
+    crate::telemetry::record_ms("upstream_ms", started);
+    let status = sent.as_ref().map(|r| r.status).map_err(ProviderError::kind);
+    crate::metrics::observe_upstream(&job.model.provider.name, started.elapsed(), status);
+    match sent {
+        Ok(resp) if (200..300).contains(&resp.status) => answered(&job, hold, resp, started).await,
+        Ok(resp) => refused(&job, hold, resp).await,
+        Err(e) => failed(&job, hold, e, started).await,
+    }
+}
+
+/// A success: billed by what it reports, or the hold when it does not say.
+async fn answered(
+    job: &Job<'_>,
+    hold: Hold,
+    resp: UpstreamResponse,
+    started: Instant,
+) -> CallOutput {
+    let id = hold.execution_key().to_owned();
+    let content_type = resp
+        .content_type
+        .clone()
+        .unwrap_or_else(|| job.plan.content_type.clone());
+    let body = rewrite_model(&content_type, &resp.body, &job.model.alias);
+    let out = CallOutput::full(&id, resp.status, &content_type, body.clone());
+    let Some(bill) = job
+        .plan
+        .bill(job.model, resp.content_type.as_deref(), &resp.body)
+    else {
+        let outcome = Outcome::Ambiguous {
+            reason: "upstream_answer_unreadable".to_owned(),
+            provider: job.model.provider.name.clone(),
+            latency_ms: elapsed_ms(started),
+            stream: None,
+            result: Some((resp.status, body, false)),
+        };
+        let priced = Priced::Fixed {
+            label: &job.model.alias,
+            cost: hold_cost(&hold),
+        };
+        return charged(
+            out,
+            settlement::finish(&job.gw.books, hold, priced, &outcome).await,
+        );
+    };
+    let metered = Metered {
+        label: &job.model.alias,
+        unit: job.plan.unit,
+        units: bill.units,
+        units_bound: job.plan.units_bound,
+        price: bill.price.as_deref(),
+        cost: bill.cost,
+    };
+    let outcome = Outcome::Commit {
+        usage: Usage::tokens(job.plan.prompt_tokens, 0),
+        source: bill.source,
+        provider: job.model.provider.name.clone(),
+        result: Some((resp.status, body, false)),
+        latency_ms: elapsed_ms(started),
+        stream: None,
+        completion_cap: None,
+        prompt_bound: job.plan.prompt_tokens,
+        hosted_calls_bound: None,
+    };
+    charged(
+        out,
+        settlement::finish(&job.gw.books, hold, Priced::Metered(metered), &outcome).await,
+    )
+}
+
+fn hold_cost(hold: &Hold) -> crate::money::MicroUsd {
+    hold.held
+}
+
+/// A JSON answer with its `model` given back as the alias; anything else as it came.
+fn rewrite_model(content_type: &str, body: &[u8], alias: &str) -> Vec<u8> {
+    if !content_type.contains("json") {
+        return body.to_vec();
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut obj)) if obj.contains_key("model") => {
+            obj.insert("model".into(), serde_json::Value::String(alias.to_owned()));
+            serde_json::to_vec(&obj).unwrap_or_else(|_| body.to_vec())
+        }
+        _ => body.to_vec(),
+    }
+}
+
+/// An error status: nothing billable happened; the hold is released.
+async fn refused(job: &Job<'_>, hold: Hold, resp: UpstreamResponse) -> CallOutput {
+    let id = hold.execution_key().to_owned();
+    let (status, content_type, body) = if (400..500).contains(&resp.status) && resp.status != 429 {
+        let content_type = resp.content_type.unwrap_or_else(|| JSON.to_owned());
+        (resp.status, content_type, resp.body.to_vec())
+    } else {
+        let message = format!(
+            "provider {} returned status {}",
+            job.model.provider.name, resp.status
+        );
+        (
+            502,
+            JSON.to_owned(),
+            openai_error_body(&message, "server_error", "upstream_error", None),
+        )
+    };
+    let outcome = Outcome::Release {
+        reason: format!("upstream_status_{}", resp.status),
+        state: ExecutionState::Released,
+        upstream_status: Some(resp.status),
+        result: Some((status, body.clone(), false)),
+    };
+    let priced = Priced::Fixed {
+        label: &job.model.alias,
+        cost: hold_cost(&hold),
+    };
+    settlement::finish(&job.gw.books, hold, priced, &outcome).await;
+    CallOutput::full(&id, status, &content_type, body)
+}
+
+/// No answer: never connected releases; sent and then lost or timed out charges the hold.
+async fn failed(job: &Job<'_>, hold: Hold, e: ProviderError, started: Instant) -> CallOutput {
+    let id = hold.execution_key().to_owned();
+    tracing::warn!(execution_id = %id, error = %e, "upstream call failed");
+    let priced = Priced::Fixed {
+        label: &job.model.alias,
+        cost: hold_cost(&hold),
+    };
+    let (status, code, reason) = match e {
+        ProviderError::Connect { .. } => {
+            let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
+            let outcome = Outcome::Release {
+                reason: "upstream_unreachable".to_owned(),
+                state: ExecutionState::Released,
+                upstream_status: None,
+                result: Some((502, body.clone(), false)),
+            };
+            settlement::finish(&job.gw.books, hold, priced, &outcome).await;
+            return CallOutput::full(&id, 502, JSON, body);
+        }
+        ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
+        ProviderError::Transport { .. } => (502, "upstream_error", "upstream_connection_lost"),
+    };
+    let message = format!(
+        "{e}; the request had been sent, so the provider may have done the work: its hold of {} micro-USD was charged",
+        hold.held.0
+    );
+    let body = openai_error_body(&message, "server_error", code, None);
+    let outcome = Outcome::Ambiguous {
+        reason: reason.to_owned(),
+        provider: job.model.provider.name.clone(),
+        latency_ms: elapsed_ms(started),
+        stream: None,
+        result: Some((status, body.clone(), false)),
+    };
+    let out = CallOutput::full(&id, status, JSON, body);
+    charged(
+        out,
+        settlement::finish(&job.gw.books, hold, priced, &outcome).await,
+    )
+}
