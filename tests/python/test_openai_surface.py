@@ -64,7 +64,7 @@ def test_every_new_route_through_the_official_sdk_is_governed_and_booked(aex, tm
     # Speech: 11 characters at 15 USD a million; the audio bytes come through.
     raw = c.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="hello world")
     assert raw.headers["content-type"] == "audio/mpeg"
-    assert raw.read()[:2] == b"\xff\xfb"
+    assert raw.content[:2] == b"\xff\xfb"
     assert charged(raw) == 165
     spent += 165
 
