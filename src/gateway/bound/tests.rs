@@ -235,6 +235,23 @@ fn check_row(field: &str) {
                 assert_eq!(emb(bad.clone()).unwrap_err(), "input", "{bad}");
             }
         }
+        "prompt, suffix, n, best_of, max_tokens" => {
+            let legacy = |extra: Value| {
+                let mut body = obj(json!({"model": "mini", "prompt": ["one two", "three"], "suffix": "end"}));
+                body.extend(obj(extra));
+                bound(CallRoute::Completions, "mini", &body)
+            };
+            let (shape, b) = legacy(json!({"n": 2, "best_of": 4, "max_tokens": 9})).unwrap();
+            assert_eq!((shape.choices, shape.requested_cap), (8, Some(9)));
+            assert_eq!(b.output_tokens(9), 72);
+            // The suffix counts once per prompt.
+            let (_, plain) = legacy(json!({"suffix": null})).unwrap();
+            let (_, suffixed) = legacy(json!({})).unwrap();
+            assert!(suffixed.prompt_tokens >= plain.prompt_tokens + 2);
+            assert_eq!(legacy(json!({"n": 3, "best_of": 2})).unwrap_err(), "best_of");
+            assert_eq!(legacy(json!({"best_of": 21})).unwrap_err(), "best_of");
+            assert_eq!(legacy(json!({"prompt": [{"a": 1}]})).unwrap_err(), "prompt");
+        }
         other => panic!("no test for the field table's row `{other}`"),
     }
 }
