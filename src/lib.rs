@@ -6,6 +6,7 @@
 //! command line.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -278,11 +278,33 @@ async fn startup(
         observed,
         background.clone(),
     ));
+    if gw.settings.alerts.deliver {
+        match deliverer(&gw) {
+            Ok(d) => {
+                tokio::spawn(crate::alerts::delivery::deliver_loop(d, background.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "the webhook delivery worker cannot start"),
+        }
+    }
     tokio::spawn(cluster::reconciler::reconcile_loop(
         Arc::clone(&gw),
         contact,
         background,
     ));
+}
+
+/// The webhook delivery worker's handles: its client obeys the egress rules of `http` plugins.
+fn deliverer(gw: &Gateway) -> Result<crate::alerts::delivery::Deliverer, reqwest::Error> {
+    let settings = &gw.settings;
+    Ok(crate::alerts::delivery::Deliverer {
+        pool: gw.pool.clone(),
+        client: crate::net_guard::GuardedClient::new(
+            crate::net_guard::EgressPolicy::new(&settings.tools.allowed_http_hosts),
+            Duration::from_secs(settings.alerts.delivery_timeout_seconds.max(1)),
+        )?,
+        settings: settings.alerts.clone(),
+        replica: gw.replica_id,
+    })
 }
 
 /// SPEC §10: a server that could disable the ledger's triggers says so, at startup and in

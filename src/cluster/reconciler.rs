@@ -142,6 +142,9 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
                     tracing::warn!(error = %e, "reconciliation failed");
                 }
             }
+            if let Err(e) = watch_for_alerts(&gw).await {
+                tracing::warn!(error = %e, "checking for lost replicas and stale holds failed");
+            }
         }
         if let Err(e) = prune(&gw).await {
             tracing::warn!(error = %e, "pruning cached results failed");
@@ -151,6 +154,19 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
             () = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Raises the alerts for replicas lost and holds kept too long (once each: every replica may
+/// run this, with the same trust in heartbeats as reconciliation).
+async fn watch_for_alerts(gw: &Gateway) -> Result<(), sqlx::Error> {
+    let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let now = Utc::now();
+    crate::alerts::watch::check(
+        &gw.pool,
+        now - seconds(gw.settings.cluster.stale_after_seconds),
+        now - seconds(gw.settings.metrics.stale_reservation_seconds),
+    )
+    .await
 }
 
 /// Drops cached results past the retention period (the rows and their ledger events stay) and

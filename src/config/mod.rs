@@ -1,10 +1,12 @@
 //! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
+mod alerts;
 mod routing;
 mod secret;
 mod settings;
 
+pub use alerts::AlertsSettings;
 pub use routing::{
     Capability, ModelRoute, ProviderKind, ProviderRoute, RoutingDocument, RoutingError,
     RoutingTable, TokenizerKind, DEFAULT_CHAT_TEMPLATE_TOKENS, DEFAULT_IMAGE_PART_TOKENS,

@@ -97,6 +97,9 @@ pub async fn verify_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: Cancel
                         "ledger verification failed"
                     );
                 }
+                if let Some(bad) = &report.first_bad_event {
+                    crate::alerts::watch::ledger_failed(&gw.pool, bad).await;
+                }
                 observed.record_verification(&report);
             }
             Err(e) => {
