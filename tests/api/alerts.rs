@@ -224,15 +224,20 @@ async fn an_agent_crossing_its_budget_on_three_replicas_alerts_once_per_threshol
     let all = alerts_of(&app, &app.operator_token, "").await;
     let mut raised = all["alerts"].as_array().unwrap().clone();
     raised.reverse();
-    assert_eq!(kinds_and_thresholds(&raised), expected);
+    let raised = kinds_and_thresholds(&raised);
+    // The eleventh call may be refused for the tenth's hold before the tenth settles: the
+    // refusal then comes before the 100% crossing.
+    let mut sorted = raised.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected);
 
     receiver.wait_for(4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let delivered = receiver.verified(&secret);
     assert_eq!(
         kinds_and_thresholds(&delivered),
-        expected,
-        "once each, in order"
+        raised,
+        "once each, in the order raised"
     );
     let mut ids: Vec<&str> = delivered
         .iter()
@@ -242,7 +247,11 @@ async fn an_agent_crossing_its_budget_on_three_replicas_alerts_once_per_threshol
     ids.dedup();
     assert_eq!(ids.len(), 4);
     assert_eq!(delivered[0]["type"], "alert.agent_budget");
-    assert_eq!(delivered[2]["data"]["details"]["spent_micro_usd"], 100);
+    let full = delivered
+        .iter()
+        .find(|d| d["data"]["threshold"] == 100)
+        .unwrap();
+    assert_eq!(full["data"]["details"]["spent_micro_usd"], 100);
 }
 
 #[tokio::test]
@@ -663,4 +672,61 @@ async fn a_receiver_that_hangs_does_not_slow_governed_calls() {
         in_flight, 4,
         "the alerts wait for the receiver, the calls do not"
     );
+}
+
+#[tokio::test]
+async fn the_cli_adds_tests_lists_and_removes_webhooks_and_lists_and_acknowledges_alerts() {
+    use crate::cli_admin::{aex, fails};
+    let receiver = Receiver::start().await;
+    let app = app_for(&receiver).await;
+    let added = aex(
+        &app,
+        &[
+            "webhook",
+            "add",
+            &receiver.url(),
+            "--events",
+            "alert.lifecycle",
+        ],
+    )
+    .await;
+    let id = added["webhook"]["id"].as_str().unwrap().to_owned();
+    let secret = added["secret"].as_str().unwrap().to_owned();
+    assert_eq!(added["webhook"]["event_types"], json!(["alert.lifecycle"]));
+    fails(
+        &app,
+        &["webhook", "add", "http://169.254.169.254/"],
+        "metadata",
+    )
+    .await;
+    let tested = aex(&app, &["webhook", "test", &id]).await;
+    assert_eq!(tested["state"], "delivered");
+    assert_eq!(receiver.verified(&secret).len(), 1);
+    let listed = aex(&app, &["webhook", "list"]).await;
+    assert_eq!(listed["webhooks"][0]["id"], id.as_str());
+
+    let agent = spender(&app).await;
+    let (status, _) = app
+        .admin_post(
+            &format!("/admin/agents/{}/state", agent.id),
+            &app.operator_token,
+            json!({"state": "QUARANTINED"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    receiver.wait_for(2).await;
+    let page = aex(&app, &["alerts", "list", "--open"]).await;
+    assert_eq!(page["summary"]["open"], 1);
+    let alert = page["alerts"][0]["id"].as_i64().unwrap().to_string();
+    let acked = aex(&app, &["alerts", "ack", &alert]).await;
+    assert_eq!(acked["acked_by"], "test-operator");
+    assert_eq!(
+        aex(&app, &["alerts", "list", "--open"]).await["summary"]["open"],
+        0
+    );
+    fails(&app, &["alerts", "ack", "999999"], "not found").await;
+
+    aex(&app, &["webhook", "remove", &id]).await;
+    assert_eq!(aex(&app, &["webhook", "list"]).await["webhooks"], json!([]));
+    fails(&app, &["webhook", "test", &id], "not found").await;
 }
