@@ -84,7 +84,8 @@ impl Providers {
 
     pub fn get(&self, kind: ProviderKind) -> &dyn Provider {
         match kind {
-            ProviderKind::Openai => self.openai.as_ref(),
+            // Same transport for both wire formats: the gateway shapes the body for the kind.
+            ProviderKind::Openai | ProviderKind::Anthropic => self.openai.as_ref(),
         }
     }
 }
