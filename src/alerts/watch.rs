@@ -1,8 +1,8 @@
 //! Alerts about what the server notices rather than what a transaction does: replicas whose
-//! heartbeat stopped, holds that stay RESERVED too long (run by the reconciler's loop, which
-//! trusts heartbeats only once its own contact with the database has lasted), and a ledger that
-//! fails verification (from the verifier). Several replicas may notice the same thing; the
-//! alert's unique key makes it fire once.
+//! heartbeat stopped, holds that stay RESERVED too long (checked by `cluster::alert_watch`, which
+//! trusts heartbeats only once this replica's own contact with the database has lasted, as the
+//! reconciler does), and a ledger that fails verification (from the verifier). Several replicas
+//! may notice the same thing; the alert's unique key makes it fire once.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

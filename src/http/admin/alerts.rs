@@ -6,9 +6,9 @@ use axum::Json;
 
 use super::{AdminErrors, TenantQuery};
 use crate::admin::alerts::{self, AlertList, AlertQuery, AlertRuleResponse, SetAlertRuleRequest};
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
-use crate::http::AppState;
 use crate::store::alerts::AlertRow;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
@@ -23,9 +23,7 @@ pub async fn list_alerts(
     AdminQuery(q): AdminQuery<AlertQuery>,
 ) -> Result<Json<AlertList>> {
     let scope = caller.visible(q.tenant_id)?;
-    Ok(Json(
-        alerts::list_alerts(&state.gateway.pool, scope, q).await?,
-    ))
+    Ok(Json(alerts::list_alerts(&state.pool, scope, q).await?))
 }
 
 /// Acknowledge an alert (recorded in the ledger as `alert.acknowledged`; again: no change).
@@ -40,9 +38,7 @@ pub async fn ack_alert(
 ) -> Result<Json<AlertRow>> {
     let scope = caller.visible(q.tenant_id)?;
     let by = &caller.principal;
-    Ok(Json(
-        alerts::ack_alert(&state.gateway.pool, by, scope, id).await?,
-    ))
+    Ok(Json(alerts::ack_alert(&state.pool, by, scope, id).await?))
 }
 
 /// The tenant's alert rules, one per kind (defaults included).
@@ -54,7 +50,7 @@ pub async fn list_alert_rules(
     AdminQuery(q): AdminQuery<TenantQuery>,
 ) -> Result<Json<Vec<AlertRuleResponse>>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    Ok(Json(alerts::list_rules(&state.gateway.pool, tenant).await?))
+    Ok(Json(alerts::list_rules(&state.pool, tenant).await?))
 }
 
 /// Set the tenant's rule for one kind: on or off, and a budget rule's thresholds.
@@ -72,6 +68,6 @@ pub async fn set_alert_rule(
     let tenant = caller.tenant(q.tenant_id)?;
     let by = &caller.principal;
     Ok(Json(
-        alerts::set_rule(&state.gateway.pool, by, tenant, &kind, req).await?,
+        alerts::set_rule(&state.pool, by, tenant, &kind, req).await?,
     ))
 }

@@ -10,9 +10,9 @@ use super::{AdminErrors, TenantQuery};
 use crate::admin::webhooks::{
     self, CreateWebhookRequest, DeliveryQuery, UpdateWebhookRequest, WebhookCreated,
 };
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
-use crate::http::AppState;
 use crate::store::webhook_outbox::DeliveryRow;
 use crate::store::webhooks::WebhookRow;
 
@@ -32,10 +32,9 @@ pub async fn create_webhook(
     AdminJson(req): AdminJson<CreateWebhookRequest>,
 ) -> Result<(StatusCode, Json<WebhookCreated>)> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let gw = &state.gateway;
+    let egress = state.gateway.tools.egress();
     let created =
-        webhooks::create_webhook(&gw.pool, gw.tools.egress(), &caller.principal, tenant, req)
-            .await?;
+        webhooks::create_webhook(&state.pool, egress, &caller.principal, tenant, req).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -48,9 +47,7 @@ pub async fn list_webhooks(
     AdminQuery(q): AdminQuery<TenantQuery>,
 ) -> Result<Json<Vec<WebhookRow>>> {
     let scope = caller.visible(q.tenant_id)?;
-    Ok(Json(
-        webhooks::list_webhooks(&state.gateway.pool, scope).await?,
-    ))
+    Ok(Json(webhooks::list_webhooks(&state.pool, scope).await?))
 }
 
 #[utoipa::path(get, path = "/admin/webhooks/{id}", tag = "webhooks",
@@ -62,9 +59,7 @@ pub async fn get_webhook(
     AdminPath(id): AdminPath<Uuid>,
 ) -> Result<Json<WebhookRow>> {
     let scope = caller.visible(None)?;
-    Ok(Json(
-        webhooks::get_webhook(&state.gateway.pool, scope, id).await?,
-    ))
+    Ok(Json(webhooks::get_webhook(&state.pool, scope, id).await?))
 }
 
 /// Change an endpoint's URL, description, event types or whether it is enabled.
@@ -79,10 +74,10 @@ pub async fn update_webhook(
     AdminJson(req): AdminJson<UpdateWebhookRequest>,
 ) -> Result<Json<WebhookRow>> {
     let scope = caller.visible(None)?;
-    let gw = &state.gateway;
+    let egress = state.gateway.tools.egress();
     let by = &caller.principal;
     Ok(Json(
-        webhooks::update_webhook(&gw.pool, gw.tools.egress(), by, scope, id, req).await?,
+        webhooks::update_webhook(&state.pool, egress, by, scope, id, req).await?,
     ))
 }
 
@@ -96,7 +91,7 @@ pub async fn delete_webhook(
     AdminPath(id): AdminPath<Uuid>,
 ) -> Result<StatusCode> {
     let scope = caller.visible(None)?;
-    webhooks::delete_webhook(&state.gateway.pool, &caller.principal, scope, id).await?;
+    webhooks::delete_webhook(&state.pool, &caller.principal, scope, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -111,10 +106,9 @@ pub async fn rotate_webhook_secret(
     AdminPath(id): AdminPath<Uuid>,
 ) -> Result<Json<WebhookCreated>> {
     let scope = caller.visible(None)?;
-    let gw = &state.gateway;
-    let grace = gw.settings.alerts.secret_rotation_grace_seconds;
+    let grace = state.settings.alerts.secret_rotation_grace_seconds;
     Ok(Json(
-        webhooks::rotate_secret(&gw.pool, &caller.principal, scope, id, grace).await?,
+        webhooks::rotate_secret(&state.pool, &caller.principal, scope, id, grace).await?,
     ))
 }
 
@@ -130,7 +124,7 @@ pub async fn test_webhook(
 ) -> Result<Json<DeliveryRow>> {
     let scope = caller.visible(None)?;
     Ok(Json(
-        webhooks::send_test(&state.gateway.pool, scope, id, TEST_WAIT).await?,
+        webhooks::send_test(&state.pool, scope, id, TEST_WAIT).await?,
     ))
 }
 
@@ -146,6 +140,6 @@ pub async fn list_webhook_deliveries(
 ) -> Result<Json<Vec<DeliveryRow>>> {
     let scope = caller.visible(None)?;
     Ok(Json(
-        webhooks::list_deliveries(&state.gateway.pool, scope, id, q).await?,
+        webhooks::list_deliveries(&state.pool, scope, id, q).await?,
     ))
 }
