@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{create_agent_at, spawn_app_on, TestApp, TestDb};
+use crate::helpers::{create_agent_at, poll, spawn_app_on, TestApp, TestDb, PATIENCE};
 
 /// A model that costs exactly its output cap (1 micro-USD per output token, input free): a call
 /// with `max_tokens: 10` holds 10 and, the mock generating 20, commits 10.
@@ -115,18 +115,13 @@ impl Receiver {
             .collect()
     }
 
-    /// Waits until `n` deliveries arrived (bounded).
+    /// Waits until `n` deliveries arrived.
     pub async fn wait_for(&self, n: usize) {
-        for _ in 0..600 {
-            if self.got.lock().unwrap().len() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "only {} deliveries arrived, expected {n}",
-            self.got.lock().unwrap().len()
-        );
+        let what = format!("{n} deliveries");
+        poll(&what, PATIENCE, || async {
+            (self.got.lock().unwrap().len() >= n).then_some(())
+        })
+        .await;
     }
 }
 
@@ -181,6 +176,17 @@ fn kinds_and_thresholds(alerts: &[Value]) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Waits until every delivery is delivered: nothing more is sent, so what arrived is final.
+async fn all_delivered(app: &TestApp) {
+    poll("every delivery delivered", PATIENCE, || async {
+        let left = app
+            .count("SELECT count(*) FROM webhook_deliveries WHERE state <> 'delivered'")
+            .await;
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_agent_crossing_its_budget_on_three_replicas_alerts_once_per_threshold_in_order() {
     let receiver = Receiver::start().await;
@@ -232,7 +238,7 @@ async fn an_agent_crossing_its_budget_on_three_replicas_alerts_once_per_threshol
     assert_eq!(sorted, expected);
 
     receiver.wait_for(4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    all_delivered(&app).await;
     let delivered = receiver.verified(&secret);
     assert_eq!(
         kinds_and_thresholds(&delivered),
@@ -262,29 +268,35 @@ async fn a_receiver_that_is_down_gets_every_alert_once_it_is_up_in_order() {
     receiver.status.store(503, Ordering::SeqCst);
     let agent = spender(&app).await;
     spend_past_budget(&app, &agent.token).await;
-    // Down for a while: attempts fail and are recorded, nothing arrives.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Down for a while: the head of the agent's line is attempted, refused and retried.
+    let head = poll(
+        "a delivery retried while the receiver is down",
+        PATIENCE,
+        || async {
+            let (_, deliveries) = app
+                .admin(
+                    Method::GET,
+                    &format!("/admin/webhooks/{webhook}/deliveries"),
+                    &app.operator_token,
+                    None,
+                )
+                .await;
+            deliveries
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["attempts"].as_i64().unwrap() > 2)
+                .cloned()
+        },
+    )
+    .await;
     assert!(receiver.got.lock().unwrap().is_empty());
-    let (_, deliveries) = app
-        .admin(
-            Method::GET,
-            &format!("/admin/webhooks/{webhook}/deliveries"),
-            &app.operator_token,
-            None,
-        )
-        .await;
-    let head = deliveries
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["attempts"].as_i64().unwrap() > 1)
-        .expect("a delivery retried while the receiver was down");
     assert_eq!(head["state"], "pending");
     assert_eq!(head["attempt_log"][0]["status_code"], 503);
 
     receiver.status.store(200, Ordering::SeqCst);
     receiver.wait_for(4).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    all_delivered(&app).await;
     let delivered = receiver.verified(&secret);
     assert_eq!(delivered.len(), 4, "none twice");
     assert_eq!(
@@ -627,14 +639,11 @@ async fn a_tenant_budget_crossing_a_provider_overrun_and_a_lost_replica_raise_al
     .execute(&app.pool)
     .await
     .unwrap();
-    let mut lost = json!(null);
-    for _ in 0..200 {
-        lost = alerts_of(&app, &app.operator_token, "?kind=replica_lost").await;
-        if lost["summary"]["total"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lost = poll("the replica_lost alert", PATIENCE, || async {
+        let lost = alerts_of(&app, &app.operator_token, "?kind=replica_lost").await;
+        (lost["summary"]["total"] == 1).then_some(lost)
+    })
+    .await;
     assert_eq!(lost["summary"]["total"], 1, "{lost}");
     assert_eq!(lost["alerts"][0]["tenant_id"], Value::Null);
     let (status, v) = app
