@@ -3,6 +3,7 @@
 
 mod alerts;
 mod live_routing;
+mod prices;
 mod provider;
 mod routing;
 mod routing_error;
@@ -11,6 +12,7 @@ mod settings;
 
 pub use alerts::AlertsSettings;
 pub use live_routing::LiveRouting;
+pub use prices::InputTokens;
 pub use provider::{
     KeyHeader, ProviderDoc, ProviderKind, ProviderRoute, DEFAULT_ANTHROPIC_VERSION,
 };
