@@ -244,6 +244,8 @@ pub enum CallRoute {
     Responses,
     Embeddings,
     ToolsExecute,
+    /// Anthropic's Messages API, served natively by an `anthropic` provider.
+    Messages,
 }
 
 impl CallRoute {
@@ -253,6 +255,7 @@ impl CallRoute {
             CallRoute::Responses => "/v1/responses",
             CallRoute::Embeddings => "/v1/embeddings",
             CallRoute::ToolsExecute => "/v1/tools/execute",
+            CallRoute::Messages => "/v1/messages",
         }
     }
 
@@ -263,6 +266,7 @@ impl CallRoute {
             CallRoute::Responses => "/responses",
             CallRoute::Embeddings => "/embeddings",
             CallRoute::ToolsExecute => "/tools/execute",
+            CallRoute::Messages => "/messages",
         }
     }
 }

@@ -22,7 +22,9 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::mock_anthropic::{self, Billing};
 use super::mock_auth::{self, AuthGate};
+use super::mock_words::{text_of, words};
 
 /// Knobs and counters shared with the test that runs the mock.
 #[derive(Debug)]
@@ -81,6 +83,8 @@ pub struct MockControl {
     pub models: Mutex<Vec<String>>,
     /// The auth every call must carry (none: any), and the calls refused for it.
     pub auth: Arc<AuthGate>,
+    /// Prompt-cache prefixes written by Anthropic Messages calls (see `mock_anthropic`).
+    pub anthropic_cache: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// What the mock lists by default: the upstream models of the tests' routing table and of the
@@ -127,6 +131,7 @@ impl Default for MockControl {
             uncapped_tokens: AtomicU64::new(100_000),
             models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
             auth: Arc::default(),
+            anthropic_cache: Mutex::default(),
         }
     }
 }
@@ -185,6 +190,7 @@ pub fn router(control: Arc<MockControl>) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
+        .route("/v1/messages", post(messages))
         // Azure OpenAI's layout: the deployment in the path, `api-version` in the query.
         .route(
             "/openai/deployments/{deployment}/chat/completions",
@@ -214,17 +220,6 @@ pub async fn spawn(addr: SocketAddr, control: Arc<MockControl>) -> std::io::Resu
         let _ = axum::serve(listener, router(control)).await;
     });
     Ok(bound)
-}
-
-/// Tokens of a text for the mock's usage: one per whitespace-separated word, plus framing.
-/// Deterministic, so tests can predict the bill from the response's own usage.
-fn words(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => s.split_whitespace().count() as u64,
-        Value::Array(a) => a.iter().map(words).sum(),
-        Value::Object(o) => o.values().map(words).sum(),
-        _ => 0,
-    }
 }
 
 /// Common prelude: count, record, delay, and injected faults. `Err` is the response to send.
@@ -314,18 +309,6 @@ fn input_tokens(c: &MockControl, body: &Value, input: u64) -> u64 {
     } else {
         input
     }
-}
-
-fn text_of(n: u64) -> String {
-    (0..n)
-        .map(|i| {
-            if i == 0 {
-                "Hello".to_owned()
-            } else {
-                format!(" w{i}")
-            }
-        })
-        .collect()
 }
 
 async fn chat(
@@ -590,6 +573,41 @@ async fn responses(
             json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
     }
     Json(out).into_response()
+}
+
+/// Anthropic's Messages API, billed as Anthropic bills (see `mock_anthropic`).
+async fn messages(
+    State(c): State<Arc<MockControl>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = prelude(&c, &headers, &body).await {
+        let status = r.status();
+        if status == StatusCode::OK {
+            return r;
+        }
+        let message = format!("mock failure {}", status.as_u16());
+        return (
+            status,
+            Json(mock_anthropic::error(status.as_u16(), &message)),
+        )
+            .into_response();
+    }
+    let billing = Billing {
+        output: output_tokens(&c, &body, &["max_tokens"]),
+        with_usage: !c.omit_usage.load(Ordering::SeqCst),
+        image_tokens: if c.bill_max.load(Ordering::SeqCst) {
+            c.image_tokens.load(Ordering::SeqCst)
+        } else {
+            0
+        },
+        chunks: c.chunks.load(Ordering::SeqCst),
+    };
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let (events, content) = mock_anthropic::events(&body, &billing, &c.anthropic_cache);
+        return sse_response(&c, events, content);
+    }
+    Json(mock_anthropic::message(&body, &billing, &c.anthropic_cache)).into_response()
 }
 
 /// OpenAI's model list.

@@ -4,5 +4,7 @@
 
 pub mod append_bench;
 pub mod ledger_seed;
+pub mod mock_anthropic;
 pub mod mock_auth;
 pub mod mock_upstream;
+mod mock_words;

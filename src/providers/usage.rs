@@ -21,6 +21,7 @@ pub fn reported(route: CallRoute, body: &Value) -> Option<Usage> {
             prompt_tokens: int("input_tokens")?,
             completion_tokens: int("output_tokens")?,
         }),
+        CallRoute::Messages => messages_usage(usage),
         CallRoute::Embeddings => Some(Usage {
             prompt_tokens: int("prompt_tokens").or_else(|| int("total_tokens"))?,
             completion_tokens: 0,
@@ -30,6 +31,21 @@ pub fn reported(route: CallRoute, body: &Value) -> Option<Usage> {
             completion_tokens: int("completion_tokens").unwrap_or(0),
         }),
     }
+}
+
+/// Anthropic's `usage`: `input_tokens` excludes the cached prefix, so every input part it bills
+/// (cache reads and cache writes) is added; `output_tokens` includes thinking.
+// Until cached and cache-write prices exist, cached input is billed at the input price: the
+// bill is then above the provider's invoice, never below.
+pub fn messages_usage(usage: &Value) -> Option<Usage> {
+    let int = |name: &str| usage.get(name).and_then(Value::as_u64);
+    let input = int("input_tokens")?
+        .saturating_add(int("cache_creation_input_tokens").unwrap_or(0))
+        .saturating_add(int("cache_read_input_tokens").unwrap_or(0));
+    Some(Usage {
+        prompt_tokens: input,
+        completion_tokens: int("output_tokens")?,
+    })
 }
 
 /// The generated text of a chat or responses body, for counting output tokens when the provider
@@ -73,6 +89,23 @@ pub fn output_text(route: CallRoute, body: &Value) -> String {
                 }
                 if item.get("type").and_then(Value::as_str) == Some("function_call") {
                     out.push_str(&item.to_string());
+                }
+            }
+        }
+        CallRoute::Messages => {
+            for block in body
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for field in ["text", "thinking"] {
+                    if let Some(text) = block.get(field).and_then(Value::as_str) {
+                        out.push_str(text);
+                    }
+                }
+                if let Some(input) = block.get("input") {
+                    out.push_str(&input.to_string());
                 }
             }
         }

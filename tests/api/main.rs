@@ -24,6 +24,7 @@ mod ledger_roles;
 mod ledger_watch;
 mod lifecycle;
 mod load;
+mod messages;
 mod metrics;
 mod openapi;
 mod policy;
