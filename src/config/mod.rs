@@ -1,12 +1,14 @@
 //! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
+mod live_routing;
 mod provider;
 mod routing;
 mod routing_error;
 mod secret;
 mod settings;
 
+pub use live_routing::LiveRouting;
 pub use provider::{
     KeyHeader, ProviderDoc, ProviderKind, ProviderRoute, DEFAULT_ANTHROPIC_VERSION,
 };

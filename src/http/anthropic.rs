@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::error::OpenAiError;
 use super::extract::{AgentCaller, OpenAiBody};
 use super::openai::governed;
-use super::AppState;
+use crate::app_state::AppState;
 use crate::domain::CallRoute;
 use crate::gateway::messages;
 

@@ -28,6 +28,17 @@ pub enum ProviderError {
     Transport { provider: String, detail: String },
 }
 
+impl ProviderError {
+    /// The failure's kind, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Transport { .. } => "transport",
+        }
+    }
+}
+
 /// One call to send upstream.
 pub struct UpstreamRequest<'a> {
     pub provider: &'a ProviderRoute,

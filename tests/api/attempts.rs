@@ -46,7 +46,9 @@ impl Replicas {
     pub fn one(app: &TestApp) -> Self {
         Replicas {
             bases: vec![app.base.clone()],
-            gateways: vec![Arc::clone(&app.server.as_ref().expect("server").gateway)],
+            gateways: vec![Arc::clone(
+                &app.server.as_ref().expect("server").state.gateway,
+            )],
         }
     }
 
@@ -276,8 +278,8 @@ async fn copies_of_one_key_spread_over_two_replicas_make_one_call_per_attempt() 
     let replicas = Replicas {
         bases: vec![app.base.clone(), second_base],
         gateways: vec![
-            Arc::clone(&app.server.as_ref().unwrap().gateway),
-            Arc::clone(&second.gateway),
+            Arc::clone(&app.server.as_ref().unwrap().state.gateway),
+            Arc::clone(&second.state.gateway),
         ],
     };
     app.mock.status.store(503, Ordering::SeqCst);

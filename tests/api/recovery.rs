@@ -2,6 +2,7 @@
 //! settlement changes nothing.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use aex::cluster::reconciler;
 use serde_json::json;
@@ -24,8 +25,11 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .execute(&app.pool)
         .await
         .unwrap();
-    let gw = &app.server.as_ref().unwrap().gateway;
-    let report = reconciler::reconcile_once(gw).await.unwrap();
+    let books = &app.server.as_ref().unwrap().state.gateway.books;
+    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
+    let report = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
     assert_eq!(report.failed, 1);
     assert_eq!(app.execution_states(agent.id).await, vec!["FAILED"]);
     assert_eq!(app.books(agent.id).await.1, 0, "the hold is released");
@@ -49,7 +53,9 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .execute(&app.pool)
         .await
         .unwrap();
-    let report = reconciler::reconcile_once(gw).await.unwrap();
+    let report = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
     assert_eq!(report.failed + report.released, 0);
 }
 

@@ -61,11 +61,12 @@ pub async fn count_tokens(
             ))
         }
     };
-    let visible = models::visible_models(gw, tenant_id, agent_id).await?;
+    let routing = gw.routing();
+    let visible = models::visible_models(&gw.pool, &routing, tenant_id, agent_id).await?;
     let model = visible
         .iter()
         .any(|m| m.id == alias)
-        .then(|| gw.routing().model(alias).cloned())
+        .then(|| routing.model(alias).cloned())
         .flatten()
         .ok_or_else(|| GatewayError::ModelNotFound(alias.to_owned()))?;
     match body.get("messages") {
