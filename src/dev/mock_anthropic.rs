@@ -1,5 +1,5 @@
-//! The mock's Anthropic Messages API (`POST /v1/messages`, answered by
-//! `mock_upstream`'s handler): a message — or its stream of events — billed as Anthropic bills.
+//! The mock's Anthropic Messages API (`POST /v1/messages`): a message — or its stream of events —
+//! billed as Anthropic bills, with the mock's knobs (faults, delays, caps, `bill_max`).
 //!
 //! Input is counted in words (like the rest of the mock): `system`, `messages` and `tools`, plus
 //! each image block at the image worst case under `bill_max`. Prompt caching as Anthropic does it:
@@ -13,12 +13,52 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde_json::{json, Value};
 
-use super::mock_words::{text_of, words};
+use super::mock_control::{output_tokens, prelude, text_of, words, MockControl};
+use super::mock_sse::sse_response;
+
+/// `POST /v1/messages`: the shared prelude (count, record, delay, faults in Anthropic's error
+/// shape), then a message or its events.
+pub async fn messages(
+    State(c): State<Arc<MockControl>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = prelude(&c, &headers, &body).await {
+        let status = r.status();
+        if status == StatusCode::OK {
+            return r;
+        }
+        let message = format!("mock failure {}", status.as_u16());
+        return (status, Json(error(status.as_u16(), &message))).into_response();
+    }
+    let billing = Billing {
+        output: output_tokens(&c, &body, &["max_tokens"]),
+        with_usage: !c.omit_usage.load(Ordering::SeqCst),
+        image_tokens: if c.bill_max.load(Ordering::SeqCst) {
+            c.image_tokens.load(Ordering::SeqCst)
+        } else {
+            0
+        },
+        chunks: c.chunks.load(Ordering::SeqCst),
+    };
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let (events, content) = events(&body, &billing, &c.anthropic_cache);
+        return sse_response(&c, events, content);
+    }
+    Json(message(&body, &billing, &c.anthropic_cache)).into_response()
+}
 
 /// What the handler decided for one call.
-pub struct Billing {
+struct Billing {
     /// Output tokens to generate.
     pub output: u64,
     /// Report usage at all.
@@ -142,7 +182,7 @@ fn answer(
 }
 
 /// A complete message.
-pub fn message(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> Value {
+fn message(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> Value {
     let (usage, content, stop) = answer(body, b, cache);
     let mut m = json!({"id": "msg_mock", "type": "message", "role": "assistant",
         "model": body.get("model"), "content": content, "stop_reason": stop, "stop_sequence": null});
@@ -154,7 +194,7 @@ pub fn message(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> Value 
 
 /// A streamed message as SSE events, and how many of them are its content (the rest is its
 /// ending: `message_delta` and `message_stop`).
-pub fn events(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> (Vec<String>, usize) {
+fn events(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> (Vec<String>, usize) {
     let (usage, content, stop) = answer(body, b, cache);
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut start_usage = usage.clone();
@@ -207,7 +247,7 @@ pub fn events(body: &Value, b: &Billing, cache: &Mutex<HashSet<u64>>) -> (Vec<St
 }
 
 /// Anthropic's error shape.
-pub fn error(status: u16, message: &str) -> Value {
+fn error(status: u16, message: &str) -> Value {
     let kind = match status {
         400 => "invalid_request_error",
         401 => "authentication_error",

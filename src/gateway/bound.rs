@@ -464,7 +464,7 @@ impl Bound {
     pub fn estimate(&self, model: &ModelRoute, output_cap: Option<u64>) -> estimate::Estimate {
         let output_tokens = output_cap.map_or(0, |cap| self.output_tokens(cap));
         let cost = model
-            .input_price
+            .input_price_bound()
             .cost(self.prompt_tokens)
             .saturating_add(model.output_price.cost(output_tokens))
             .saturating_add(self.fees);
@@ -503,7 +503,7 @@ pub fn affordable_cap(candidates: &[Candidate], room: MicroUsd, max: u64) -> Opt
     let mut cap = max;
     for c in candidates {
         let left = room
-            .saturating_sub(c.model.input_price.cost(c.bound.prompt_tokens))
+            .saturating_sub(c.model.input_price_bound().cost(c.bound.prompt_tokens))
             .saturating_sub(c.bound.fees);
         if left < MicroUsd::ZERO {
             return None;

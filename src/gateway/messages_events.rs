@@ -111,7 +111,10 @@ mod tests {
             seen.usage,
             Some(Usage {
                 prompt_tokens: 22,
-                completion_tokens: 42
+                completion_tokens: 42,
+                cached_tokens: 7,
+                cache_write_tokens: 5,
+                ..Usage::default()
             })
         );
         // A delta that reports the input again (newer API versions) wins over message_start.

@@ -36,6 +36,7 @@ use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
+use crate::providers::usage::HostedCalls;
 use crate::providers::{usage, ProviderError, Usage};
 
 /// How a relayed stream ended.
@@ -70,6 +71,8 @@ struct Relay<'a> {
     alias_json: String,
     client_wants_usage: bool,
     reported: Option<Usage>,
+    /// Hosted-tool calls seen in `response.output_item.done` events.
+    hosted_calls: HostedCalls,
     output: String,
     transcript: Vec<u8>,
     transcript_cap: usize,
@@ -164,6 +167,11 @@ impl Relay<'_> {
                     kind.as_str(),
                     "response.completed" | "response.failed" | "response.incomplete"
                 );
+                if kind == "response.output_item.done" {
+                    if let Some(item) = value.get("item") {
+                        self.hosted_calls.count_item(item);
+                    }
+                }
                 if kind == "response.output_text.delta" {
                     if let Some(d) = value.get("delta").and_then(Value::as_str) {
                         self.output.push_str(d);
@@ -345,6 +353,7 @@ pub async fn relay(
         alias_json: Value::String(job.alias().to_owned()).to_string(),
         client_wants_usage: job.client_wants_usage,
         reported: None,
+        hosted_calls: HostedCalls::default(),
         output: String::new(),
         transcript: Vec::new(),
         transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
@@ -377,13 +386,19 @@ pub async fn relay(
             job::charge_ambiguous(job, hold, model, reason, started, stream, answer).await
         }
         (_, reported) => {
-            let (usage, source) = match reported {
+            let (mut usage, source) = match reported {
                 Some(u) => (u, UsageSource::Reported),
                 None => (
                     job.counted_usage(model, bound, &relay.output),
                     UsageSource::Estimated,
                 ),
             };
+            // The completed response lists its calls when it carries its output; else the
+            // items streamed as they finished.
+            if usage.hosted_calls.total() == 0 {
+                usage.hosted_calls = relay.hosted_calls;
+            }
+            usage.hosted_calls = job.billed_calls(bound, usage.hosted_calls);
             let result = relay
                 .transcript_complete
                 .then(|| (200, std::mem::take(&mut relay.transcript), true));
@@ -396,6 +411,7 @@ pub async fn relay(
                 stream,
                 completion_cap: job.completion_cap(model, bound),
                 prompt_bound: job.estimate.prompt_tokens,
+                hosted_calls_bound: bound.tool_calls,
             };
             settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
         }

@@ -19,6 +19,7 @@ mod faults;
 mod helpers;
 mod hold_bound;
 mod hold_property;
+mod invoiced;
 mod ledger;
 mod ledger_roles;
 mod ledger_watch;

@@ -14,12 +14,14 @@ use serde_json::{json, Value};
 use crate::helpers::{mini_cost, spawn_app_with_models, TestApp};
 use crate::provider_auth::{recipe_on_mock, spawn_mock, ANTHROPIC_KEY};
 
-/// claude-sonnet-4-5 at $3 / $15 per million: micro-USD per token, exactly.
+/// README's claude-sonnet-4-5: $3 input, $0.30 cache reads, $3.75 cache writes, $15 output per
+/// million tokens; the input parts summed, then rounded up once.
 fn claude_cost(usage: &Value) -> i64 {
     let int = |k: &str| usage[k].as_i64().unwrap_or(0);
-    let input =
-        int("input_tokens") + int("cache_creation_input_tokens") + int("cache_read_input_tokens");
-    input * 3 + int("output_tokens") * 15
+    let input_millionths = int("input_tokens") * 3_000_000
+        + int("cache_read_input_tokens") * 300_000
+        + int("cache_creation_input_tokens") * 3_750_000;
+    (input_millionths + 999_999) / 1_000_000 + int("output_tokens") * 15
 }
 
 /// An app whose routing table has README's Anthropic recipe on its own mock (which refuses any
@@ -226,6 +228,23 @@ async fn cache_writes_and_reads_are_billed_as_the_provider_reports_them() {
     assert_eq!(usages[1]["cache_read_input_tokens"], written);
     for (cost, usage) in costs.iter().zip(&usages) {
         assert_eq!(*cost, claude_cost(usage), "{usage}");
+    }
+    // The write costs more than plain input, the read less: both as invoiced.
+    assert!(costs[0] > costs[1], "{costs:?}");
+    // The ledger records the units billed at each price.
+    let commits = app.ledger_payloads("usage.commit").await;
+    assert_eq!(commits.len(), 2);
+    for (commit, usage) in commits.iter().zip(&usages) {
+        assert_eq!(commit["billed_input_tokens"], usage["input_tokens"]);
+        assert_eq!(
+            commit["billed_cache_write_tokens"],
+            usage["cache_creation_input_tokens"]
+        );
+        assert_eq!(
+            commit["billed_cached_input_tokens"],
+            usage["cache_read_input_tokens"]
+        );
+        assert_eq!(commit["billed_output_tokens"], usage["output_tokens"]);
     }
     assert_eq!(app.books(agent.id).await.0, costs.iter().sum::<i64>());
     app.assert_books_audit().await;
