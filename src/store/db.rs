@@ -121,3 +121,8 @@ pub async fn schema_is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let expected: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     Ok(applied == expected)
 }
+
+/// Whether the database answers a trivial query (`/ready`).
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}

@@ -26,6 +26,7 @@ mod ledger_roles;
 mod ledger_watch;
 mod lifecycle;
 mod load;
+mod messages;
 mod metrics;
 mod openapi;
 mod policy;
