@@ -282,6 +282,8 @@ pub enum CallRoute {
     Responses,
     Embeddings,
     ToolsExecute,
+    /// Anthropic's Messages API, served natively by an `anthropic` provider.
+    Messages,
     /// Legacy `/v1/completions` (a prompt string or array, `best_of`).
     Completions,
     ImagesGenerations,
@@ -298,6 +300,7 @@ impl CallRoute {
             CallRoute::Responses => "/v1/responses",
             CallRoute::Embeddings => "/v1/embeddings",
             CallRoute::ToolsExecute => "/v1/tools/execute",
+            CallRoute::Messages => "/v1/messages",
             CallRoute::Completions => "/v1/completions",
             CallRoute::ImagesGenerations => "/v1/images/generations",
             CallRoute::AudioTranscriptions => "/v1/audio/transcriptions",
@@ -314,6 +317,7 @@ impl CallRoute {
             CallRoute::Responses => "/responses",
             CallRoute::Embeddings => "/embeddings",
             CallRoute::ToolsExecute => "/tools/execute",
+            CallRoute::Messages => "/messages",
             CallRoute::Completions => "/completions",
             CallRoute::ImagesGenerations => "/images/generations",
             CallRoute::AudioTranscriptions => "/audio/transcriptions",

@@ -1,6 +1,7 @@
 //! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
+mod alerts;
 mod live_routing;
 mod media_prices;
 mod prices;
@@ -10,6 +11,7 @@ mod routing_error;
 mod secret;
 mod settings;
 
+pub use alerts::AlertsSettings;
 pub use live_routing::LiveRouting;
 pub use media_prices::{MediaPrices, DEFAULT_AUDIO_MIN_BITRATE_BPS};
 pub use prices::InputTokens;

@@ -73,6 +73,8 @@ pub struct MockControl {
     pub models: Mutex<Vec<String>>,
     /// The auth every call must carry (none: any), and the calls refused for it.
     pub auth: Arc<AuthGate>,
+    /// Prompt-cache prefixes written by Anthropic Messages calls (see `mock_anthropic`).
+    pub anthropic_cache: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// What the mock lists by default: the upstream models of the tests' routing table and of the
@@ -120,6 +122,7 @@ impl Default for MockControl {
             billing: BillingKnobs::default(),
             models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
             auth: Arc::default(),
+            anthropic_cache: Mutex::default(),
         }
     }
 }

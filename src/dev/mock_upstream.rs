@@ -20,6 +20,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::mock_anthropic;
 use super::mock_auth;
 pub use super::mock_billing::BillingKnobs;
 use super::mock_billing::{cache_details, hosted_call_items};
@@ -35,6 +36,7 @@ pub fn router(control: Arc<MockControl>) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
+        .route("/v1/messages", post(mock_anthropic::messages))
         // Azure OpenAI's layout: the deployment in the path, `api-version` in the query.
         .route(
             "/openai/deployments/{deployment}/chat/completions",

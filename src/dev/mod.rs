@@ -4,6 +4,7 @@
 
 pub mod append_bench;
 pub mod ledger_seed;
+pub mod mock_anthropic;
 pub mod mock_auth;
 mod mock_billing;
 mod mock_control;

@@ -174,6 +174,7 @@ fn cap_fields_of(route: CallRoute) -> &'static [&'static str] {
     match route {
         CallRoute::ChatCompletions => &["max_tokens", "max_completion_tokens"],
         CallRoute::Responses => &["max_output_tokens"],
+        CallRoute::Messages => &["max_tokens"],
         _ => &[],
     }
 }
@@ -215,7 +216,7 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
         }
     }
     let input = match route {
-        CallRoute::ChatCompletions => body.get("messages"),
+        CallRoute::ChatCompletions | CallRoute::Messages => body.get("messages"),
         _ => body.get("input"),
     };
     if let Some(input) = input {
@@ -236,7 +237,9 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
 fn refuse_unpriced(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("service_tier") {
         None | Some(Value::Null) => {}
-        Some(Value::String(t)) if matches!(t.as_str(), "auto" | "default" | "flex") => {}
+        // `standard_only` is Anthropic's: never above the table's prices.
+        Some(Value::String(t))
+            if matches!(t.as_str(), "auto" | "default" | "flex" | "standard_only") => {}
         Some(_) => {
             return Err(invalid(
                 "`service_tier` must be auto, default or flex: other tiers bill above the prices AEX holds",

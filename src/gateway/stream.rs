@@ -7,7 +7,7 @@
 //!
 //! Read-your-writes (SPEC §3): the stream's ending — from the usage chunk, `[DONE]`, or once every
 //! choice has its finishing chunk, for chat; `response.completed`/`failed`/`incomplete` for
-//! responses — is held back until the settlement has committed, and its last JSON event then
+//! responses; `message_delta`/`message_stop` for Anthropic's Messages — is held back until the settlement has committed, and its last JSON event then
 //! carries `"aex": {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last
 //! byte can read its books and see this call in them.
 //!
@@ -31,6 +31,7 @@ use super::bound::Bound;
 use super::call_types::{CallBody, CallOutput, Hold, SSE};
 use super::chat_chunk;
 use super::job::{self, elapsed_ms, rewrite_model, Dispatch};
+use super::messages_events::MessagesStream;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
@@ -84,6 +85,8 @@ struct Relay<'a> {
     choices: u64,
     finished: u64,
     held: Vec<Bytes>,
+    /// For Anthropic's Messages: the usage seen so far.
+    messages: MessagesStream,
 }
 
 impl Relay<'_> {
@@ -124,7 +127,11 @@ impl Relay<'_> {
         match parsed.data.as_deref().map(serde_json::from_str::<Value>) {
             Some(Ok(Value::Object(obj))) => {
                 let mut value = Value::Object(obj);
-                if !self.inspect(&mut value) {
+                let keep = match self.route {
+                    CallRoute::Messages => self.inspect_message(&mut value),
+                    _ => self.inspect(&mut value),
+                };
+                if !keep {
                     return None;
                 }
                 Some(Bytes::from(sse::format(
@@ -138,6 +145,16 @@ impl Relay<'_> {
     }
 
     /// Captures usage and output text, rewrites the model; false drops the event.
+    /// An Anthropic Messages event: the model is inside `message_start`'s message only.
+    fn inspect_message(&mut self, value: &mut Value) -> bool {
+        let seen = self.messages.inspect(value, self.alias, &mut self.output);
+        self.ending |= seen.ending;
+        if seen.usage.is_some() {
+            self.reported = seen.usage;
+        }
+        true
+    }
+
     fn inspect(&mut self, value: &mut Value) -> bool {
         match self.route {
             CallRoute::Responses => {
@@ -350,6 +367,7 @@ pub async fn relay(
         choices: bound.choices.max(1),
         finished: 0,
         held: Vec::new(),
+        messages: MessagesStream::default(),
     };
     let end = match end {
         Some(end) => end,

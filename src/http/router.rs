@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{dedupe_alias_operation_ids, ApiDoc};
-use super::{admin, dashboard, observe, openai, ops};
+use super::{admin, anthropic, dashboard, observe, openai, ops};
 use crate::app_state::AppState;
 
 /// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
@@ -27,8 +27,20 @@ fn openai_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openai::get_model))
 }
 
+/// Anthropic's Messages routes: the agent token also as `x-api-key`, errors in Anthropic's shape.
+fn anthropic_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(anthropic::create_message))
+        .routes(routes!(anthropic::count_tokens))
+        .route_layer(middleware::from_fn(anthropic::x_api_key))
+        .route_layer(middleware::from_fn(anthropic::error_shape))
+}
+
 fn admin_routes() -> OpenApiRouter<AppState> {
-    use admin::{agents, config, executions, ledger, metrics, plugins, tenants, tokens, usage};
+    use admin::{
+        agents, alerts, config, executions, ledger, metrics, plugins, tenants, tokens, usage,
+        webhooks,
+    };
     OpenApiRouter::new()
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
@@ -59,6 +71,19 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage::get_usage))
         .routes(routes!(usage::get_activity))
         .routes(routes!(metrics::get_admin_metrics))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::ack_alert))
+        .routes(routes!(alerts::list_alert_rules))
+        .routes(routes!(alerts::set_alert_rule))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
 }
 
 fn dashboard_routes() -> OpenApiRouter<AppState> {
@@ -79,6 +104,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(openai_routes())
         .nest("/openai", openai_routes())
+        .merge(anthropic_routes())
         .merge(admin_routes())
         .merge(ops_routes())
         .merge(dashboard_routes())

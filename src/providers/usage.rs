@@ -121,6 +121,7 @@ pub fn reported(route: CallRoute, body: &Value) -> Option<Usage> {
             cache_write_tokens: detail("input_tokens_details", "cache_write_tokens"),
             hosted_calls: HostedCalls::of_output(body.get("output").unwrap_or(&Value::Null)),
         }),
+        CallRoute::Messages => messages_usage(usage),
         CallRoute::Embeddings => Some(Usage::tokens(
             int("prompt_tokens").or_else(|| int("total_tokens"))?,
             0,
@@ -133,6 +134,32 @@ pub fn reported(route: CallRoute, body: &Value) -> Option<Usage> {
             hosted_calls: HostedCalls::default(),
         }),
     }
+}
+
+/// Anthropic's `usage`: `input_tokens` excludes the cached prefix, so the input billed is it plus
+/// the cache reads (`cache_read_input_tokens`, at the cached price) and the cache writes
+/// (`cache_creation_input_tokens`, at the cache-write price); `output_tokens` includes thinking;
+/// `server_tool_use.web_search_requests` are hosted `web_search` calls.
+pub fn messages_usage(usage: &Value) -> Option<Usage> {
+    let int = |name: &str| usage.get(name).and_then(Value::as_u64);
+    let read = int("cache_read_input_tokens").unwrap_or(0);
+    let write = int("cache_creation_input_tokens").unwrap_or(0);
+    let mut hosted_calls = HostedCalls::default();
+    if let Some(searches) = usage
+        .pointer("/server_tool_use/web_search_requests")
+        .and_then(Value::as_u64)
+    {
+        hosted_calls.add("web_search", searches);
+    }
+    Some(Usage {
+        prompt_tokens: int("input_tokens")?
+            .saturating_add(read)
+            .saturating_add(write),
+        completion_tokens: int("output_tokens")?,
+        cached_tokens: read,
+        cache_write_tokens: write,
+        hosted_calls,
+    })
 }
 
 /// The generated text of a chat or responses body, for counting output tokens when the provider
@@ -191,6 +218,23 @@ pub fn output_text(route: CallRoute, body: &Value) -> String {
                 }
             }
         }
+        CallRoute::Messages => {
+            for block in body
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for field in ["text", "thinking"] {
+                    if let Some(text) = block.get(field).and_then(Value::as_str) {
+                        out.push_str(text);
+                    }
+                }
+                if let Some(input) = block.get("input") {
+                    out.push_str(&input.to_string());
+                }
+            }
+        }
         _ => {}
     }
     out
@@ -200,6 +244,24 @@ pub fn output_text(route: CallRoute, body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn anthropic_usage_bills_cache_reads_writes_and_searches_apart() {
+        let body = json!({"usage": {"input_tokens": 10, "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 40, "output_tokens": 7,
+            "server_tool_use": {"web_search_requests": 2}}});
+        let u = reported(CallRoute::Messages, &body).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (150, 7));
+        assert_eq!((u.cached_tokens, u.cache_write_tokens), (100, 40));
+        assert_eq!(
+            u.hosted_calls.iter().collect::<Vec<_>>(),
+            [("web_search", 2)]
+        );
+        assert_eq!(
+            reported(CallRoute::Messages, &json!({"usage": {"output_tokens": 1}})),
+            None
+        );
+    }
 
     #[test]
     fn reads_usage_in_each_route_shape() {

@@ -5,6 +5,7 @@
 mod admin_agents;
 mod admin_reads;
 mod admin_tokens;
+mod alerts;
 mod attempts;
 mod auth;
 mod bad_input;
@@ -26,6 +27,7 @@ mod ledger_watch;
 mod lifecycle;
 mod load;
 mod media;
+mod messages;
 mod metrics;
 mod openapi;
 mod policy;
