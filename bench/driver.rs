@@ -3,7 +3,7 @@
 //!
 //! - `sqlx-sqlhash`: AEX's store functions as they were when issue 17 was opened
 //!   (`store::agents::lock_agent`, `store::holds::hold_hashed_in_sql`,
-//!   `store::settlements::settle_hashed_in_sql`: Postgres encodes and hashes the ledger events) on
+//!   `store::settlements::settle`: Postgres encodes and hashes the ledger events) on
 //!   a sqlx pool opened from the URL as written — five round trips for the admission (BEGIN,
 //!   tenant, agent `FOR UPDATE`, `aex_hold`, COMMIT), one for the settlement (`aex_settle`);
 //! - `sqlx-sqlhash-nossl`: the same with `sslmode=disable` (what TLS on loopback costs when the
@@ -12,10 +12,10 @@
 //!   deadpool-postgres pool without TLS, one statement per round trip (the driver alone);
 //! - `tokio-postgres-pipelined`: the same, pipelined as far as the logic allows: BEGIN, tenant and
 //!   agent in one round trip, `aex_hold` and COMMIT in the next, the settlement in a third;
-//! - `sqlx`: AEX's store functions now (`store::agents::lock_agent_chain`, `store::holds::hold`,
-//!   `gateway::settle_write::settle`: events hashed in the replica), on a pool opened as AEX opens
-//!   it (`store::db::plain_on_loopback`) — five round trips for the admission, four for the
-//!   settlement (BEGIN, `aex_settle_open`, `aex_settle_record`, COMMIT).
+//! - `sqlx`: AEX's store functions now (`store::agents::lock_agent_chain`, `store::holds::hold`:
+//!   the admission's events hashed in the replica; `store::settlements::settle` as before), on a
+//!   pool opened as AEX opens it (`store::db::plain_on_loopback`) — five round trips for the
+//!   admission, one for the settlement.
 //!
 //! For each driver and concurrency it prints requests (admission + settlement) per second, the
 //! mean wall time of one, and the CPU one costs Postgres (its backends' utime + stime from
@@ -427,12 +427,13 @@ async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow
     .await?;
     tx.commit().await?;
     let mut conn = pool.acquire().await?;
-    let settled = settlements::settle_hashed_in_sql(&mut conn, &settlement(f, r)).await?;
+    let settled = settlements::settle(&mut conn, &settlement(f, r)).await?;
     anyhow::ensure!(settled.is_some(), "settlement found no hold");
     Ok(())
 }
 
-/// One governed request's transactions through AEX's store functions now: the replica hashes.
+/// One governed request's transactions through AEX's store functions now: the replica hashes the
+/// admission's events; the settlement is `aex_settle`, one statement, as before.
 async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
     let tenant = TenantId(f.tenant);
     let agent = AgentId(r.agent);
@@ -479,7 +480,7 @@ async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result
     .await?;
     tx.commit().await?;
     let mut conn = pool.acquire().await?;
-    let settled = aex::gateway::settle_write::settle(&mut conn, &settlement(f, r)).await?;
+    let settled = settlements::settle(&mut conn, &settlement(f, r)).await?;
     anyhow::ensure!(settled.is_some(), "settlement found no hold");
     Ok(())
 }

@@ -1,17 +1,23 @@
--- The hot path's ledger events are hashed by the replica, not by Postgres (issue 17, item 2).
+-- The admission's ledger events are hashed by the replica, not by Postgres (issue 17, item 2).
 --
--- Before: every admitted call appended two events through aex_append_event() and every settlement
--- one, each computing the canonical encoding and SHA-256 in SQL (string building, convert_to,
--- to_char, sha256, encode), and aex_settle() also built the settlement's canonical payload with
--- jsonb_each/string_agg. Now the replica reads the chain's tail (seq, hash) under the chain's
--- advisory lock, computes each event's hash with the Rust encoder that the golden vectors pin
--- (src/ledger/encoding.rs, tests/vectors/ledger_v1.json), and Postgres only inserts the rows. The
--- verifier is unchanged and recomputes every hash, so a wrong hash cannot pass; a wrong tail
--- cannot either: (chain_id, seq) is unique.
+-- Before: every admitted call appended two events through aex_append_event(), each computing the
+-- canonical encoding and SHA-256 in SQL (string building, convert_to, to_char, sha256, encode).
+-- Now admission reads the chain's tail (seq, hash) under the chain's advisory lock in the round
+-- trip that already locks the agent's row, computes both hashes with the Rust encoder that the
+-- golden vectors pin (src/ledger/encoding.rs, tests/vectors/ledger_v1.json), and Postgres only
+-- inserts the rows. The verifier is unchanged and recomputes every hash, so a wrong hash cannot
+-- pass; a wrong tail cannot either: (chain_id, seq) is unique.
 --
--- The functions of the earlier migrations stay, unchanged, for the paths that still append one
--- event through aex_append_event (refusals, admin changes) and for replicas of the previous
--- version during a rolling upgrade.
+-- The settlement still hashes its one event in aex_settle(): hashing it in the replica needs the
+-- tail, which only exists under the lock the settlement takes, so its one autocommitted statement
+-- becomes BEGIN, settle-and-read-tail, append, COMMIT — four round trips. Measured with
+-- bench/driver.rs on this 2-core machine that cost Postgres more CPU than the SQL hashing it
+-- saved (and lowered throughput at c=64); it pays once settlements are batched or pipelined
+-- (issue 17, items 1 and 3), where the extra round trip is shared.
+--
+-- The functions of the earlier migrations stay, unchanged, for the paths that still append
+-- through aex_append_event (refusals, admin changes, settlements) and for replicas of the
+-- previous version during a rolling upgrade.
 
 -- The admission's agent lock, then the chain's advisory lock, then the chain's tail: in one round
 -- trip, in this order (a row lock before the chain lock, as everywhere), and the tail read by a
@@ -83,101 +89,4 @@ BEGIN
            (p_chain_id, p_seq + 1, p_reserved_hash, p_dispatched_hash, 'execution.dispatched',
             p_tenant_id, p_agent_id, p_execution_key, p_ts, p_dispatched_payload, 1);
 END;
-$$;
-
--- The first half of aex_settle (migrations/20261206200001, same checks and the same saturating
--- arithmetic), inside the caller's transaction: compare-and-set the reservation, move the money,
--- correct the TPM windows, finish the execution; then take the chain's advisory lock and read its
--- tail. Returns nothing when the reservation was settled before (nothing is written). The caller
--- then builds the event (payload with these facts, hash) and writes it with aex_settle_record.
-CREATE FUNCTION aex_settle_open(
-    p_execution_id uuid, p_attempt integer, p_tenant_id uuid, p_agent_id uuid,
-    p_chain_id text, p_lock_key bigint,
-    p_state text, p_actual bigint, p_prompt_tokens bigint, p_completion_tokens bigint,
-    p_usage_source text, p_reason text,
-    p_result_status integer, p_result_body bytea, p_result_is_stream boolean,
-    p_rate_subjects text[]
-) RETURNS TABLE (estimate_micro_usd bigint, holds_tenant boolean, remaining_micro_usd bigint,
-                 tail_seq bigint, tail_hash text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    c_max CONSTANT numeric := 9223372036854775807;
-    c_min CONSTANT numeric := -9223372036854775808;
-    v_actual numeric := COALESCE(p_actual, 0);
-    v_prompt numeric := COALESCE(p_prompt_tokens, 0);
-    v_completion numeric := COALESCE(p_completion_tokens, 0);
-    v_estimate bigint;
-    v_holds_tenant boolean;
-    v_rate_tokens bigint;
-    v_held_at timestamptz;
-    v_remaining bigint;
-    v_seq bigint;
-    v_hash text;
-BEGIN
-    UPDATE reservations AS r SET
-        state = CASE WHEN p_actual IS NULL THEN 'RELEASED' ELSE 'COMMITTED' END,
-        actual_micro_usd = p_actual, reason = p_reason, settled_at = now()
-    WHERE r.execution_id = p_execution_id AND r.attempt = p_attempt AND r.state = 'RESERVED'
-    RETURNING r.estimate_micro_usd, r.holds_tenant, r.rate_tokens, r.created_at
-        INTO v_estimate, v_holds_tenant, v_rate_tokens, v_held_at;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-
-    -- Lock order is tenant, then agent, then the chain, as in admission.
-    IF v_holds_tenant THEN
-        UPDATE tenants AS t SET reserved_micro_usd = t.reserved_micro_usd - v_estimate,
-            updated_at = now()
-        WHERE t.id = p_tenant_id;
-    END IF;
-    UPDATE agents AS a SET reserved_micro_usd = a.reserved_micro_usd - v_estimate,
-        spent_micro_usd = LEAST(a.spent_micro_usd + v_actual, c_max)::bigint,
-        lifetime_spent_micro_usd = LEAST(a.lifetime_spent_micro_usd + v_actual, c_max)::bigint,
-        prompt_tokens_total = LEAST(a.prompt_tokens_total + v_prompt, c_max)::bigint,
-        completion_tokens_total = LEAST(a.completion_tokens_total + v_completion, c_max)::bigint,
-        updated_at = now()
-    WHERE a.id = p_agent_id
-    RETURNING GREATEST(a.budget_micro_usd::numeric - a.spent_micro_usd - a.reserved_micro_usd,
-                       c_min)::bigint
-        INTO v_remaining;
-    IF v_rate_tokens <> 0 AND (p_actual IS NULL OR p_prompt_tokens IS NOT NULL
-                               OR p_completion_tokens IS NOT NULL) THEN
-        UPDATE rate_windows AS w SET tokens = LEAST(GREATEST(
-                w.tokens::numeric + v_prompt + v_completion - v_rate_tokens, 0), c_max)::bigint
-        WHERE w.subject = ANY (p_rate_subjects) AND w.bucket_start = date_trunc('second', v_held_at);
-    END IF;
-
-    UPDATE executions AS x SET state = p_state, actual_micro_usd = p_actual,
-        prompt_tokens = p_prompt_tokens, completion_tokens = p_completion_tokens,
-        usage_source = p_usage_source, reason = p_reason, completed_at = now(), updated_at = now(),
-        response_status = COALESCE(p_result_status, x.response_status),
-        response_body = COALESCE(p_result_body, x.response_body),
-        response_is_stream = COALESCE(p_result_is_stream, x.response_is_stream)
-    WHERE x.id = p_execution_id;
-
-    PERFORM pg_advisory_xact_lock(p_lock_key);
-    SELECT e.seq, e.event_hash INTO v_seq, v_hash
-        FROM event_log AS e WHERE e.chain_id = p_chain_id ORDER BY e.seq DESC LIMIT 1;
-    RETURN QUERY SELECT v_estimate, v_holds_tenant, v_remaining, COALESCE(v_seq, 0),
-                        COALESCE(v_hash, repeat('0', 64));
-END;
-$$;
-
--- The second half: the settlement's ledger event, hashed by the caller after the tail
--- aex_settle_open read, and its projected fact.
-CREATE FUNCTION aex_settle_record(
-    p_chain_id text, p_seq bigint, p_prev_hash text, p_event_hash text, p_ts timestamptz,
-    p_event_type text, p_tenant_id uuid, p_agent_id uuid, p_execution_key text, p_payload text,
-    p_reason text, p_model_alias text, p_actual bigint, p_prompt_tokens bigint,
-    p_completion_tokens bigint, p_latency_ms bigint
-) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, event_type, tenant_id, agent_id,
-                           execution_id, ts, payload, encoding)
-    VALUES (p_chain_id, p_seq, p_prev_hash, p_event_hash, p_event_type, p_tenant_id, p_agent_id,
-            p_execution_key, p_ts, p_payload, 1);
-    INSERT INTO events (tenant_id, agent_id, execution_id, kind, reason, model_alias,
-                        cost_micro_usd, prompt_tokens, completion_tokens, latency_ms)
-    VALUES (p_tenant_id, p_agent_id, p_execution_key, p_event_type, p_reason, p_model_alias,
-            p_actual, p_prompt_tokens, p_completion_tokens, p_latency_ms);
 $$;

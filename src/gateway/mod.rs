@@ -17,7 +17,6 @@ pub mod models;
 pub mod policy;
 pub mod prepare;
 pub mod rate_limit;
-pub mod settle_write;
 pub mod settlement;
 pub mod stream;
 pub mod tool_call;

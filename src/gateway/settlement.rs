@@ -20,7 +20,7 @@ use crate::ledger::{self, ChainId};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::executions::ExecutionRow;
-use crate::store::settlements::{Charge, Settlement};
+use crate::store::settlements::{self, Charge, Settlement};
 
 /// The most one settlement charges: 10^15 micro-USD (one billion USD). A cost above it (an absurd
 /// reported usage, such as 10^18 tokens) is charged at this ceiling and flagged `cost_saturated`
@@ -472,7 +472,7 @@ async fn settle_once(
     };
     let _slot = gw.agent_gates.enter(r.agent_id).await;
     let mut conn = gw.pool.acquire().await?;
-    let Some(held) = super::settle_write::settle(&mut conn, &s).await? else {
+    let Some(held) = settlements::settle(&mut conn, &s).await? else {
         return Ok(SettleResult::AlreadySettled);
     };
     crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);

@@ -1,8 +1,7 @@
-//! The settlement of one attempt, in one transaction of two statements: `aex_settle_open`
-//! (migrations/20261207520001_ledger_hash_in_replica.sql; what it writes, in which order, is
-//! aex_settle's of migrations/20261206200001) settles the hold and reads the agent chain's tail
-//! under its lock, the caller hashes the event (`gateway::settle_write`), and `aex_settle_record`
-//! appends it with its projected fact.
+//! The settlement of one attempt in one round trip: the `aex_settle` function
+//! (migrations/20261206200001_settle_always_ends.sql says what it writes, in which order). Called as
+//! a single statement it is its own transaction, so a settlement needs no BEGIN and COMMIT of its
+//! own.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -28,7 +27,7 @@ pub struct Settlement<'a> {
     /// replay after a commit, for the requests that waited for the attempt after a release.
     pub result: Option<(u16, &'a [u8], bool)>,
     /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
-    /// knows; the facts of the hold are added once it is settled (`gateway::settle_write`).
+    /// knows; the function adds the facts of the hold.
     pub event_type: &'a str,
     pub payload: serde_json::Value,
     pub model_alias: &'a str,
@@ -53,102 +52,8 @@ pub struct SettledHold {
     pub remaining_micro_usd: i64,
 }
 
-/// What `aex_settle_open` found and did: the settled hold, the agent's budget left after it, and
-/// the agent chain's tail, read under the chain's advisory lock, for the settlement's event.
-#[derive(Debug, Clone)]
-pub struct Opened {
-    pub hold: SettledHold,
-    pub holds_tenant: bool,
-    pub tail_seq: i64,
-    pub tail_hash: String,
-}
-
-/// The settlement's ledger event, hashed by the caller after [`Opened`]'s tail.
-pub struct SettledEvent<'a> {
-    pub seq: i64,
-    pub prev_hash: &'a str,
-    pub event_hash: &'a str,
-    pub ts: chrono::DateTime<chrono::Utc>,
-    pub payload: &'a str,
-}
-
-/// The first half of a settlement, in the caller's transaction: compare-and-set the reservation,
-/// move the money, finish the execution, lock the chain and read its tail. `None` when the
-/// reservation was settled before (nothing is written).
-pub async fn open(
-    conn: &mut PgConnection,
-    s: &Settlement<'_>,
-) -> Result<Option<Opened>, sqlx::Error> {
-    let result = s.result;
-    let row: Option<(i64, bool, i64, i64, String)> = sqlx::query_as(
-        "SELECT estimate_micro_usd, holds_tenant, remaining_micro_usd, tail_seq, tail_hash \
-         FROM aex_settle_open($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(s.execution_id)
-    .bind(s.attempt)
-    .bind(s.tenant_id)
-    .bind(s.agent_id)
-    .bind(s.chain_id)
-    .bind(s.chain_lock_key)
-    .bind(s.state)
-    .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
-    .bind(s.charge.as_ref().and_then(|c| c.prompt_tokens))
-    .bind(s.charge.as_ref().and_then(|c| c.completion_tokens))
-    .bind(s.charge.as_ref().map(|c| c.usage_source))
-    .bind(s.reason)
-    .bind(result.map(|r| i32::from(r.0)))
-    .bind(result.map(|r| r.1))
-    .bind(result.map(|r| r.2))
-    .bind(&s.rate_subjects[..])
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(
-        |(estimate_micro_usd, holds_tenant, remaining_micro_usd, tail_seq, tail_hash)| Opened {
-            hold: SettledHold {
-                estimate_micro_usd,
-                remaining_micro_usd,
-            },
-            holds_tenant,
-            tail_seq,
-            tail_hash,
-        },
-    ))
-}
-
-/// The second half: the settlement's ledger event and its projected fact.
-pub async fn record(
-    conn: &mut PgConnection,
-    s: &Settlement<'_>,
-    e: &SettledEvent<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT aex_settle_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16)",
-    )
-    .bind(s.chain_id)
-    .bind(e.seq)
-    .bind(e.prev_hash)
-    .bind(e.event_hash)
-    .bind(e.ts)
-    .bind(s.event_type)
-    .bind(s.tenant_id)
-    .bind(s.agent_id)
-    .bind(s.execution_key)
-    .bind(e.payload)
-    .bind(s.reason)
-    .bind(s.model_alias)
-    .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
-    .bind(s.charge.as_ref().and_then(|c| c.prompt_tokens))
-    .bind(s.charge.as_ref().and_then(|c| c.completion_tokens))
-    .bind(s.charge.as_ref().map(|c| c.latency_ms))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The whole settlement in one autocommitted statement, `aex_settle`, which hashes its event in
-/// SQL; `None` when the reservation was settled before (nothing is written).
-pub async fn settle_hashed_in_sql(
+/// Settles the attempt; `None` when its reservation was settled before (nothing is written).
+pub async fn settle(
     conn: &mut PgConnection,
     s: &Settlement<'_>,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
