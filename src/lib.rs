@@ -2,10 +2,12 @@
 //!
 //! Layers, with dependencies pointing one way:
 //! `http` → `gateway` / `admin` (use cases) → `store` / `providers` / `ledger` → `domain`, `money`.
-//! `server` wires them together; `cluster` coordinates replicas through Postgres; `cli` is the
-//! command line.
+//! `app_state` holds every long-lived handle and `server` wires them together; `cluster` runs the
+//! background tasks and coordinates replicas through Postgres; `metrics` is a leaf every layer
+//! counts into; `cli` is the command line.
 
 pub mod admin;
+pub mod app_state;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -3,13 +3,10 @@
 //! names, never ids of requests or free text.
 //!
 //! Counters and histograms live in one process-wide registry and are updated where the facts
-//! happen. Values read from the database or from this server's state (spend by tenant, stale
+//! happen: this module is a leaf (it imports nothing of the crate), so any layer may count into
+//! it. Values read from the database or from this server's state (spend by tenant, stale
 //! reservations, the last ledger verification, the pool) are sampled in the background
-//! ([`sampler`]) and rendered at scrape time ([`scrape`]).
-
-pub mod observed;
-pub mod sampler;
-pub mod scrape;
+//! (`cluster::sampler`, into `cluster::observed`) and rendered at scrape time (`http::scrape`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,11 +14,6 @@ use std::time::Duration;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-
-use crate::providers::ProviderError;
-
-pub use observed::Observed;
-pub use scrape::{render, ScrapeInputs};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -223,8 +215,9 @@ pub fn settled(result: &str, actual_micro_usd: i64, overrun: bool) {
     }
 }
 
-/// One provider call: its latency when it answered, and its failure kind when it failed.
-pub fn observe_upstream(provider: &str, elapsed: Duration, outcome: Result<u16, &ProviderError>) {
+/// One provider call: its latency when it answered (its status), or the kind of its failure
+/// (`timeout`, `connect`, `transport`).
+pub fn observe_upstream(provider: &str, elapsed: Duration, outcome: Result<u16, &'static str>) {
     let Some(m) = METRICS.as_ref() else {
         return;
     };
@@ -240,9 +233,7 @@ pub fn observe_upstream(provider: &str, elapsed: Duration, outcome: Result<u16, 
                 _ => return,
             }
         }
-        Err(ProviderError::Timeout { .. }) => "timeout",
-        Err(ProviderError::Connect { .. }) => "connect",
-        Err(ProviderError::Transport { .. }) => "transport",
+        Err(kind) => kind,
     };
     m.upstream_errors.with_label_values(&[provider, kind]).inc();
 }

@@ -7,19 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{self, config_sync, Readiness};
+use crate::app_state::AppState;
+use crate::cluster::listener::Followed;
+use crate::cluster::{self, config_sync, housekeeping, sampler, Readiness};
 use crate::config::{RoutingTable, Settings};
 use crate::domain::ReplicaId;
-use crate::gateway::Gateway;
+use crate::http::router;
 use crate::http::serve::{serve, ConnectionLimits};
-use crate::http::{router, AppState};
-use crate::metrics::{sampler, Observed};
 use crate::store::db;
 
 /// A running server.
@@ -27,9 +28,8 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     /// The separate metrics address, when `metrics.listen` is set.
     pub metrics_addr: Option<SocketAddr>,
-    pub gateway: Arc<Gateway>,
-    pub readiness: Arc<Readiness>,
-    pub observed: Arc<Observed>,
+    /// Every long-lived handle of the server (its control path, readiness, observations).
+    pub state: AppState,
     stop: CancellationToken,
     join: JoinHandle<anyhow::Result<()>>,
 }
@@ -59,15 +59,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
     }
     let pool = db::lazy_pool(url.expose(), &settings.db).context("invalid database URL")?;
     let settings = Arc::new(settings);
-    let gateway = Arc::new(Gateway::new(
+    let state = AppState::new(
         pool,
         Arc::clone(&settings),
         RoutingTable::default(),
         ReplicaId(uuid::Uuid::now_v7()),
-    )?);
+    )?;
     crate::gateway::estimate::warm_up();
-    gateway.tools.announce().await;
-    let readiness = Arc::new(Readiness::default());
+    state.gateway.tools.announce().await;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -81,12 +80,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
         None => None,
     };
     let stop = CancellationToken::new();
-    let observed = Arc::new(Observed::default());
-    let state = AppState {
-        gateway: Arc::clone(&gateway),
-        readiness: Arc::clone(&readiness),
-        observed: Arc::clone(&observed),
-    };
     let mut metrics_addr = None;
     if let Some(listener) = metrics_listener {
         let at = listener.local_addr()?;
@@ -94,14 +87,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
         metrics_addr = Some(at);
         tokio::spawn(serve_metrics(listener, state.clone(), stop.clone()));
     }
-    let join = tokio::spawn(run(listener, state, stop.clone()));
-    tracing::info!(%addr, replica_id = %gateway.replica_id, "aex listening");
+    let join = tokio::spawn(run(listener, state.clone(), stop.clone()));
+    tracing::info!(%addr, replica_id = %state.replica_id, "aex listening");
     Ok(ServerHandle {
         addr,
         metrics_addr,
-        gateway,
-        readiness,
-        observed,
+        state,
         stop,
         join,
     })
@@ -109,7 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
 
 /// The separate metrics port: `/metrics` only, until the server stops.
 async fn serve_metrics(listener: TcpListener, state: AppState, stop: CancellationToken) {
-    let limits = ConnectionLimits::from(&state.gateway.settings.server);
+    let limits = ConnectionLimits::from(&state.settings.server);
     let app = router::metrics_app(state);
     serve(listener, app, limits, async move { stop.cancelled().await }).await;
 }
@@ -119,18 +110,13 @@ async fn run(
     state: AppState,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let gw = Arc::clone(&state.gateway);
     let readiness = Arc::clone(&state.readiness);
     let background = CancellationToken::new();
-    let startup = tokio::spawn(startup(
-        Arc::clone(&gw),
-        Arc::clone(&readiness),
-        Arc::clone(&state.observed),
-        background.clone(),
-    ));
+    let startup = tokio::spawn(startup(state.clone(), background.clone()));
 
-    let app = router::app(state);
-    let grace = Duration::from_secs(gw.settings.cluster.drain_grace_seconds);
+    let app = router::app(state.clone());
+    let st = state;
+    let grace = Duration::from_secs(st.settings.cluster.drain_grace_seconds);
     let (drain_started_tx, drain_started) = oneshot::channel();
     let drain_signal = {
         let stop = stop.clone();
@@ -153,33 +139,34 @@ async fn run(
             let _ = drain_started_tx.send(Instant::now());
         }
     };
-    let limits = ConnectionLimits::from(&gw.settings.server);
+    let limits = ConnectionLimits::from(&st.settings.server);
     let serve = serve(listener, app, limits, drain_signal);
     tokio::pin!(serve);
-    let drain_timeout = Duration::from_secs(gw.settings.cluster.drain_timeout_seconds);
+    let drain_timeout = Duration::from_secs(st.settings.cluster.drain_timeout_seconds);
     let (deadline, served) = tokio::select! {
         () = &mut serve => (Instant::now() + drain_timeout, true),
         Ok(started) = drain_started => (started + drain_timeout, false),
     };
     // In-flight requests, then the settlements they started, within the drain timeout.
-    let served = served || drain(&gw, deadline, &mut serve).await;
+    let served = served || drain(&st, deadline, &mut serve).await;
     // The metrics port closes with the main one.
     stop.cancel();
-    gw.tasks.close();
-    if !(served && drain(&gw, deadline, gw.tasks.wait()).await) {
+    let tasks = &st.gateway.tasks;
+    tasks.close();
+    if !(served && drain(&st, deadline, tasks.wait()).await) {
         tracing::warn!(
-            remaining = gw.tasks.len(),
+            remaining = tasks.len(),
             "drain timeout: work still running is left to reconciliation"
         );
     }
     background.cancel();
     startup.abort();
     if Readiness::get(&readiness.registered) {
-        if let Err(e) = cluster::replica::deregister(&gw).await {
+        if let Err(e) = cluster::replica::deregister(&st.pool, st.replica_id).await {
             tracing::warn!(error = %e, "could not deregister");
         }
     }
-    gw.pool.close().await;
+    st.pool.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -190,14 +177,14 @@ const SETTLE_AFTER_CUT: Duration = Duration::from_secs(5);
 /// Waits for `work` until `deadline`. Past it, streams still relaying are cut (each commits
 /// what it delivered, as when a client leaves) and `work` gets a short while more; false if it
 /// still has not finished.
-async fn drain(gw: &Gateway, deadline: Instant, work: impl Future<Output = ()>) -> bool {
+async fn drain(st: &AppState, deadline: Instant, work: impl Future<Output = ()>) -> bool {
     tokio::pin!(work);
     if tokio::time::timeout_at(deadline, &mut work).await.is_ok() {
         return true;
     }
-    if !gw.drain_expired.is_cancelled() {
+    if !st.drain_expired.is_cancelled() {
         tracing::warn!("drain timeout: cutting the streams still relaying");
-        gw.drain_expired.cancel();
+        st.drain_expired.cancel();
     }
     tokio::time::timeout(SETTLE_AFTER_CUT, work).await.is_ok()
 }
@@ -223,23 +210,19 @@ async fn shutdown_signal() {
     }
 }
 
-/// The startup sequence of SPEC §12, retried until the database answers.
-async fn startup(
-    gw: Arc<Gateway>,
-    readiness: Arc<Readiness>,
-    observed: Arc<Observed>,
-    background: CancellationToken,
-) {
+/// The startup sequence of SPEC §12, retried until the database answers; then the background
+/// tasks.
+async fn startup(st: AppState, background: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match startup_once(&gw, &readiness, &observed).await {
+        match startup_once(&st).await {
             Ok(()) => break,
-            Err(e) if Readiness::get(&readiness.gate_failed) => {
+            Err(e) if Readiness::get(&st.readiness.gate_failed) => {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "startup gate failed; staying unready"
                 );
-                if gw.settings.ledger.refuse_start_on_failure {
+                if st.settings.ledger.refuse_start_on_failure {
                     tracing::error!("refuse_start_on_failure is set: exiting");
                     std::process::exit(3);
                 }
@@ -252,43 +235,73 @@ async fn startup(
             }
         }
     }
+    spawn_background(&st, &background);
+}
+
+/// The background tasks, until `stop` is cancelled.
+fn spawn_background(st: &AppState, stop: &CancellationToken) {
+    let settings = &st.settings;
+    let secs = Duration::from_secs;
     // Registration just reached the database.
     let contact = Arc::new(cluster::replica::DbContact::default());
     contact.reached();
     tokio::spawn(cluster::replica::heartbeat_loop(
-        Arc::clone(&gw),
+        st.pool.clone(),
+        st.replica_id,
+        secs(settings.cluster.heartbeat_seconds.max(1)),
         Arc::clone(&contact),
-        background.clone(),
+        stop.clone(),
     ));
     tokio::spawn(cluster::listener::listen_loop(
-        Arc::clone(&gw),
-        background.clone(),
+        followed(st),
+        secs(settings.auth.revocation_resync_seconds.max(1)),
+        stop.clone(),
     ));
     tokio::spawn(cluster::checkpointer::checkpoint_loop(
-        Arc::clone(&gw),
-        background.clone(),
+        st.pool.clone(),
+        Arc::clone(settings),
+        st.replica_id,
+        stop.clone(),
     ));
     tokio::spawn(sampler::sample_loop(
-        Arc::clone(&gw),
-        Arc::clone(&observed),
-        background.clone(),
+        st.pool.clone(),
+        Arc::clone(settings),
+        Arc::clone(&st.observed),
+        stop.clone(),
     ));
     tokio::spawn(sampler::verify_loop(
-        Arc::clone(&gw),
-        observed,
-        background.clone(),
+        st.pool.clone(),
+        Arc::clone(settings),
+        Arc::clone(&st.observed),
+        stop.clone(),
     ));
     tokio::spawn(cluster::reconciler::reconcile_loop(
-        Arc::clone(&gw),
+        Arc::clone(&st.gateway.books),
+        settings.cluster.clone(),
         contact,
-        background,
+        stop.clone(),
     ));
+    tokio::spawn(housekeeping::housekeeping_loop(
+        st.pool.clone(),
+        secs(settings.cluster.reconcile_interval_seconds.max(1)),
+        settings.gateway.result_retention_hours,
+        stop.clone(),
+    ));
+}
+
+/// What the listener keeps current: the revocation set and the routing table.
+fn followed(st: &AppState) -> Followed {
+    Followed {
+        pool: st.pool.clone(),
+        revocations: Arc::clone(&st.revocations),
+        routing: Arc::clone(&st.routing),
+    }
 }
 
 /// SPEC §10: a server that could disable the ledger's triggers says so, at startup and in
 /// `/ready`'s checks (it stays ready: the books are still right, only less protected).
-async fn warn_unless_least_privilege(gw: &Gateway, readiness: &Readiness) -> anyhow::Result<()> {
-    let role = db::check_role(&gw.pool).await?;
+async fn warn_unless_least_privilege(pool: &PgPool, readiness: &Readiness) -> anyhow::Result<()> {
+    let role = db::check_role(pool).await?;
     if role.superuser {
         tracing::warn!(
             "connected to the database as a superuser: this server could disable the ledger's \
@@ -306,38 +319,34 @@ async fn warn_unless_least_privilege(gw: &Gateway, readiness: &Readiness) -> any
     Ok(())
 }
 
-async fn startup_once(
-    gw: &Gateway,
-    readiness: &Readiness,
-    observed: &Observed,
-) -> anyhow::Result<()> {
+async fn startup_once(st: &AppState) -> anyhow::Result<()> {
+    let (pool, readiness) = (&st.pool, &*st.readiness);
     if !Readiness::get(&readiness.schema_current) {
-        let settings = &gw.settings;
+        let settings = &st.settings;
         if settings.auto_migrate {
             match &settings.migration_database_url {
                 Some(owner) => {
                     let runtime = settings.database_url.as_ref().map(|u| u.expose());
                     db::migrate_as_owner(owner.expose(), runtime).await?;
                 }
-                None => db::migrate(&gw.pool).await.context("applying migrations")?,
+                None => db::migrate(pool).await.context("applying migrations")?,
             }
         }
-        if !db::schema_is_current(&gw.pool).await? {
+        if !db::schema_is_current(pool).await? {
             anyhow::bail!("the database schema is not current: run `aex migrate`");
         }
-        warn_unless_least_privilege(gw, readiness).await?;
+        warn_unless_least_privilege(pool, readiness).await?;
         Readiness::set(&readiness.schema_current, true);
     }
     if !Readiness::get(&readiness.config_loaded) {
-        config_sync::import_file(&gw.pool, &gw.settings.models_file_path()).await?;
-        cluster::listener::resync(gw).await?;
+        config_sync::import_file(pool, &st.settings.models_file_path()).await?;
+        cluster::listener::resync(&followed(st)).await?;
         Readiness::set(&readiness.config_loaded, true);
     }
-    if !Readiness::get(&readiness.ledger_verified) && gw.settings.ledger.verify_on_startup {
+    if !Readiness::get(&readiness.ledger_verified) && st.settings.ledger.verify_on_startup {
         let report =
-            crate::ledger::verify::verify_since_checkpoint(&gw.pool, &gw.settings.auth.keys)
-                .await?;
-        observed.record_verification(&report);
+            crate::ledger::verify::verify_since_checkpoint(pool, &st.settings.auth.keys).await?;
+        st.observed.record_verification(&report);
         if let Some(bad) = &report.first_bad_event {
             Readiness::set(&readiness.gate_failed, true);
             anyhow::bail!(
@@ -361,7 +370,7 @@ async fn startup_once(
         Readiness::set(&readiness.ledger_verified, true);
     }
     if !Readiness::get(&readiness.registered) {
-        cluster::replica::register(gw).await?;
+        cluster::replica::register(pool, st.replica_id).await?;
         Readiness::set(&readiness.registered, true);
     }
     Ok(())

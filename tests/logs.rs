@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
-#[path = "api/helpers.rs"]
+#[path = "api/helpers/mod.rs"]
 mod helpers;
 
 use std::io::Write;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::helpers::{spawn_app, KEY};
+use crate::helpers::{poll, spawn_app, KEY, PATIENCE};
 
 /// A log sink the test can read back.
 #[derive(Clone, Default)]
@@ -64,17 +64,26 @@ async fn a_governed_request_logs_one_json_line_with_its_facts_and_no_secrets() {
         .to_owned();
     let body = resp.text().await.unwrap();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let finished: Vec<&Value> = lines
-        .iter()
-        .filter(|l| {
-            l["message"] == "request finished" && l["span"]["route"] == "/v1/chat/completions"
-        })
-        .collect();
+    // A line is written when its request's span closes, which may be just after the client has
+    // read the body: wait for both.
+    let finished_on = |route: &'static str| {
+        move |l: &Value| l["message"] == "request finished" && l["span"]["route"] == route
+    };
+    let (is_chat, is_admin) = (
+        finished_on("/v1/chat/completions"),
+        finished_on("/admin/agents"),
+    );
+    let (text, lines) = poll("the requests' log lines", PATIENCE, || async {
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let both = lines.iter().any(is_chat) && lines.iter().any(is_admin);
+        both.then_some((text, lines))
+    })
+    .await;
+    let finished: Vec<&Value> = lines.iter().filter(|l| is_chat(l)).collect();
     assert_eq!(finished.len(), 1, "one line per request:\n{text}");
     let span = &finished[0]["span"];
     assert_eq!(span["name"], "request");
@@ -89,10 +98,7 @@ async fn a_governed_request_logs_one_json_line_with_its_facts_and_no_secrets() {
         assert!(span[timing].is_u64(), "{timing} missing: {span}");
     }
 
-    let admin = lines
-        .iter()
-        .find(|l| l["message"] == "request finished" && l["span"]["route"] == "/admin/agents")
-        .expect("the admin request is logged too");
+    let admin = lines.iter().find(|l| is_admin(l)).unwrap();
     assert_eq!(admin["span"]["status"], 201);
 
     for secret in [prompt, &agent.token, &app.operator_token, KEY] {

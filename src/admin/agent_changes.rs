@@ -10,10 +10,9 @@ use uuid::Uuid;
 
 use super::agents::{check_limits, AgentResponse};
 use super::{find_agent, nullable, patch_policy, validate_text, AdminError};
-use crate::auth::Principal;
+use crate::auth::{Principal, RevocationSet};
 use crate::domain::{AgentState, BudgetPeriod, TenantId};
 use crate::gateway::admission::{period_start, restart_budget_period};
-use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
 use crate::store::agent_settings::{self, AgentSettings};
 use crate::store::agents::AgentRow;
@@ -119,7 +118,8 @@ pub struct StateChangeResponse {
 /// Moves an agent to `next` if the seed's transitions allow it.
 #[tracing::instrument(skip_all, fields(%tenant_id, agent = id_or_name, next = next.as_str()))]
 pub async fn change_state(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    revocations: &RevocationSet,
     by: &Principal,
     tenant_id: TenantId,
     id_or_name: &str,
@@ -129,7 +129,7 @@ pub async fn change_state(
     if let Some(r) = &reason {
         validate_text("reason", r)?;
     }
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let before = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
     let current: AgentState = before.state.parse().map_err(anyhow::Error::msg)?;
     if !current.can_become(next) {
@@ -176,7 +176,7 @@ pub async fn change_state(
     .await?;
     tx.commit().await?;
     for jti in &revoked {
-        gw.revocations.insert(*jti);
+        revocations.insert(*jti);
     }
     Ok(StateChangeResponse {
         agent: after.into(),

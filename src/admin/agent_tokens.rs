@@ -8,9 +8,8 @@ use uuid::Uuid;
 
 use super::tokens::{issue_in_tx, IssuedTokenResponse, TokenSpec};
 use super::{find_agent, token_ttl, validate_text, AdminError};
-use crate::auth::Principal;
+use crate::auth::{Principal, RevocationSet, TokenSigner};
 use crate::domain::{AgentState, Scope, TenantId};
-use crate::gateway::Gateway;
 use crate::ledger::{self, NewEvent};
 use crate::store::tokens;
 
@@ -50,7 +49,9 @@ pub struct RevokedTokensResponse {
 
 #[tracing::instrument(skip_all, fields(%tenant_id, agent = id_or_name))]
 pub async fn rotate_agent_token(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    signer: &TokenSigner,
+    revocations: &RevocationSet,
     by: &Principal,
     tenant_id: TenantId,
     id_or_name: &str,
@@ -64,7 +65,7 @@ pub async fn rotate_agent_token(
         ));
     }
     let ttl = token_ttl("ttl_hours", req.ttl_hours)?;
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let agent = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
     if agent.state == AgentState::Decommissioned.as_str() {
         return Err(AdminError::Conflict(
@@ -80,7 +81,7 @@ pub async fn rotate_agent_token(
         ttl,
         description: Some("rotated".into()),
     };
-    let issued = issue_in_tx(&mut tx, &gw.signer, by, spec).await?;
+    let issued = issue_in_tx(&mut tx, signer, by, spec).await?;
     let payload = json!({"by": by.subject, "before": revoked, "after": issued.token_id});
     ledger::append(
         &mut tx,
@@ -89,7 +90,7 @@ pub async fn rotate_agent_token(
     .await?;
     tx.commit().await?;
     for jti in &revoked {
-        gw.revocations.insert(*jti);
+        revocations.insert(*jti);
     }
     Ok(RotatedTokenResponse {
         issued,
@@ -99,7 +100,8 @@ pub async fn rotate_agent_token(
 
 #[tracing::instrument(skip_all, fields(%tenant_id, agent = id_or_name))]
 pub async fn revoke_agent_tokens(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    revocations: &RevocationSet,
     by: &Principal,
     tenant_id: TenantId,
     id_or_name: &str,
@@ -107,7 +109,7 @@ pub async fn revoke_agent_tokens(
 ) -> Result<RevokedTokensResponse, AdminError> {
     let reason = reason.unwrap_or_else(|| format!("revoked by {}", by.subject));
     validate_text("reason", &reason)?;
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let agent = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
     let revoked = tokens::revoke_agent_tokens(&mut tx, agent.id, &reason).await?;
     if !revoked.is_empty() {
@@ -120,7 +122,7 @@ pub async fn revoke_agent_tokens(
     }
     tx.commit().await?;
     for jti in &revoked {
-        gw.revocations.insert(*jti);
+        revocations.insert(*jti);
     }
     Ok(RevokedTokensResponse {
         revoked_tokens: revoked,

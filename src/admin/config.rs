@@ -9,9 +9,8 @@ use utoipa::ToSchema;
 
 use super::{admin_event, page_limit, require_operator, AdminError};
 use crate::auth::Principal;
-use crate::config::{Capability, ModelRoute, RoutingTable};
+use crate::config::{Capability, LiveRouting, ModelRoute, RoutingTable};
 use crate::domain::{Scope, TenantId};
-use crate::gateway::Gateway;
 use crate::ledger;
 use crate::store::config_versions::{self as store, ConfigVersionRow};
 use crate::store::locks;
@@ -114,15 +113,16 @@ pub struct ReloadConfigResponse {
 /// The active version: in full for an operator; for a tenant (an admin's view, or an operator
 /// asking with `tenant_id`) only what that tenant's agents may use.
 pub async fn get_active(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    routing: &LiveRouting,
     tenant: Option<TenantId>,
 ) -> Result<ActiveConfigResponse, AdminError> {
-    let mut conn = gw.pool.acquire().await?;
+    let mut conn = pool.acquire().await?;
     let row = store::get_active(&mut conn)
         .await?
         .ok_or(AdminError::NotFound("config version"))?;
     drop(conn);
-    let routing = gw.routing();
+    let routing = routing.current();
     let (content, active, models) = match tenant {
         None => {
             let models = routing
@@ -133,7 +133,7 @@ pub async fn get_active(
             (Some(row.content.clone()), row.into(), models)
         }
         Some(tenant) => {
-            let models = crate::gateway::models::tenant_models(gw, tenant).await?;
+            let models = crate::gateway::models::tenant_models(pool, &routing, tenant).await?;
             let active = ConfigVersionResponse::from(row).for_tenant();
             (None, active, models)
         }
@@ -168,12 +168,14 @@ pub async fn list_versions(
 }
 
 /// The document to load: the request's, else the server's models file.
-fn document(gw: &Gateway, req: ReloadConfigRequest) -> Result<(String, String), AdminError> {
+fn document(
+    path: &std::path::Path,
+    req: ReloadConfigRequest,
+) -> Result<(String, String), AdminError> {
     if let Some(content) = req.content {
         return Ok((content, "api".to_owned()));
     }
-    let path = gw.settings.models_file_path();
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         AdminError::invalid(
             "content",
             format!(
@@ -187,12 +189,14 @@ fn document(gw: &Gateway, req: ReloadConfigRequest) -> Result<(String, String), 
 
 #[tracing::instrument(skip_all)]
 pub async fn reload(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    routing: &LiveRouting,
+    models_file: &std::path::Path,
     by: &Principal,
     req: ReloadConfigRequest,
 ) -> Result<ReloadConfigResponse, AdminError> {
     require_operator(by, "reloading the routing table")?;
-    let (text, source) = document(gw, req)?;
+    let (text, source) = document(models_file, req)?;
     let table =
         RoutingTable::parse(&text, 0).map_err(|e| AdminError::invalid("content", e.to_string()))?;
     if table.aliases().is_empty() {
@@ -202,7 +206,7 @@ pub async fn reload(
         ));
     }
     let models: Vec<String> = table.aliases().into_iter().map(str::to_owned).collect();
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     // Serialised with startup imports, so two writers never interleave versions.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(locks::CONFIG_IMPORT)
@@ -240,7 +244,7 @@ pub async fn reload(
     let content_hash = table.content_hash.clone();
     let mut table = table;
     table.version = version;
-    if gw.install_routing(table) {
+    if routing.install(table) {
         crate::metrics::set_config_version(version);
     }
     Ok(ReloadConfigResponse {

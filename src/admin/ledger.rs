@@ -79,11 +79,13 @@ pub struct CheckpointWritten {
 
 /// Writes a signed checkpoint of every chain's head now.
 pub async fn write_checkpoint(
-    gw: &crate::gateway::Gateway,
+    pool: &sqlx::PgPool,
+    auth: &crate::config::AuthSettings,
+    replica_id: crate::domain::ReplicaId,
     by: &Principal,
 ) -> Result<CheckpointWritten, AdminError> {
     require_operator(by, "writing a ledger checkpoint")?;
-    let id = crate::cluster::checkpointer::checkpoint_now(gw).await?;
+    let id = crate::cluster::checkpointer::checkpoint_now(pool, auth, replica_id).await?;
     Ok(CheckpointWritten { checkpoint_id: id })
 }
 

@@ -13,8 +13,8 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
+use crate::cluster::observed::{LedgerCheck, Observed};
 use crate::domain::{AgentId, TenantId};
-use crate::metrics::observed::{LedgerCheck, Observed};
 use crate::money::MicroUsdSum;
 use crate::store::stats::{self, AgentSpendRow, BucketRow, FeedEvent, ModelUse, RecentExecution};
 

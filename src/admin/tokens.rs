@@ -12,9 +12,8 @@ use super::{
     acting_tenant, admin_event, find_agent, page_limit, require_operator, token_ttl, validate_name,
     validate_text, visible_tenant, AdminError,
 };
-use crate::auth::{Principal, TokenSigner};
+use crate::auth::{Principal, RevocationSet, TokenSigner};
 use crate::domain::{AgentId, AgentState, Scope, TenantId};
-use crate::gateway::Gateway;
 use crate::ledger;
 pub use crate::store::tokens::TokenRow as TokenResponse;
 use crate::store::tokens::{self as store, TokenFilter, TokenRow};
@@ -120,7 +119,8 @@ pub(crate) async fn issue_in_tx(
 /// tokens, an operator anything.
 #[tracing::instrument(skip_all, fields(scope = ?req.scope))]
 pub async fn issue_token(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    signer: &TokenSigner,
     by: &Principal,
     tenant: Option<TenantId>,
     req: IssueTokenRequest,
@@ -133,7 +133,7 @@ pub async fn issue_token(
         validate_name("subject", s)?;
     }
     let tenant_id = acting_tenant(by, tenant)?;
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let (tenant_id, agent, subject) = match (req.scope, &req.agent) {
         (Scope::Execution | Scope::ReadOnly, None) => {
             return Err(AdminError::invalid(
@@ -177,7 +177,7 @@ pub async fn issue_token(
         ttl,
         description: req.description,
     };
-    let issued = issue_in_tx(&mut tx, &gw.signer, by, spec).await?;
+    let issued = issue_in_tx(&mut tx, signer, by, spec).await?;
     tx.commit().await?;
     Ok(issued)
 }
@@ -223,7 +223,8 @@ pub async fn list_tokens(
 /// Revokes one token the caller can see; revoking a revoked token changes nothing.
 #[tracing::instrument(skip_all, fields(%jti))]
 pub async fn revoke_token(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    revocations: &RevocationSet,
     by: &Principal,
     tenant: Option<TenantId>,
     jti: Uuid,
@@ -232,7 +233,7 @@ pub async fn revoke_token(
     let reason = reason.unwrap_or_else(|| format!("revoked by {}", by.subject));
     validate_text("reason", &reason)?;
     let scope = visible_tenant(by, tenant)?;
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let before = store::get_token(&mut tx, scope, jti)
         .await
         .map_err(AdminError::from_store("token"))?;
@@ -245,7 +246,7 @@ pub async fn revoke_token(
     let Some(row) = revoked else {
         // Revoked meanwhile by a concurrent request, which recorded it.
         drop(tx);
-        let mut conn = gw.pool.acquire().await?;
+        let mut conn = pool.acquire().await?;
         return store::get_token(&mut conn, scope, jti)
             .await
             .map_err(AdminError::from_store("token"));
@@ -257,7 +258,7 @@ pub async fn revoke_token(
     )
     .await?;
     tx.commit().await?;
-    gw.revocations.insert(jti);
+    revocations.insert(jti);
     Ok(row)
 }
 
@@ -268,13 +269,15 @@ fn not_live() -> AdminError {
 /// Revokes a live token and issues its successor: same scope, holder and lifetime.
 #[tracing::instrument(skip_all, fields(%jti))]
 pub async fn rotate_token(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    signer: &TokenSigner,
+    revocations: &RevocationSet,
     by: &Principal,
     tenant: Option<TenantId>,
     jti: Uuid,
 ) -> Result<IssuedTokenResponse, AdminError> {
     let scope = visible_tenant(by, tenant)?;
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let old = store::get_token(&mut tx, scope, jti)
         .await
         .map_err(AdminError::from_store("token"))?;
@@ -309,7 +312,7 @@ pub async fn rotate_token(
         ttl: old.expires_at.map(|e| e - old.issued_at),
         description: old.description.clone(),
     };
-    let issued = issue_in_tx(&mut tx, &gw.signer, by, spec).await?;
+    let issued = issue_in_tx(&mut tx, signer, by, spec).await?;
     let payload = json!({"by": by.subject, "before": jti, "after": issued.token_id});
     ledger::append(
         &mut tx,
@@ -317,6 +320,6 @@ pub async fn rotate_token(
     )
     .await?;
     tx.commit().await?;
-    gw.revocations.insert(jti);
+    revocations.insert(jti);
     Ok(issued)
 }

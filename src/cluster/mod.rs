@@ -1,12 +1,17 @@
-//! Coordination between replicas, all through Postgres: registration and heartbeat, the
-//! reconciler that settles a lost replica's executions, LISTEN/NOTIFY for config versions and
-//! revocations, and the routing-table versions themselves.
+//! The background tasks of a server and the coordination between replicas, all through
+//! Postgres: registration and heartbeat, the reconciler that settles a lost replica's
+//! executions, housekeeping (pruning), the checkpointer, LISTEN/NOTIFY for config versions and
+//! revocations, the routing-table versions themselves, and the sampler that keeps what this
+//! server observes (`observed`: the last ledger verification, the database gauges) current.
 
 pub mod checkpointer;
 pub mod config_sync;
+pub mod housekeeping;
 pub mod listener;
+pub mod observed;
 pub mod reconciler;
 pub mod replica;
+pub mod sampler;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -15,9 +15,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::replica::DbContact;
+use crate::config::ClusterSettings;
 use crate::domain::ExecutionState;
 use crate::gateway::settlement::{self, SettleResult};
-use crate::gateway::Gateway;
+use crate::gateway::Books;
 use crate::ledger::{self, NewEvent};
 use crate::store::executions::{self, ExecutionRow};
 use crate::store::locks;
@@ -30,10 +31,13 @@ pub struct ReconcileReport {
     pub skipped: bool,
 }
 
-/// One pass over orphaned executions.
-pub async fn reconcile_once(gw: &Gateway) -> Result<ReconcileReport, sqlx::Error> {
+/// One pass over the open executions of replicas whose heartbeat is older than `stale_after`.
+pub async fn reconcile_once(
+    books: &Books,
+    stale_after: Duration,
+) -> Result<ReconcileReport, sqlx::Error> {
     // The transaction only holds the singleton lock; each execution is settled in its own.
-    let mut lock_tx = gw.pool.begin().await?;
+    let mut lock_tx = books.pool.begin().await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(locks::RECONCILER)
         .fetch_one(&mut *lock_tx)
@@ -45,19 +49,17 @@ pub async fn reconcile_once(gw: &Gateway) -> Result<ReconcileReport, sqlx::Error
         });
     }
     let stale_before = Utc::now()
-        - chrono::Duration::seconds(
-            i64::try_from(gw.settings.cluster.stale_after_seconds).unwrap_or(30),
-        );
+        - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::seconds(30));
     let mut report = ReconcileReport::default();
     loop {
-        let mut conn = gw.pool.acquire().await?;
+        let mut conn = books.pool.acquire().await?;
         let orphans = executions::list_orphaned(&mut conn, stale_before, 200).await?;
         drop(conn);
         if orphans.is_empty() {
             break;
         }
         for e in orphans {
-            match settle_orphan(gw, &e).await? {
+            match settle_orphan(books, &e).await? {
                 ExecutionState::Released => report.released += 1,
                 _ => report.failed += 1,
             }
@@ -74,28 +76,28 @@ pub async fn reconcile_once(gw: &Gateway) -> Result<ReconcileReport, sqlx::Error
     Ok(report)
 }
 
-async fn settle_orphan(gw: &Gateway, e: &ExecutionRow) -> Result<ExecutionState, sqlx::Error> {
+async fn settle_orphan(books: &Books, e: &ExecutionRow) -> Result<ExecutionState, sqlx::Error> {
     let (state, reason) = match e.state.as_str() {
         "RESERVED" => (ExecutionState::Released, "replica_lost_before_dispatch"),
         "DISPATCHED" => (ExecutionState::Failed, "replica_lost"),
         _ => (ExecutionState::Failed, "replica_lost_while_reserving"),
     };
-    let settled = settlement::release_orphan(gw, e, state, reason).await?;
+    let settled = settlement::release_orphan(books, e, state, reason).await?;
     if settled == SettleResult::AlreadySettled {
         // No open hold (RESERVING leftovers): finish the execution itself if it is still open.
-        fail_without_hold(gw, e, state, reason).await?;
+        fail_without_hold(books, e, state, reason).await?;
     }
     Ok(state)
 }
 
 /// Finishes an open execution that holds nothing (its reservation was never written).
 async fn fail_without_hold(
-    gw: &Gateway,
+    books: &Books,
     e: &ExecutionRow,
     state: ExecutionState,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = gw.pool.begin().await?;
+    let mut tx = books.pool.begin().await?;
     let Some(current) = executions::lock_execution(&mut tx, e.id).await? else {
         return Ok(());
     };
@@ -127,14 +129,18 @@ async fn fail_without_hold(
 
 /// Reconciles every `reconcile_interval_seconds` once this replica's own contact with the
 /// database has lasted `stale_after_seconds` (see [`DbContact`]: right after start or after an
-/// outage, a stale heartbeat does not mean a lost replica); also prunes cached results and
-/// rate-limit buckets past their use.
-pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: CancellationToken) {
-    let every = Duration::from_secs(gw.settings.cluster.reconcile_interval_seconds.max(1));
-    let trusted_after = Duration::from_secs(gw.settings.cluster.stale_after_seconds);
+/// outage, a stale heartbeat does not mean a lost replica).
+pub async fn reconcile_loop(
+    books: Arc<Books>,
+    cluster: ClusterSettings,
+    contact: Arc<DbContact>,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(cluster.reconcile_interval_seconds.max(1));
+    let trusted_after = Duration::from_secs(cluster.stale_after_seconds);
     loop {
         if contact.held_for(trusted_after) {
-            match reconcile_once(&gw).await {
+            match reconcile_once(&books, trusted_after).await {
                 Ok(r) if r.skipped => crate::metrics::reconcile_run("skipped", 0, 0),
                 Ok(r) => crate::metrics::reconcile_run("done", r.released, r.failed),
                 Err(e) => {
@@ -143,29 +149,9 @@ pub async fn reconcile_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
                 }
             }
         }
-        if let Err(e) = prune(&gw).await {
-            tracing::warn!(error = %e, "pruning cached results failed");
-        }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
     }
-}
-
-/// Drops cached results past the retention period (the rows and their ledger events stay) and
-/// rate-limit buckets past every window.
-pub async fn prune(gw: &Gateway) -> Result<(), sqlx::Error> {
-    let hours = i64::try_from(gw.settings.gateway.result_retention_hours).unwrap_or(24);
-    let mut conn = gw.pool.acquire().await?;
-    let pruned =
-        executions::prune_results(&mut conn, Utc::now() - chrono::Duration::hours(hours)).await?;
-    if pruned > 0 {
-        tracing::info!(pruned, "pruned cached results past retention");
-    }
-    crate::store::attempts::prune_outcomes(&mut conn, Utc::now() - chrono::Duration::hours(hours))
-        .await?;
-    // Rate-limit buckets older than any window are never read again.
-    crate::store::rate_windows::delete_expired(&mut conn).await?;
-    Ok(())
 }

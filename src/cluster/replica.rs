@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::ReplicaId;
-use crate::gateway::Gateway;
 use crate::store::replicas;
 
-pub async fn register(gw: &Gateway) -> Result<(), sqlx::Error> {
+pub async fn register(pool: &PgPool, id: ReplicaId) -> Result<(), sqlx::Error> {
     let hostname = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| {
@@ -19,8 +19,8 @@ pub async fn register(gw: &Gateway) -> Result<(), sqlx::Error> {
                 .and_then(|h| h.into_string().ok())
         })
         .unwrap_or_else(|| "unknown".into());
-    let mut conn = gw.pool.acquire().await?;
-    replicas::register(&mut conn, gw.replica_id, &hostname, crate::VERSION).await
+    let mut conn = pool.acquire().await?;
+    replicas::register(&mut conn, id, &hostname, crate::VERSION).await
 }
 
 /// Since when this replica has reached the database without a failed heartbeat.
@@ -61,14 +61,19 @@ impl DbContact {
 /// retried on the next tick; if beats keep failing past `stale_after`, other replicas will
 /// reconcile this one's executions, which is correct: a replica that cannot reach the database
 /// cannot settle them either.
-pub async fn heartbeat_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: CancellationToken) {
-    let every = Duration::from_secs(gw.settings.cluster.heartbeat_seconds.max(1));
+pub async fn heartbeat_loop(
+    pool: PgPool,
+    id: ReplicaId,
+    every: Duration,
+    contact: Arc<DbContact>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match beat(&gw.pool, gw.replica_id).await {
+        match beat(&pool, id).await {
             Ok(()) => contact.reached(),
             Err(e) => {
                 contact.lost();
@@ -78,12 +83,12 @@ pub async fn heartbeat_loop(gw: Arc<Gateway>, contact: Arc<DbContact>, stop: Can
     }
 }
 
-async fn beat(pool: &sqlx::PgPool, id: ReplicaId) -> Result<(), sqlx::Error> {
+async fn beat(pool: &PgPool, id: ReplicaId) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     replicas::heartbeat(&mut conn, id).await
 }
 
-pub async fn deregister(gw: &Gateway) -> Result<(), sqlx::Error> {
-    let mut conn = gw.pool.acquire().await?;
-    replicas::deregister(&mut conn, gw.replica_id).await
+pub async fn deregister(pool: &PgPool, id: ReplicaId) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    replicas::deregister(&mut conn, id).await
 }

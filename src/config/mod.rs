@@ -1,14 +1,20 @@
 //! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
+mod live_routing;
+mod provider;
 mod routing;
+mod routing_error;
 mod secret;
 mod settings;
 
+pub use live_routing::LiveRouting;
+pub use provider::{
+    KeyHeader, ProviderDoc, ProviderKind, ProviderRoute, DEFAULT_ANTHROPIC_VERSION,
+};
 pub use routing::{
-    Capability, ModelRoute, ProviderKind, ProviderRoute, RoutingDocument, RoutingError,
-    RoutingTable, TokenizerKind, DEFAULT_CHAT_TEMPLATE_TOKENS, DEFAULT_IMAGE_PART_TOKENS,
-    DEFAULT_MAX_HOSTED_TOOL_CALLS,
+    Capability, ModelRoute, RoutingDocument, RoutingError, RoutingTable, TokenizerKind,
+    DEFAULT_CHAT_TEMPLATE_TOKENS, DEFAULT_IMAGE_PART_TOKENS, DEFAULT_MAX_HOSTED_TOOL_CALLS,
 };
 pub use secret::Secret;
 pub use settings::{

@@ -9,22 +9,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::provider::{ProviderDoc, ProviderRoute};
+use super::routing_error::invalid;
+pub use super::routing_error::RoutingError;
 use crate::money::{parse_usd, MicroUsd, PricePerMillion};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoutingError {
-    #[error("invalid routing table: {0}")]
-    Syntax(String),
-    #[error("invalid routing table: {key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> RoutingError {
-    RoutingError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 /// The file's shape, as written by a person.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,23 +22,6 @@ pub struct RoutingDocument {
     pub providers: BTreeMap<String, ProviderDoc>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelDoc>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderDoc {
-    pub kind: ProviderKind,
-    pub base_url: String,
-    /// Name of the environment variable holding the key; the key itself is never in the file.
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// Total time allowed for one upstream call (for a stream: until its last byte).
-    #[serde(default = "default_timeout_seconds")]
-    pub timeout_seconds: u64,
-}
-
-fn default_timeout_seconds() -> u64 {
-    120
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,13 +77,6 @@ pub const DEFAULT_MAX_HOSTED_TOOL_CALLS: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Any OpenAI-compatible HTTP API (OpenAI, Groq, vLLM, llama.cpp server, Ollama, …).
-    Openai,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Capability {
     Chat,
     Streaming,
@@ -157,16 +121,6 @@ impl TokenizerKind {
             TokenizerKind::Bytes
         }
     }
-}
-
-/// A validated provider entry.
-#[derive(Debug, Clone)]
-pub struct ProviderRoute {
-    pub name: String,
-    pub kind: ProviderKind,
-    pub base_url: String,
-    pub api_key_env: Option<String>,
-    pub timeout: std::time::Duration,
 }
 
 /// A validated model alias: everything the gateway needs to price and dispatch a call.
@@ -218,29 +172,7 @@ impl RoutingTable {
     pub fn from_document(doc: &RoutingDocument) -> Result<RoutingTable, RoutingError> {
         let mut providers = HashMap::new();
         for (name, p) in &doc.providers {
-            let key = format!("providers.{name}");
-            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("{key}.base_url"),
-                    "must start with http:// or https://",
-                ));
-            }
-            if p.timeout_seconds == 0 {
-                return Err(invalid(
-                    format!("{key}.timeout_seconds"),
-                    "must be positive",
-                ));
-            }
-            providers.insert(
-                name.clone(),
-                Arc::new(ProviderRoute {
-                    name: name.clone(),
-                    kind: p.kind,
-                    base_url: p.base_url.trim_end_matches('/').to_owned(),
-                    api_key_env: p.api_key_env.clone(),
-                    timeout: std::time::Duration::from_secs(p.timeout_seconds),
-                }),
-            );
+            providers.insert(name.clone(), Arc::new(ProviderRoute::from_doc(name, p)?));
         }
         let mut models = HashMap::new();
         for (alias, m) in &doc.models {

@@ -22,6 +22,8 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::mock_auth::{self, AuthGate};
+
 /// Knobs and counters shared with the test that runs the mock.
 #[derive(Debug)]
 pub struct MockControl {
@@ -77,6 +79,8 @@ pub struct MockControl {
     /// The model ids `GET /v1/models` lists (the mock answers any model; `aex doctor` checks the
     /// routing table's upstream models against this list).
     pub models: Mutex<Vec<String>>,
+    /// The auth every call must carry (none: any), and the calls refused for it.
+    pub auth: Arc<AuthGate>,
 }
 
 /// What the mock lists by default: the upstream models of the tests' routing table and of the
@@ -122,6 +126,7 @@ impl Default for MockControl {
             context_tokens: AtomicU64::new(128_000),
             uncapped_tokens: AtomicU64::new(100_000),
             models: Mutex::new(MOCK_MODELS.map(str::to_owned).to_vec()),
+            auth: Arc::default(),
         }
     }
 }
@@ -180,6 +185,19 @@ pub fn router(control: Arc<MockControl>) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
+        // Azure OpenAI's layout: the deployment in the path, `api-version` in the query.
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(embeddings),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&control.auth),
+            mock_auth::check,
+        ))
         .route("/health", get(|| async { "ok" }))
         .with_state(control)
 }

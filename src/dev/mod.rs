@@ -4,4 +4,5 @@
 
 pub mod append_bench;
 pub mod ledger_seed;
+pub mod mock_auth;
 pub mod mock_upstream;

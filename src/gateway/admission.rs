@@ -233,7 +233,7 @@ async fn check_rates(
 
 /// Runs the admission transaction.
 pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
-    let _slot = gw.agent_gates.enter(t.agent_id).await;
+    let _slot = gw.books.agent_gates.enter(t.agent_id).await;
     let mut tx = gw.pool.begin().await?;
 
     // Lock order is always tenant, then agent. The tenant row is only locked when the tenant
@@ -420,7 +420,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             state: ExecutionState::Dispatched.as_str(),
             attempt,
             stream: t.stream,
-            replica_id: Some(gw.replica_id),
+            replica_id: Some(gw.books.replica_id),
             estimate_micro_usd: estimate.cost.0,
             reason: None,
             provider: Some(t.target.provider),

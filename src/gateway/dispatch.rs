@@ -72,7 +72,7 @@ async fn attempt_all(job: &Dispatch, hold: Hold, reply: oneshot::Sender<CallOutp
         let status = match &sent {
             Ok(UpstreamReply::Complete(r)) => Ok(r.status),
             Ok(UpstreamReply::Streaming { status, .. }) => Ok(*status),
-            Err(e) => Err(e),
+            Err(e) => Err(e.kind()),
         };
         crate::metrics::observe_upstream(&model.provider.name, upstream_started.elapsed(), status);
         if i + 1 < count {
@@ -261,6 +261,6 @@ async fn complete(
         completion_cap: job.completion_cap(model, bound),
         prompt_bound: job.estimate.prompt_tokens,
     };
-    let settled = settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await;
+    let settled = settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await;
     let _ = reply.send(with_charge(out, settled));
 }

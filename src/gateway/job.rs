@@ -79,7 +79,7 @@ pub async fn release(
         upstream_status: status,
         result: answer.map(|(status, body)| (status, body, false)),
     };
-    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await;
+    settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await;
 }
 
 /// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
@@ -101,7 +101,7 @@ pub async fn charge_ambiguous(
         stream,
         result: answer,
     };
-    settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await
+    settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
 }
 
 pub(super) fn elapsed_ms(started: Instant) -> i64 {

@@ -4,6 +4,7 @@
 pub mod admission;
 mod admit;
 pub mod agent_gate;
+pub mod books;
 pub mod bound;
 pub mod call;
 pub mod call_types;
@@ -22,38 +23,33 @@ pub mod stream;
 pub mod tool_call;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{RevocationSet, TokenSigner};
-use crate::config::{RoutingTable, Settings};
+use crate::config::{LiveRouting, RoutingTable, Settings};
 use crate::domain::ReplicaId;
 use crate::providers::Providers;
 use agent_gate::AgentGates;
 
+pub use books::Books;
 pub use error::GatewayError;
 
-/// Everything the control path needs: cheap handles shared by every request.
+/// The control path's handles, shared by every governed request. The application state
+/// (`app_state::AppState`) owns it; settlement and the reconciler take only [`Books`].
 pub struct Gateway {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
-    pub signer: Arc<TokenSigner>,
-    pub revocations: Arc<RevocationSet>,
     pub providers: Providers,
     /// Tool plugin runners (the egress-guarded HTTP client, the sandbox).
     pub tools: Arc<crate::tools::Tools>,
-    pub replica_id: ReplicaId,
     /// Settlements and other work a request started; awaited at shutdown.
     pub tasks: TaskTracker,
-    /// Cancelled when a shutdown's drain timeout passes: streams still relaying stop and commit
-    /// what they delivered, and settlements stop waiting for the database.
-    pub drain_expired: CancellationToken,
-    /// Bounds each agent's money transactions in flight on this replica.
-    pub agent_gates: AgentGates,
-    routing: RwLock<Arc<RoutingTable>>,
+    /// What writes money: admission's hold and settlement.
+    pub books: Arc<Books>,
+    routing: Arc<LiveRouting>,
     /// Requests on this replica waiting for an attempt of the same key in flight.
     duplicates_waiting: AtomicUsize,
 }
@@ -68,31 +64,32 @@ impl Drop for WaitingForDuplicate<'_> {
 }
 
 impl Gateway {
+    /// `drain_expired` is cancelled when a shutdown's drain timeout passes: streams still
+    /// relaying stop and commit what they delivered, and settlements stop waiting.
     pub fn new(
         pool: PgPool,
         settings: Arc<Settings>,
-        routing: RoutingTable,
+        routing: Arc<LiveRouting>,
         replica_id: ReplicaId,
+        drain_expired: CancellationToken,
     ) -> Result<Self, reqwest::Error> {
-        let providers = Providers::new(std::time::Duration::from_secs(
-            settings.gateway.upstream_connect_timeout_seconds,
-        ))?;
-        let tools = crate::tools::Tools::new(
-            &settings.tools,
-            std::time::Duration::from_secs(settings.gateway.upstream_connect_timeout_seconds),
-        )?;
+        let connect_timeout =
+            std::time::Duration::from_secs(settings.gateway.upstream_connect_timeout_seconds);
+        let providers = Providers::new(connect_timeout)?;
+        let tools = crate::tools::Tools::new(&settings.tools, connect_timeout)?;
         Ok(Gateway {
             tools: Arc::new(tools),
-            agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
-            signer: Arc::new(TokenSigner::new(&settings.auth)),
-            revocations: Arc::new(RevocationSet::default()),
+            books: Arc::new(Books {
+                pool: pool.clone(),
+                agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
+                replica_id,
+                drain_expired,
+            }),
             pool,
             settings,
             providers,
-            replica_id,
             tasks: TaskTracker::new(),
-            drain_expired: CancellationToken::new(),
-            routing: RwLock::new(Arc::new(routing)),
+            routing,
             duplicates_waiting: AtomicUsize::new(0),
         })
     }
@@ -110,20 +107,6 @@ impl Gateway {
 
     /// The routing table in force; a request keeps the snapshot it started with.
     pub fn routing(&self) -> Arc<RoutingTable> {
-        self.routing
-            .read()
-            .map(|r| Arc::clone(&r))
-            .unwrap_or_default()
-    }
-
-    /// Installs a newer routing table (an older or equal version is ignored).
-    pub fn install_routing(&self, table: RoutingTable) -> bool {
-        match self.routing.write() {
-            Ok(mut current) if table.version > current.version => {
-                *current = Arc::new(table);
-                true
-            }
-            _ => false,
-        }
+        self.routing.current()
     }
 }

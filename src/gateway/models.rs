@@ -5,7 +5,8 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::policy::{EffectivePolicy, Policy};
-use super::{Gateway, GatewayError};
+use super::GatewayError;
+use crate::config::RoutingTable;
 use crate::domain::{AgentId, TenantId};
 
 /// One model in OpenAI's shape.
@@ -19,7 +20,8 @@ pub struct ModelObject {
 
 /// The aliases of the active routing table the agent's effective policy allows, sorted.
 pub async fn visible_models(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    routing: &RoutingTable,
     tenant_id: TenantId,
     agent_id: AgentId,
 ) -> Result<Vec<ModelObject>, GatewayError> {
@@ -29,7 +31,7 @@ pub async fn visible_models(
     )
     .bind(tenant_id)
     .bind(agent_id)
-    .fetch_optional(&gw.pool)
+    .fetch_optional(pool)
     .await?;
     let (agent, tenant) = row.ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
     let effective = match Policy::effective(&agent.0, &tenant.0) {
@@ -40,7 +42,6 @@ pub async fn visible_models(
             return Ok(Vec::new());
         }
     };
-    let routing = gw.routing();
     Ok(routing
         .aliases()
         .into_iter()
@@ -65,7 +66,8 @@ fn allows(effective: &EffectivePolicy, alias: &str) -> bool {
 /// The aliases of the active routing table that at least one of the tenant's agents (not
 /// decommissioned) may use, sorted: what a tenant admin is shown of the routing table.
 pub async fn tenant_models(
-    gw: &Gateway,
+    pool: &sqlx::PgPool,
+    routing: &RoutingTable,
     tenant_id: TenantId,
 ) -> Result<Vec<std::sync::Arc<crate::config::ModelRoute>>, sqlx::Error> {
     let rows: Vec<(Json<serde_json::Value>, Json<serde_json::Value>)> = sqlx::query_as(
@@ -73,7 +75,7 @@ pub async fn tenant_models(
          WHERE a.tenant_id = $1 AND a.state <> 'DECOMMISSIONED'",
     )
     .bind(tenant_id)
-    .fetch_all(&gw.pool)
+    .fetch_all(pool)
     .await?;
     let policies: Vec<EffectivePolicy> = rows
         .iter()
@@ -86,7 +88,6 @@ pub async fn tenant_models(
                 .ok()
         })
         .collect();
-    let routing = gw.routing();
     Ok(routing
         .aliases()
         .into_iter()

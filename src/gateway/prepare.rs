@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::bound::{self, Bound, Candidate, Shape};
 use super::call_types::CallInput;
 use super::{idempotency, Gateway, GatewayError};
-use crate::config::{Capability, ModelRoute, TokenizerKind};
+use crate::config::{Capability, ModelRoute, ProviderKind, TokenizerKind};
 use crate::domain::CallRoute;
 
 /// The request, checked and priced, ready for admission.
@@ -34,6 +34,12 @@ impl Prepared {
     pub fn model(&self) -> &Arc<ModelRoute> {
         &self.candidates[0].model
     }
+}
+
+/// Whether `model` can serve `route`: it has the route's capability and its provider speaks the
+/// route's wire format (an Anthropic Messages provider serves only the Messages routes).
+fn serves(model: &ModelRoute, route: CallRoute) -> bool {
+    model.has(capability_of(route)) && model.provider.kind == ProviderKind::Openai
 }
 
 fn capability_of(route: CallRoute) -> Capability {
@@ -109,10 +115,18 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         .model(alias)
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(alias.to_owned()))?;
-    let capability = capability_of(input.route);
-    if !model.has(capability) {
+    if !serves(&model, input.route) {
+        let why = match model.provider.kind {
+            ProviderKind::Anthropic => {
+                " (its provider speaks Anthropic's Messages API: call it at /v1/messages)"
+            }
+            ProviderKind::Openai => "",
+        };
         return Err(GatewayError::invalid(
-            format!("model `{alias}` does not support {}", input.route.as_str()),
+            format!(
+                "model `{alias}` does not support {}{why}",
+                input.route.as_str()
+            ),
             Some("model"),
         ));
     }
@@ -162,7 +176,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
     for name in &model.fallbacks {
         if let Some(f) = routing
             .model(name)
-            .filter(|f| f.has(capability) && (!stream || f.has(Capability::Streaming)))
+            .filter(|f| serves(f, input.route) && (!stream || f.has(Capability::Streaming)))
         {
             models.push(Arc::clone(f));
         }

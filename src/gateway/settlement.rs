@@ -12,7 +12,7 @@ use serde_json::json;
 use super::call_types::{Hold, SETTLEMENT_FAILED};
 use super::error::is_unavailable;
 use super::rate_limit;
-use super::Gateway;
+use super::Books;
 use crate::config::ModelRoute;
 use crate::domain::ExecutionState;
 use crate::ledger::fold::types;
@@ -168,14 +168,14 @@ pub enum SettleResult {
 /// the hold is given back — with the execution FAILED and reason `settlement_failed`, and the
 /// answer still carries what was charged. Never an execution left DISPATCHED with money reserved while its replica lives.
 pub async fn finish(
-    gw: &Gateway,
+    books: &Books,
     hold: Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> SettleResult {
     let r = &hold;
     let id = r.execution_key.as_str();
-    let e = match settle(gw, r, priced, outcome).await {
+    let e = match settle(books, r, priced, outcome).await {
         Ok(done) => return done,
         Err(e) => e,
     };
@@ -207,7 +207,7 @@ pub async fn finish(
             upstream_status: None,
         },
     };
-    match settle(gw, r, priced, &fallback).await {
+    match settle(books, r, priced, &fallback).await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(execution_id = id, error = %e, "the fallback settlement failed too");
@@ -222,13 +222,13 @@ pub async fn finish(
 /// the replica then deregisters and another one reconciles. The compare-and-set makes a retry
 /// after an unacknowledged commit harmless.
 async fn settle(
-    gw: &Gateway,
+    books: &Books,
     r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
 ) -> Result<SettleResult, sqlx::Error> {
     let started = std::time::Instant::now();
-    let result = settle_retrying(gw, r, priced, outcome).await;
+    let result = settle_retrying(books, r, priced, outcome).await;
     crate::telemetry::record_ms("settlement_ms", started);
     crate::telemetry::record_outcome(match outcome {
         Outcome::Commit { .. } => "committed",
@@ -242,7 +242,7 @@ async fn settle(
 /// waited for this attempt answers from the reason. A release prices nothing, so it needs no
 /// route for the model. [`SettleResult::AlreadySettled`] when the row holds nothing.
 pub async fn release_orphan(
-    gw: &Gateway,
+    books: &Books,
     e: &ExecutionRow,
     state: ExecutionState,
     reason: &str,
@@ -266,7 +266,7 @@ pub async fn release_orphan(
         label: &hold.model_alias,
         cost: MicroUsd::ZERO,
     };
-    settle(gw, &hold, priced, &outcome).await
+    settle(books, &hold, priced, &outcome).await
 }
 
 /// Attempts for an error other than an unreachable database (a deadlock, a serialization
@@ -274,7 +274,7 @@ pub async fn release_orphan(
 const OTHER_ERROR_ATTEMPTS: u32 = 3;
 
 async fn settle_retrying(
-    gw: &Gateway,
+    books: &Books,
     r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
@@ -282,11 +282,11 @@ async fn settle_retrying(
     let mut delay = Duration::from_millis(50);
     let mut other_errors = 0;
     loop {
-        let e = match settle_once(gw, r, priced, outcome).await {
+        let e = match settle_once(books, r, priced, outcome).await {
             Ok(done) => return Ok(done),
             Err(e) => e,
         };
-        if gw.drain_expired.is_cancelled() {
+        if books.drain_expired.is_cancelled() {
             return Err(e);
         }
         if is_unavailable(&e) {
@@ -300,7 +300,7 @@ async fn settle_retrying(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = gw.drain_expired.cancelled() => {}
+            () = books.drain_expired.cancelled() => {}
         }
         delay = (delay * 2).min(Duration::from_secs(2));
     }
@@ -442,7 +442,7 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
 }
 
 async fn settle_once(
-    gw: &Gateway,
+    books: &Books,
     r: &Hold,
     priced: Priced<'_>,
     outcome: &Outcome,
@@ -470,8 +470,8 @@ async fn settle_once(
             rate_limit::tenant_subject(r.tenant_id),
         ],
     };
-    let _slot = gw.agent_gates.enter(r.agent_id).await;
-    let mut conn = gw.pool.acquire().await?;
+    let _slot = books.agent_gates.enter(r.agent_id).await;
+    let mut conn = books.pool.acquire().await?;
     let Some(held) = settlements::settle(&mut conn, &s).await? else {
         return Ok(SettleResult::AlreadySettled);
     };

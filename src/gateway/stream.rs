@@ -273,7 +273,7 @@ async fn pump(
     let mut splitter = SseSplitter::default();
     // Made once, not per chunk: each registers a waiter when it is first polled.
     let client_gone = tx.closed();
-    let draining = job.gw.drain_expired.cancelled();
+    let draining = job.gw.books.drain_expired.cancelled();
     tokio::pin!(client_gone, draining);
     loop {
         let next = tokio::select! {
@@ -379,7 +379,7 @@ pub async fn relay(
                 completion_cap: job.completion_cap(model, bound),
                 prompt_bound: job.estimate.prompt_tokens,
             };
-            settlement::finish(&job.gw, hold, Priced::Tokens(model), &outcome).await
+            settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
         }
     };
     if matches!(end, End::ClientGone | End::ClientStalled) || relay.held.is_empty() {
@@ -394,7 +394,7 @@ pub async fn relay(
         }
         _ => Value::Null,
     };
-    let draining = job.gw.drain_expired.cancelled();
+    let draining = job.gw.books.drain_expired.cancelled();
     tokio::pin!(draining);
     for event in relay.ending_with(&aex) {
         if deliver(&tx, event, job, &mut draining).await.is_err() {

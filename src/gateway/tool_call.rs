@@ -139,7 +139,10 @@ async fn run_and_settle(
                 completion_cap: None,
                 prompt_bound: 0,
             };
-            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
+            with_charge(
+                out,
+                settlement::finish(&gw.books, hold, priced, &outcome).await,
+            )
         }
         Err(e) => {
             tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
@@ -177,7 +180,10 @@ async fn run_and_settle(
                     result: answer,
                 }
             };
-            with_charge(out, settlement::finish(gw, hold, priced, &outcome).await)
+            with_charge(
+                out,
+                settlement::finish(&gw.books, hold, priced, &outcome).await,
+            )
         }
     }
 }

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::{AdminApiError, OpenAiError};
-use super::AppState;
 use crate::admin::AdminError;
+use crate::app_state::AppState;
 use crate::auth::{AuthError, Principal};
 use crate::config::Settings;
 use crate::domain::{AgentId, Scope, TenantId};
@@ -28,8 +28,8 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError>
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(AuthError::Invalid)?
         .trim();
-    let principal = state.gateway.signer.verify(token)?;
-    if state.gateway.revocations.contains(&principal.jti) {
+    let principal = state.signer.verify(token)?;
+    if state.revocations.contains(&principal.jti) {
         return Err(AuthError::Revoked);
     }
     Ok(principal)

@@ -10,19 +10,5 @@ pub mod openai;
 pub mod openapi;
 pub mod ops;
 pub mod router;
+pub mod scrape;
 pub mod serve;
-
-use std::sync::Arc;
-
-use crate::cluster::Readiness;
-use crate::gateway::Gateway;
-use crate::metrics::Observed;
-
-/// Shared state of every handler: cheap handles only.
-#[derive(Clone)]
-pub struct AppState {
-    pub gateway: Arc<Gateway>,
-    pub readiness: Arc<Readiness>,
-    /// The last ledger verification and database sample, for `/metrics` and the dashboard.
-    pub observed: Arc<Observed>,
-}

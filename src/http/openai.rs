@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::OpenAiError;
 use super::extract::{AgentCaller, OpenAiBody};
-use super::AppState;
+use crate::app_state::AppState;
 use crate::config::Secret;
 use crate::domain::CallRoute;
 use crate::gateway::call_types::{CallBody, CallInput, CallOutput};
@@ -198,7 +198,13 @@ pub async fn list_models(
     State(state): State<AppState>,
     caller: AgentCaller,
 ) -> Result<Json<ModelList>, OpenAiError> {
-    let data = models::visible_models(&state.gateway, caller.tenant_id, caller.agent_id).await?;
+    let data = models::visible_models(
+        &state.pool,
+        &state.routing.current(),
+        caller.tenant_id,
+        caller.agent_id,
+    )
+    .await?;
     Ok(Json(ModelList {
         object: "list",
         data,
@@ -219,7 +225,13 @@ pub async fn get_model(
     caller: AgentCaller,
     Path(model): Path<String>,
 ) -> Result<Json<ModelObject>, OpenAiError> {
-    let data = models::visible_models(&state.gateway, caller.tenant_id, caller.agent_id).await?;
+    let data = models::visible_models(
+        &state.pool,
+        &state.routing.current(),
+        caller.tenant_id,
+        caller.agent_id,
+    )
+    .await?;
     data.into_iter()
         .find(|m| m.id == model)
         .map(Json)

@@ -7,9 +7,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::scrape::{render, ScrapeInputs};
+use crate::app_state::AppState;
 use crate::cluster::Readiness;
-use crate::metrics::ScrapeInputs;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {
@@ -25,8 +25,8 @@ pub async fn get_health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok",
         version: crate::VERSION,
-        config_version: state.gateway.routing().version,
-        replica_id: state.gateway.replica_id.0,
+        config_version: state.routing.current().version,
+        replica_id: state.replica_id.0,
     })
 }
 
@@ -61,7 +61,7 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     let r = &state.readiness;
     let database = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.gateway.pool),
+        sqlx::query("SELECT 1").execute(&state.pool),
     )
     .await
     .is_ok_and(|res| res.is_ok());
@@ -91,14 +91,13 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let gw = &state.gateway;
-    let text = crate::metrics::render(&ScrapeInputs {
+    let text = render(&ScrapeInputs {
         observed: &state.observed,
-        pool: &gw.pool,
-        max_connections: gw.settings.db.max_connections,
-        duplicates_waiting: gw.duplicates_waiting(),
+        pool: &state.pool,
+        max_connections: state.settings.db.max_connections,
+        duplicates_waiting: state.gateway.duplicates_waiting(),
         up: state.readiness.accepts_traffic(),
-        agent_labels: gw.settings.metrics.agent_labels,
+        agent_labels: state.settings.metrics.agent_labels,
     });
     (
         [(

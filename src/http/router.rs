@@ -7,7 +7,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{dedupe_alias_operation_ids, ApiDoc};
-use super::{admin, dashboard, observe, openai, ops, AppState};
+use super::{admin, dashboard, observe, openai, ops};
+use crate::app_state::AppState;
 
 /// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
 fn openai_routes() -> OpenApiRouter<AppState> {

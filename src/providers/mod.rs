@@ -28,6 +28,17 @@ pub enum ProviderError {
     Transport { provider: String, detail: String },
 }
 
+impl ProviderError {
+    /// The failure's kind, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Transport { .. } => "transport",
+        }
+    }
+}
+
 /// One call to send upstream.
 pub struct UpstreamRequest<'a> {
     pub provider: &'a ProviderRoute,
@@ -84,7 +95,8 @@ impl Providers {
 
     pub fn get(&self, kind: ProviderKind) -> &dyn Provider {
         match kind {
-            ProviderKind::Openai => self.openai.as_ref(),
+            // Same transport for both wire formats: the gateway shapes the body for the kind.
+            ProviderKind::Openai | ProviderKind::Anthropic => self.openai.as_ref(),
         }
     }
 }

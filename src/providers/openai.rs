@@ -1,12 +1,14 @@
-//! The OpenAI-compatible HTTP provider (OpenAI, Groq, vLLM, llama.cpp server, Ollama, …), on one
-//! shared pooled `reqwest` client.
+//! The HTTP provider, on one shared pooled `reqwest` client: a JSON body POSTed to the provider's
+//! URL for the route (with its fixed query parameters), its key in its header, and the answer read
+//! as JSON or server-sent events. Both kinds of the routing table go through it: the bodies differ
+//! (OpenAI-compatible or Anthropic Messages), the transport does not.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use super::{Provider, ProviderError, UpstreamReply, UpstreamRequest, UpstreamResponse};
 
@@ -39,7 +41,7 @@ impl OpenAiCompatible {
 
     async fn send(&self, req: UpstreamRequest<'_>) -> Result<UpstreamReply, ProviderError> {
         let provider = req.provider.name.clone();
-        let url = format!("{}{}", req.provider.base_url, req.route.upstream_path());
+        let url = req.provider.url(req.route.upstream_path());
         let mut builder = self
             .client
             .post(url)
@@ -48,9 +50,10 @@ impl OpenAiCompatible {
         if req.stream {
             builder = builder.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
-        if let Some(key) = Self::api_key(&req) {
-            builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
-        }
+        // The key in the provider's header (Bearer, api-key, x-api-key) and its fixed headers.
+        let builder = req
+            .provider
+            .authorize(builder, Self::api_key(&req).as_deref());
         // The provider's timeout bounds the wait for the answer to start and, for a stream, every
         // gap between chunks; a long stream that keeps flowing is not cut.
         let limit = req.provider.timeout;

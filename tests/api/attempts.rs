@@ -4,31 +4,14 @@
 //! that holds its answer until the test has seen every copy waiting, counting the provider's
 //! calls and the attempts on the books.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aex::gateway::Gateway;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, spawn_app_with_models, TestApp};
-
-/// Polls `done` until it holds (bounded, so a broken premise fails rather than hangs).
-async fn until<F, Fut>(what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..3000 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use crate::helpers::{hello, poll, spawn_app, spawn_app_with_models, TestApp, PATIENCE};
 
 /// One copy's answer: status, whether it was replayed, body.
 pub type Answer = (StatusCode, bool, String);
@@ -63,7 +46,9 @@ impl Replicas {
     pub fn one(app: &TestApp) -> Self {
         Replicas {
             bases: vec![app.base.clone()],
-            gateways: vec![Arc::clone(&app.server.as_ref().expect("server").gateway)],
+            gateways: vec![Arc::clone(
+                &app.server.as_ref().expect("server").state.gateway,
+            )],
         }
     }
 
@@ -88,10 +73,14 @@ pub async fn wave(
     release: impl FnOnce(),
 ) -> Vec<Answer> {
     let first = send_copy(&app.http, &replicas.bases[0], path, token, key, body);
-    until("the first copy's attempt to reach the provider", || {
-        let reached = at_provider();
-        async move { reached }
-    })
+    poll(
+        "the first copy's attempt to reach the provider",
+        PATIENCE,
+        || {
+            let reached = at_provider();
+            async move { reached.then_some(()) }
+        },
+    )
     .await;
     let waiting_before = replicas.waiting();
     let rest: Vec<_> = (1..copies)
@@ -100,10 +89,14 @@ pub async fn wave(
             send_copy(&app.http, base, path, token, key, body)
         })
         .collect();
-    until("every other copy to wait for the attempt in flight", || {
-        let waiting = replicas.waiting();
-        async move { waiting == waiting_before + copies - 1 }
-    })
+    poll(
+        "every other copy to wait for the attempt in flight",
+        PATIENCE,
+        || {
+            let waiting = replicas.waiting();
+            async move { (waiting == waiting_before + copies - 1).then_some(()) }
+        },
+    )
     .await;
     release();
     let mut answers = vec![first.await.expect("first copy")];
@@ -285,8 +278,8 @@ async fn copies_of_one_key_spread_over_two_replicas_make_one_call_per_attempt() 
     let replicas = Replicas {
         bases: vec![app.base.clone(), second_base],
         gateways: vec![
-            Arc::clone(&app.server.as_ref().unwrap().gateway),
-            Arc::clone(&second.gateway),
+            Arc::clone(&app.server.as_ref().unwrap().state.gateway),
+            Arc::clone(&second.state.gateway),
         ],
     };
     app.mock.status.store(503, Ordering::SeqCst);

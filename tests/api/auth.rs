@@ -1,12 +1,10 @@
 //! Authentication and scopes on the northbound API.
 
-use std::time::Duration;
-
 use aex::domain::{AgentId, Scope, DEFAULT_TENANT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::{hello, poll, spawn_app, PATIENCE};
 
 async fn assert_401(resp: reqwest::Response) {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -47,7 +45,7 @@ async fn missing_malformed_forged_and_expired_tokens_are_401() {
 }
 
 #[tokio::test]
-async fn a_revoked_token_is_refused_within_a_second() {
+async fn a_token_revoked_in_the_database_is_refused_once_the_revocation_is_announced() {
     let app = spawn_app().await;
     let agent = app.create_agent("revokee", "1.00", json!({})).await;
     assert_eq!(
@@ -66,19 +64,16 @@ async fn a_revoked_token_is_refused_within_a_second() {
         .unwrap();
     tx.commit().await.unwrap();
 
+    // The periodic resync is an hour away (test_settings): a refusal can only come from the
+    // notification. The SPEC's second is measured in propagation.rs, over several samples.
     let started = std::time::Instant::now();
-    loop {
+    let refused = poll("the revoked token to be refused", PATIENCE, || async {
         let resp = app.chat(&agent.token, hello()).await;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            assert_401(resp).await;
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "revocation not seen within a second"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (resp.status() == StatusCode::UNAUTHORIZED).then_some(resp)
+    })
+    .await;
+    println!("revocation seen after {:?}", started.elapsed());
+    assert_401(refused).await;
 }
 
 #[tokio::test]

@@ -1,13 +1,11 @@
 //! Bad input: every malformed request is a clear 4xx in the documented shape, and nothing is
 //! written — no execution, no ledger event, no money moved, no provider call.
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{hello, spawn_app_with_models, Agent, TestApp};
+use crate::helpers::{hello, spawn_app_with_models, Agent, TestApp, PATIENCE};
 
 /// A model without an output limit of its own: only the request bounds its cap.
 const UNBOUNDED: &str = r#"
@@ -308,7 +306,7 @@ async fn raw_request(app: &TestApp, token: &str, header_lines: &[u8]) -> (u16, S
         let _ = stream.read_to_end(&mut response).await;
         response
     };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let response = tokio::time::timeout(PATIENCE, exchange)
         .await
         .expect("the server answers a raw request");
     let text = String::from_utf8_lossy(&response).into_owned();

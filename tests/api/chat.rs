@@ -1,12 +1,11 @@
 //! The governed chat path, non-streaming.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, mini_cost, spawn_app};
+use crate::helpers::{hello, mini_cost, poll, spawn_app, PATIENCE};
 
 #[tokio::test]
 async fn a_chat_completion_is_charged_exactly_its_reported_usage() {
@@ -179,32 +178,32 @@ async fn a_provider_client_error_is_returned_as_it_is_after_release() {
 async fn settlement_completes_when_the_client_disconnects_before_the_answer() {
     let app = spawn_app().await;
     let agent = app.create_agent("impatient", "1.00", json!({})).await;
+    // The provider holds the call until the test has seen it arrive and the client has gone;
+    // then it still takes 700 ms to answer, time for the server to see the connection closed.
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
     app.mock.delay_ms.store(700, Ordering::SeqCst);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
-        .build()
+    let call = app.spawn_chat(&agent.token);
+    poll("the call to reach the provider", PATIENCE, || async {
+        (app.mock.calls() == 1).then_some(())
+    })
+    .await;
+    call.abort();
+    assert!(
+        call.await.unwrap_err().is_cancelled(),
+        "the client gave up first"
+    );
+    app.mock.open_gate();
+    // The provider still answers and the call is booked from its usage.
+    app.await_execution_states(agent.id, &["COMMITTED"]).await;
+    let id: String = sqlx::query_scalar("SELECT execution_key FROM executions WHERE agent_id = $1")
+        .bind(agent.id)
+        .fetch_one(&app.pool)
+        .await
         .unwrap();
-    let err = client
-        .post(format!("{}/v1/chat/completions", app.base))
-        .bearer_auth(&agent.token)
-        .json(&hello())
-        .send()
-        .await;
-    assert!(err.is_err(), "the client gave up first");
-    // The provider still answers and the call is booked.
-    let mut state = String::new();
-    for _ in 0..100 {
-        state = app
-            .execution_states(agent.id)
-            .await
-            .pop()
-            .unwrap_or_default();
-        if state == "COMMITTED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(state, "COMMITTED");
+    assert_eq!(
+        app.ledger_event(&id, "usage.commit").await["usage"],
+        "reported"
+    );
     let (spent, reserved, _) = app.books(agent.id).await;
     assert!(spent > 0);
     assert_eq!(reserved, 0);

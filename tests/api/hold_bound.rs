@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{mini_cost, spawn_app_with_models, TestApp};
+use crate::helpers::{mini_cost, poll, spawn_app_with_models, TestApp, PATIENCE};
 
 /// A model with a context window (so stored context can be bounded) and its fallback.
 pub const MODELS: &str = r#"
@@ -76,16 +76,13 @@ pub async fn assert_no_cost_above_its_hold(app: &TestApp) {
 /// Waits until nothing is held any more: a stream's settlement may still be committing when its
 /// client has read the last byte.
 pub async fn settled(app: &TestApp) {
-    for _ in 0..200 {
+    poll("every reservation to be settled", PATIENCE, || async {
         let held = app
             .count("SELECT count(*) FROM reservations WHERE state = 'RESERVED'")
             .await;
-        if held == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("reservations still held");
+        (held == 0).then_some(())
+    })
+    .await;
 }
 
 /// `base` with the fields of `extra` added.

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::{hello, poll, spawn_app, PATIENCE};
 
 #[tokio::test]
 async fn an_edited_event_is_detected_and_named_by_aex_ledger_verify() {
@@ -172,16 +172,12 @@ async fn a_running_server_writes_signed_checkpoints_of_new_events_periodically()
             heads[format!("agent:{}", agent.id)]["seq"] == seq
         })
     };
-    let within = std::time::Duration::from_secs(10);
     for _ in 0..2 {
         assert_eq!(
             app.chat(&agent.token, hello()).await.status(),
             StatusCode::OK
         );
-        crate::load::poll("a checkpoint of the chain's head", within, || {
-            head_of_chain()
-        })
-        .await;
+        poll("a checkpoint of the chain's head", PATIENCE, head_of_chain).await;
     }
     let report = aex::ledger::verify::verify_all(&app.pool, &app.settings.auth.keys)
         .await

@@ -1,15 +1,13 @@
 //! The running server's ledger check: incremental passes that keep up with appends, events that
 //! commit out of id order, and forged events, in the library and on `/metrics`.
 
-use std::time::Duration;
-
 use aex::domain::{AgentId, DEFAULT_TENANT};
 use aex::ledger::watch::ChainWatch;
 use aex::ledger::{self, NewEvent};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{hello, spawn_app_with, TestApp};
+use crate::helpers::{hello, poll, spawn_app_with, TestApp, PATIENCE};
 
 async fn event_count(app: &TestApp) -> u64 {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
@@ -140,20 +138,20 @@ async fn a_forged_event_turns_aex_ledger_verify_ok_to_zero_on_metrics() {
             .await
             .unwrap();
     forge_attempt(&app, commit).await;
-    for _ in 0..100 {
-        if scrape().await.contains("\naex_ledger_verify_ok 0\n") {
-            let m: serde_json::Value = app
-                .get("/admin/metrics", Some(&app.operator_token))
-                .await
-                .json()
-                .await
-                .unwrap();
-            let check = &m["ledger"]["last_verification"];
-            assert_eq!(check["ok"], false);
-            assert_eq!(check["first_bad_event"]["id"], commit);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("aex_ledger_verify_ok never went to 0:\n{}", scrape().await);
+    poll("aex_ledger_verify_ok to go to 0", PATIENCE, || async {
+        scrape()
+            .await
+            .contains("\naex_ledger_verify_ok 0\n")
+            .then_some(())
+    })
+    .await;
+    let m: serde_json::Value = app
+        .get("/admin/metrics", Some(&app.operator_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let check = &m["ledger"]["last_verification"];
+    assert_eq!(check["ok"], false);
+    assert_eq!(check["first_bad_event"]["id"], commit);
 }

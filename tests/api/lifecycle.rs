@@ -8,14 +8,16 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::{hello, poll, spawn_app, PATIENCE};
 
 #[tokio::test]
 async fn a_pause_during_a_burst_stops_admissions_at_once_on_every_replica() {
     let app = Arc::new(spawn_app().await);
     let (second, second_base) = app.spawn_replica().await;
     let agent = app.create_agent("bursty", "1.00", json!({})).await;
-    app.mock.delay_ms.store(20, Ordering::SeqCst);
+    // Each of the 48 requests left after the twelfth answer takes 50 ms at the provider: the
+    // pause has some 600 ms (12 requests per worker) to land mid-burst, even on a loaded machine.
+    app.mock.delay_ms.store(50, Ordering::SeqCst);
     let done = Arc::new(AtomicUsize::new(0));
 
     // Four workers send requests back to back through both replicas; the pause lands mid-burst.
@@ -46,10 +48,10 @@ async fn a_pause_during_a_burst_stops_admissions_at_once_on_every_replica() {
     let pauser = {
         let (app, done) = (Arc::clone(&app), Arc::clone(&done));
         async move {
-            while done.load(Ordering::SeqCst) < 12 {
-                tokio::task::yield_now().await;
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
+            poll("twelve requests to be answered", PATIENCE, || async {
+                (done.load(Ordering::SeqCst) >= 12).then_some(())
+            })
+            .await;
             let r = app
                 .http
                 .post(format!("{}/admin/agents/{}/state", app.base, agent.id))

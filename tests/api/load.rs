@@ -1,7 +1,6 @@
 //! Load for fault tests: workers that send keyed chat requests back to back and record how each
-//! ended, and a bounded poll for the conditions tests wait on (never a bare sleep).
+//! ended.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,22 +9,6 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::helpers::hello;
-
-/// Polls `check` until it returns `Some`, failing the test after `within`.
-pub async fn poll<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// How one request ended.
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@ mod policy;
 mod private_pg;
 mod processes;
 mod propagation;
+mod provider_auth;
 mod rate_limits;
 mod recovery;
 mod security_plugins;

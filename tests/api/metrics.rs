@@ -4,13 +4,12 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use aex::domain::Scope;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app_with, TestApp};
+use crate::helpers::{hello, poll, spawn_app_with, TestApp, PATIENCE};
 
 /// Every metric family the issue and the Helm chart's alerts rely on.
 const EXPECTED_METRICS: &[&str] = &[
@@ -59,17 +58,15 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 /// Scrapes until `ready` accepts the text (the gauges are sampled in the background).
 async fn scrape_until(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
-    for _ in 0..100 {
-        let text = scrape(app).await;
-        if ready(&text) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "metrics never reached the expected state:\n{}",
-        scrape(app).await
-    );
+    poll(
+        "the sampled metrics to show the change",
+        PATIENCE,
+        || async {
+            let text = scrape(app).await;
+            ready(&text).then_some(text)
+        },
+    )
+    .await
 }
 
 /// Runs `promtool check metrics` on the exposition; `None` when promtool is not installed
@@ -423,23 +420,24 @@ async fn reservations_held_past_the_threshold_are_stale() {
     })
     .await;
     let agent = app.create_agent("waiting", "1.00", json!({})).await;
-    app.mock.delay_ms.store(1_500, Ordering::SeqCst);
+    // The provider holds the call until the test has looked.
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
     let call = app.spawn_chat(&agent.token);
-    let mut stale = 0;
-    for _ in 0..100 {
+    let totals = poll("a stale reservation in the totals", PATIENCE, || async {
         let m: Value = admin_metrics(&app, &app.operator_token, "")
             .await
             .json()
             .await
             .unwrap();
-        stale = m["totals"]["stale_reservations"].as_i64().unwrap();
-        if stale > 0 {
-            assert!(m["totals"]["reserved_micro_usd"].as_i64().unwrap() > 0);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(stale, 1, "the in-flight reservation is older than 0 s");
+        (m["totals"]["stale_reservations"].as_i64().unwrap() > 0).then(|| m["totals"].clone())
+    })
+    .await;
+    assert_eq!(
+        totals["stale_reservations"], 1,
+        "the in-flight reservation is older than 0 s"
+    );
+    assert!(totals["reserved_micro_usd"].as_i64().unwrap() > 0);
+    app.mock.open_gate();
     assert_eq!(call.await.unwrap().status(), StatusCode::OK);
     let m: Value = admin_metrics(&app, &app.operator_token, "")
         .await

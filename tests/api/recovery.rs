@@ -13,15 +13,10 @@ use crate::helpers::spawn_app;
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
     let app = spawn_app().await;
     let agent = app.create_agent("orphan", "1.00", json!({})).await;
-    app.mock.delay_ms.store(1_500, Ordering::SeqCst);
+    // The provider holds the call until the test lets it answer.
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
     let inflight = app.spawn_chat(&agent.token);
-    for _ in 0..100 {
-        if app.execution_states(agent.id).await == vec!["DISPATCHED"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(app.execution_states(agent.id).await, vec!["DISPATCHED"]);
+    app.await_execution_states(agent.id, &["DISPATCHED"]).await;
     let (_, held, _) = app.books(agent.id).await;
     assert!(held > 0);
 
@@ -30,8 +25,11 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .execute(&app.pool)
         .await
         .unwrap();
-    let gw = &app.server.as_ref().unwrap().gateway;
-    let report = reconciler::reconcile_once(gw).await.unwrap();
+    let books = &app.server.as_ref().unwrap().state.gateway.books;
+    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
+    let report = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
     assert_eq!(report.failed, 1);
     assert_eq!(app.execution_states(agent.id).await, vec!["FAILED"]);
     assert_eq!(app.books(agent.id).await.1, 0, "the hold is released");
@@ -43,6 +41,7 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
     assert_eq!(reason, "replica_lost");
 
     // The "lost" replica finishes its call: its settlement finds nothing to settle.
+    app.mock.open_gate();
     let resp = inflight.await.unwrap();
     assert_eq!(resp.status(), 200);
     let (spent, reserved, _) = app.books(agent.id).await;
@@ -54,7 +53,9 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .execute(&app.pool)
         .await
         .unwrap();
-    let report = reconciler::reconcile_once(gw).await.unwrap();
+    let report = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
     assert_eq!(report.failed + report.released, 0);
 }
 
@@ -66,14 +67,9 @@ async fn the_hold_and_the_dispatch_mark_commit_in_one_transaction() {
     // every row a transaction writes with its id (`xmin`), so one id across all four proves it.
     let app = spawn_app().await;
     let agent = app.create_agent("one-commit", "1.00", json!({})).await;
-    app.mock.delay_ms.store(1_000, Ordering::SeqCst);
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
     let inflight = app.spawn_chat(&agent.token);
-    for _ in 0..100 {
-        if app.execution_states(agent.id).await == vec!["DISPATCHED"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.await_execution_states(agent.id, &["DISPATCHED"]).await;
     let (execution_xid, provider, dispatched): (String, Option<String>, bool) = sqlx::query_as(
         "SELECT xmin::text, provider, dispatched_at IS NOT NULL FROM executions \
          WHERE agent_id = $1 AND state = 'DISPATCHED'",
@@ -101,6 +97,7 @@ async fn the_hold_and_the_dispatch_mark_commit_in_one_transaction() {
     .map(|w| (w.to_string(), execution_xid.clone()))
     .collect();
     assert_eq!(writes, expected);
+    app.mock.open_gate();
     assert_eq!(inflight.await.unwrap().status(), 200);
     app.assert_books_audit().await;
 }

@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, wait_ready, TestApp};
+use crate::helpers::{poll, spawn_app, spawn_app_with, wait_ready, TestApp, PATIENCE};
 use crate::tools::{execute, install, process_plugin, script, script_at};
 
 fn plugin_dir(app: &TestApp) -> PathBuf {
@@ -289,15 +289,12 @@ fn sleepers(arg: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Polls until `sleep <arg>` is (`present`) or is not running; false when that never happens.
-async fn await_sleepers(arg: &str, present: bool) -> bool {
-    for _ in 0..400 {
-        if sleepers(arg).is_empty() != present {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    false
+/// Waits until `sleep <arg>` is (`present`) or is not running.
+async fn await_sleepers(what: &str, arg: &str, present: bool) {
+    poll(what, PATIENCE, || async {
+        (sleepers(arg).is_empty() != present).then_some(())
+    })
+    .await;
 }
 
 async fn daemonising_plugins_leave_nothing_behind(app: TestApp, tags: [&str; 2]) {
@@ -329,14 +326,11 @@ async fn daemonising_plugins_leave_nothing_behind(app: TestApp, tags: [&str; 2])
                 async move { execute(&app, &token, json!({"tool_name": tool}), &[]).await },
             )
         };
-        assert!(await_sleepers(tag, true).await, "{tool} started its daemon");
+        await_sleepers(&format!("{tool} to start its daemon"), tag, true).await;
         let (got, v) = run.await.unwrap();
         assert_eq!(got, status, "{tool}: {v}");
-        assert!(
-            await_sleepers(tag, false).await,
-            "{tool}: `setsid sleep {tag}` outlived its run: {:?}",
-            sleepers(tag)
-        );
+        let what = format!("{tool}'s `setsid sleep {tag}` to end with its run");
+        await_sleepers(&what, tag, false).await;
     }
 }
 

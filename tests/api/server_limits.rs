@@ -13,11 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{hello, spawn_app_with, TestApp};
-use crate::load::poll;
-
-/// Longest any test here waits for the server to close something it must close.
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::helpers::{hello, poll, spawn_app_with, TestApp, PATIENCE};
 
 async fn app_with(tweak: impl FnOnce(&mut aex::config::ServerSettings)) -> TestApp {
     spawn_app_with(|s: &mut Settings| tweak(&mut s.server)).await

@@ -131,31 +131,12 @@ async fn a_provider_that_ignores_the_cap_and_reports_no_usage_is_billed_at_most_
         }
     }
     drop(events);
-    let commit = wait_for_event(&app, &id, "usage.commit").await;
+    let commit = app.await_ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["stream_end"], "client_disconnected");
     assert_eq!(commit["usage"], "estimated");
     assert_eq!(commit["completion_tokens"], 7, "{commit}");
     assert_eq!(app.books(agent.id).await.1, 0);
     app.assert_books_audit().await;
-}
-
-/// An event written by a settlement the client does not wait for (it went away first).
-async fn wait_for_event(app: &TestApp, execution_id: &str, event_type: &str) -> Value {
-    for _ in 0..200 {
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT payload FROM event_log WHERE execution_id = $1 AND event_type = $2",
-        )
-        .bind(execution_id)
-        .bind(event_type)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some(payload) = found {
-            return serde_json::from_str(&payload).unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no {event_type} event for {execution_id}");
 }
 
 #[tokio::test]

@@ -1,13 +1,12 @@
 //! Streaming chat and responses: relay, usage, disconnects, failures, replay.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, mini_cost, spawn_app, TestApp};
+use crate::helpers::{hello, mini_cost, poll, spawn_app, PATIENCE};
 
 fn streamed(mut body: Value) -> Value {
     body["stream"] = json!(true);
@@ -20,27 +19,6 @@ fn data_lines(text: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(str::to_owned)
         .collect()
-}
-
-async fn commit_payload(app: &TestApp, execution_id: &str) -> Value {
-    let text: String = sqlx::query_scalar(
-        "SELECT payload FROM event_log WHERE execution_id = $1 AND event_type = 'usage.commit'",
-    )
-    .bind(execution_id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-async fn wait_committed(app: &TestApp, agent: uuid::Uuid) {
-    for _ in 0..200 {
-        if app.execution_states(agent).await.last().map(String::as_str) == Some("COMMITTED") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the execution was never committed");
 }
 
 #[tokio::test]
@@ -90,8 +68,8 @@ async fn a_stream_is_relayed_in_order_with_the_alias_and_billed_from_provider_us
         "usage is always asked for"
     );
 
-    wait_committed(&app, agent.id).await;
-    let commit = commit_payload(&app, &id).await;
+    app.await_execution_states(agent.id, &["COMMITTED"]).await;
+    let commit = app.ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["usage"], "reported");
     assert_eq!(commit["stream_end"], "finished");
     let usage = json!({"prompt_tokens": commit["prompt_tokens"], "completion_tokens": commit["completion_tokens"]});
@@ -126,8 +104,8 @@ async fn without_provider_usage_the_streamed_output_is_counted_and_marked_estima
         .unwrap()
         .to_owned();
     resp.text().await.unwrap();
-    wait_committed(&app, agent.id).await;
-    let commit = commit_payload(&app, &id).await;
+    app.await_execution_states(agent.id, &["COMMITTED"]).await;
+    let commit = app.ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["usage"], "estimated");
     // " w" × 20 is 20 bytes: the byte bound of the mock's (non-OpenAI) tokenizer.
     assert_eq!(commit["completion_tokens"], 40);
@@ -141,7 +119,9 @@ async fn a_client_that_disconnects_mid_stream_is_billed_for_what_was_received_an
 ) {
     let app = spawn_app().await;
     let agent = app.create_agent("quitter", "1.00", json!({})).await;
-    app.mock.chunks.store(20, Ordering::SeqCst);
+    // 100 content chunks 100 ms apart (103 events with the role, usage and [DONE]): ten
+    // seconds, far longer than the server takes to see the client go even on a loaded machine.
+    app.mock.chunks.store(100, Ordering::SeqCst);
     app.mock.chunk_delay_ms.store(100, Ordering::SeqCst);
     let resp = app.chat(&agent.token, streamed(hello())).await;
     let id = resp.headers()["x-aex-execution-id"]
@@ -160,23 +140,26 @@ async fn a_client_that_disconnects_mid_stream_is_billed_for_what_was_received_an
     }
     drop(body); // the client goes away
 
-    wait_committed(&app, agent.id).await;
-    let commit = commit_payload(&app, &id).await;
+    app.await_execution_states(agent.id, &["COMMITTED"]).await;
+    let commit = app.ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["stream_end"], "client_disconnected");
     assert_eq!(commit["usage"], "estimated");
     assert!(commit["prompt_tokens"].as_u64().unwrap() > 0, "never zero");
     let (spent, reserved, _) = app.books(agent.id).await;
     assert!(spent > 0);
     assert_eq!(reserved, 0, "committed, not released");
-    // The upstream call was stopped: the mock sends nothing more.
+    // The upstream call was stopped: the mock saw its stream dropped before the end, so it
+    // can send nothing more.
+    poll("the upstream stream to be dropped", PATIENCE, || async {
+        (app.mock.streams_dropped.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
     let sent = app.mock.chunks_sent.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(app.mock.chunks_sent.load(Ordering::SeqCst), sent);
     assert!(
-        sent < 23,
+        sent < 103,
         "the stream did not run to its end: {sent} chunks sent"
     );
-    println!("disconnect: client read {seen} events, upstream sent {sent} of 23, billed {spent} micro-USD ({} completion tokens counted)", commit["completion_tokens"]);
+    println!("disconnect: client read {seen} events, upstream sent {sent} of 103, billed {spent} micro-USD ({} completion tokens counted)", commit["completion_tokens"]);
     app.assert_books_audit().await;
 }
 
@@ -202,7 +185,7 @@ async fn a_stream_cut_by_the_provider_ends_failed_and_charges_the_hold_as_ambigu
     assert!(!text.contains("[DONE]"), "the stream ends without [DONE]");
     // The client holds the last byte: the books are written.
     assert_eq!(app.execution_states(agent.id).await, vec!["FAILED"]);
-    let commit = commit_payload(&app, &id).await;
+    let commit = app.ledger_event(&id, "usage.commit").await;
     assert_eq!(commit["stream_end"], "upstream_failed");
     assert_eq!(
         commit["usage"], "ambiguous",
@@ -245,7 +228,7 @@ async fn a_streamed_result_replays_as_the_same_stream() {
         )
         .await;
     let first_text = first.text().await.unwrap();
-    wait_committed(&app, agent.id).await;
+    app.await_execution_states(agent.id, &["COMMITTED"]).await;
     let spent = app.books(agent.id).await.0;
 
     let again = app
@@ -300,18 +283,8 @@ async fn responses_stream_and_not_with_usage_from_input_and_output_tokens() {
     assert!(text.contains("event: response.completed"));
     let completed: Value = serde_json::from_str(data_lines(&text).last().unwrap()).unwrap();
     assert_eq!(completed["response"]["model"], "gpt-4o-mini");
-    wait_committed(&app, agent.id).await;
-    for _ in 0..100 {
-        if app
-            .execution_states(agent.id)
-            .await
-            .iter()
-            .all(|s| s == "COMMITTED")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.await_execution_states(agent.id, &["COMMITTED", "COMMITTED"])
+        .await;
     let (spent, reserved, _) = app.books(agent.id).await;
     assert_eq!(
         spent,

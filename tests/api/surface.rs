@@ -344,7 +344,7 @@ async fn cached_results_are_pruned_after_retention_and_the_execution_stays() {
             .status(),
         StatusCode::OK
     );
-    aex::cluster::reconciler::prune(&app.server.as_ref().unwrap().gateway)
+    aex::cluster::housekeeping::prune(&app.pool, 0)
         .await
         .unwrap();
     let (pruned, has_body): (bool, bool) = sqlx::query_as(

@@ -6,7 +6,7 @@ use aex::ledger::{checkpoint, verify};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{hello, poll, spawn_app, TestApp, PATIENCE};
 
 /// Runs `sql` with the append-only trigger disabled, as a superuser could.
 async fn tamper(app: &TestApp, sql: &str) {
@@ -290,17 +290,20 @@ async fn a_server_whose_ledger_fails_the_startup_gate_stays_unready() {
     tamper(&app, &format!("UPDATE event_log SET payload = '{{}}' WHERE chain_id = '{}' AND seq = (SELECT max(seq) FROM event_log WHERE chain_id = '{}')", chain(agent), chain(agent))).await;
     let server = aex::server::start(app.settings.clone()).await.unwrap();
     let base = format!("http://{}", server.addr);
-    let mut last = Value::Null;
-    for _ in 0..100 {
+    // Never ready, from the first answer on, until the gate has run and failed.
+    poll("the startup gate to fail", PATIENCE, || async {
         let r = app.http.get(format!("{base}/ready")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        last = r.json().await.unwrap();
-        if last["checks"]["startup_gate"] == false {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(last["checks"]["startup_gate"], false, "{last}");
+        let ready: Value = r.json().await.unwrap();
+        (ready["checks"]["startup_gate"] == false).then_some(())
+    })
+    .await;
+    let r = app.http.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a failed gate is final"
+    );
     server.shutdown();
     server.wait().await.unwrap();
 }

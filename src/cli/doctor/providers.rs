@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::{Check, EnvLookup};
-use crate::config::RoutingDocument;
+use crate::config::{ProviderRoute, RoutingDocument};
 
 /// How long a provider may take to answer its model list.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,33 +38,26 @@ pub async fn check_all(doc: &RoutingDocument, env: EnvLookup<'_>) -> Vec<Check> 
             .filter(|(_, m)| &m.provider == name)
             .map(|(alias, m)| (alias.as_str(), m.upstream_model.as_str()))
             .collect();
-        let provider = Provider {
-            name,
-            base_url: &provider.base_url,
-            api_key_env: provider.api_key_env.as_deref(),
+        // An entry that does not validate is the routing table check's finding; its URL and
+        // auth are not known well enough to call.
+        let Ok(provider) = ProviderRoute::from_doc(name, provider) else {
+            continue;
         };
         checks.extend(check_one(&http, &provider, &routed, env).await);
     }
     checks
 }
 
-/// What the checks need of a provider entry.
-struct Provider<'a> {
-    name: &'a str,
-    base_url: &'a str,
-    api_key_env: Option<&'a str>,
-}
-
 async fn check_one(
     http: &reqwest::Client,
-    provider: &Provider<'_>,
+    provider: &ProviderRoute,
     routed: &[(&str, &str)],
     env: EnvLookup<'_>,
 ) -> Vec<Check> {
-    let name = provider.name;
+    let name = provider.name.as_str();
     let label = format!("provider {name}");
     let mut checks = Vec::new();
-    let key = match provider.api_key_env {
+    let key = match provider.api_key_env.as_deref() {
         None => None,
         Some(var) => match env(var).filter(|v| !v.trim().is_empty()) {
             Some(key) => {
@@ -81,12 +74,10 @@ async fn check_one(
             }
         },
     };
-    let base = provider.base_url.trim_end_matches('/');
-    let url = format!("{base}/models");
-    let mut request = http.get(&url);
-    if let Some(key) = &key {
-        request = request.bearer_auth(key);
-    }
+    // Asked as the gateway asks: the key in the provider's header, its fixed headers and query
+    // parameters (Azure's api-version, Anthropic's anthropic-version).
+    let url = provider.url("/models");
+    let request = provider.authorize(http.get(&url), key.as_deref());
     let reach = format!("{label} reachable");
     let response = match request.send().await {
         Ok(r) => r,
@@ -104,7 +95,7 @@ async fn check_one(
         checks.push(Check::fail(
             reach,
             format!("GET {url} answered {status}: the provider refuses the key"),
-            match provider.api_key_env {
+            match provider.api_key_env.as_deref() {
                 Some(var) => format!("put a valid key in {var}"),
                 None => format!("set providers.{name}.api_key_env to the variable holding its key"),
             },

@@ -16,10 +16,10 @@ use crate::admin::agents::{
     self, AgentQuery, AgentResponse, CreateAgentRequest, CreatedAgentResponse,
 };
 use crate::admin::budgets::{self, BudgetChange, SetBudgetRequest, TopUpRequest};
+use crate::app_state::AppState;
 use crate::domain::AgentState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -34,9 +34,8 @@ pub async fn create_agent(
     AdminJson(req): AdminJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, Json<CreatedAgentResponse>)> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let gw = &state.gateway;
     let created =
-        agents::create_agent(&gw.pool, &gw.signer, &caller.principal, tenant, req).await?;
+        agents::create_agent(&state.pool, &state.signer, &caller.principal, tenant, req).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -49,9 +48,7 @@ pub async fn list_agents(
     AdminQuery(q): AdminQuery<AgentQuery>,
 ) -> Result<Json<Vec<AgentResponse>>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    Ok(Json(
-        agents::list_agents(&state.gateway.pool, tenant, &q).await?,
-    ))
+    Ok(Json(agents::list_agents(&state.pool, tenant, &q).await?))
 }
 
 /// Get one agent (by id or name) with its financials.
@@ -65,9 +62,7 @@ pub async fn get_agent(
     AdminQuery(q): AdminQuery<TenantQuery>,
 ) -> Result<Json<AgentResponse>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    Ok(Json(
-        agents::get_agent(&state.gateway.pool, tenant, &agent).await?,
-    ))
+    Ok(Json(agents::get_agent(&state.pool, tenant, &agent).await?))
 }
 
 /// Change an agent's limits, budget period or policy (a merge patch); a ledger event records
@@ -84,7 +79,7 @@ pub async fn update_agent(
     AdminJson(req): AdminJson<UpdateAgentRequest>,
 ) -> Result<Json<AgentResponse>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let pool = &state.gateway.pool;
+    let pool = &state.pool;
     Ok(Json(
         agent_changes::update_agent(pool, &caller.principal, tenant, &agent, req).await?,
     ))
@@ -103,10 +98,11 @@ pub async fn set_agent_state(
     AdminJson(req): AdminJson<SetStateRequest>,
 ) -> Result<Json<StateChangeResponse>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let gw = &state.gateway;
+    let (pool, revocations) = (&state.pool, &state.revocations);
     let by = &caller.principal;
     Ok(Json(
-        agent_changes::change_state(gw, by, tenant, &agent, req.state, req.reason).await?,
+        agent_changes::change_state(pool, revocations, by, tenant, &agent, req.state, req.reason)
+            .await?,
     ))
 }
 
@@ -128,7 +124,16 @@ pub async fn decommission_agent(
     let next = AgentState::Decommissioned;
     let by = &caller.principal;
     Ok(Json(
-        agent_changes::change_state(&state.gateway, by, tenant, &agent, next, reason).await?,
+        agent_changes::change_state(
+            &state.pool,
+            &state.revocations,
+            by,
+            tenant,
+            &agent,
+            next,
+            reason,
+        )
+        .await?,
     ))
 }
 
@@ -148,7 +153,7 @@ pub async fn top_up_agent(
     let change = BudgetChange::top_up(&req)?;
     let by = &caller.principal;
     Ok(Json(
-        budgets::change_budget(&state.gateway.pool, by, tenant, &agent, change).await?,
+        budgets::change_budget(&state.pool, by, tenant, &agent, change).await?,
     ))
 }
 
@@ -168,7 +173,7 @@ pub async fn set_agent_budget(
     let change = BudgetChange::set(&req)?;
     let by = &caller.principal;
     Ok(Json(
-        budgets::change_budget(&state.gateway.pool, by, tenant, &agent, change).await?,
+        budgets::change_budget(&state.pool, by, tenant, &agent, change).await?,
     ))
 }
 
@@ -188,7 +193,16 @@ pub async fn rotate_agent_token(
     let req = req.unwrap_or_default();
     let by = &caller.principal;
     Ok(Json(
-        agent_tokens::rotate_agent_token(&state.gateway, by, tenant, &agent, req).await?,
+        agent_tokens::rotate_agent_token(
+            &state.pool,
+            &state.signer,
+            &state.revocations,
+            by,
+            tenant,
+            &agent,
+            req,
+        )
+        .await?,
     ))
 }
 
@@ -208,6 +222,14 @@ pub async fn revoke_agent_tokens(
     let reason = req.and_then(|r| r.reason);
     let by = &caller.principal;
     Ok(Json(
-        agent_tokens::revoke_agent_tokens(&state.gateway, by, tenant, &agent, reason).await?,
+        agent_tokens::revoke_agent_tokens(
+            &state.pool,
+            &state.revocations,
+            by,
+            tenant,
+            &agent,
+            reason,
+        )
+        .await?,
     ))
 }

@@ -9,10 +9,10 @@ use super::AdminErrors;
 use crate::admin::config::{
     self, ActiveConfigResponse, ConfigVersionResponse, ReloadConfigRequest, ReloadConfigResponse,
 };
+use crate::app_state::AppState;
 use crate::domain::TenantId;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -34,7 +34,9 @@ pub async fn get_config(
     AdminQuery(q): AdminQuery<ConfigQuery>,
 ) -> Result<Json<ActiveConfigResponse>> {
     let tenant = caller.visible(q.tenant_id)?;
-    Ok(Json(config::get_active(&state.gateway, tenant).await?))
+    Ok(Json(
+        config::get_active(&state.pool, &state.routing, tenant).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -54,7 +56,7 @@ pub async fn list_config_versions(
     AdminQuery(q): AdminQuery<VersionsQuery>,
 ) -> Result<Json<Vec<ConfigVersionResponse>>> {
     Ok(Json(
-        config::list_versions(&state.gateway.pool, &caller.principal, q.limit).await?,
+        config::list_versions(&state.pool, &caller.principal, q.limit).await?,
     ))
 }
 
@@ -71,6 +73,13 @@ pub async fn reload_config(
 ) -> Result<Json<ReloadConfigResponse>> {
     let req = req.unwrap_or_default();
     Ok(Json(
-        config::reload(&state.gateway, &caller.principal, req).await?,
+        config::reload(
+            &state.pool,
+            &state.routing,
+            &state.settings.models_file_path(),
+            &caller.principal,
+            req,
+        )
+        .await?,
     ))
 }

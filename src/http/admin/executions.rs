@@ -5,9 +5,9 @@ use axum::Json;
 
 use super::{AdminErrors, TenantQuery};
 use crate::admin::executions::{self, ExecutionDetail, ExecutionQuery, ExecutionResponse};
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminPath, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -21,7 +21,7 @@ pub async fn list_executions(
 ) -> Result<Json<Vec<ExecutionResponse>>> {
     let tenant = caller.tenant(q.tenant_id)?;
     Ok(Json(
-        executions::list_executions(&state.gateway.pool, tenant, q).await?,
+        executions::list_executions(&state.pool, tenant, q).await?,
     ))
 }
 
@@ -37,6 +37,6 @@ pub async fn get_execution(
 ) -> Result<Json<ExecutionDetail>> {
     let tenant = caller.tenant(q.tenant_id)?;
     Ok(Json(
-        executions::get_execution(&state.gateway.pool, tenant, &execution).await?,
+        executions::get_execution(&state.pool, tenant, &execution).await?,
     ))
 }

@@ -10,10 +10,10 @@ use super::AdminErrors;
 use crate::admin::ledger::{self, CheckpointResponse, CheckpointWritten, EventQuery, LedgerEvent};
 use crate::admin::replay::{self, ReplayReport, TimelineEvent};
 use crate::admin::AdminError;
+use crate::app_state::AppState;
 use crate::domain::TenantId;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminQuery};
-use crate::http::AppState;
 use crate::ledger::verify::{self, VerifyReport};
 
 type Result<T> = std::result::Result<T, AdminApiError>;
@@ -28,7 +28,7 @@ pub async fn list_ledger_events(
 ) -> Result<Json<Vec<LedgerEvent>>> {
     q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        ledger::list_events(&state.gateway.pool, &caller.principal, q).await?,
+        ledger::list_events(&state.pool, &caller.principal, q).await?,
     ))
 }
 
@@ -49,12 +49,11 @@ pub async fn verify_ledger(
     caller: AdminCaller,
     AdminQuery(q): AdminQuery<VerifyQuery>,
 ) -> Result<Json<VerifyReport>> {
-    let gw = &state.gateway;
-    let keys = &gw.settings.auth.keys;
+    let keys = &state.settings.auth.keys;
     let report = match caller.visible(q.tenant_id)? {
-        Some(tenant) => verify::verify_tenant(&gw.pool, keys, tenant).await?,
+        Some(tenant) => verify::verify_tenant(&state.pool, keys, tenant).await?,
         None => {
-            let report = verify::verify_all(&gw.pool, keys).await?;
+            let report = verify::verify_all(&state.pool, keys).await?;
             state.observed.record_verification(&report);
             report
         }
@@ -71,7 +70,13 @@ pub async fn write_checkpoint(
     caller: AdminCaller,
 ) -> Result<Json<CheckpointWritten>> {
     Ok(Json(
-        ledger::write_checkpoint(&state.gateway, &caller.principal).await?,
+        ledger::write_checkpoint(
+            &state.pool,
+            &state.settings.auth,
+            state.replica_id,
+            &caller.principal,
+        )
+        .await?,
     ))
 }
 
@@ -83,7 +88,7 @@ pub async fn get_latest_checkpoint(
     caller: AdminCaller,
 ) -> Result<Json<CheckpointResponse>> {
     Ok(Json(
-        ledger::latest_checkpoint(&state.gateway.pool, &caller.principal).await?,
+        ledger::latest_checkpoint(&state.pool, &caller.principal).await?,
     ))
 }
 
@@ -107,7 +112,7 @@ pub async fn get_replay(
     caller: AdminCaller,
     AdminQuery(q): AdminQuery<ReplayQuery>,
 ) -> Result<Response> {
-    let pool = &state.gateway.pool;
+    let pool = &state.pool;
     if let Some(execution_id) = q.execution_id {
         let tenant = caller.tenant(q.tenant_id)?;
         let events: Vec<TimelineEvent> = replay::timeline(pool, tenant, &execution_id)
@@ -119,7 +124,7 @@ pub async fn get_replay(
         return Ok(Json(events).into_response());
     }
     let scope = caller.visible(q.tenant_id)?;
-    let keys = &state.gateway.settings.auth.keys;
+    let keys = &state.settings.auth.keys;
     let report = replay::replay(pool, scope, keys)
         .await
         .map_err(AdminError::from)?;

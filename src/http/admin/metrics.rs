@@ -8,10 +8,10 @@ use utoipa::IntoParams;
 use super::AdminErrors;
 use crate::admin::metrics::MetricsSummary;
 use crate::admin::{self, AdminError};
+use crate::app_state::AppState;
 use crate::domain::TenantId;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminQuery};
-use crate::http::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -31,9 +31,8 @@ pub async fn get_admin_metrics(
     AdminQuery(q): AdminQuery<MetricsQuery>,
 ) -> Result<Json<MetricsSummary>, AdminApiError> {
     let tenant = caller.visible(q.tenant_id)?;
-    let gw = &state.gateway;
-    let stale = gw.settings.metrics.stale_reservation_seconds;
-    let summary = admin::metrics::summary(&gw.pool, &state.observed, stale, tenant)
+    let stale = state.settings.metrics.stale_reservation_seconds;
+    let summary = admin::metrics::summary(&state.pool, &state.observed, stale, tenant)
         .await
         .map_err(AdminError::from)?;
     Ok(Json(summary))

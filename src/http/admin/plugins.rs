@@ -7,9 +7,9 @@ use axum::Json;
 
 use super::{AdminErrors, TenantQuery};
 use crate::admin::plugins::{self, InstallPluginRequest, PluginResponse};
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -28,7 +28,7 @@ pub async fn install_plugin(
     let tenant = caller.tenant(q.tenant_id)?;
     let by = &caller.principal;
     let installed =
-        plugins::install_plugin(&state.gateway.pool, &state.gateway.tools, by, tenant, req).await?;
+        plugins::install_plugin(&state.pool, &state.gateway.tools, by, tenant, req).await?;
     Ok((StatusCode::CREATED, Json(installed)))
 }
 
@@ -41,9 +41,7 @@ pub async fn list_plugins(
     AdminQuery(q): AdminQuery<TenantQuery>,
 ) -> Result<Json<Vec<PluginResponse>>> {
     let tenant = caller.tenant(q.tenant_id)?;
-    Ok(Json(
-        plugins::list_plugins(&state.gateway.pool, tenant).await?,
-    ))
+    Ok(Json(plugins::list_plugins(&state.pool, tenant).await?))
 }
 
 /// Enable a plugin installed for the tenant (its admin or an operator).
@@ -82,6 +80,6 @@ async fn set_enabled(
     let tenant = caller.tenant(q.tenant_id)?;
     let by = &caller.principal;
     Ok(Json(
-        plugins::set_enabled(&state.gateway.pool, by, tenant, &plugin, enabled).await?,
+        plugins::set_enabled(&state.pool, by, tenant, &plugin, enabled).await?,
     ))
 }

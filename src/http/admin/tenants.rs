@@ -6,9 +6,9 @@ use axum::Json;
 
 use super::AdminErrors;
 use crate::admin::tenants::{self, CreateTenantRequest, TenantResponse, UpdateTenantRequest};
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -20,7 +20,7 @@ pub async fn create_tenant(
     caller: AdminCaller,
     AdminJson(req): AdminJson<CreateTenantRequest>,
 ) -> Result<(StatusCode, Json<TenantResponse>)> {
-    let created = tenants::create_tenant(&state.gateway.pool, &caller.principal, req).await?;
+    let created = tenants::create_tenant(&state.pool, &caller.principal, req).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -32,7 +32,7 @@ pub async fn list_tenants(
     caller: AdminCaller,
 ) -> Result<Json<Vec<TenantResponse>>> {
     Ok(Json(
-        tenants::list_tenants(&state.gateway.pool, &caller.principal).await?,
+        tenants::list_tenants(&state.pool, &caller.principal).await?,
     ))
 }
 
@@ -46,7 +46,7 @@ pub async fn get_tenant(
     AdminPath(tenant): AdminPath<String>,
 ) -> Result<Json<TenantResponse>> {
     Ok(Json(
-        tenants::get_tenant(&state.gateway.pool, &caller.principal, &tenant).await?,
+        tenants::get_tenant(&state.pool, &caller.principal, &tenant).await?,
     ))
 }
 
@@ -62,7 +62,7 @@ pub async fn update_tenant(
     AdminPath(tenant): AdminPath<String>,
     AdminJson(req): AdminJson<UpdateTenantRequest>,
 ) -> Result<Json<TenantResponse>> {
-    let pool = &state.gateway.pool;
+    let pool = &state.pool;
     Ok(Json(
         tenants::update_tenant(pool, &caller.principal, &tenant, req).await?,
     ))

@@ -11,9 +11,9 @@ use super::{AdminErrors, TenantQuery};
 use crate::admin::tokens::{
     self, IssueTokenRequest, IssuedTokenResponse, TokenQuery, TokenResponse,
 };
+use crate::app_state::AppState;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -29,7 +29,8 @@ pub async fn issue_token(
     AdminJson(req): AdminJson<IssueTokenRequest>,
 ) -> Result<(StatusCode, Json<IssuedTokenResponse>)> {
     let tenant = q.tenant_id.or(caller.tenant_header);
-    let issued = tokens::issue_token(&state.gateway, &caller.principal, tenant, req).await?;
+    let issued =
+        tokens::issue_token(&state.pool, &state.signer, &caller.principal, tenant, req).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -43,7 +44,7 @@ pub async fn list_tokens(
 ) -> Result<Json<Vec<TokenResponse>>> {
     q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        tokens::list_tokens(&state.gateway.pool, &caller.principal, &q).await?,
+        tokens::list_tokens(&state.pool, &caller.principal, &q).await?,
     ))
 }
 
@@ -71,7 +72,7 @@ pub async fn revoke_token(
     let reason = req.and_then(|r| r.reason);
     let by = &caller.principal;
     Ok(Json(
-        tokens::revoke_token(&state.gateway, by, tenant, jti, reason).await?,
+        tokens::revoke_token(&state.pool, &state.revocations, by, tenant, jti, reason).await?,
     ))
 }
 
@@ -87,6 +88,14 @@ pub async fn rotate_token(
 ) -> Result<Json<IssuedTokenResponse>> {
     let tenant = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        tokens::rotate_token(&state.gateway, &caller.principal, tenant, jti).await?,
+        tokens::rotate_token(
+            &state.pool,
+            &state.signer,
+            &state.revocations,
+            &caller.principal,
+            tenant,
+            jti,
+        )
+        .await?,
     ))
 }

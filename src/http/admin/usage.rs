@@ -8,10 +8,10 @@ use utoipa::IntoParams;
 use super::AdminErrors;
 use crate::admin::activity::{self, ActivityItem};
 use crate::admin::usage::{self, UsageQuery, UsageSummary};
+use crate::app_state::AppState;
 use crate::domain::TenantId;
 use crate::http::error::AdminApiError;
 use crate::http::extract::{AdminCaller, AdminQuery};
-use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
@@ -25,7 +25,7 @@ pub async fn get_usage(
 ) -> Result<Json<UsageSummary>> {
     q.tenant_id = q.tenant_id.or(caller.tenant_header);
     Ok(Json(
-        usage::summarise(&state.gateway.pool, &caller.principal, q).await?,
+        usage::summarise(&state.pool, &caller.principal, q).await?,
     ))
 }
 
@@ -52,6 +52,6 @@ pub async fn get_activity(
     let tenant = q.tenant_id.or(caller.tenant_header);
     let by = &caller.principal;
     Ok(Json(
-        activity::recent(&state.gateway.pool, by, tenant, q.before_id, q.limit).await?,
+        activity::recent(&state.pool, by, tenant, q.before_id, q.limit).await?,
     ))
 }

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::observed::{BooksSample, Observed};
 use crate::config::Settings;
-use crate::gateway::Gateway;
 use crate::ledger::watch::ChainWatch;
 use crate::store::stats;
 
@@ -48,10 +47,15 @@ pub async fn sample_once(
 }
 
 /// Samples until cancelled.
-pub async fn sample_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: CancellationToken) {
-    let every = Duration::from_secs(gw.settings.metrics.sample_interval_seconds.max(1));
+pub async fn sample_loop(
+    pool: PgPool,
+    settings: Arc<Settings>,
+    observed: Arc<Observed>,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(settings.metrics.sample_interval_seconds.max(1));
     loop {
-        if let Err(e) = sample_once(&gw.pool, &gw.settings, &observed).await {
+        if let Err(e) = sample_once(&pool, &settings, &observed).await {
             tracing::warn!(error = %e, "sampling the metrics gauges failed");
         }
         tokio::select! {
@@ -64,8 +68,13 @@ pub async fn sample_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: Cancel
 /// Verifies what was appended every `ledger.verify_interval_seconds`, and every chain from the
 /// start every `ledger.full_verify_interval_seconds` (and on the first pass); does nothing when
 /// the interval is 0.
-pub async fn verify_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: CancellationToken) {
-    let ledger = &gw.settings.ledger;
+pub async fn verify_loop(
+    pool: PgPool,
+    settings: Arc<Settings>,
+    observed: Arc<Observed>,
+    stop: CancellationToken,
+) {
+    let ledger = &settings.ledger;
     if ledger.verify_interval_seconds == 0 {
         return;
     }
@@ -85,7 +94,7 @@ pub async fn verify_loop(gw: Arc<Gateway>, observed: Arc<Observed>, stop: Cancel
             watch.reset();
             last_full = tokio::time::Instant::now();
         }
-        match watch.verify_new(&gw.pool).await {
+        match watch.verify_new(&pool).await {
             Ok(report) => {
                 let newly_bad = observed.ledger().is_none_or(|before| before.ok);
                 if let (Some(bad), true) = (&report.first_bad_event, newly_bad) {

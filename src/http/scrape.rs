@@ -6,7 +6,8 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use sqlx::PgPool;
 
-use super::{Observed, METRICS};
+use crate::cluster::observed::Observed;
+use crate::metrics::METRICS;
 
 /// What a scrape reads besides the registry.
 pub struct ScrapeInputs<'a> {
