@@ -403,17 +403,25 @@ async fn drive(
     ))
 }
 
-/// One governed request's transactions through AEX's store functions as they were when issue 17
-/// was opened: Postgres hashes the events.
-async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
-    let tenant = TenantId(f.tenant);
-    let agent = AgentId(r.agent);
+/// BEGIN and the tenant's read, as admission starts.
+async fn begin_admission(
+    pool: &PgPool,
+    tenant: TenantId,
+) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await?;
     let (_limited, _policy): (bool, sqlx::types::Json<serde_json::Value>) =
         sqlx::query_as(SQL_TENANT)
             .bind(tenant)
             .fetch_one(&mut *tx)
             .await?;
+    Ok(tx)
+}
+
+/// One governed request's transactions through AEX's store functions as they were when issue 17
+/// was opened: Postgres hashes the events.
+async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
+    let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
+    let mut tx = begin_admission(pool, tenant).await?;
     let row = aex::store::agents::lock_agent(&mut tx, tenant, agent).await?;
     anyhow::ensure!(row.remaining_micro_usd() > 14, "agent out of budget");
     holds::hold_hashed_in_sql(
@@ -435,14 +443,8 @@ async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow
 /// One governed request's transactions through AEX's store functions now: the replica hashes the
 /// admission's events; the settlement is `aex_settle`, one statement, as before.
 async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
-    let tenant = TenantId(f.tenant);
-    let agent = AgentId(r.agent);
-    let mut tx = pool.begin().await?;
-    let (_limited, _policy): (bool, sqlx::types::Json<serde_json::Value>) =
-        sqlx::query_as(SQL_TENANT)
-            .bind(tenant)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
+    let mut tx = begin_admission(pool, tenant).await?;
     let locked =
         aex::store::agents::lock_agent_chain(&mut tx, tenant, agent, (&r.chain, r.lock_key))
             .await?;

@@ -120,7 +120,7 @@ export BENCH_ADMIN_TOKEN=$operator_token
 # that both meet the machine in the same state. aex is stopped meanwhile: 64 clients next to its
 # idle pool would pass a shared server's max_connections.
 psql "$DATABASE_URL" -qXc "CREATE DATABASE $ceiling_db" >/dev/null
-AEX_DATABASE_URL=$server/$ceiling_db "$AEX" migrate >/dev/null
+AEX_DATABASE_URL=$server/$ceiling_db AEX_MIGRATION_DATABASE_URL=$server/$ceiling_db "$AEX" migrate >/dev/null
 psql "$server/$ceiling_db" -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO replicas (id, hostname, version) VALUES (gen_random_uuid(), 'pgbench', 'bench');
 INSERT INTO agents (id, tenant_id, name, budget_micro_usd)

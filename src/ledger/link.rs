@@ -1,6 +1,6 @@
-//! Hashing events in the replica (issue 17): the hot path reads a chain's tail under the chain's
-//! advisory lock (`aex_lock_agent_chain`, `aex_settle_open`), links its events to it here with the
-//! canonical encoding v1, and Postgres only inserts the rows. The verifier recomputes every hash
+//! Hashing events in the replica (issue 17): admission reads its agent chain's tail under the
+//! chain's advisory lock (`aex_lock_agent_chain`), links its events to it here with the canonical
+//! encoding v1, and Postgres only inserts the rows. The verifier recomputes every hash
 //! from the stored fields, so what is computed here is checked exactly as before.
 
 use chrono::{DateTime, SubsecRound, Utc};
