@@ -42,6 +42,44 @@ uuid_id!(
     ReplicaId
 );
 
+/// A state or period stored as its text (`as_str`), decoded once at the store boundary: a row
+/// holds the enum, so no logic above the store compares strings. A stored value the enum does
+/// not know is a decoding error, not a silent default.
+macro_rules! text_enum {
+    ($name:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse::<$name>()?)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+
+text_enum!(AgentState);
+text_enum!(ExecutionState);
+text_enum!(BudgetPeriod);
+
 /// The `default` tenant, seeded by the first migration.
 pub const DEFAULT_TENANT: TenantId = TenantId(Uuid::from_u128(1));
 
@@ -244,6 +282,8 @@ pub enum CallRoute {
     Responses,
     Embeddings,
     ToolsExecute,
+    /// Anthropic's Messages API, served natively by an `anthropic` provider.
+    Messages,
 }
 
 impl CallRoute {
@@ -253,6 +293,7 @@ impl CallRoute {
             CallRoute::Responses => "/v1/responses",
             CallRoute::Embeddings => "/v1/embeddings",
             CallRoute::ToolsExecute => "/v1/tools/execute",
+            CallRoute::Messages => "/v1/messages",
         }
     }
 
@@ -263,6 +304,7 @@ impl CallRoute {
             CallRoute::Responses => "/responses",
             CallRoute::Embeddings => "/embeddings",
             CallRoute::ToolsExecute => "/tools/execute",
+            CallRoute::Messages => "/messages",
         }
     }
 }

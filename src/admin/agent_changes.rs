@@ -66,9 +66,7 @@ pub async fn update_agent(
     let settings = AgentSettings {
         rpm_limit: req.rpm.unwrap_or(before.rpm_limit),
         tpm_limit: req.tpm.unwrap_or(before.tpm_limit),
-        budget_period: req
-            .period
-            .map_or_else(|| before.budget_period.clone(), |p| p.as_str().to_owned()),
+        budget_period: req.period.unwrap_or(before.budget_period),
         policy,
     };
     let mut after = agent_settings::update_settings(&mut tx, tenant_id, before.id, &settings)
@@ -81,7 +79,7 @@ pub async fn update_agent(
         NewEvent::for_agent(tenant_id, after.id, "agent.updated", None, payload),
     )
     .await?;
-    if let Some(period) = req.period.filter(|p| p.as_str() != before.budget_period) {
+    if let Some(period) = req.period.filter(|p| *p != before.budget_period) {
         // `spent` counts the new period from now on: what was committed since its start (all of
         // it, for a lifetime budget), a money change recorded like a period's end.
         let start = period_start(period, Utc::now()).unwrap_or(after.period_started_at);
@@ -131,7 +129,7 @@ pub async fn change_state(
     }
     let mut tx = pool.begin().await?;
     let before = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
-    let current: AgentState = before.state.parse().map_err(anyhow::Error::msg)?;
+    let current = before.state;
     if !current.can_become(next) {
         let allowed: Vec<&str> = AgentState::ALL
             .into_iter()
@@ -150,7 +148,7 @@ pub async fn change_state(
             }
         )));
     }
-    let after = agent_settings::set_state(&mut tx, tenant_id, before.id, next.as_str())
+    let after = agent_settings::set_state(&mut tx, tenant_id, before.id, next)
         .await
         .map_err(AdminError::from_store("agent"))?;
     let decommissioned = next == AgentState::Decommissioned;

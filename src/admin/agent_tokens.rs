@@ -67,7 +67,7 @@ pub async fn rotate_agent_token(
     let ttl = token_ttl("ttl_hours", req.ttl_hours)?;
     let mut tx = pool.begin().await?;
     let agent = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
-    if agent.state == AgentState::Decommissioned.as_str() {
+    if agent.state == AgentState::Decommissioned {
         return Err(AdminError::Conflict(
             "the agent is decommissioned: it cannot get new tokens".into(),
         ));

@@ -220,7 +220,8 @@ LIMIT $1";
 /// Invariant 6, per execution: a cost above the hold needs its commit event to show usage the
 /// provider reported beyond what the hold covered (more prompt tokens than its input bound, or
 /// more completion tokens than its output bound — the cap × choices — read from the
-/// `reservation.reserved` event), whatever the event calls it. Anything else (AEX's own count, an ambiguous outcome, a row edited after
+/// `reservation.reserved` event, or more hosted-tool calls than the `max_tool_calls` sent),
+/// whatever the event calls it. Anything else (AEX's own count, an ambiguous outcome, a row edited after
 /// the fact) fails.
 const EXECUTION_OVER_HOLD: &str = "\
 SELECT e.execution_key || ' (attempt ' || r.attempt || '): cost ' || r.actual_micro_usd \
@@ -240,7 +241,9 @@ WHERE r.state = 'COMMITTED' AND r.actual_micro_usd > r.estimate_micro_usd AND NO
         OR (c.payload::jsonb ->> 'completion_tokens')::numeric \
              > COALESCE((h.payload::jsonb ->> 'output_tokens_bound')::numeric, \
                  COALESCE((h.payload::jsonb ->> 'output_cap')::numeric, 0) \
-                 * COALESCE((h.payload::jsonb ->> 'choices')::numeric, 1)))) \
+                 * COALESCE((h.payload::jsonb ->> 'choices')::numeric, 1)) \
+        OR COALESCE((c.payload::jsonb ->> 'hosted_tool_calls')::numeric, 0) \
+             > COALESCE((c.payload::jsonb ->> 'hosted_tool_calls_bound')::numeric, 0))) \
 LIMIT $1";
 
 /// Invariant 8 on the live rows: a tenant's `spent` (the sum of its agents' lifetime counters)

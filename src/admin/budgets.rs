@@ -60,7 +60,7 @@ pub async fn change_budget(
 ) -> Result<AgentResponse, AdminError> {
     let mut tx = pool.begin().await?;
     let before = find_agent(&mut tx, tenant_id, id_or_name, true).await?;
-    if before.state == AgentState::Decommissioned.as_str() {
+    if before.state == AgentState::Decommissioned {
         return Err(AdminError::Conflict(
             "the agent is decommissioned: its budget is closed".into(),
         ));

@@ -208,10 +208,7 @@ pub async fn reload(
     let models: Vec<String> = table.aliases().into_iter().map(str::to_owned).collect();
     let mut tx = pool.begin().await?;
     // Serialised with startup imports, so two writers never interleave versions.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(locks::CONFIG_IMPORT)
-        .execute(&mut *tx)
-        .await?;
+    locks::lock(&mut tx, locks::CONFIG_IMPORT).await?;
     let active = store::get_active(&mut tx).await?;
     let previous = active.as_ref().map(|a| a.version);
     if let Some(a) = active.filter(|a| a.content_hash == table.content_hash) {

@@ -144,9 +144,7 @@ pub async fn summary(
     let mut conn = pool.acquire().await?;
     // One snapshot, so that the totals, the agents and the histogram agree with each other.
     let mut tx = conn.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    stats::snapshot(&mut tx).await?;
     let totals = stats::totals(&mut tx, tenant).await?;
     let stale_reservations =
         stats::count_stale_reservations(&mut tx, tenant, now - TimeDelta::seconds(stale_after))

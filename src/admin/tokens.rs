@@ -143,7 +143,7 @@ pub async fn issue_token(
         }
         (Scope::Execution | Scope::ReadOnly, Some(name)) => {
             let a = find_agent(&mut tx, tenant_id, name, true).await?;
-            if a.state == AgentState::Decommissioned.as_str() {
+            if a.state == AgentState::Decommissioned {
                 return Err(AdminError::Conflict(
                     "the agent is decommissioned: it cannot get new tokens".into(),
                 ));

@@ -36,10 +36,7 @@ pub async fn import_file(pool: &sqlx::PgPool, path: &Path) -> Result<i64, Config
         }
     };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(locks::CONFIG_IMPORT)
-        .execute(&mut *tx)
-        .await?;
+    locks::lock(&mut tx, locks::CONFIG_IMPORT).await?;
     let active = config_versions::get_active(&mut tx).await?;
     let version = match (text, active) {
         (None, Some(active)) => active.version,

@@ -38,11 +38,7 @@ pub async fn reconcile_once(
 ) -> Result<ReconcileReport, sqlx::Error> {
     // The transaction only holds the singleton lock; each execution is settled in its own.
     let mut lock_tx = books.pool.begin().await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(locks::RECONCILER)
-        .fetch_one(&mut *lock_tx)
-        .await?;
-    if !got {
+    if !locks::try_lock(&mut lock_tx, locks::RECONCILER).await? {
         return Ok(ReconcileReport {
             skipped: true,
             ..ReconcileReport::default()
@@ -77,9 +73,9 @@ pub async fn reconcile_once(
 }
 
 async fn settle_orphan(books: &Books, e: &ExecutionRow) -> Result<ExecutionState, sqlx::Error> {
-    let (state, reason) = match e.state.as_str() {
-        "RESERVED" => (ExecutionState::Released, "replica_lost_before_dispatch"),
-        "DISPATCHED" => (ExecutionState::Failed, "replica_lost"),
+    let (state, reason) = match e.state {
+        ExecutionState::Reserved => (ExecutionState::Released, "replica_lost_before_dispatch"),
+        ExecutionState::Dispatched => (ExecutionState::Failed, "replica_lost"),
         _ => (ExecutionState::Failed, "replica_lost_while_reserving"),
     };
     let settled = settlement::release_orphan(books, e, state, reason).await?;
@@ -101,11 +97,7 @@ async fn fail_without_hold(
     let Some(current) = executions::lock_execution(&mut tx, e.id).await? else {
         return Ok(());
     };
-    if current
-        .state
-        .parse::<ExecutionState>()
-        .is_ok_and(ExecutionState::is_terminal)
-    {
+    if current.state.is_terminal() {
         return Ok(());
     }
     executions::finish_unheld(&mut tx, e.id, state.as_str(), reason).await?;

@@ -2,6 +2,7 @@
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
 mod live_routing;
+mod prices;
 mod provider;
 mod routing;
 mod routing_error;
@@ -9,6 +10,7 @@ mod secret;
 mod settings;
 
 pub use live_routing::LiveRouting;
+pub use prices::InputTokens;
 pub use provider::{
     KeyHeader, ProviderDoc, ProviderKind, ProviderRoute, DEFAULT_ANTHROPIC_VERSION,
 };

@@ -33,6 +33,12 @@ pub struct ModelDoc {
     pub input_usd_per_million: String,
     #[serde(default)]
     pub output_usd_per_million: Option<String>,
+    /// Decimal USD per million cached input tokens (cache reads); unset: the input price.
+    #[serde(default)]
+    pub cached_input_usd_per_million: Option<String>,
+    /// Decimal USD per million input tokens written to the cache; unset: the input price.
+    #[serde(default)]
+    pub cache_write_usd_per_million: Option<String>,
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
     #[serde(default)]
@@ -131,6 +137,9 @@ pub struct ModelRoute {
     pub upstream_model: String,
     pub input_price: PricePerMillion,
     pub output_price: PricePerMillion,
+    /// Cache-read and cache-write prices (`config::prices`); `None`: the input price.
+    pub cached_input_price: Option<PricePerMillion>,
+    pub cache_write_price: Option<PricePerMillion>,
     pub max_output_tokens: Option<u32>,
     pub capabilities: Vec<Capability>,
     pub fallbacks: Vec<String>,
@@ -193,6 +202,17 @@ impl RoutingTable {
                 Some(text) => price("output_usd_per_million", text)?,
                 None => PricePerMillion(0),
             };
+            let optional_price = |field: &str, text: &Option<String>| {
+                text.as_deref().map(|t| price(field, t)).transpose()
+            };
+            let cached_input_price = optional_price(
+                "cached_input_usd_per_million",
+                &m.cached_input_usd_per_million,
+            )?;
+            let cache_write_price = optional_price(
+                "cache_write_usd_per_million",
+                &m.cache_write_usd_per_million,
+            )?;
             if m.capabilities.is_empty() {
                 return Err(invalid(
                     format!("{key}.capabilities"),
@@ -253,6 +273,8 @@ impl RoutingTable {
                     upstream_model: m.upstream_model.clone(),
                     input_price,
                     output_price,
+                    cached_input_price,
+                    cache_write_price,
                     max_output_tokens: m.max_output_tokens,
                     capabilities: m.capabilities.clone(),
                     fallbacks: m.fallbacks.clone(),

@@ -4,5 +4,9 @@
 
 pub mod append_bench;
 pub mod ledger_seed;
+pub mod mock_anthropic;
 pub mod mock_auth;
+mod mock_billing;
+mod mock_control;
+mod mock_sse;
 pub mod mock_upstream;

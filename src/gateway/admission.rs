@@ -22,7 +22,7 @@ use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
 use super::rate_limit::{self, Limits, Quota, Verdict};
 use super::{Gateway, GatewayError};
-use crate::domain::{AgentId, BudgetPeriod, CallRoute, ExecutionState, TenantId};
+use crate::domain::{AgentId, AgentState, BudgetPeriod, CallRoute, ExecutionState, TenantId};
 use crate::ledger::encoding::canonical_json;
 use crate::ledger::fold::types;
 use crate::ledger::link::{self, AgentChainFacts, ChainTail};
@@ -239,14 +239,9 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     // Lock order is always tenant, then agent. The tenant row is only locked when the tenant
     // has a budget or rate limits of its own: otherwise a busy tenant would serialise all of its
     // agents for nothing.
-    let (tenant_limited, tenant_policy): (bool, sqlx::types::Json<Value>) = sqlx::query_as(
-        "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, \
-         default_policy FROM tenants WHERE id = $1",
-    )
-    .bind(t.tenant_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
+    let (tenant_limited, tenant_policy) = tenants::admission_view(&mut tx, t.tenant_id)
+        .await?
+        .ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
     let tenant = match tenant_limited {
         true => Some(tenants::lock_tenant(&mut tx, t.tenant_id).await?),
         false => None,
@@ -287,8 +282,7 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
                     "this Idempotency-Key was used with a different request".into(),
                 ));
             }
-            let state: ExecutionState = existing.state.parse().map_err(anyhow::Error::msg)?;
-            match state {
+            match existing.state {
                 ExecutionState::Committed | ExecutionState::Denied => {
                     let stored = executions::get_result(&mut tx, existing.id).await?;
                     let Some((status, body, is_stream)) = stored else {
@@ -481,8 +475,11 @@ fn decide(
     agent: &AgentRow,
     effective: &policy::EffectivePolicy,
 ) -> Result<Option<u64>, Box<Refuse>> {
-    if agent.state != "READY" {
-        let message = format!("agent is {}; only READY agents can execute", agent.state);
+    if agent.state != AgentState::Ready {
+        let message = format!(
+            "agent is {}; only READY agents can execute",
+            agent.state.as_str()
+        );
         return Err(Refuse::new(
             423,
             "invalid_request_error",
@@ -684,7 +681,7 @@ async fn roll_budget_period(
     conn: &mut PgConnection,
     agent: &mut AgentRow,
 ) -> Result<Option<AppendedEvent>, GatewayError> {
-    let period: BudgetPeriod = agent.budget_period.parse().map_err(anyhow::Error::msg)?;
+    let period = agent.budget_period;
     match period_start(period, Utc::now()) {
         Some(start) if agent.period_started_at < start => Ok(Some(
             restart_budget_period(conn, agent, period, start).await?,
@@ -703,15 +700,8 @@ pub async fn restart_budget_period(
     start: DateTime<Utc>,
 ) -> Result<AppendedEvent, sqlx::Error> {
     // Commits booked since the boundary but before this (lazy) reset belong to the new period.
-    let spent_after: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(actual_micro_usd), 0)::bigint FROM reservations \
-         WHERE agent_id = $1 AND state = 'COMMITTED' AND ($3 OR settled_at >= $2)",
-    )
-    .bind(agent.id)
-    .bind(start)
-    .bind(period == BudgetPeriod::Lifetime)
-    .fetch_one(&mut *conn)
-    .await?;
+    let lifetime = period == BudgetPeriod::Lifetime;
+    let spent_after = holds::committed_since(conn, agent.id, start, lifetime).await?;
     agents::reset_period(conn, agent.id, start, spent_after).await?;
     let event = ledger::append(
         conn,

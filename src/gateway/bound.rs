@@ -169,6 +169,7 @@ fn cap_fields_of(route: CallRoute) -> &'static [&'static str] {
     match route {
         CallRoute::ChatCompletions => &["max_tokens", "max_completion_tokens"],
         CallRoute::Responses => &["max_output_tokens"],
+        CallRoute::Messages => &["max_tokens"],
         _ => &[],
     }
 }
@@ -207,7 +208,7 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
         }
     }
     let input = match route {
-        CallRoute::ChatCompletions => body.get("messages"),
+        CallRoute::ChatCompletions | CallRoute::Messages => body.get("messages"),
         _ => body.get("input"),
     };
     if let Some(input) = input {
@@ -228,7 +229,9 @@ pub fn read(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, Gatewa
 fn refuse_unpriced(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("service_tier") {
         None | Some(Value::Null) => {}
-        Some(Value::String(t)) if matches!(t.as_str(), "auto" | "default" | "flex") => {}
+        // `standard_only` is Anthropic's: never above the table's prices.
+        Some(Value::String(t))
+            if matches!(t.as_str(), "auto" | "default" | "flex" | "standard_only") => {}
         Some(_) => {
             return Err(invalid(
                 "`service_tier` must be auto, default or flex: other tiers bill above the prices AEX holds",
@@ -461,7 +464,7 @@ impl Bound {
     pub fn estimate(&self, model: &ModelRoute, output_cap: Option<u64>) -> estimate::Estimate {
         let output_tokens = output_cap.map_or(0, |cap| self.output_tokens(cap));
         let cost = model
-            .input_price
+            .input_price_bound()
             .cost(self.prompt_tokens)
             .saturating_add(model.output_price.cost(output_tokens))
             .saturating_add(self.fees);
@@ -500,7 +503,7 @@ pub fn affordable_cap(candidates: &[Candidate], room: MicroUsd, max: u64) -> Opt
     let mut cap = max;
     for c in candidates {
         let left = room
-            .saturating_sub(c.model.input_price.cost(c.bound.prompt_tokens))
+            .saturating_sub(c.model.input_price_bound().cost(c.bound.prompt_tokens))
             .saturating_sub(c.bound.fees);
         if left < MicroUsd::ZERO {
             return None;

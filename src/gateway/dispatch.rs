@@ -223,6 +223,12 @@ async fn complete(
                     )
                 }
             };
+            let reported_calls =
+                usage::HostedCalls::of_output(value.get("output").unwrap_or(&Value::Null));
+            let usage = Usage {
+                hosted_calls: job.billed_calls(bound, reported_calls),
+                ..usage
+            };
             rewrite_model(&mut value, &hold.model_alias);
             (
                 usage,
@@ -234,10 +240,7 @@ async fn complete(
         None => {
             // A 2xx that is not JSON: the provider may have done the work, so the prompt is
             // charged; the client learns the answer was unusable.
-            let usage = Usage {
-                prompt_tokens: job.estimate.prompt_tokens,
-                completion_tokens: 0,
-            };
+            let usage = Usage::tokens(job.estimate.prompt_tokens, 0);
             let message = format!(
                 "provider {} returned a malformed response",
                 model.provider.name
@@ -260,6 +263,7 @@ async fn complete(
         stream: None,
         completion_cap: job.completion_cap(model, bound),
         prompt_bound: job.estimate.prompt_tokens,
+        hosted_calls_bound: bound.tool_calls,
     };
     let settled = settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await;
     let _ = reply.send(with_charge(out, settled));

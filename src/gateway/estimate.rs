@@ -24,6 +24,9 @@ const PER_MESSAGE: u64 = 4;
 const PRIMING: u64 = 3;
 /// Framing added around function/tool schemas.
 const TOOLS_OVERHEAD: u64 = 16;
+/// The system prompt Anthropic adds when a request declares tools, billed as input but not in the
+/// body: at most 530 tokens over its published models (Claude 3 Opus, `auto`), rounded up.
+pub const ANTHROPIC_TOOL_PROMPT_TOKENS: u64 = 600;
 
 static O200K: LazyLock<Option<Encoding>> = LazyLock::new(|| loaded(Encoding::o200k_base()));
 static CL100K: LazyLock<Option<Encoding>> = LazyLock::new(|| loaded(Encoding::cl100k_base()));
@@ -66,7 +69,8 @@ pub fn part_kind(obj: &serde_json::Map<String, Value>) -> Option<Part> {
     match obj.get("type").and_then(Value::as_str)? {
         "image_url" | "input_image" | "image" => Some(Part::Image),
         "input_audio" | "audio" => Some(Part::Audio),
-        "file" | "input_file" => Some(Part::File),
+        // Anthropic's `document` (PDF, or a file by id) and code-execution uploads.
+        "file" | "input_file" | "document" | "container_upload" => Some(Part::File),
         _ => None,
     }
 }
@@ -117,15 +121,7 @@ pub fn prompt_tokens(
         .map(|f| count_text(kind, &f.to_string()))
         .unwrap_or(0);
     match route {
-        CallRoute::ChatCompletions => {
-            let messages = body.get("messages").and_then(Value::as_array);
-            let per_message: u64 = messages
-                .into_iter()
-                .flatten()
-                .map(|m| PER_MESSAGE + count_value(kind, m))
-                .sum();
-            PRIMING + per_message + tools + schema
-        }
+        CallRoute::ChatCompletions => PRIMING + messages_tokens(kind, body) + tools + schema,
         CallRoute::Responses => {
             let input = body.get("input").map(|v| count_value(kind, v)).unwrap_or(0);
             let instructions = body
@@ -147,8 +143,28 @@ pub fn prompt_tokens(
             Some(other) => count_value(kind, other),
             None => 0,
         },
+        CallRoute::Messages => {
+            let system = body.get("system").map_or(0, |s| count_value(kind, s));
+            // Anthropic adds its own tool-use system prompt whenever tools are declared.
+            let tool_prompt = if body.get("tools").is_some_and(|t| !t.is_null()) {
+                ANTHROPIC_TOOL_PROMPT_TOKENS
+            } else {
+                0
+            };
+            PRIMING + messages_tokens(kind, body) + system + tools + tool_prompt
+        }
         CallRoute::ToolsExecute => 0,
     }
+}
+
+/// Tokens of a `messages` array, each message with its framing.
+fn messages_tokens(kind: TokenizerKind, body: &serde_json::Map<String, Value>) -> u64 {
+    let messages = body.get("messages").and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .map(|m| PER_MESSAGE + count_value(kind, m))
+        .sum()
 }
 
 /// What a reservation is sized by.
@@ -214,6 +230,25 @@ mod tests {
         assert_eq!(
             prompt_tokens(CallRoute::Embeddings, TokenizerKind::Cl100kBase, &body),
             5
+        );
+    }
+
+    #[test]
+    fn a_messages_request_counts_its_system_and_anthropics_tool_prompt() {
+        let plain =
+            obj(json!({"system": "be brief", "messages": [{"role": "user", "content": "hi"}]}));
+        let chat = obj(json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let kind = TokenizerKind::O200kBase;
+        let system = count_text(kind, "be brief");
+        assert_eq!(
+            prompt_tokens(CallRoute::Messages, kind, &plain),
+            prompt_tokens(CallRoute::ChatCompletions, kind, &chat) + system
+        );
+        let mut with_tools = plain.clone();
+        with_tools.insert("tools".into(), json!([{"name": "f", "input_schema": {}}]));
+        assert!(
+            prompt_tokens(CallRoute::Messages, kind, &with_tools)
+                > prompt_tokens(CallRoute::Messages, kind, &plain) + ANTHROPIC_TOOL_PROMPT_TOKENS
         );
     }
 

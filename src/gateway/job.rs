@@ -17,6 +17,7 @@ use super::settlement::{self, Outcome, Priced, SettleResult};
 use super::{estimate, prepare, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
+use crate::providers::usage::HostedCalls;
 use crate::providers::Usage;
 
 /// Everything the task needs; owned, because it outlives the request.
@@ -54,12 +55,27 @@ impl Dispatch {
     /// never more than the hold.
     pub fn counted_usage(&self, model: &ModelRoute, bound: &Bound, output: &str) -> Usage {
         let counted = estimate::count_text(model.tokenizer, output);
-        Usage {
-            prompt_tokens: bound.prompt_tokens,
-            completion_tokens: self
-                .completion_cap(model, bound)
+        Usage::tokens(
+            bound.prompt_tokens,
+            self.completion_cap(model, bound)
                 .map_or(counted, |cap| counted.min(cap)),
+        )
+    }
+
+    /// The hosted-tool calls billed for an answer: those the provider reported (a responses
+    /// answer's call items); for chat, whose answers do not report them, one `web_search` call
+    /// when the request asked for a hosted tool (`web_search_options`: OpenAI's search models
+    /// search once per request).
+    pub fn billed_calls(&self, bound: &Bound, reported: HostedCalls) -> HostedCalls {
+        if self.route == CallRoute::ChatCompletions
+            && bound.tool_calls.is_some()
+            && reported.total() == 0
+        {
+            let mut calls = HostedCalls::default();
+            calls.add("web_search", 1);
+            return calls;
         }
+        reported
     }
 }
 

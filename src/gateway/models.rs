@@ -2,12 +2,12 @@
 //! tenant's agents may use, for its admin's view of the routing table.
 
 use serde::Serialize;
-use sqlx::types::Json;
 
 use super::policy::{EffectivePolicy, Policy};
 use super::GatewayError;
 use crate::config::RoutingTable;
 use crate::domain::{AgentId, TenantId};
+use crate::store::agents;
 
 /// One model in OpenAI's shape.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -25,14 +25,9 @@ pub async fn visible_models(
     tenant_id: TenantId,
     agent_id: AgentId,
 ) -> Result<Vec<ModelObject>, GatewayError> {
-    let row: Option<(Json<serde_json::Value>, Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
-         WHERE a.tenant_id = $1 AND a.id = $2",
-    )
-    .bind(tenant_id)
-    .bind(agent_id)
-    .fetch_optional(pool)
-    .await?;
+    let mut conn = pool.acquire().await?;
+    let row = agents::policies_of_agent(&mut conn, tenant_id, agent_id).await?;
+    drop(conn);
     let (agent, tenant) = row.ok_or(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))?;
     let effective = match Policy::effective(&agent.0, &tenant.0) {
         Ok(effective) => effective,
@@ -70,13 +65,9 @@ pub async fn tenant_models(
     routing: &RoutingTable,
     tenant_id: TenantId,
 ) -> Result<Vec<std::sync::Arc<crate::config::ModelRoute>>, sqlx::Error> {
-    let rows: Vec<(Json<serde_json::Value>, Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
-         WHERE a.tenant_id = $1 AND a.state <> 'DECOMMISSIONED'",
-    )
-    .bind(tenant_id)
-    .fetch_all(pool)
-    .await?;
+    let mut conn = pool.acquire().await?;
+    let rows = agents::policies_of_tenant(&mut conn, tenant_id).await?;
+    drop(conn);
     let policies: Vec<EffectivePolicy> = rows
         .iter()
         // Fails closed: an agent whose stored policy does not parse allows no model.

@@ -172,7 +172,7 @@ impl RequestFacts {
         };
         function_calling |= forces_choice("tool_choice") || forces_choice("function_call");
         let input = match route {
-            CallRoute::ChatCompletions => body.get("messages"),
+            CallRoute::ChatCompletions | CallRoute::Messages => body.get("messages"),
             _ => body.get("input"),
         };
         RequestFacts {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::bound::{self, Bound, Candidate, Shape};
 use super::call_types::CallInput;
-use super::{idempotency, Gateway, GatewayError};
+use super::{idempotency, messages_shape, Gateway, GatewayError};
 use crate::config::{Capability, ModelRoute, ProviderKind, TokenizerKind};
 use crate::domain::CallRoute;
 
@@ -39,7 +39,37 @@ impl Prepared {
 /// Whether `model` can serve `route`: it has the route's capability and its provider speaks the
 /// route's wire format (an Anthropic Messages provider serves only the Messages routes).
 fn serves(model: &ModelRoute, route: CallRoute) -> bool {
-    model.has(capability_of(route)) && model.provider.kind == ProviderKind::Openai
+    let kind = match route {
+        CallRoute::Messages => ProviderKind::Anthropic,
+        _ => ProviderKind::Openai,
+    };
+    model.has(capability_of(route)) && model.provider.kind == kind
+}
+
+fn unserved(model: &ModelRoute, route: CallRoute) -> GatewayError {
+    let why = match model.provider.kind {
+        ProviderKind::Anthropic if route != CallRoute::Messages => {
+            " (its provider speaks Anthropic's Messages API: call it at /v1/messages)"
+        }
+        _ => "",
+    };
+    GatewayError::invalid(
+        format!(
+            "model `{}` does not support {}{why}",
+            model.alias,
+            route.as_str()
+        ),
+        Some("model"),
+    )
+}
+
+/// The request's shape ([`bound::read`]), with what only the Messages route has.
+pub fn read_shape(route: CallRoute, body: &Map<String, Value>) -> Result<Shape, GatewayError> {
+    let mut shape = bound::read(route, body)?;
+    if route == CallRoute::Messages {
+        messages_shape::read(body, &mut shape)?;
+    }
+    Ok(shape)
 }
 
 fn capability_of(route: CallRoute) -> Capability {
@@ -70,16 +100,11 @@ fn check_stream_options(body: &Map<String, Value>) -> Result<(), GatewayError> {
 }
 
 fn check_input(route: CallRoute, body: &Map<String, Value>) -> Result<(), GatewayError> {
-    let field = if route == CallRoute::ChatCompletions {
-        "messages"
-    } else {
-        "input"
-    };
-    let ok = match (route, body.get(field)) {
-        (CallRoute::ChatCompletions, Some(Value::Array(m))) => {
-            !m.is_empty() && m.iter().all(Value::is_object)
-        }
-        (CallRoute::ChatCompletions, _) => false,
+    let chat_like = matches!(route, CallRoute::ChatCompletions | CallRoute::Messages);
+    let field = if chat_like { "messages" } else { "input" };
+    let ok = match (chat_like, body.get(field)) {
+        (true, Some(Value::Array(m))) => !m.is_empty() && m.iter().all(Value::is_object),
+        (true, _) => false,
         (_, Some(Value::String(s))) => !s.is_empty(),
         (_, Some(Value::Array(a))) => !a.is_empty(),
         _ => false,
@@ -116,19 +141,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(alias.to_owned()))?;
     if !serves(&model, input.route) {
-        let why = match model.provider.kind {
-            ProviderKind::Anthropic => {
-                " (its provider speaks Anthropic's Messages API: call it at /v1/messages)"
-            }
-            ProviderKind::Openai => "",
-        };
-        return Err(GatewayError::invalid(
-            format!(
-                "model `{alias}` does not support {}{why}",
-                input.route.as_str()
-            ),
-            Some("model"),
-        ));
+        return Err(unserved(&model, input.route));
     }
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
@@ -148,7 +161,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
     }
     check_input(input.route, body)?;
     check_stream_options(body)?;
-    let shape = bound::read(input.route, body)?;
+    let shape = read_shape(input.route, body)?;
     let requested_cap = shape.requested_cap;
     let model_max = model.max_output_tokens.map(u64::from);
     if let (Some(asked), Some(max)) = (requested_cap, model_max) {
@@ -229,6 +242,7 @@ pub fn upstream_body(
     if let Some(cap) = cap_sent(model, output_cap) {
         let default_field = match p.route {
             CallRoute::Responses => "max_output_tokens",
+            CallRoute::Messages => "max_tokens",
             // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
             // servers (vLLM, llama.cpp, Ollama) know `max_tokens`.
             _ if model.tokenizer != TokenizerKind::Bytes => "max_completion_tokens",

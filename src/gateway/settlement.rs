@@ -13,7 +13,7 @@ use super::call_types::{Hold, SETTLEMENT_FAILED};
 use super::error::is_unavailable;
 use super::rate_limit;
 use super::Books;
-use crate::config::ModelRoute;
+use crate::config::{InputTokens, ModelRoute};
 use crate::domain::ExecutionState;
 use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId};
@@ -42,8 +42,16 @@ impl<'a> Priced<'a> {
     fn cost(&self, usage: Usage) -> (i64, bool) {
         let exact = match self {
             Priced::Tokens(model) => {
-                i128::from(model.input_price.cost(usage.prompt_tokens).0)
+                let fees: i128 = usage
+                    .hosted_calls
+                    .iter()
+                    .map(|(tool, calls)| {
+                        i128::from(model.hosted_tool_fee(tool).0) * i128::from(calls)
+                    })
+                    .sum();
+                i128::from(model.input_cost(input_tokens(usage)).0)
                     + i128::from(model.output_price.cost(usage.completion_tokens).0)
+                    + fees
             }
             Priced::Fixed { cost, .. } => i128::from(cost.0),
         };
@@ -59,6 +67,34 @@ impl<'a> Priced<'a> {
             Priced::Fixed { label, .. } => label,
         }
     }
+}
+
+fn input_tokens(usage: Usage) -> InputTokens {
+    InputTokens {
+        prompt: usage.prompt_tokens,
+        cached: usage.cached_tokens,
+        cache_write: usage.cache_write_tokens,
+    }
+}
+
+/// The units a commit bills, each at its own price, as flat `billed_*` fields of the ledger
+/// event (`aex_settle` writes flat payloads): input tokens at the input price, cached input and
+/// cache writes at theirs, output tokens, and `billed_<tool>_calls` for each hosted tool called.
+fn billed_units(usage: Usage) -> serde_json::Map<String, serde_json::Value> {
+    let (input, cached, cache_write) = input_tokens(usage).split();
+    let mut units = serde_json::Map::new();
+    for (unit, n) in [
+        ("input_tokens", input),
+        ("cached_input_tokens", cached),
+        ("cache_write_tokens", cache_write),
+        ("output_tokens", usage.completion_tokens),
+    ] {
+        units.insert(format!("billed_{unit}"), json!(n));
+    }
+    for (tool, n) in usage.hosted_calls.iter() {
+        units.insert(format!("billed_{tool}_calls"), json!(n));
+    }
+    units
 }
 
 /// Where the usage of a commit comes from.
@@ -91,9 +127,11 @@ fn overrun_kind(
     usage: Usage,
     prompt_estimate: u64,
     completion_cap: Option<u64>,
+    hosted_calls_bound: Option<u64>,
 ) -> &'static str {
     let beyond_caps = usage.prompt_tokens > prompt_estimate
-        || completion_cap.is_some_and(|cap| usage.completion_tokens > cap);
+        || completion_cap.is_some_and(|cap| usage.completion_tokens > cap)
+        || usage.hosted_calls.total() > hosted_calls_bound.unwrap_or(0);
     if source == UsageSource::Reported && beyond_caps {
         "provider"
     } else {
@@ -119,6 +157,9 @@ pub enum Outcome {
         /// The prompt tokens the hold was estimated at: usage beyond it (or beyond
         /// `completion_cap`) that the provider reported is the provider's overrun.
         prompt_bound: u64,
+        /// The hosted-tool calls the hold covers (`max_tool_calls` sent); more reported calls
+        /// are the provider's overrun.
+        hosted_calls_bound: Option<u64>,
     },
     /// The provider may have done billable work, or not: the hold is charged (`usage:
     /// ambiguous`) and the execution ends FAILED with `reason`, so the key may be tried again.
@@ -343,10 +384,13 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
             stream,
             completion_cap,
             prompt_bound,
+            hosted_calls_bound,
         } => {
             let (actual, saturated) = priced.cost(*usage);
-            let overrun = (actual > hold)
-                .then(|| overrun_kind(*source, *usage, *prompt_bound, *completion_cap));
+            let overrun = (actual > hold).then(|| {
+                let caps = (*prompt_bound, *completion_cap, *hosted_calls_bound);
+                overrun_kind(*source, *usage, caps.0, caps.1, caps.2)
+            });
             let charge = Charge {
                 actual_micro_usd: actual,
                 prompt_tokens: Some(to_i64(usage.prompt_tokens)),
@@ -354,13 +398,17 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
                 usage_source: source.as_str(),
                 latency_ms: *latency_ms,
             };
-            let payload = json!({
+            let mut payload = json!({
                 "attempt": r.attempt,
                 "model": priced.label(),
                 "provider": provider,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "completion_cap": completion_cap,
+                "cached_tokens": usage.cached_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "hosted_tool_calls": usage.hosted_calls.total(),
+                "hosted_tool_calls_bound": hosted_calls_bound,
                 "usage": source.as_str(),
                 "actual_micro_usd": actual,
                 "overrun": overrun,
@@ -368,6 +416,9 @@ fn written<'a>(r: &'a Hold, priced: Priced<'a>, outcome: &'a Outcome) -> Written
                 "stream_end": stream.map(|s| s.0),
                 "stream_events": stream.map(|s| s.1),
             });
+            if let (Some(p), Priced::Tokens(_)) = (payload.as_object_mut(), priced) {
+                p.extend(billed_units(*usage));
+            }
             Written {
                 state: ExecutionState::Committed.as_str(),
                 reason: None,
@@ -492,20 +543,22 @@ mod tests {
     use super::*;
 
     fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-        }
+        Usage::tokens(prompt_tokens, completion_tokens)
     }
 
     #[test]
     fn only_reported_usage_beyond_the_caps_is_the_providers_overrun() {
-        let kind = |source, u| overrun_kind(source, u, 10, Some(7));
+        let kind = |source, u| overrun_kind(source, u, 10, Some(7), Some(1));
         assert_eq!(kind(UsageSource::Reported, usage(10, 8)), "provider");
         assert_eq!(kind(UsageSource::Reported, usage(11, 7)), "provider");
         assert_eq!(kind(UsageSource::Reported, usage(10, 7)), "aex");
         assert_eq!(kind(UsageSource::Estimated, usage(10, 900)), "aex");
         assert_eq!(kind(UsageSource::Ambiguous, usage(99, 99)), "aex");
+        let mut calls = usage(10, 7);
+        calls.hosted_calls.add("web_search", 1);
+        assert_eq!(kind(UsageSource::Reported, calls), "aex");
+        calls.hosted_calls.add("file_search", 1);
+        assert_eq!(kind(UsageSource::Reported, calls), "provider");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! Read-your-writes (SPEC §3): the stream's ending — from the usage chunk, `[DONE]`, or once every
 //! choice has its finishing chunk, for chat; `response.completed`/`failed`/`incomplete` for
-//! responses — is held back until the settlement has committed, and its last JSON event then
+//! responses; `message_delta`/`message_stop` for Anthropic's Messages — is held back until the settlement has committed, and its last JSON event then
 //! carries `"aex": {"cost_micro_usd", "budget_remaining_micro_usd"}`: a client holding the last
 //! byte can read its books and see this call in them.
 //!
@@ -31,10 +31,12 @@ use super::bound::Bound;
 use super::call_types::{CallBody, CallOutput, Hold, SSE};
 use super::chat_chunk;
 use super::job::{self, elapsed_ms, rewrite_model, Dispatch};
+use super::messages_events::MessagesStream;
 use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
+use crate::providers::usage::HostedCalls;
 use crate::providers::{usage, ProviderError, Usage};
 
 /// How a relayed stream ended.
@@ -69,6 +71,8 @@ struct Relay<'a> {
     alias_json: String,
     client_wants_usage: bool,
     reported: Option<Usage>,
+    /// Hosted-tool calls seen in `response.output_item.done` events.
+    hosted_calls: HostedCalls,
     output: String,
     transcript: Vec<u8>,
     transcript_cap: usize,
@@ -81,6 +85,8 @@ struct Relay<'a> {
     choices: u64,
     finished: u64,
     held: Vec<Bytes>,
+    /// For Anthropic's Messages: the usage seen so far.
+    messages: MessagesStream,
 }
 
 impl Relay<'_> {
@@ -121,7 +127,11 @@ impl Relay<'_> {
         match parsed.data.as_deref().map(serde_json::from_str::<Value>) {
             Some(Ok(Value::Object(obj))) => {
                 let mut value = Value::Object(obj);
-                if !self.inspect(&mut value) {
+                let keep = match self.route {
+                    CallRoute::Messages => self.inspect_message(&mut value),
+                    _ => self.inspect(&mut value),
+                };
+                if !keep {
                     return None;
                 }
                 Some(Bytes::from(sse::format(
@@ -135,6 +145,16 @@ impl Relay<'_> {
     }
 
     /// Captures usage and output text, rewrites the model; false drops the event.
+    /// An Anthropic Messages event: the model is inside `message_start`'s message only.
+    fn inspect_message(&mut self, value: &mut Value) -> bool {
+        let seen = self.messages.inspect(value, self.alias, &mut self.output);
+        self.ending |= seen.ending;
+        if seen.usage.is_some() {
+            self.reported = seen.usage;
+        }
+        true
+    }
+
     fn inspect(&mut self, value: &mut Value) -> bool {
         match self.route {
             CallRoute::Responses => {
@@ -147,6 +167,11 @@ impl Relay<'_> {
                     kind.as_str(),
                     "response.completed" | "response.failed" | "response.incomplete"
                 );
+                if kind == "response.output_item.done" {
+                    if let Some(item) = value.get("item") {
+                        self.hosted_calls.count_item(item);
+                    }
+                }
                 if kind == "response.output_text.delta" {
                     if let Some(d) = value.get("delta").and_then(Value::as_str) {
                         self.output.push_str(d);
@@ -328,6 +353,7 @@ pub async fn relay(
         alias_json: Value::String(job.alias().to_owned()).to_string(),
         client_wants_usage: job.client_wants_usage,
         reported: None,
+        hosted_calls: HostedCalls::default(),
         output: String::new(),
         transcript: Vec::new(),
         transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
@@ -337,6 +363,7 @@ pub async fn relay(
         choices: bound.choices.max(1),
         finished: 0,
         held: Vec::new(),
+        messages: MessagesStream::default(),
     };
     let end = match end {
         Some(end) => end,
@@ -359,13 +386,19 @@ pub async fn relay(
             job::charge_ambiguous(job, hold, model, reason, started, stream, answer).await
         }
         (_, reported) => {
-            let (usage, source) = match reported {
+            let (mut usage, source) = match reported {
                 Some(u) => (u, UsageSource::Reported),
                 None => (
                     job.counted_usage(model, bound, &relay.output),
                     UsageSource::Estimated,
                 ),
             };
+            // The completed response lists its calls when it carries its output; else the
+            // items streamed as they finished.
+            if usage.hosted_calls.total() == 0 {
+                usage.hosted_calls = relay.hosted_calls;
+            }
+            usage.hosted_calls = job.billed_calls(bound, usage.hosted_calls);
             let result = relay
                 .transcript_complete
                 .then(|| (200, std::mem::take(&mut relay.transcript), true));
@@ -378,6 +411,7 @@ pub async fn relay(
                 stream,
                 completion_cap: job.completion_cap(model, bound),
                 prompt_bound: job.estimate.prompt_tokens,
+                hosted_calls_bound: bound.tool_calls,
             };
             settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
         }

@@ -138,6 +138,7 @@ async fn run_and_settle(
                 stream: None,
                 completion_cap: None,
                 prompt_bound: 0,
+                hosted_calls_bound: None,
             };
             with_charge(
                 out,

@@ -2,6 +2,7 @@
 //! OpenAI-compatible `/v1` routes, the admin API, the ops endpoints and the dashboard.
 
 pub mod admin;
+pub mod anthropic;
 pub mod dashboard;
 pub mod error;
 pub mod extract;

@@ -16,7 +16,7 @@ use crate::domain::CallRoute;
 use crate::gateway::call_types::{CallBody, CallInput, CallOutput};
 use crate::gateway::models::{self, ModelObject};
 use crate::gateway::GatewayError;
-use crate::gateway::{call, tool_call};
+use crate::gateway::{call, messages, tool_call};
 
 fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, GatewayError> {
     match headers.get(name) {
@@ -28,7 +28,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Gatewa
 }
 
 /// Runs a governed call for `route` and renders its result with the AEX headers.
-async fn governed(
+pub(super) async fn governed(
     state: AppState,
     caller: AgentCaller,
     headers: HeaderMap,
@@ -55,6 +55,7 @@ async fn governed(
     let gw = state.gateway.clone();
     let out = match route {
         CallRoute::ToolsExecute => tool_call::execute(gw, input).await?,
+        CallRoute::Messages => messages::execute(gw, input).await?,
         _ => call::execute(gw, input).await?,
     };
     Ok(render(out))

@@ -61,7 +61,7 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     let r = &state.readiness;
     let database = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.pool),
+        crate::store::db::ping(&state.pool),
     )
     .await
     .is_ok_and(|res| res.is_ok());

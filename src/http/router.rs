@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{dedupe_alias_operation_ids, ApiDoc};
-use super::{admin, dashboard, observe, openai, ops};
+use super::{admin, anthropic, dashboard, observe, openai, ops};
 use crate::app_state::AppState;
 
 /// The OpenAI-compatible routes, served at `/v1` and again under `/openai`.
@@ -19,6 +19,15 @@ fn openai_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openai::execute_tool))
         .routes(routes!(openai::list_models))
         .routes(routes!(openai::get_model))
+}
+
+/// Anthropic's Messages routes: the agent token also as `x-api-key`, errors in Anthropic's shape.
+fn anthropic_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(anthropic::create_message))
+        .routes(routes!(anthropic::count_tokens))
+        .route_layer(middleware::from_fn(anthropic::x_api_key))
+        .route_layer(middleware::from_fn(anthropic::error_shape))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
@@ -73,6 +82,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(openai_routes())
         .nest("/openai", openai_routes())
+        .merge(anthropic_routes())
         .merge(admin_routes())
         .merge(ops_routes())
         .merge(dashboard_routes())

@@ -113,11 +113,7 @@ pub async fn write(
     replica: Option<uuid::Uuid>,
 ) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(locks::CHECKPOINT)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !got {
+    if !locks::try_lock(&mut tx, locks::CHECKPOINT).await? {
         return Ok(None);
     }
     let heads = current_heads(&mut tx).await?;

@@ -7,6 +7,14 @@
 //! canonical JSON text, verbatim). Length prefixes make the encoding unambiguous whatever the
 //! fields contain. `tests/vectors/ledger_v1.json` holds golden vectors; any change here is a new
 //! encoding version, never an edit of v1.
+//!
+//! One source of truth: the golden vectors, written by an independent Python implementation
+//! (`tests/vectors/ledger_v1.py`). This module is checked against them by
+//! `tests::golden_vectors_hash_as_recorded` below. The database's own copy of the encoding — the
+//! plpgsql `aex_ledger_field` / `aex_ledger_hash` that `aex_append_event`, `aex_hold` and
+//! `aex_settle` hash with (migration `20261127000007_ledger_append_function.sql`) — is checked
+//! against the same vectors by `the_databases_append_function_hashes_the_golden_vectors_as_recorded`
+//! in `tests/api/ledger.rs`; and every chain either side writes is re-hashed here by the verifier.
 
 use std::borrow::Cow;
 

@@ -7,14 +7,14 @@ use sqlx::PgConnection;
 
 use super::agents::{agent_columns, AgentRow};
 use super::StoreError;
-use crate::domain::{AgentId, TenantId};
+use crate::domain::{AgentId, AgentState, BudgetPeriod, TenantId};
 
 /// The settings of an agent an administrator chooses.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
     pub rpm_limit: Option<i32>,
     pub tpm_limit: Option<i64>,
-    pub budget_period: String,
+    pub budget_period: BudgetPeriod,
     pub policy: serde_json::Value,
 }
 
@@ -34,7 +34,7 @@ pub async fn update_settings(
     .bind(id)
     .bind(s.rpm_limit)
     .bind(s.tpm_limit)
-    .bind(&s.budget_period)
+    .bind(s.budget_period)
     .bind(Json(&s.policy))
     .fetch_optional(conn)
     .await?
@@ -45,7 +45,7 @@ pub async fn set_state(
     conn: &mut PgConnection,
     tenant_id: TenantId,
     id: AgentId,
-    state: &str,
+    state: AgentState,
 ) -> Result<AgentRow, StoreError> {
     sqlx::query_as(concat!(
         "UPDATE agents SET state = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",

@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use super::{violated_constraint, StoreError};
-use crate::domain::{AgentId, TenantId};
+use crate::domain::{AgentId, AgentState, BudgetPeriod, TenantId};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
@@ -15,12 +15,12 @@ pub struct AgentRow {
     pub budget_micro_usd: i64,
     pub spent_micro_usd: i64,
     pub reserved_micro_usd: i64,
-    pub budget_period: String,
+    pub budget_period: BudgetPeriod,
     pub period_started_at: DateTime<Utc>,
     pub rpm_limit: Option<i32>,
     pub tpm_limit: Option<i64>,
     pub policy: Json<serde_json::Value>,
-    pub state: String,
+    pub state: AgentState,
     pub prompt_tokens_total: i64,
     pub completion_tokens_total: i64,
     pub requests_total: i64,
@@ -54,11 +54,11 @@ pub struct NewAgent {
     pub id: AgentId,
     pub name: String,
     pub budget_micro_usd: i64,
-    pub budget_period: String,
+    pub budget_period: BudgetPeriod,
     pub rpm_limit: Option<i32>,
     pub tpm_limit: Option<i64>,
     pub policy: serde_json::Value,
-    pub state: String,
+    pub state: AgentState,
 }
 
 pub async fn insert_agent(
@@ -75,11 +75,11 @@ pub async fn insert_agent(
     .bind(tenant_id)
     .bind(&agent.name)
     .bind(agent.budget_micro_usd)
-    .bind(&agent.budget_period)
+    .bind(agent.budget_period)
     .bind(agent.rpm_limit)
     .bind(agent.tpm_limit)
     .bind(Json(&agent.policy))
-    .bind(&agent.state)
+    .bind(agent.state)
     .fetch_one(conn)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -221,4 +221,36 @@ pub async fn reset_period(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// An agent's stored policy and its tenant's default policy, as stored (decoded by
+/// `gateway::policy`); `None`: no such agent in the tenant.
+pub async fn policies_of_agent(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    agent_id: AgentId,
+) -> Result<Option<(Json<serde_json::Value>, Json<serde_json::Value>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
+         WHERE a.tenant_id = $1 AND a.id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The stored policy of every agent of the tenant that is not decommissioned, each with the
+/// tenant's default policy.
+pub async fn policies_of_tenant(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+) -> Result<Vec<(Json<serde_json::Value>, Json<serde_json::Value>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.policy, t.default_policy FROM agents a JOIN tenants t ON t.id = a.tenant_id \
+         WHERE a.tenant_id = $1 AND a.state <> 'DECOMMISSIONED'",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await
 }

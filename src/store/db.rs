@@ -144,6 +144,11 @@ pub async fn schema_is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(applied == expected)
 }
 
+/// Whether the database answers a trivial query (`/ready`).
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

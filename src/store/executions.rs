@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{AgentId, ReplicaId, TenantId};
+use crate::domain::{AgentId, ExecutionState, ReplicaId, TenantId};
 
 /// One execution, as the admin API shows it too.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -18,7 +18,8 @@ pub struct ExecutionRow {
     pub route: String,
     pub fingerprint: String,
     pub model_alias: Option<String>,
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: ExecutionState,
     pub attempt: i32,
     pub stream: bool,
     pub replica_id: Option<ReplicaId>,

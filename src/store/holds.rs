@@ -96,3 +96,22 @@ pub async fn hold_hashed_in_sql(
     crate::metrics::observe_ledger_append(started.elapsed());
     Ok(())
 }
+
+/// What the agent committed since `start` (everything when `lifetime`): its `spent` when a
+/// budget period restarts at `start`.
+pub async fn committed_since(
+    conn: &mut PgConnection,
+    agent: crate::domain::AgentId,
+    start: chrono::DateTime<chrono::Utc>,
+    lifetime: bool,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(actual_micro_usd), 0)::bigint FROM reservations \
+         WHERE agent_id = $1 AND state = 'COMMITTED' AND ($3 OR settled_at >= $2)",
+    )
+    .bind(agent)
+    .bind(start)
+    .bind(lifetime)
+    .fetch_one(conn)
+    .await
+}

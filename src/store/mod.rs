@@ -39,12 +39,32 @@ pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     }
 }
 
-/// Fixed advisory-lock keys of singleton jobs (chain-tail locks hash the chain id instead).
+/// Fixed advisory-lock keys of singleton jobs (chain-tail locks hash the chain id instead), and
+/// taking them for the caller's transaction.
 pub mod locks {
+    use sqlx::PgConnection;
+
     /// Importing a routing-table file as a new config version.
     pub const CONFIG_IMPORT: i64 = 0x4145_5801;
     /// The reconciler: one replica at a time.
     pub const RECONCILER: i64 = 0x4145_5802;
     /// Writing a ledger checkpoint.
     pub const CHECKPOINT: i64 = 0x4145_5803;
+
+    /// Waits for the lock `key`, held until the caller's transaction ends.
+    pub async fn lock(conn: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the lock `key` for the caller's transaction if nobody holds it; false otherwise.
+    pub async fn try_lock(conn: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(key)
+            .fetch_one(conn)
+            .await
+    }
 }

@@ -34,6 +34,15 @@ pub struct TenantBooks {
     pub reserved_micro_usd: i64,
 }
 
+/// Makes the caller's (fresh) transaction one read-only snapshot, so that the figures read in it
+/// agree with each other.
+pub async fn snapshot(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn list_tenant_books(conn: &mut PgConnection) -> Result<Vec<TenantBooks>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.name AS tenant, \

@@ -127,3 +127,19 @@ pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Tenant
         .ok_or(StoreError::NotFound)?;
     get_tenant(conn, id).await
 }
+
+/// What admission reads of a tenant before locking anything: whether it has a budget or rate
+/// limits of its own (only then is its row locked), and its default policy. `None`: no such
+/// tenant.
+pub async fn admission_view(
+    conn: &mut PgConnection,
+    id: TenantId,
+) -> Result<Option<(bool, Json<serde_json::Value>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, \
+         default_policy FROM tenants WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}

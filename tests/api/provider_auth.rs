@@ -51,7 +51,7 @@ pub fn readme_recipes() -> Vec<(String, String)> {
 }
 
 /// README's recipe for `provider`, its public base URL replaced by the mock's.
-fn recipe_on_mock(provider: &str, public: &str, mock: SocketAddr) -> String {
+pub fn recipe_on_mock(provider: &str, public: &str, mock: SocketAddr) -> String {
     let (_, block) = readme_recipes()
         .into_iter()
         .find(|(name, _)| name == provider)
@@ -60,7 +60,7 @@ fn recipe_on_mock(provider: &str, public: &str, mock: SocketAddr) -> String {
     block.replace(public, &format!("http://{mock}"))
 }
 
-async fn spawn_mock(required: RequiredAuth) -> (Arc<MockControl>, SocketAddr) {
+pub async fn spawn_mock(required: RequiredAuth) -> (Arc<MockControl>, SocketAddr) {
     let mock = Arc::new(MockControl::default());
     mock.auth.require(required);
     let addr = mock_upstream::spawn("127.0.0.1:0".parse().unwrap(), Arc::clone(&mock))

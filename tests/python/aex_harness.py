@@ -41,6 +41,21 @@ provider = "mock"
 upstream_model = "mock-embedding"
 input_usd_per_million = "0.02"
 capabilities = ["embeddings"]
+
+# The same mock speaks Anthropic's Messages API natively.
+[providers.anthropic]
+kind = "anthropic"
+base_url = "http://{mock}/v1"
+api_key_env = "MOCK_PROVIDER_KEY"
+
+[models."claude-sonnet-4-5"]
+provider = "anthropic"
+upstream_model = "claude-sonnet-4-5"
+input_usd_per_million = "3"
+output_usd_per_million = "15"
+max_output_tokens = 64000
+context_window = 200000
+capabilities = ["chat", "streaming", "tools", "vision"]
 """
 
 
