@@ -7,6 +7,7 @@
 //! counts into; `cli` is the command line.
 
 pub mod admin;
+pub mod alerts;
 pub mod app_state;
 pub mod auth;
 pub mod cli;

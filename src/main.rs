@@ -17,6 +17,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { action } => cli::token::run(&cli, action).await,
         Command::Models { action } => cli::models::run(&cli, action).await,
         Command::Plugin { action } => cli::plugin::run(&cli, action).await,
+        Command::Alerts { action } => cli::alerts::run_alerts(&cli, action).await,
+        Command::Webhook { action } => cli::alerts::run_webhook(&cli, action).await,
         Command::Ledger { action } => cli::ledger::run(&cli, action).await,
         Command::Replay { execution } => cli::db_checks::replay(&cli, execution.as_deref()).await,
         Command::Audit => cli::db_checks::audit(&cli).await,

@@ -275,6 +275,24 @@ fn spawn_background(st: &AppState, stop: &CancellationToken) {
         Arc::clone(&st.observed),
         stop.clone(),
     ));
+    if settings.alerts.deliver {
+        match deliverer(st) {
+            Ok(d) => {
+                tokio::spawn(crate::alerts::delivery::deliver_loop(d, stop.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "the webhook delivery worker cannot start"),
+        }
+    }
+    tokio::spawn(cluster::alert_watch::watch_loop(
+        st.pool.clone(),
+        cluster::alert_watch::WatchTimes {
+            every: secs(settings.cluster.reconcile_interval_seconds.max(1)),
+            replica_stale_after: secs(settings.cluster.stale_after_seconds),
+            hold_stale_after: secs(settings.metrics.stale_reservation_seconds),
+        },
+        Arc::clone(&contact),
+        stop.clone(),
+    ));
     tokio::spawn(cluster::reconciler::reconcile_loop(
         Arc::clone(&st.gateway.books),
         settings.cluster.clone(),
@@ -296,6 +314,20 @@ fn followed(st: &AppState) -> Followed {
         revocations: Arc::clone(&st.revocations),
         routing: Arc::clone(&st.routing),
     }
+}
+
+/// The webhook delivery worker's handles: its client obeys the egress rules of `http` plugins.
+fn deliverer(st: &AppState) -> Result<crate::alerts::delivery::Deliverer, reqwest::Error> {
+    let settings = &st.settings;
+    Ok(crate::alerts::delivery::Deliverer {
+        pool: st.pool.clone(),
+        client: crate::net_guard::GuardedClient::new(
+            crate::net_guard::EgressPolicy::new(&settings.tools.allowed_http_hosts),
+            Duration::from_secs(settings.alerts.delivery_timeout_seconds.max(1)),
+        )?,
+        settings: settings.alerts.clone(),
+        replica: st.replica_id,
+    })
 }
 
 /// SPEC §10: a server that could disable the ledger's triggers says so, at startup and in

@@ -7,6 +7,7 @@ pub mod activity;
 pub mod agent_changes;
 pub mod agent_tokens;
 pub mod agents;
+pub mod alerts;
 pub mod audit;
 pub mod budgets;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod replay;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 

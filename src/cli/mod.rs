@@ -2,6 +2,7 @@
 //! with `--json`, prints exactly one JSON object on stdout.
 
 pub mod agent;
+pub mod alerts;
 pub mod client;
 pub mod daemon;
 pub mod db_checks;
@@ -77,6 +78,16 @@ pub enum Command {
     Plugin {
         #[command(subcommand)]
         action: plugin::PluginAction,
+    },
+    /// A tenant's alerts (budget thresholds, refusals, lifecycle, overruns, …).
+    Alerts {
+        #[command(subcommand)]
+        action: alerts::AlertsAction,
+    },
+    /// The endpoints alerts are delivered to (signed per Standard Webhooks).
+    Webhook {
+        #[command(subcommand)]
+        action: alerts::WebhookAction,
     },
     /// The ledger: verify the chains, list events.
     Ledger {

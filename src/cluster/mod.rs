@@ -1,9 +1,11 @@
 //! The background tasks of a server and the coordination between replicas, all through
 //! Postgres: registration and heartbeat, the reconciler that settles a lost replica's
-//! executions, housekeeping (pruning), the checkpointer, LISTEN/NOTIFY for config versions and
-//! revocations, the routing-table versions themselves, and the sampler that keeps what this
-//! server observes (`observed`: the last ledger verification, the database gauges) current.
+//! executions, housekeeping (pruning), the watch that raises alerts for lost replicas and stale
+//! holds, the checkpointer, LISTEN/NOTIFY for config versions and revocations, the routing-table
+//! versions themselves, and the sampler that keeps what this server observes (`observed`: the
+//! last ledger verification, the database gauges) current.
 
+pub mod alert_watch;
 pub mod checkpointer;
 pub mod config_sync;
 pub mod housekeeping;

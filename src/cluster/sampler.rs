@@ -106,6 +106,9 @@ pub async fn verify_loop(
                         "ledger verification failed"
                     );
                 }
+                if let Some(bad) = &report.first_bad_event {
+                    crate::alerts::watch::ledger_failed(&pool, bad).await;
+                }
                 observed.record_verification(&report);
             }
             Err(e) => {

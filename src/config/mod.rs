@@ -1,6 +1,7 @@
 //! Configuration: the server's settings (figment: defaults → `aex.toml` → `AEX_*`) and the
 //! routing table of providers and models, which lives in its own file and is versioned in Postgres.
 
+mod alerts;
 mod live_routing;
 mod prices;
 mod provider;
@@ -9,6 +10,7 @@ mod routing_error;
 mod secret;
 mod settings;
 
+pub use alerts::AlertsSettings;
 pub use live_routing::LiveRouting;
 pub use prices::InputTokens;
 pub use provider::{

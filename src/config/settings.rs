@@ -50,6 +50,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub cli: CliSettings,
     pub tools: ToolsSettings,
+    pub alerts: super::AlertsSettings,
 }
 
 impl Default for Settings {
@@ -71,6 +72,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             cli: CliSettings::default(),
             tools: ToolsSettings::default(),
+            alerts: super::AlertsSettings::default(),
         }
     }
 }

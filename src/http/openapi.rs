@@ -20,6 +20,8 @@ use utoipa::{Modify, OpenApi};
         (name = "ledger", description = "The hash-chained ledger: events, verification, replay"),
         (name = "config", description = "Routing-table versions and reloads"),
         (name = "plugins", description = "The tool plugin registry of a tenant"),
+        (name = "alerts", description = "Budget and governance alerts of a tenant, and the rules that raise them"),
+        (name = "webhooks", description = "Endpoints that receive alerts, signed per Standard Webhooks, and their deliveries"),
         (name = "usage", description = "Usage summaries, the dashboard's metrics and the activity feed"),
         (name = "ops", description = "Health, readiness and metrics (no token)"),
         (name = "dashboard", description = "The live dashboard page (its data needs an admin token)")

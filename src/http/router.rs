@@ -31,7 +31,10 @@ fn anthropic_routes() -> OpenApiRouter<AppState> {
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
-    use admin::{agents, config, executions, ledger, metrics, plugins, tenants, tokens, usage};
+    use admin::{
+        agents, alerts, config, executions, ledger, metrics, plugins, tenants, tokens, usage,
+        webhooks,
+    };
     OpenApiRouter::new()
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
@@ -62,6 +65,19 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage::get_usage))
         .routes(routes!(usage::get_activity))
         .routes(routes!(metrics::get_admin_metrics))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::ack_alert))
+        .routes(routes!(alerts::list_alert_rules))
+        .routes(routes!(alerts::set_alert_rule))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
 }
 
 fn dashboard_routes() -> OpenApiRouter<AppState> {

@@ -3,6 +3,7 @@
 
 pub mod agent_settings;
 pub mod agents;
+pub mod alerts;
 pub mod attempts;
 pub mod config_versions;
 pub mod db;
@@ -19,6 +20,8 @@ pub mod stats;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod webhook_outbox;
+pub mod webhooks;
 
 /// Errors of the store layer that callers map to client errors.
 #[derive(Debug, thiserror::Error)]

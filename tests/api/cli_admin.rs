@@ -7,13 +7,13 @@ use serde_json::Value;
 
 use crate::helpers::{hello, spawn_app_with, TestApp};
 
-struct Run {
-    ok: bool,
-    json: Value,
-    stderr: String,
+pub(crate) struct Run {
+    pub ok: bool,
+    pub json: Value,
+    pub stderr: String,
 }
 
-async fn aex_as(app: &TestApp, token: &str, args: &[&str]) -> Run {
+pub(crate) async fn aex_as(app: &TestApp, token: &str, args: &[&str]) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aex"))
         .args(args)
         .arg("--json")
@@ -36,13 +36,13 @@ async fn aex_as(app: &TestApp, token: &str, args: &[&str]) -> Run {
     }
 }
 
-async fn aex(app: &TestApp, args: &[&str]) -> Value {
+pub(crate) async fn aex(app: &TestApp, args: &[&str]) -> Value {
     let run = aex_as(app, &app.operator_token, args).await;
     assert!(run.ok, "aex {args:?} failed: {}", run.stderr);
     run.json
 }
 
-async fn fails(app: &TestApp, args: &[&str], needle: &str) {
+pub(crate) async fn fails(app: &TestApp, args: &[&str], needle: &str) {
     let run = aex_as(app, &app.operator_token, args).await;
     assert!(!run.ok, "aex {args:?} should fail");
     assert!(

@@ -212,6 +212,23 @@ test("the dashboard shows a live run as it happens", { timeout: 180_000 }, async
   assert.match(await agentRow.locator("td").nth(4).textContent(), /\/h$/, "a burn rate is shown");
   assert.equal(await page.evaluate(() => window.__sameDocument), true, "no reload happened");
 
+  // An alert appears live (the hostile agent quarantined: its name is in the message, as text)
+  // and is acknowledged from the page.
+  const quarantined = await fetch(`${aex.base}/admin/agents/${hostile.agent.id}/state`, {
+    method: "POST",
+    headers: { Authorization: "Bearer " + aex.operatorToken, "Content-Type": "application/json" },
+    body: JSON.stringify({ state: "QUARANTINED" }),
+  });
+  assert.equal(quarantined.status, 200, await quarantined.clone().text());
+  const alertItem = page.locator("#alerts li[data-alert-id]", { hasText: "QUARANTINED" });
+  await alertItem.waitFor();
+  assert.match(await alertItem.locator(".message").textContent(), /agent <img src=x onerror=alert\(1\)> moved from READY to QUARANTINED/);
+  assert.equal(await alertItem.locator(".severity").textContent(), "critical");
+  await page.locator("#alerts-summary", { hasText: "1 open: 1 critical" }).waitFor();
+  await alertItem.locator("button.ack").click();
+  await page.locator("#alerts li.muted", { hasText: "no open alerts" }).waitFor();
+  await page.locator("#alerts-summary", { hasText: "0 open" }).waitFor();
+
   // Sorting by name puts the hostile name (it starts with "<") first.
   await page.locator('#agents th[data-sort="name"] button').click();
   assert.equal(await page.locator('#agents th[data-sort="name"]').getAttribute("aria-sort"), "ascending");

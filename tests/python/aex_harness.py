@@ -72,12 +72,16 @@ def psql(sql: str) -> None:
 class AexInstance:
     """Start with `start()`, stop with `stop()` (idempotent; removes everything it made)."""
 
-    def __init__(self):
+    def __init__(self, extra_env: dict | None = None, extra_models: str = ""):
+        """`extra_env`: more `AEX_*` settings for every server; `extra_models`: more of the
+        routing table (TOML, `{mock}` for the mock's address)."""
         self.db = "aex_e2e_" + uuid.uuid4().hex
         self.home = Path(tempfile.mkdtemp(prefix="aex-e2e-"))
         self.procs = []
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AEX_")}
         self.env.update({"AEX_HOME": str(self.home), "MOCK_PROVIDER_KEY": "sk-mock"})
+        self.env.update(extra_env or {})
+        self.extra_models = extra_models
         self.base = None
         self.operator_token = None
 
@@ -87,7 +91,7 @@ class AexInstance:
                                 stdout=subprocess.PIPE, text=True)
         self.procs.append(mock)
         mock_addr = mock.stdout.readline().strip()
-        (self.home / "models.toml").write_text(MODELS.replace("{mock}", mock_addr))
+        (self.home / "models.toml").write_text((MODELS + self.extra_models).replace("{mock}", mock_addr))
         port = free_port()
         db_url = ADMIN_DB_URL.rsplit("/", 1)[0] + "/" + self.db
         init = subprocess.run([AEX, "init", "--database-url", db_url, "--listen", f"127.0.0.1:{port}", "--json"],
@@ -95,18 +99,28 @@ class AexInstance:
         if init.returncode != 0:
             raise RuntimeError(init.stderr)
         self.operator_token = json.loads(init.stdout)["operator_token"]
-        log = open(self.home / "serve.log", "w")
-        server = subprocess.Popen([AEX, "serve"], env=self.env, stdout=log, stderr=log)
+        self.base = self._serve(port, "serve.log")
+        return self
+
+    def spawn_replica(self) -> str:
+        """Another `aex serve` on the same database and aex.toml, on its own port: its base URL."""
+        port = free_port()
+        return self._serve(port, f"serve-{port}.log")
+
+    def _serve(self, port: int, log_name: str) -> str:
+        log = open(self.home / log_name, "w")
+        env = dict(self.env, AEX_LISTEN=f"127.0.0.1:{port}")
+        server = subprocess.Popen([AEX, "serve"], env=env, stdout=log, stderr=log)
         self.procs.append(server)
-        self.base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"aex exited with {server.returncode}: {(self.home / 'serve.log').read_text()}")
+                raise RuntimeError(f"aex exited with {server.returncode}: {(self.home / log_name).read_text()}")
             try:
-                with urllib.request.urlopen(self.base + "/ready", timeout=2) as r:
+                with urllib.request.urlopen(base + "/ready", timeout=2) as r:
                     if r.status == 200:
-                        return self
+                        return base
             except OSError:
                 pass
             if time.time() > deadline:
@@ -144,9 +158,16 @@ class AexInstance:
 
     def admin_get(self, path: str) -> dict:
         """One GET of the admin API with the operator token: its JSON body."""
-        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.operator_token}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
+        return self.admin("GET", path)
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One admin API call with the operator token: its JSON body (None when empty)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.operator_token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
 
 
 if __name__ == "__main__":

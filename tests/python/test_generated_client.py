@@ -92,3 +92,34 @@ def test_a_generated_client_sets_up_a_tenant_whose_token_the_openai_sdk_spends_w
     again = create_tenant.sync_detailed(client=op, body=CreateTenantRequest(name="generated-team"))
     assert again.status_code == 409
     assert isinstance(again.parsed, AdminErrorBody) and again.parsed.error.code == "conflict"
+
+
+def test_a_generated_client_reads_and_acknowledges_alerts(aex, client_pkg):
+    from aex_admin_client import AuthenticatedClient
+    from aex_admin_client.api.agents import create_agent, set_agent_state
+    from aex_admin_client.api.alerts import ack_alert, list_alerts
+    from aex_admin_client.api.ledger import list_ledger_events
+    from aex_admin_client.api.tenants import create_tenant
+    from aex_admin_client.models import AgentState, CreateAgentRequest, CreateTenantRequest, SetStateRequest
+
+    op = AuthenticatedClient(base_url=aex.base, token=aex.operator_token, raise_on_unexpected_status=True)
+    tenant = create_tenant.sync(client=op, body=CreateTenantRequest(name="alerted-team"))
+    created = create_agent.sync(
+        client=op, body=CreateAgentRequest(name="quarantined-agent", budget_usd="1.00", rpm=10), tenant_id=tenant.id
+    )
+    set_agent_state.sync(
+        client=op, agent=str(created.agent.id), body=SetStateRequest(state=AgentState.QUARANTINED), tenant_id=tenant.id
+    )
+
+    page = list_alerts.sync(client=op, tenant_id=tenant.id, status="open")
+    assert page.summary.total == 1 and page.summary.open_ == 1 and page.summary.critical == 1
+    alert = page.alerts[0]
+    assert alert.kind == "lifecycle" and alert.severity == "critical"
+    assert alert.agent_id == created.agent.id and alert.details["to"] == "QUARANTINED"
+    assert page.next_before is None
+
+    acked = ack_alert.sync(client=op, id=alert.id, tenant_id=tenant.id)
+    assert acked.acked_at is not None
+    assert list_alerts.sync(client=op, tenant_id=tenant.id, status="open").summary.open_ == 0
+    events = list_ledger_events.sync(client=op, tenant_id=tenant.id, event_type="alert.acknowledged")
+    assert [e.payload["alert_id"] for e in events] == [alert.id]

@@ -2,6 +2,7 @@
 //! call one admin use case, render JSON. Every error is in the admin shape.
 
 pub mod agents;
+pub mod alerts;
 pub mod config;
 pub mod executions;
 pub mod ledger;
@@ -10,6 +11,7 @@ pub mod plugins;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use serde::Deserialize;
 use utoipa::{IntoParams, IntoResponses};

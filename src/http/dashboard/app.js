@@ -133,8 +133,9 @@ function setLive(kind, text) {
   setText($("live-text"), text);
 }
 
-async function api(path) {
+async function api(path, method = "GET") {
   const response = await fetch(path, {
+    method,
     headers: { Authorization: "Bearer " + state.token, Accept: "application/json" },
     cache: "no-store",
   });
@@ -159,10 +160,11 @@ async function poll() {
   clearTimeout(state.timer);
   if (!state.token || state.paused) return;
   try {
-    const data = await api("/admin/metrics");
+    const [data, alerts] = await Promise.all([api("/admin/metrics"), api("/admin/alerts?status=open&limit=20")]);
     if (!state.token) return;
     state.data = data;
     render(data);
+    renderAlerts(alerts);
     const now = new Date();
     const stamp = $("last-update");
     setText(stamp, now.toLocaleTimeString());
@@ -352,6 +354,29 @@ function renderDay(d) {
   $("states").replaceChildren(...(states.length ? states : [el("li", { class: "muted" }, "none")]));
 }
 
+function renderAlerts(page) {
+  const s = page.summary;
+  setText($("alerts-summary"), `(${count(s.open)} open: ${count(s.critical)} critical, ${count(s.warning)} warning, ${count(s.info)} info)`);
+  $("alerts-panel").classList.toggle("alert", s.critical > 0);
+  const items = page.alerts.map((a) =>
+    el("li", { "data-alert-id": String(a.id), class: "severity-" + a.severity },
+      el("time", { datetime: a.created_at }, time(a.created_at)), " ",
+      el("span", { class: "severity" }, a.severity), " ",
+      el("span", { class: "event-type" }, a.kind), " ",
+      el("span", { class: "message" }, a.message), " ",
+      el("button", { type: "button", class: "small ack", "data-ack": String(a.id) }, "Acknowledge")));
+  $("alerts").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "no open alerts")]));
+}
+
+async function acknowledge(id) {
+  try {
+    await api("/admin/alerts/" + encodeURIComponent(id) + "/ack", "POST");
+  } catch (err) {
+    setLive("error", "could not acknowledge: " + err.message);
+  }
+  poll();
+}
+
 function renderLedger(ledger) {
   const check = ledger.last_verification;
   const status = $("ledger-status");
@@ -442,6 +467,10 @@ function start() {
     if (row) openTimeline(row.dataset.executionId, row.dataset.tenantId);
   };
   executions.addEventListener("click", open);
+  $("alerts").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-ack]");
+    if (button) acknowledge(button.dataset.ack);
+  });
   executions.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
