@@ -3,7 +3,7 @@
 Three replicas on one database (tests/python/aex_harness.py: the built binary, `AEX_BIN` to use
 another, e.g. a release build), agents that cross their budget thresholds on every call, and a
 receiver that verifies every delivery with the `standardwebhooks` package. Four phases with the
-same workload — AGENTS agents × 2 calls of 10 micro-USD against a 20 micro-USD budget, CONCURRENCY
+same workload (after a warm-up run that is not measured) — AGENTS agents × 2 calls of 10 micro-USD against a 20 micro-USD budget, CONCURRENCY
 at a time, round-robin over the replicas; each agent raises 3 alerts (50% on its first call, 80%
 and 100% on its second):
 
@@ -117,6 +117,7 @@ def main():
         print(f"{AGENTS} agents x 2 calls per phase, {CONCURRENCY} at a time, 3 replicas, binary {instance_bin()}")
         print(f"{'phase':<9} {'calls':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   alerts delivered")
 
+        run_phase(instance, bases, "warmup")  # first calls on each replica: not measured
         calls = run_phase(instance, bases, "none")
         report("none", calls, "no webhook")
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::report::{added, ms, signed_ms, str_of, Results};
+use super::report::{self, added, ms, signed_ms, str_of, Results, Verdicts};
 use super::{LoadResult, Percentiles};
 
 /// The systems in the table: (mode in the results, label, CPU column names Postgres too).
@@ -171,7 +171,54 @@ pub fn render(text: &str) -> anyhow::Result<String> {
         out.push('\n');
     }
     open_loop_line(&r, &mut out)?;
+    writeln!(out)?;
+    let mut v = Verdicts(Vec::new());
+    verdicts(&r, &mut v);
+    v.write("Targets (issue 17; the same run, ratios)", &mut out)?;
     Ok(out)
+}
+
+/// The targets of issue 17 this run's figures judge: throughput beside the peers at c=64, the
+/// added latency at c=1, at half of AEX's peak and to a stream's first byte, and the CPU.
+fn verdicts(r: &Results, v: &mut Verdicts) {
+    let aex = r.get("chat-c64", "governed").map(|l| l.throughput_rps);
+    for (peer, times) in [("portkey", 1.0), ("litellm", 15.0)] {
+        let name = SYSTEMS
+            .iter()
+            .find(|(m, _)| *m == peer)
+            .map_or(peer, |(_, label)| *label);
+        let other = r.get("chat-c64", peer).filter(|l| l.ok == l.completed);
+        let met = aex.zip(other).map(|(a, o)| a >= times * o.throughput_rps);
+        v.push(
+            met,
+            format!(
+                "governed chat throughput at c=64 >= {times}x the {name}'s: {}",
+                match (aex, other) {
+                    (Some(a), Some(o)) => format!(
+                        "{:.2}x ({a:.0} vs {:.0} req/s)",
+                        a / o.throughput_rps.max(1e-9),
+                        o.throughput_rps
+                    ),
+                    _ => "not measured in this run (or it had failures)".into(),
+                }
+            ),
+        );
+    }
+    report::latency_verdicts(r, v);
+    if let (Some(g), Some(d)) = (r.get("open-half", "governed"), r.get("open-half", "direct")) {
+        let (gl, dl) = (g.latency_us.as_ref(), d.latency_us.as_ref());
+        let (p50, p99) = (added(gl, dl, |p| p.p50), added(gl, dl, |p| p.p99));
+        v.push(
+            p50.zip(p99)
+                .map(|(a, b)| a <= 2000.0 && b <= 6000.0 && g.ok == g.completed),
+            format!(
+                "added latency at 50% of AEX's peak rate <= 2 ms p50 and <= 6 ms p99: {} / {} ms",
+                signed_ms(p50),
+                signed_ms(p99)
+            ),
+        );
+    }
+    report::cpu_verdicts(r, v);
 }
 
 /// AEX's added latency at half its own peak rate, open loop.
@@ -243,5 +290,35 @@ mod tests {
         assert!(row("Portkey").contains("900 (-0.50) !4/10"));
         assert!(row("LiteLLM proxy").contains("pip install failed"));
         assert!(out.contains("AEX at 50% of its peak rate: not run"));
+    }
+
+    #[test]
+    fn targets_are_judged_against_the_peers_of_the_same_run() {
+        let text = [
+            load("chat-c1", "direct", 1000.0, 1000.0, 10, 10),
+            load("chat-c1", "governed", 800.0, 2000.0, 10, 10),
+            load("chat-c64", "governed", 900.0, 9000.0, 10, 10),
+            load("chat-c64", "portkey", 800.0, 9000.0, 10, 10),
+            load("chat-c64", "litellm", 100.0, 90000.0, 10, 10),
+        ]
+        .join("\n");
+        let out = render(&text).expect("renders");
+        let line = |what: &str| {
+            out.lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no line with {what} in\n{out}"))
+                .to_owned()
+        };
+        assert!(line("Portkey gateway's").starts_with("[MET]"), "{out}");
+        assert!(line("1.12x (900 vs 800 req/s)").contains("Portkey"));
+        // 15 x 100 = 1,500 > 900.
+        assert!(line("LiteLLM proxy's").starts_with("[MISSED]"), "{out}");
+        // +1.00 ms at c=1 is within 1.5 ms.
+        assert!(line("added latency at c=1").starts_with("[MET]"), "{out}");
+        // No CPU was watched: not judged.
+        assert!(
+            line("Postgres CPU per governed request").starts_with("[N/A]"),
+            "{out}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The benchmark's table: every figure of a results file (JSON lines written by `aex-loadgen run`
-//! and by `bench/run.sh`), governed against direct, and each target of issue 9 met or missed.
+//! and by `bench/run.sh`), governed against direct, and each target of issues 9 and 17 met or
+//! missed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -80,12 +81,101 @@ pub(super) fn signed_ms(us: Option<f64>) -> String {
 }
 
 /// `[MET]`, `[MISSED]` or `[N/A]` and the line that says why.
-struct Verdicts(Vec<(Option<bool>, String)>);
+pub(super) struct Verdicts(pub(super) Vec<(Option<bool>, String)>);
 
 impl Verdicts {
-    fn push(&mut self, met: Option<bool>, line: String) {
+    pub(super) fn push(&mut self, met: Option<bool>, line: String) {
         self.0.push((met, line));
     }
+
+    pub(super) fn write(&self, title: &str, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "{title}")?;
+        for (met, line) in &self.0 {
+            let tag = match met {
+                Some(true) => "[MET]   ",
+                Some(false) => "[MISSED]",
+                None => "[N/A]   ",
+            };
+            writeln!(out, "{tag} {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// CPU µs per request of a watched process over a run's window.
+pub(super) fn cpu_per_request(p: Option<super::ProcUse>, l: &LoadResult) -> Option<f64> {
+    p.map(|p| p.cpu_seconds * 1e6 / (l.throughput_rps * l.window_seconds).max(1.0))
+}
+
+/// Issue 17: the CPU a governed request costs at c=64, AEX's own and its Postgres backends'.
+pub(super) fn cpu_verdicts(r: &Results, v: &mut Verdicts) {
+    let Some(g) = r.get("chat-c64", "governed") else {
+        return;
+    };
+    let own = cpu_per_request(g.process, g);
+    let db = cpu_per_request(g.db_process, g);
+    let us = |x: Option<f64>| x.map_or("not watched".into(), |x| format!("{x:.0} µs"));
+    v.push(
+        db.map(|d| d <= 500.0),
+        format!(
+            "Postgres CPU per governed request at c=64 <= 500 µs (its backends of aex's pool): {}",
+            us(db)
+        ),
+    );
+    v.push(
+        own.map(|o| o <= 250.0),
+        format!(
+            "AEX's own CPU per governed request at c=64 <= 250 µs: {}",
+            us(own)
+        ),
+    );
+}
+
+/// Issue 17: added latency at c=1 over direct, and streaming's added time to first byte (p50).
+pub(super) fn latency_verdicts(r: &Results, v: &mut Verdicts) {
+    if let (Some(d), Some(g)) = (r.get("chat-c1", "direct"), r.get("chat-c1", "governed")) {
+        let p50 = added(g.latency_us.as_ref(), d.latency_us.as_ref(), |p| p.p50);
+        v.push(
+            p50.map(|a| a <= 1500.0),
+            format!("added latency at c=1 <= 1.5 ms p50: {} ms", signed_ms(p50)),
+        );
+    }
+    if let (Some(d), Some(g)) = (
+        r.get("stream-c16", "direct"),
+        r.get("stream-c16", "governed"),
+    ) {
+        let ttfb = added(g.ttfb_us.as_ref(), d.ttfb_us.as_ref(), |p| p.p50);
+        v.push(
+            ttfb.map(|t| t <= 3000.0),
+            format!(
+                "streaming: added time to first byte at c=16 <= 3 ms p50: {} ms",
+                signed_ms(ttfb)
+            ),
+        );
+    }
+}
+
+/// Issue 17: governed chat at c=64 against the build the issue started from, run in the same
+/// bench run (`BASELINE_AEX`, mode `baseline`).
+fn baseline_verdict(r: &Results, v: &mut Verdicts) {
+    let (Some(g), Some(b)) = (r.get("chat-c64", "governed"), r.get("chat-c64", "baseline")) else {
+        v.push(
+            None,
+            "governed chat at c=64 >= 3x the issue's starting point: no baseline in this run \
+             (BASELINE_AEX=path/to/the/old/aex bash bench/run.sh)"
+                .into(),
+        );
+        return;
+    };
+    let x = g.throughput_rps / b.throughput_rps.max(1e-9);
+    v.push(
+        Some(x >= 3.0),
+        format!(
+            "governed chat at c=64 >= 3x the issue's starting point (the baseline build, same run): \
+             {x:.2}x ({:.0} vs {:.0} req/s)",
+            g.throughput_rps, b.throughput_rps
+        ),
+    );
 }
 
 /// The scenarios run both ways, streamed or not, in the order they ran: (name, direct, governed).
@@ -134,11 +224,11 @@ fn load_table(r: &Results, out: &mut String) -> std::fmt::Result {
         out,
         "Requests (latency in ms at the client; cores, CPU per request and peak RSS of the watched process \
          over the measured window: the mock on direct rows, aex on governed rows; machine = all CPUs busy; \
-         client = the load client's cores)"
+         client = the load client's cores; pg µs/req = CPU per request of aex's Postgres backends)"
     )?;
     writeln!(
         out,
-        "{:<16} {:<9} {:>9} {:>8} {:>8} {:>8} {:>15} {:>10} {:>10} {:>7} {:>8} {:>7}",
+        "{:<16} {:<9} {:>9} {:>8} {:>8} {:>8} {:>15} {:>10} {:>10} {:>7} {:>8} {:>7} {:>10}",
         "scenario",
         "mode",
         "req/s",
@@ -150,13 +240,19 @@ fn load_table(r: &Results, out: &mut String) -> std::fmt::Result {
         "µs CPU/req",
         "RSS MB",
         "machine",
-        "client"
+        "client",
+        "pg µs/req"
     )?;
     for (name, d, g) in pairs(r, false) {
-        for l in [d, g] {
+        // The baseline build's row (BASELINE_AEX), when the run has one, after the governed row.
+        for l in [Some(d), Some(g), r.get(name, "baseline")]
+            .into_iter()
+            .flatten()
+        {
+            let db = cpu_per_request(l.db_process, l).map_or("-".into(), |x| format!("{x:.0}"));
             let proc = l.process.map_or(String::new(), |p| {
                 format!(
-                    "{:>10.2} {:>10.0} {:>7.1} {:>7.0}% {:>7.2}",
+                    "{:>10.2} {:>10.0} {:>7.1} {:>7.0}% {:>7.2} {db:>10}",
                     p.cores,
                     p.cpu_seconds * 1e6 / (l.throughput_rps * l.window_seconds).max(1.0),
                     p.rss_peak_mb,
@@ -300,6 +396,9 @@ fn verdicts(r: &Results, v: &mut Verdicts) {
             ),
         );
     }
+    latency_verdicts(r, v);
+    cpu_verdicts(r, v);
+    baseline_verdict(r, v);
     if let (Some(h), Some(m)) = (r.get("hot-c64", "governed"), r.get("chat-c64", "governed")) {
         let share = h.throughput_rps / m.throughput_rps.max(1e-9);
         let over = r.num("overspend", "/overspend_micro_usd");
@@ -317,9 +416,9 @@ fn verdicts(r: &Results, v: &mut Verdicts) {
             _ => "no overspend check recorded".into(),
         };
         v.push(
-            Some(share >= 0.5 && over == Some(0.0) && held == Some(0.0)),
+            Some(share >= 0.6 && over == Some(0.0) && held == Some(0.0)),
             format!(
-                "one hot agent at c=64 keeps >= 50% of the many-agents throughput with zero overspend: {:.0}% ({:.0} vs {:.0} req/s); overspend {} micro-USD ({detail})",
+                "one hot agent at c=64 keeps >= 60% of the many-agents throughput with zero overspend: {:.0}% ({:.0} vs {:.0} req/s); overspend {} micro-USD ({detail})",
                 100.0 * share,
                 h.throughput_rps,
                 m.throughput_rps,
@@ -452,14 +551,6 @@ pub fn render(text: &str) -> anyhow::Result<String> {
     ceiling_table(&r, &mut out, &mut v)?;
     writeln!(out)?;
     verdicts(&r, &mut v);
-    writeln!(out, "Targets (issue 9)")?;
-    for (met, line) in &v.0 {
-        let tag = match met {
-            Some(true) => "[MET]   ",
-            Some(false) => "[MISSED]",
-            None => "[N/A]   ",
-        };
-        writeln!(out, "{tag} {line}")?;
-    }
+    v.write("Targets (issues 9 and 17)", &mut out)?;
     Ok(out)
 }

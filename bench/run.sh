@@ -19,6 +19,9 @@
 #   NO_BUILD=1     use target/release/aex and target/release/aex-loadgen as they are
 #   SCENARIOS      only these scenarios, space-separated (default: all of chat-c1 chat-c16
 #                  chat-c64 hot-c64 embeddings-c16 stream-c16 streams-1000 capped-c64)
+#   BASELINE_AEX   another aex binary (the build a change started from): chat-c1 and chat-c64
+#                  are run through it too, in a database of its own, as mode "baseline", so
+#                  the report gives the ratio of the same run
 set -euo pipefail
 export RUST_LOG=warn
 
@@ -42,6 +45,7 @@ prepare_binaries
 work=$(mktemp -d -t aex-bench.XXXXXX)
 db=aex_bench_$$
 ceiling_db=${db}_pg
+baseline_db=${db}_base
 server=${DATABASE_URL%/*}
 pids=()
 aex_pid=
@@ -50,7 +54,7 @@ cleanup() {
   local status=$?
   for pid in $aex_pid "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in $aex_pid "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for d in "$ceiling_db" "$db"; do
+  for d in "$ceiling_db" "$baseline_db" "$db"; do
     psql "$DATABASE_URL" -qXc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
   done
   if [[ -f $work/aex.log ]]; then
@@ -100,6 +104,7 @@ operator_token=$("$AEX" init --database-url "$server/$db" --json | sed -n 's/.*"
 start_aex
 sleep 2
 printf '{"record":"idle",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"
+db_watch=()
 echo "mock $mock, long-stream mock $mock_long, aex $aex_addr (pid $aex_pid)"
 
 # Budgets large enough never to refuse, no rpm/tpm; one more agent with a budget for about a
@@ -159,18 +164,28 @@ ceiling() {
     echo "  $scenario: pgbench failed: $(grep -m 1 error <<<"$out")" >&2
     return 0
   done
-  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"aex_append_event(), SHA-256 in SQL as in AEX"}\n' \
+  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"admission: hashed by AEX in the replica (constants here); settlement: aex_settle, in SQL"}\n' \
     "$scenario" "$clients" \
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
     "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" >>"$RESULTS"
   echo "  $(printf '%-14s %-8s' "$scenario" pgbench) $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out") tps"
 }
 
-# The same scenario direct (watching the mock) and governed (watching aex).
+# aex's Postgres backends, watched on governed runs (their CPU per request is a target of issue
+# 17): a short run at c=64 first fills its pool, so that every connection it uses is listed.
+watch_backends() {
+  "$LOADGEN" run --out "$work/warm.jsonl" --scenario warm --mode governed --url "http://$aex_addr/v1" \
+    --tokens "$2" --kind chat --model bench-chat --concurrency 64 --duration-secs 2 --warmup-secs 0 2>/dev/null
+  mapfile -t db_watch < <(psql "$DATABASE_URL" -AtXc \
+    "SELECT '--watch-db-pid=' || pid FROM pg_stat_activity WHERE datname = '$1' AND pid <> pg_backend_pid()")
+}
+
+# The same scenario direct (watching the mock) and governed (watching aex and its backends).
 pair() {
   local scenario=$1 direct_url=$2 tokens=$3; shift 3
   load --scenario "$scenario" --mode direct --url "http://$direct_url/v1" --watch-pid "$mock_pid" "$@"
-  load --scenario "$scenario" --mode governed --url "http://$aex_addr/v1" --tokens "$tokens" --watch-pid "$aex_pid" "$@"
+  load --scenario "$scenario" --mode governed --url "http://$aex_addr/v1" --tokens "$tokens" --watch-pid "$aex_pid" \
+    "${db_watch[@]}" "$@"
 }
 
 # A chat scenario, then pgbench at its concurrency while aex is stopped.
@@ -180,6 +195,7 @@ pair_and_ceiling() {
   stop_aex
   ceiling "$scenario" "$agents" "$clients"
   start_aex
+  watch_backends "$db" "$work/many.tokens"
 }
 
 # What read-your-writes costs a stream's last event (SPEC §3): the final event waits for the
@@ -206,6 +222,7 @@ stream_final_wait() {
 want() { [[ -z ${SCENARIOS:-} || " $SCENARIOS " == *" $1 "* ]]; }
 
 echo "== scenarios (${DURATION} s each way; pgbench after each chat scenario)"
+watch_backends "$db" "$work/many.tokens"
 want chat-c1 && pair_and_ceiling chat-c1 many 1
 want chat-c16 && pair_and_ceiling chat-c16 many 16
 want chat-c64 && pair_and_ceiling chat-c64 many 64
@@ -231,6 +248,24 @@ printf '{"record":"idle_after",%s}\n' "$(rss_fields "$aex_pid")" >>"$RESULTS"
 
 # After a graceful stop the books are final.
 stop_aex
+
+# The baseline build, alone on a database of its own, with agents made the same way.
+if [[ -n ${BASELINE_AEX:-} ]]; then
+  echo "== baseline build $BASELINE_AEX"
+  psql "$DATABASE_URL" -qXc "CREATE DATABASE $baseline_db" >/dev/null
+  base_token=$(AEX_HOME=$work/base-home AEX_CONFIG=$work/base-home/aex.toml \
+    "$BASELINE_AEX" init --database-url "$server/$baseline_db" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
+  AEX_HOME=$work/base-home AEX_CONFIG=$work/base-home/aex.toml AEX=$BASELINE_AEX start_aex
+  BENCH_ADMIN_TOKEN=$base_token "$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" \
+    --budget-usd 1000000 --out "$work/base-many.tokens"
+  watch_backends "$baseline_db" "$work/base-many.tokens"
+  for c in 1 64; do
+    want "chat-c$c" || continue
+    load --scenario "chat-c$c" --mode baseline --url "http://$aex_addr/v1" --tokens "$work/base-many.tokens" \
+      --watch-pid "$aex_pid" "${db_watch[@]}" --kind chat --model bench-chat --concurrency "$c"
+  done
+  stop_aex
+fi
 read -r budget spent reserved < <(psql "$server/$db" -AtXF ' ' -c \
   "SELECT budget_micro_usd, spent_micro_usd, reserved_micro_usd FROM agents WHERE name = 'capped-0'")
 printf '{"record":"overspend","budget_micro_usd":%s,"spent_micro_usd":%s,"reserved_micro_usd":%s,"overspend_micro_usd":%s}\n' \

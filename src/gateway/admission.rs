@@ -25,11 +25,12 @@ use super::{Gateway, GatewayError};
 use crate::domain::{AgentId, AgentState, BudgetPeriod, CallRoute, ExecutionState, TenantId};
 use crate::ledger::encoding::canonical_json;
 use crate::ledger::fold::types;
-use crate::ledger::{self, ChainId, NewEvent};
+use crate::ledger::link::{self, AgentChainFacts, ChainTail};
+use crate::ledger::{self, AppendedEvent, ChainId, NewEvent};
 use crate::money::MicroUsd;
 use crate::store::agents::{self, AgentRow};
 use crate::store::executions::{self, NewExecution};
-use crate::store::holds::{self, NewReservation};
+use crate::store::holds::{self, HoldEvents, NewReservation};
 use crate::store::{attempts, projection, rate_windows, tenants, StoreError};
 
 /// Everything admission decides on.
@@ -264,14 +265,30 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         true => Some(tenants::lock_tenant(&mut tx, t.tenant_id).await?),
         false => None,
     };
-    let mut agent = match agents::lock_agent(&mut tx, t.tenant_id, t.agent_id).await {
-        Ok(a) => a,
-        Err(StoreError::NotFound) => {
-            return Err(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    roll_budget_period(&mut tx, &mut agent).await?;
+    // The agent's chain is locked with its row and its tail read: the hold's events are hashed
+    // here, after it, not by Postgres.
+    let chain_id = ChainId::Agent(t.agent_id).to_string();
+    let chain = (chain_id.as_str(), ledger::chain_lock_key(&chain_id));
+    let (mut agent, mut tail) =
+        match agents::lock_agent_chain(&mut tx, t.tenant_id, t.agent_id, chain).await {
+            Ok(l) => (
+                l.agent,
+                ChainTail {
+                    seq: l.tail_seq,
+                    hash: l.tail_hash,
+                },
+            ),
+            Err(StoreError::NotFound) => {
+                return Err(GatewayError::Unauthorized(crate::auth::AuthError::Revoked))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    if let Some(reset) = roll_budget_period(&mut tx, &mut agent).await? {
+        tail = ChainTail {
+            seq: reset.seq,
+            hash: reset.event_hash,
+        };
+    }
 
     let mut execution_id = Uuid::now_v7();
     let mut attempt = 1;
@@ -391,7 +408,17 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
         "clamped": clamped,
         "holds_tenant": holds_tenant,
     });
-    let chain_id = ChainId::Agent(t.agent_id).to_string();
+    let facts = AgentChainFacts {
+        chain_id: &chain_id,
+        tenant_id: t.tenant_id,
+        agent_id: t.agent_id,
+        execution_id: Some(t.key),
+        ts: link::now_micros(),
+    };
+    let prev_hash = tail.hash.clone();
+    let reserved = tail.link(&facts, "reservation.reserved", canonical_json(&reserved));
+    let dispatched_payload = canonical_json(&dispatched_payload(t, attempt, &estimate));
+    let dispatched = tail.link(&facts, "execution.dispatched", dispatched_payload);
     holds::hold(
         &mut tx,
         &NewExecution {
@@ -416,9 +443,14 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
             holds_tenant,
             rate_tokens,
         },
-        (&chain_id, ledger::chain_lock_key(&chain_id)),
-        &canonical_json(&reserved),
-        &canonical_json(&dispatched_payload(t, attempt, &estimate)),
+        &HoldEvents {
+            chain_id: &chain_id,
+            ts: facts.ts,
+            seq: reserved.seq,
+            prev_hash: &prev_hash,
+            reserved: (&reserved.event_hash, &reserved.payload),
+            dispatched: (&dispatched.event_hash, &dispatched.payload),
+        },
     )
     .await?;
     tx.commit().await?;
@@ -665,34 +697,34 @@ async fn record_refusal(
 }
 
 /// Starts the agent's next budget period when the current one has ended (checked lazily, at
-/// admission).
+/// admission); the period's ledger event when it did.
 async fn roll_budget_period(
     conn: &mut PgConnection,
     agent: &mut AgentRow,
-) -> Result<(), GatewayError> {
+) -> Result<Option<AppendedEvent>, GatewayError> {
     let period = agent.budget_period;
     match period_start(period, Utc::now()) {
-        Some(start) if agent.period_started_at < start => {
-            Ok(restart_budget_period(conn, agent, period, start).await?)
-        }
-        _ => Ok(()),
+        Some(start) if agent.period_started_at < start => Ok(Some(
+            restart_budget_period(conn, agent, period, start).await?,
+        )),
+        _ => Ok(None),
     }
 }
 
 /// Starts the agent's budget period `period` at `start`, in the caller's transaction: `spent`
 /// becomes what was committed since `start` (everything, for a lifetime budget), recorded with
-/// its ledger event. Used when a period ends and when an operator changes the period.
+/// its ledger event (returned). Used when a period ends and when an operator changes the period.
 pub async fn restart_budget_period(
     conn: &mut PgConnection,
     agent: &mut AgentRow,
     period: BudgetPeriod,
     start: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<AppendedEvent, sqlx::Error> {
     // Commits booked since the boundary but before this (lazy) reset belong to the new period.
     let lifetime = period == BudgetPeriod::Lifetime;
     let spent_after = holds::committed_since(conn, agent.id, start, lifetime).await?;
     agents::reset_period(conn, agent.id, start, spent_after).await?;
-    ledger::append(
+    let event = ledger::append(
         conn,
         NewEvent {
             chain: ChainId::Agent(agent.id),
@@ -713,7 +745,7 @@ pub async fn restart_budget_period(
     .await?;
     agent.spent_micro_usd = spent_after;
     agent.period_started_at = start;
-    Ok(())
+    Ok(event)
 }
 
 /// The start of the period containing `now`; `None` for lifetime budgets.

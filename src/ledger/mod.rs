@@ -11,6 +11,7 @@ pub mod encoding;
 mod event_row;
 pub mod export;
 pub mod fold;
+pub mod link;
 pub mod verify;
 pub mod watch;
 

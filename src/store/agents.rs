@@ -173,6 +173,37 @@ pub async fn lock_agent(
     .ok_or(StoreError::NotFound)
 }
 
+/// An agent row and its chain's tail (seq, hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedAgent {
+    #[sqlx(flatten)]
+    pub agent: AgentRow,
+    pub tail_seq: i64,
+    pub tail_hash: String,
+}
+
+/// Locks the agent's row (`FOR UPDATE`), then its chain's advisory lock (`lock_key`), then reads
+/// the chain's tail, in one round trip (`aex_lock_agent_chain`): what the hold's events link to.
+pub async fn lock_agent_chain(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    id: AgentId,
+    chain: (&str, i64),
+) -> Result<LockedAgent, StoreError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        ", tail_seq, tail_hash FROM aex_lock_agent_chain($1, $2, $3, $4)"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(chain.0)
+    .bind(chain.1)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
 /// Starts a new budget period: `spent` becomes what was committed since its start.
 pub async fn reset_period(
     conn: &mut PgConnection,

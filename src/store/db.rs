@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 
 use crate::config::DbSettings;
@@ -14,8 +14,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// A pool that connects lazily, so a server can start (and answer `/ready` with 503) while the
 /// database is down, and reconnects by itself when it returns.
 pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
-    let options = options.application_name("aex");
+    let options = plain_on_loopback(url.parse()?).application_name("aex");
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
@@ -28,6 +27,29 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
         .connect_lazy_with(options))
+}
+
+/// `sslmode=prefer` (also the default when the URL names none) or `allow` to a server on this
+/// machine (a loopback address, `localhost` or a Unix socket) connects without TLS: `prefer` only
+/// asks for TLS when the server offers it, and a server with `ssl = on` (Debian's default) would
+/// otherwise encrypt every round trip of the hot path, on both sides, for a connection that never
+/// leaves the machine. Measured with `cargo run --release --example driver-bench` (bench/driver.rs,
+/// `sqlx` against `sqlx-nossl`). `require` and the `verify-*` modes are kept as written.
+pub fn plain_on_loopback(options: PgConnectOptions) -> PgConnectOptions {
+    let loopback = options.get_socket().is_some() || is_loopback_host(options.get_host());
+    match options.get_ssl_mode() {
+        PgSslMode::Prefer | PgSslMode::Allow if loopback => options.ssl_mode(PgSslMode::Disable),
+        _ => options,
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Connects and checks the connection once.
@@ -125,4 +147,43 @@ pub async fn schema_is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// Whether the database answers a trivial query (`/ready`).
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        let options: PgConnectOptions = url.parse().unwrap();
+        plain_on_loopback(options).get_ssl_mode()
+    }
+
+    #[test]
+    fn loopback_prefer_is_plain_and_every_other_mode_is_kept() {
+        for url in [
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://u@127.0.0.1/db?sslmode=prefer",
+            "postgres://u@localhost/db?sslmode=allow",
+            "postgres://u@[::1]:5432/db",
+            "postgres://u@127.9.0.1/db",
+        ] {
+            assert!(matches!(mode(url), PgSslMode::Disable), "{url}");
+        }
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost/db?sslmode=verify-full"),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.example:5432/db"),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://u@10.0.0.5/db?sslmode=prefer"),
+            PgSslMode::Prefer
+        ));
+    }
 }

@@ -1,8 +1,9 @@
 //! The writes of an admitted call in one round trip, inside the admission transaction: the
-//! `aex_hold` function (migrations/20261204000003_hold_function.sql) writes the execution, its
-//! reservation (settled later, exactly once, by `store::settlements`), the estimate on the
-//! tenant's and agent's books, and the ledger events `reservation.reserved` and
-//! `execution.dispatched`.
+//! `aex_hold_hashed` function (migrations/20261207520001_ledger_hash_in_replica.sql) writes the
+//! execution, its reservation (settled later, exactly once, by `store::settlements`), the
+//! estimate on the tenant's and agent's books, and the ledger events `reservation.reserved` and
+//! `execution.dispatched`, hashed by the caller after the chain tail it read under the chain's
+//! lock (`store::agents::lock_agent_chain`).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -19,9 +20,54 @@ pub struct NewReservation {
     pub rate_tokens: i64,
 }
 
-/// Holds `e.estimate_micro_usd` for the attempt `e` describes, on the agent's chain `chain`
-/// (its id and advisory-lock key).
+/// The two events of a hold, linked to the agent's chain by the caller: `reservation.reserved` at
+/// `seq` after `prev_hash`, `execution.dispatched` at `seq + 1` after it.
+pub struct HoldEvents<'a> {
+    pub chain_id: &'a str,
+    pub ts: chrono::DateTime<chrono::Utc>,
+    pub seq: i64,
+    pub prev_hash: &'a str,
+    pub reserved: (&'a str, &'a str),
+    pub dispatched: (&'a str, &'a str),
+}
+
+/// Holds `e.estimate_micro_usd` for the attempt `e` describes, with its two events as hashed by
+/// the caller: `reserved` and `dispatched` are (hash, canonical payload).
 pub async fn hold(
+    conn: &mut PgConnection,
+    e: &NewExecution<'_>,
+    r: &NewReservation,
+    events: &HoldEvents<'_>,
+) -> Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
+    bind_execution(
+        sqlx::query(
+            "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+        ),
+        e,
+    )
+    .bind(e.provider)
+    .bind(r.id)
+    .bind(r.holds_tenant)
+    .bind(r.rate_tokens)
+    .bind(events.chain_id)
+    .bind(events.ts)
+    .bind(events.seq)
+    .bind(events.prev_hash)
+    .bind(events.reserved.0)
+    .bind(events.reserved.1)
+    .bind(events.dispatched.0)
+    .bind(events.dispatched.1)
+    .execute(conn)
+    .await?;
+    crate::metrics::observe_ledger_append(started.elapsed());
+    Ok(())
+}
+
+/// The same hold through `aex_hold`, which takes the chain's lock, reads its tail and hashes both
+/// events in SQL (`chain`: the agent's chain id and advisory-lock key).
+pub async fn hold_hashed_in_sql(
     conn: &mut PgConnection,
     e: &NewExecution<'_>,
     r: &NewReservation,
