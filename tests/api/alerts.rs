@@ -669,9 +669,11 @@ async fn a_receiver_that_hangs_does_not_slow_governed_calls() {
         assert!(status == StatusCode::OK || status == StatusCode::PAYMENT_REQUIRED);
         slowest = slowest.max(started.elapsed());
     }
-    // Four alerts are being delivered to a receiver that takes 5 s to answer each.
+    // Four alerts are being delivered to a receiver that takes 5 s to answer each: a call that
+    // waited for one would take 5 s. The bound is that, not a latency figure, so a loaded 2-core
+    // machine cannot fail it (latency is measured by bench/alerts.py).
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(5),
         "slowest governed call: {slowest:?}"
     );
     let in_flight = app
