@@ -1,12 +1,18 @@
-//! The settlement of one attempt in one round trip: the `aex_settle` function
-//! (migrations/20261206200001_settle_always_ends.sql says what it writes, in which order). Called as
-//! a single statement it is its own transaction, so a settlement needs no BEGIN and COMMIT of its
-//! own.
+//! The settlement of one attempt: one transaction of two pipelined round trips on the money
+//! transactions' pool (`store::hot`). The first (BEGIN + `aex_settle_books`,
+//! migrations/20261207900001_settle_hashed_in_replica.sql says what it writes, in which order)
+//! moves the books and returns the agent chain's tail, read under the chain's lock; the ledger
+//! event is then hashed here (`ledger::link`) and the second round trip inserts it and commits.
+//! Postgres runs no SHA-256 and no canonical encoder for it.
 
-use sqlx::PgConnection;
+use serde_json::{json, Map, Value};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::hot::{pg_error, HotPool, BEGIN, COMMIT};
 use crate::domain::{AgentId, TenantId};
+use crate::ledger::encoding::canonical_json;
+use crate::ledger::link::{self, AgentChainFacts, ChainTail};
 
 /// Everything a settlement writes that the caller knows.
 pub struct Settlement<'a> {
@@ -27,9 +33,9 @@ pub struct Settlement<'a> {
     /// replay after a commit, for the requests that waited for the attempt after a release.
     pub result: Option<(u16, &'a [u8], bool)>,
     /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
-    /// knows; the function adds the facts of the hold.
+    /// knows (an object); the facts of the hold are added to it here.
     pub event_type: &'a str,
-    pub payload: serde_json::Value,
+    pub payload: Value,
     pub model_alias: &'a str,
     /// The rate-limit windows the estimate was charged to.
     pub rate_subjects: [String; 2],
@@ -52,48 +58,137 @@ pub struct SettledHold {
     pub remaining_micro_usd: i64,
 }
 
+const SETTLE_BOOKS: &str = "SELECT estimate_micro_usd, holds_tenant, remaining_micro_usd, \
+     tail_seq, tail_hash FROM aex_settle_books($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+     $13, $14, $15, $16, $17, $18, $19, $20)";
+const INSERT_EVENT: &str = "INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, \
+     event_type, tenant_id, agent_id, execution_id, ts, payload, encoding) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)";
+
 /// Settles the attempt; `None` when its reservation was settled before (nothing is written).
-pub async fn settle(
-    conn: &mut PgConnection,
-    s: &Settlement<'_>,
-) -> Result<Option<SettledHold>, sqlx::Error> {
+pub async fn settle(pool: &HotPool, s: &Settlement<'_>) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
+    let mut conn = pool.get().await?;
+    let begin = conn.prepare(BEGIN).await?;
+    let books = conn.prepare(SETTLE_BOOKS).await?;
+    let insert = conn.prepare(INSERT_EVENT).await?;
+    let commit = conn.prepare(COMMIT).await?;
+    conn.begun();
+    let client = conn.client()?;
+    let charge = s.charge.as_ref();
     let result = s.result;
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21)",
+    let params: [&(dyn ToSql + Sync); 20] = [
+        &s.execution_id,
+        &s.attempt,
+        &s.tenant_id.0,
+        &s.agent_id.0,
+        &s.execution_key,
+        &s.chain_id,
+        &s.chain_lock_key,
+        &s.state,
+        &charge.map(|c| c.actual_micro_usd),
+        &charge.and_then(|c| c.prompt_tokens),
+        &charge.and_then(|c| c.completion_tokens),
+        &charge.map(|c| c.usage_source),
+        &s.reason,
+        &result.map(|r| i32::from(r.0)),
+        &result.map(|r| r.1),
+        &result.map(|r| r.2),
+        &s.event_type,
+        &s.model_alias,
+        &charge.map(|c| c.latency_ms),
+        &&s.rate_subjects[..],
+    ];
+    let (_, row) = tokio::try_join!(
+        client.execute(&begin, &[]),
+        client.query_opt(&books, &params)
     )
-    .bind(s.execution_id)
-    .bind(s.attempt)
-    .bind(s.tenant_id)
-    .bind(s.agent_id)
-    .bind(s.execution_key)
-    .bind(s.chain_id)
-    .bind(s.chain_lock_key)
-    .bind(s.state)
-    .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
-    .bind(s.charge.as_ref().and_then(|c| c.prompt_tokens))
-    .bind(s.charge.as_ref().and_then(|c| c.completion_tokens))
-    .bind(s.charge.as_ref().map(|c| c.usage_source))
-    .bind(s.reason)
-    .bind(result.map(|r| i32::from(r.0)))
-    .bind(result.map(|r| r.1))
-    .bind(result.map(|r| r.2))
-    .bind(s.event_type)
-    .bind(sqlx::types::Json(&s.payload))
-    .bind(s.model_alias)
-    .bind(s.charge.as_ref().map(|c| c.latency_ms))
-    .bind(&s.rate_subjects[..])
-    .fetch_optional(conn)
-    .await?;
-    if row.is_some() {
-        crate::metrics::observe_ledger_append(started.elapsed());
+    .map_err(pg_error)?;
+    let Some(row) = row else {
+        client.execute(&commit, &[]).await.map_err(pg_error)?;
+        conn.ended();
+        return Ok(None);
+    };
+    let held = SettledHold {
+        estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
+        remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+    };
+    let holds_tenant: bool = row.try_get(1).map_err(pg_error)?;
+    let mut tail = ChainTail {
+        seq: row.try_get(3).map_err(pg_error)?,
+        hash: row.try_get(4).map_err(pg_error)?,
+    };
+    let facts = AgentChainFacts {
+        chain_id: s.chain_id,
+        tenant_id: s.tenant_id,
+        agent_id: s.agent_id,
+        execution_id: Some(s.execution_key),
+        ts: link::now_micros(),
+    };
+    let payload = with_hold_facts(&s.payload, charge.map(|c| c.actual_micro_usd), held, holds_tenant);
+    let event = tail.link(&facts, s.event_type, canonical_json(&payload));
+    let event_row: [&(dyn ToSql + Sync); 10] = [
+        &s.chain_id,
+        &event.seq,
+        &event.prev_hash,
+        &event.event_hash,
+        &s.event_type,
+        &s.tenant_id.0,
+        &s.agent_id.0,
+        &s.execution_key,
+        &facts.ts,
+        &event.payload,
+    ];
+    tokio::try_join!(
+        client.execute(&insert, &event_row),
+        client.execute(&commit, &[])
+    )
+    .map_err(pg_error)?;
+    conn.ended();
+    crate::metrics::observe_ledger_append(started.elapsed());
+    Ok(Some(held))
+}
+
+/// The event's payload: the caller's fields and the facts of the hold (which win), as
+/// `aex_settle` merged them — the hold, whether it held the tenant and, for a charge, the overrun
+/// over the hold and whether the agent's budget is now overrun.
+fn with_hold_facts(
+    payload: &Value,
+    actual: Option<i64>,
+    held: SettledHold,
+    holds_tenant: bool,
+) -> Value {
+    let mut merged: Map<String, Value> = payload.as_object().cloned().unwrap_or_default();
+    merged.insert("estimate_micro_usd".into(), json!(held.estimate_micro_usd));
+    merged.insert("holds_tenant".into(), json!(holds_tenant));
+    if let Some(actual) = actual {
+        let overrun = actual.saturating_sub(held.estimate_micro_usd).max(0);
+        merged.insert("overrun_micro_usd".into(), json!(overrun));
+        merged.insert("budget_overrun".into(), json!(held.remaining_micro_usd < 0));
     }
-    Ok(
-        row.map(|(estimate_micro_usd, remaining_micro_usd)| SettledHold {
-            estimate_micro_usd,
-            remaining_micro_usd,
-        }),
-    )
+    Value::Object(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_facts_of_the_hold_win_and_a_release_has_no_overrun() {
+        let held = SettledHold {
+            estimate_micro_usd: 10,
+            remaining_micro_usd: -3,
+        };
+        let payload = json!({"attempt": 1, "holds_tenant": "caller", "usage": "reported"});
+        assert_eq!(
+            canonical_json(&with_hold_facts(&payload, Some(14), held, true)),
+            r#"{"attempt":1,"budget_overrun":true,"estimate_micro_usd":10,"holds_tenant":true,"overrun_micro_usd":4,"usage":"reported"}"#
+        );
+        assert_eq!(
+            canonical_json(&with_hold_facts(&payload, None, held, false)),
+            r#"{"attempt":1,"estimate_micro_usd":10,"holds_tenant":false,"usage":"reported"}"#
+        );
+        let under = with_hold_facts(&payload, Some(4), held, false);
+        assert_eq!(under["overrun_micro_usd"], 0);
+    }
 }
