@@ -585,7 +585,7 @@ async fn aex_request(pool: &HotPool, f: &Fixture, r: &Request) -> anyhow::Result
         },
     )
     .await?;
-    let settled = settlements::settle(pool, &settlement(f, r)).await?;
+    let settled = settlements::settle(pool, &settlement(f, r), link::settlement_event).await?;
     anyhow::ensure!(settled.is_some(), "settlement found no hold");
     Ok(())
 }

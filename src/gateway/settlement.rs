@@ -554,7 +554,8 @@ async fn settle_once(
         ],
     };
     let _slot = books.agent_gates.enter(r.agent_id).await;
-    let Some(held) = settlements::settle(&books.hot, &s).await? else {
+    let Some(held) = settlements::settle(&books.hot, &s, ledger::link::settlement_event).await?
+    else {
         return Ok(SettleResult::AlreadySettled);
     };
     crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);

@@ -176,11 +176,8 @@ impl HotLock {
             &events.dispatched.0,
             &events.dispatched.1,
         ];
-        tokio::try_join!(
-            client.execute(&hold, &params),
-            client.execute(&commit, &[])
-        )
-        .map_err(pg_error)?;
+        tokio::try_join!(client.execute(&hold, &params), client.execute(&commit, &[]))
+            .map_err(pg_error)?;
         self.conn.ended();
         crate::metrics::observe_ledger_append(started.elapsed());
         Ok(())

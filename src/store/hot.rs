@@ -16,7 +16,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use sqlx::postgres::PgSslMode;
 use tokio_postgres::Statement;
 
@@ -161,7 +163,10 @@ impl HotConn {
     /// Rolls the open transaction back.
     pub(crate) async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         let rollback = self.prepare("ROLLBACK").await?;
-        self.client()?.execute(&rollback, &[]).await.map_err(pg_error)?;
+        self.client()?
+            .execute(&rollback, &[])
+            .await
+            .map_err(pg_error)?;
         self.ended();
         Ok(())
     }
@@ -266,11 +271,15 @@ mod tests {
     #[test]
     fn passwords_are_percent_decoded_and_plus_is_kept() {
         assert_eq!(
-            password("postgres://u:a%40b+c@127.0.0.1/db").unwrap().as_deref(),
+            password("postgres://u:a%40b+c@127.0.0.1/db")
+                .unwrap()
+                .as_deref(),
             Some("a@b+c")
         );
         assert_eq!(
-            password("postgres://u:p%2Fw@127.0.0.1/db").unwrap().as_deref(),
+            password("postgres://u:p%2Fw@127.0.0.1/db")
+                .unwrap()
+                .as_deref(),
             Some("p/w")
         );
     }

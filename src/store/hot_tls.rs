@@ -15,11 +15,13 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use sqlx::postgres::PgSslMode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
 /// The certificate files the URL names.
 #[derive(Debug, Default)]
@@ -41,13 +43,17 @@ pub fn connector(mode: PgSslMode, files: &TlsFiles) -> Result<(SslMode, MakeRust
     };
     if let Some(path) = &files.root_cert {
         for cert in CertificateDer::pem_file_iter(path).map_err(config_error)? {
-            roots.add(cert.map_err(config_error)?).map_err(config_error)?;
+            roots
+                .add(cert.map_err(config_error)?)
+                .map_err(config_error)?;
         }
     }
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        PgSslMode::VerifyFull => WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(config_error)?,
+        PgSslMode::VerifyFull => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(config_error)?
+        }
         PgSslMode::VerifyCa => Arc::new(NoHostname(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -134,7 +140,10 @@ impl ServerCertVerifier for NoHostname {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)) => {
                 Ok(ServerCertVerified::assertion())
             }

@@ -1,18 +1,17 @@
 //! The settlement of one attempt: one transaction of two pipelined round trips on the money
 //! transactions' pool (`store::hot`). The first (BEGIN + `aex_settle_books`,
 //! migrations/20261207900001_settle_hashed_in_replica.sql says what it writes, in which order)
-//! moves the books and returns the agent chain's tail, read under the chain's lock; the ledger
-//! event is then hashed here (`ledger::link`) and the second round trip inserts it and commits.
-//! Postgres runs no SHA-256 and no canonical encoder for it.
+//! moves the books and returns the agent chain's tail, read under the chain's lock; the caller
+//! then links the ledger event to it (`ledger::link::settlement_event`: the Rust encoder) and the
+//! second round trip inserts it and commits. Postgres runs no SHA-256 and no canonical encoder.
 
-use serde_json::{json, Map, Value};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::hot::{pg_error, HotPool, BEGIN, COMMIT};
 use crate::domain::{AgentId, TenantId};
-use crate::ledger::encoding::canonical_json;
-use crate::ledger::link::{self, AgentChainFacts, ChainTail};
 
 /// Everything a settlement writes that the caller knows.
 pub struct Settlement<'a> {
@@ -65,8 +64,35 @@ const INSERT_EVENT: &str = "INSERT INTO event_log (chain_id, seq, prev_hash, eve
      event_type, tenant_id, agent_id, execution_id, ts, payload, encoding) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)";
 
-/// Settles the attempt; `None` when its reservation was settled before (nothing is written).
-pub async fn settle(pool: &HotPool, s: &Settlement<'_>) -> Result<Option<SettledHold>, sqlx::Error> {
+/// The books after the settlement's writes, and the agent chain's tail read under the chain's
+/// lock: what the settlement's event says and links to.
+#[derive(Debug, Clone)]
+pub struct SettledBooks {
+    pub held: SettledHold,
+    /// Whether the hold also counted against the tenant's budget.
+    pub holds_tenant: bool,
+    pub tail_seq: i64,
+    pub tail_hash: String,
+}
+
+/// The settlement's event as the caller linked it to the tail.
+#[derive(Debug, Clone)]
+pub struct SettlementEvent {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub event_hash: String,
+    /// The canonical payload text, as hashed.
+    pub payload: String,
+    pub ts: DateTime<Utc>,
+}
+
+/// Settles the attempt, its ledger event linked by `link` after the tail the transaction read;
+/// `None` when its reservation was settled before (nothing is written).
+pub async fn settle(
+    pool: &HotPool,
+    s: &Settlement<'_>,
+    link: impl FnOnce(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
+) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
     let mut conn = pool.get().await?;
     let begin = conn.prepare(BEGIN).await?;
@@ -109,24 +135,16 @@ pub async fn settle(pool: &HotPool, s: &Settlement<'_>) -> Result<Option<Settled
         conn.ended();
         return Ok(None);
     };
-    let held = SettledHold {
-        estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
-        remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+    let settled = SettledBooks {
+        held: SettledHold {
+            estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
+            remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+        },
+        holds_tenant: row.try_get(1).map_err(pg_error)?,
+        tail_seq: row.try_get(3).map_err(pg_error)?,
+        tail_hash: row.try_get(4).map_err(pg_error)?,
     };
-    let holds_tenant: bool = row.try_get(1).map_err(pg_error)?;
-    let mut tail = ChainTail {
-        seq: row.try_get(3).map_err(pg_error)?,
-        hash: row.try_get(4).map_err(pg_error)?,
-    };
-    let facts = AgentChainFacts {
-        chain_id: s.chain_id,
-        tenant_id: s.tenant_id,
-        agent_id: s.agent_id,
-        execution_id: Some(s.execution_key),
-        ts: link::now_micros(),
-    };
-    let payload = with_hold_facts(&s.payload, charge.map(|c| c.actual_micro_usd), held, holds_tenant);
-    let event = tail.link(&facts, s.event_type, canonical_json(&payload));
+    let event = link(s, &settled);
     let event_row: [&(dyn ToSql + Sync); 10] = [
         &s.chain_id,
         &event.seq,
@@ -136,7 +154,7 @@ pub async fn settle(pool: &HotPool, s: &Settlement<'_>) -> Result<Option<Settled
         &s.tenant_id.0,
         &s.agent_id.0,
         &s.execution_key,
-        &facts.ts,
+        &event.ts,
         &event.payload,
     ];
     tokio::try_join!(
@@ -146,49 +164,5 @@ pub async fn settle(pool: &HotPool, s: &Settlement<'_>) -> Result<Option<Settled
     .map_err(pg_error)?;
     conn.ended();
     crate::metrics::observe_ledger_append(started.elapsed());
-    Ok(Some(held))
-}
-
-/// The event's payload: the caller's fields and the facts of the hold (which win), as
-/// `aex_settle` merged them — the hold, whether it held the tenant and, for a charge, the overrun
-/// over the hold and whether the agent's budget is now overrun.
-fn with_hold_facts(
-    payload: &Value,
-    actual: Option<i64>,
-    held: SettledHold,
-    holds_tenant: bool,
-) -> Value {
-    let mut merged: Map<String, Value> = payload.as_object().cloned().unwrap_or_default();
-    merged.insert("estimate_micro_usd".into(), json!(held.estimate_micro_usd));
-    merged.insert("holds_tenant".into(), json!(holds_tenant));
-    if let Some(actual) = actual {
-        let overrun = actual.saturating_sub(held.estimate_micro_usd).max(0);
-        merged.insert("overrun_micro_usd".into(), json!(overrun));
-        merged.insert("budget_overrun".into(), json!(held.remaining_micro_usd < 0));
-    }
-    Value::Object(merged)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_facts_of_the_hold_win_and_a_release_has_no_overrun() {
-        let held = SettledHold {
-            estimate_micro_usd: 10,
-            remaining_micro_usd: -3,
-        };
-        let payload = json!({"attempt": 1, "holds_tenant": "caller", "usage": "reported"});
-        assert_eq!(
-            canonical_json(&with_hold_facts(&payload, Some(14), held, true)),
-            r#"{"attempt":1,"budget_overrun":true,"estimate_micro_usd":10,"holds_tenant":true,"overrun_micro_usd":4,"usage":"reported"}"#
-        );
-        assert_eq!(
-            canonical_json(&with_hold_facts(&payload, None, held, false)),
-            r#"{"attempt":1,"estimate_micro_usd":10,"holds_tenant":false,"usage":"reported"}"#
-        );
-        let under = with_hold_facts(&payload, Some(4), held, false);
-        assert_eq!(under["overrun_micro_usd"], 0);
-    }
+    Ok(Some(settled.held))
 }
