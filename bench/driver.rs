@@ -319,7 +319,7 @@ async fn point(
     drive(arm, pool, f, c, 1.0).await?;
     let pids: Vec<(i32, Option<bool>)> = sqlx::query_as(
         "SELECT a.pid, s.ssl FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s USING (pid) \
-         WHERE a.application_name = $1",
+         WHERE a.application_name = $1 AND a.datname = current_database()",
     )
     .bind(arm.name())
     .fetch_all(setup)
