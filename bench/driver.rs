@@ -553,14 +553,17 @@ async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result
 /// transactions' pool.
 async fn aex_request(pool: &HotPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
     let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
-    let lock = holds::lock_hot(pool, tenant, agent, (&r.chain, r.lock_key))
+    let (lock, locked) = holds::lock_hot(pool, tenant, agent, (&r.chain, r.lock_key))
         .await?
         .context("no such agent")?;
-    anyhow::ensure!(!lock.tenant_limited, "the tenant has limits");
-    anyhow::ensure!(lock.agent.remaining_micro_usd() > 14, "agent out of budget");
+    anyhow::ensure!(!locked.tenant_limited, "the tenant has limits");
+    anyhow::ensure!(
+        locked.agent.remaining_micro_usd() > 14,
+        "agent out of budget"
+    );
     let mut tail = ChainTail {
-        seq: lock.tail_seq,
-        hash: lock.tail_hash.clone(),
+        seq: locked.tail_seq,
+        hash: locked.tail_hash,
     };
     let facts = AgentChainFacts {
         chain_id: &r.chain,

@@ -76,6 +76,28 @@ pub async fn hold(
     Ok(())
 }
 
+/// Where a hold is written: in the caller's sqlx transaction (which the caller commits), or in
+/// a pipelined transaction on the money transactions' pool ([`lock_hot`]), which commits with it.
+pub enum HoldOn<'a> {
+    Tx(&'a mut PgConnection),
+    Hot(HotLock),
+}
+
+impl HoldOn<'_> {
+    /// [`hold`], or [`HotLock::hold`].
+    pub async fn hold(
+        self,
+        e: &NewExecution<'_>,
+        r: &NewReservation,
+        events: &HoldEvents<'_>,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            HoldOn::Tx(conn) => hold(conn, e, r, events).await,
+            HoldOn::Hot(lock) => lock.hold(e, r, events).await,
+        }
+    }
+}
+
 const HOLD: &str = "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
      $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 const TENANT_VIEW: &str = "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL \
@@ -87,11 +109,16 @@ const LOCK_AGENT_CHAIN: &str = concat!(
 );
 
 /// An admission transaction open on the money transactions' pool, the agent's row and chain
-/// locked: what `store::tenants::admission_view` and `store::agents::lock_agent_chain` read.
-/// Dropped without [`HotLock::hold`] or [`HotLock::abandon`], its connection is closed (the
-/// server rolls back).
+/// locked. Dropped without [`HotLock::hold`] or [`HotLock::abandon`], its connection is closed
+/// (the server rolls back).
 pub struct HotLock {
     conn: HotConn,
+}
+
+/// What [`lock_hot`] read: what `store::tenants::admission_view` and
+/// `store::agents::lock_agent_chain` read on the sqlx pool.
+#[derive(Debug, Clone)]
+pub struct HotLocked {
     /// Whether the tenant has a budget or rate limits of its own (its row is not locked here),
     /// and its default policy.
     pub tenant_limited: bool,
@@ -108,7 +135,7 @@ pub async fn lock_hot(
     tenant_id: TenantId,
     agent_id: AgentId,
     chain: (&str, i64),
-) -> Result<Option<HotLock>, sqlx::Error> {
+) -> Result<Option<(HotLock, HotLocked)>, sqlx::Error> {
     let mut conn = pool.get().await?;
     let begin = conn.prepare(BEGIN).await?;
     let tenant = conn.prepare(TENANT_VIEW).await?;
@@ -127,14 +154,14 @@ pub async fn lock_hot(
         conn.rollback().await?;
         return Ok(None);
     };
-    Ok(Some(HotLock {
+    let locked = HotLocked {
         tenant_limited: tenant.try_get(0).map_err(pg_error)?,
         tenant_policy: Json(tenant.try_get(1).map_err(pg_error)?),
         agent: agent_row(&agent)?,
         tail_seq: agent.try_get("tail_seq").map_err(pg_error)?,
         tail_hash: agent.try_get("tail_hash").map_err(pg_error)?,
-        conn,
-    }))
+    };
+    Ok(Some((HotLock { conn }, locked)))
 }
 
 impl HotLock {
