@@ -20,6 +20,7 @@ mod messages_events;
 pub mod messages_shape;
 pub mod models;
 pub mod policy;
+pub mod pricing;
 pub mod prepare;
 pub mod rate_limit;
 pub mod settlement;
