@@ -9,12 +9,12 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::admission::{Target, Ticket};
-use super::pricing::Pricing;
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Reservation};
 use super::dispatch;
 use super::job::Dispatch;
 use super::prepare;
+use super::pricing::Pricing;
 use super::{Gateway, GatewayError};
 
 /// Runs one governed model call to its (possibly streaming) result, recording its facts on the

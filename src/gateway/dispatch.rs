@@ -252,8 +252,7 @@ fn read_success(
             )
         }
     };
-    let reported_calls =
-        usage::HostedCalls::of_output(value.get("output").unwrap_or(&Value::Null));
+    let reported_calls = usage::HostedCalls::of_output(value.get("output").unwrap_or(&Value::Null));
     let usage = Usage {
         hosted_calls: job.billed_calls(bound, reported_calls),
         ..usage

@@ -331,7 +331,10 @@ impl Outgoing {
         if let (Some(calls), CallRoute::Responses) = (c.bound.tool_calls, self.route) {
             out.insert("max_tool_calls".into(), Value::from(calls));
         }
-        let usage_chunk = matches!(self.route, CallRoute::ChatCompletions | CallRoute::Completions);
+        let usage_chunk = matches!(
+            self.route,
+            CallRoute::ChatCompletions | CallRoute::Completions
+        );
         if self.stream && usage_chunk {
             let options = out
                 .entry("stream_options")

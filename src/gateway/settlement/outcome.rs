@@ -138,7 +138,8 @@ pub enum SettleResult {
 pub(super) fn overrun_kind(c: &Commit<'_>) -> &'static str {
     let usage = &c.usage;
     let beyond_caps = usage.prompt_tokens > c.prompt_bound
-        || c.completion_cap.is_some_and(|cap| usage.completion_tokens > cap)
+        || c.completion_cap
+            .is_some_and(|cap| usage.completion_tokens > cap)
         || usage.hosted_calls.total() > c.hosted_calls_bound.unwrap_or(0);
     if c.source == UsageSource::Reported && beyond_caps {
         "provider"

@@ -157,7 +157,12 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn committed<'a>(b: &Booking<'_>, held: i64, pricing: Pricing<'a>, c: &'a Commit<'a>) -> Decided<'a> {
+fn committed<'a>(
+    b: &Booking<'_>,
+    held: i64,
+    pricing: Pricing<'a>,
+    c: &'a Commit<'a>,
+) -> Decided<'a> {
     let (actual, saturated) = pricing.cost(c.usage);
     let overrun = (actual > held).then(|| match pricing {
         // More units than held, as the provider reported them, is the provider's.
