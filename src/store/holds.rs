@@ -112,7 +112,8 @@ const LOCK_AGENT_CHAIN: &str = concat!(
 /// locked. Dropped without [`HotLock::hold`] or [`HotLock::abandon`], its connection is closed
 /// (the server rolls back).
 pub struct HotLock {
-    conn: HotConn,
+    // Boxed: a pooled connection is a few hundred bytes, moved along with the lock.
+    conn: Box<HotConn>,
 }
 
 /// What [`lock_hot`] read: what `store::tenants::admission_view` and
@@ -161,6 +162,7 @@ pub async fn lock_hot(
         tail_seq: agent.try_get("tail_seq").map_err(pg_error)?,
         tail_hash: agent.try_get("tail_hash").map_err(pg_error)?,
     };
+    let conn = Box::new(conn);
     Ok(Some((HotLock { conn }, locked)))
 }
 
