@@ -15,11 +15,12 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::bound::{self, Candidate};
+use super::bound;
 use super::call_types::{AttemptRef, Granted, Hold, Reservation, SETTLEMENT_FAILED};
 use super::error::openai_error_body;
 use super::estimate::Estimate;
 use super::policy::{self, Policy, RequestFacts};
+use super::pricing::Pricing;
 use super::rate_limit::{self, Limits, Quota, Verdict};
 use super::{Gateway, GatewayError};
 use crate::domain::{AgentId, AgentState, BudgetPeriod, CallRoute, ExecutionState, TenantId};
@@ -63,63 +64,6 @@ pub struct Target<'a> {
     pub provider: &'a str,
     /// What is called (model or tool facts), merged into the event's payload.
     pub details: Value,
-}
-
-/// What a call is priced by.
-#[derive(Debug, Clone, Copy)]
-pub enum Pricing<'a> {
-    /// Tokens at the model's prices; the hold covers the most expensive of the model and its
-    /// fallbacks (`candidates`, the model first), each bounded at its own settings.
-    Tokens { candidates: &'a [Candidate] },
-    /// A tool plugin's declared cost.
-    Fixed { tool: &'a str, cost: MicroUsd },
-    /// A media call's units at the model's unit prices (`gateway::media`): the hold `cost`
-    /// covers what `covers` says; `prompt_tokens` count in the TPM window.
-    Metered {
-        alias: &'a str,
-        cost: MicroUsd,
-        prompt_tokens: u64,
-        covers: &'a str,
-    },
-}
-
-impl Pricing<'_> {
-    /// The model alias or tool name the execution is recorded under.
-    pub fn label(&self) -> &str {
-        match self {
-            Pricing::Tokens { candidates } => {
-                candidates.first().map_or("", |c| c.model.alias.as_str())
-            }
-            Pricing::Fixed { tool, .. } => tool,
-            Pricing::Metered { alias, .. } => alias,
-        }
-    }
-
-    fn model_alias(&self) -> Option<&str> {
-        (!matches!(self, Pricing::Fixed { .. })).then(|| self.label())
-    }
-
-    fn estimate(&self, output_cap: Option<u64>) -> Estimate {
-        match self {
-            Pricing::Tokens { candidates } => bound::worst_estimate(candidates, output_cap),
-            Pricing::Fixed { cost, .. } => Estimate {
-                prompt_tokens: 0,
-                output_cap: None,
-                output_tokens: 0,
-                cost: *cost,
-            },
-            Pricing::Metered {
-                cost,
-                prompt_tokens,
-                ..
-            } => Estimate {
-                prompt_tokens: *prompt_tokens,
-                output_cap: None,
-                output_tokens: 0,
-                cost: *cost,
-            },
-        }
-    }
 }
 
 /// A recorded refusal (execution DENIED, ledger event written).
@@ -593,7 +537,7 @@ fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
     let candidates = match t.pricing {
         Pricing::Tokens { candidates } => candidates,
         Pricing::Fixed { .. } => return "the tool's declared cost".to_owned(),
-        Pricing::Metered { covers, .. } => return covers.to_owned(),
+        Pricing::Metered(m) => return m.covers.to_owned(),
     };
     let whom = match candidates.len() {
         1 => "the model".to_owned(),

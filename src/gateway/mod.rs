@@ -21,6 +21,7 @@ pub mod messages_shape;
 pub mod models;
 pub mod policy;
 pub mod prepare;
+pub mod pricing;
 pub mod rate_limit;
 pub mod settlement;
 pub mod stream;

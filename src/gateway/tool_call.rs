@@ -7,15 +7,17 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Target, Ticket};
+use super::admission::{Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
 use super::job::{elapsed_ms, with_charge};
-use super::settlement::{self, Outcome, Priced, UsageSource};
+use super::pricing::Pricing;
+use super::settlement::{self, Ambiguous, Commit, Outcome, Release, UsageSource};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
@@ -111,8 +113,8 @@ async fn run_and_settle(
     arguments: &Value,
 ) -> CallOutput {
     let id = hold.execution_key();
-    let priced = Priced::Fixed {
-        label: &plugin.name,
+    let priced = Pricing::Fixed {
+        tool: &plugin.name,
         cost: MicroUsd(plugin.cost_micro_usd),
     };
     let started = std::time::Instant::now();
@@ -127,19 +129,19 @@ async fn run_and_settle(
                 "stdout": output.stdout,
                 "stderr": output.stderr,
             });
-            let body = serde_json::to_vec(&body).unwrap_or_default();
+            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             let out = CallOutput::full(id, 200, JSON, body.clone());
-            let outcome = Outcome::Commit {
+            let outcome = Outcome::Commit(Commit {
                 usage: Usage::default(),
                 source: UsageSource::Reported,
-                provider,
+                provider: &provider,
                 result: Some((200, body, false)),
                 latency_ms: elapsed_ms(started),
                 stream: None,
                 completion_cap: None,
                 prompt_bound: 0,
                 hosted_calls_bound: None,
-            };
+            });
             with_charge(
                 out,
                 settlement::finish(&gw.books, hold, priced, &outcome).await,
@@ -162,24 +164,24 @@ async fn run_and_settle(
             } else {
                 e.to_string()
             };
-            let body = openai_error_body(&message, "server_error", code, None);
+            let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
             let out = CallOutput::full(id, status, JSON, body.clone());
             let answer = Some((status, body, false));
             let outcome = if started_and_cut {
-                Outcome::Ambiguous {
-                    reason: e.reason().to_owned(),
-                    provider,
+                Outcome::Ambiguous(Ambiguous {
+                    reason: e.reason(),
+                    provider: &provider,
                     latency_ms: elapsed_ms(started),
                     stream: None,
                     result: answer,
-                }
+                })
             } else {
-                Outcome::Release {
-                    reason: e.reason().to_owned(),
+                Outcome::Release(Release {
+                    reason: e.reason(),
                     state: ExecutionState::Released,
                     upstream_status: None,
                     result: answer,
-                }
+                })
             };
             with_charge(
                 out,
