@@ -136,29 +136,14 @@ pub(super) async fn record(
     next: AttemptRef,
     r: Box<Refuse>,
 ) -> Result<Refusal, GatewayError> {
-    let AttemptRef {
-        execution_id,
-        attempt,
-    } = next;
+    let execution_id = next.execution_id;
+    let attempt = next.attempt;
     let body = openai_error_body(&r.message, r.kind, r.code, None);
     executions::upsert_attempt(
         conn,
         &NewExecution {
-            id: execution_id,
-            tenant_id: t.tenant_id,
-            agent_id: t.agent_id,
-            execution_key: t.key,
-            keyed: t.keyed,
-            route: t.route.as_str(),
-            fingerprint: t.fingerprint,
-            model_alias: t.pricing.model_alias(),
-            state: ExecutionState::Denied.as_str(),
-            attempt,
-            stream: t.stream,
-            replica_id: None,
-            estimate_micro_usd: 0,
             reason: Some(&r.reason),
-            provider: None,
+            ..t.execution(next, ExecutionState::Denied)
         },
     )
     .await?;

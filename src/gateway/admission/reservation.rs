@@ -20,6 +20,7 @@ use crate::domain::{ExecutionState, ReplicaId};
 use crate::ledger::encoding::canonical_json;
 use crate::ledger::link::{self, AgentChainFacts};
 use crate::money::MicroUsd;
+use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
 use crate::store::holds::{self, HoldEvents, NewReservation};
 
@@ -124,31 +125,10 @@ pub(super) async fn hold(
     grant: Grant,
     rate_tokens: i64,
 ) -> Result<Reservation, sqlx::Error> {
-    let Grant {
-        estimate,
-        clamped,
-        quota,
-    } = grant;
-    let AttemptRef {
-        execution_id,
-        attempt,
-    } = next;
     let holds_tenant = books
         .tenant
         .as_ref()
         .is_some_and(|tn| tn.budget_micro_usd.is_some());
-    let reserved = json!({
-        "attempt": attempt,
-        "route": t.route.as_str(),
-        "model": t.pricing.label(),
-        "estimate_micro_usd": estimate.cost.0,
-        "prompt_tokens_estimate": estimate.prompt_tokens,
-        "output_cap": estimate.output_cap,
-        "output_tokens_bound": estimate.output_tokens,
-        "choices": t.choices,
-        "clamped": clamped,
-        "holds_tenant": holds_tenant,
-    });
     let facts = AgentChainFacts {
         chain_id: &books.chain_id,
         tenant_id: t.tenant_id,
@@ -157,31 +137,17 @@ pub(super) async fn hold(
         ts: link::now_micros(),
     };
     let prev_hash = books.tail.hash.clone();
-    let reserved = books
-        .tail
-        .link(&facts, "reservation.reserved", canonical_json(&reserved));
-    let dispatched_payload = canonical_json(&dispatched_payload(t, attempt, &estimate));
-    let dispatched = books
-        .tail
-        .link(&facts, "execution.dispatched", dispatched_payload);
+    let reserved = reserved_payload(t, next.attempt, &grant, holds_tenant);
+    let reserved = books.tail.link(&facts, "reservation.reserved", reserved);
+    let dispatched = canonical_json(&dispatched_payload(t, next.attempt, &grant.estimate));
+    let dispatched = books.tail.link(&facts, "execution.dispatched", dispatched);
     holds::hold(
         conn,
         &NewExecution {
-            id: execution_id,
-            tenant_id: t.tenant_id,
-            agent_id: t.agent_id,
-            execution_key: t.key,
-            keyed: t.keyed,
-            route: t.route.as_str(),
-            fingerprint: t.fingerprint,
-            model_alias: t.pricing.model_alias(),
-            state: ExecutionState::Dispatched.as_str(),
-            attempt,
-            stream: t.stream,
             replica_id: Some(replica_id),
-            estimate_micro_usd: estimate.cost.0,
-            reason: None,
+            estimate_micro_usd: grant.estimate.cost.0,
             provider: Some(t.target.provider),
+            ..t.execution(next, ExecutionState::Dispatched)
         },
         &NewReservation {
             id: Uuid::now_v7(),
@@ -198,11 +164,38 @@ pub(super) async fn hold(
         },
     )
     .await?;
-    Ok(Reservation {
+    Ok(reservation(t, &books.agent, next, grant))
+}
+
+/// The `reservation.reserved` payload, in canonical form.
+fn reserved_payload(t: &Ticket<'_>, attempt: i32, grant: &Grant, holds_tenant: bool) -> String {
+    let estimate = &grant.estimate;
+    canonical_json(&json!({
+        "attempt": attempt,
+        "route": t.route.as_str(),
+        "model": t.pricing.label(),
+        "estimate_micro_usd": estimate.cost.0,
+        "prompt_tokens_estimate": estimate.prompt_tokens,
+        "output_cap": estimate.output_cap,
+        "output_tokens_bound": estimate.output_tokens,
+        "choices": t.choices,
+        "clamped": grant.clamped,
+        "holds_tenant": holds_tenant,
+    }))
+}
+
+/// The admitted attempt: the hold only settlement consumes, and what the client is told.
+fn reservation(t: &Ticket<'_>, agent: &AgentRow, next: AttemptRef, grant: Grant) -> Reservation {
+    let Grant {
+        estimate,
+        clamped,
+        quota,
+    } = grant;
+    Reservation {
         hold: Hold {
-            execution_id,
+            execution_id: next.execution_id,
             execution_key: t.key.to_owned(),
-            attempt,
+            attempt: next.attempt,
             tenant_id: t.tenant_id,
             agent_id: t.agent_id,
             model_alias: t.pricing.label().to_owned(),
@@ -211,10 +204,10 @@ pub(super) async fn hold(
         estimate,
         granted: Granted {
             clamped,
-            remaining_after: books.agent.remaining_micro_usd() - estimate.cost.0,
+            remaining_after: agent.remaining_micro_usd() - estimate.cost.0,
             quota,
         },
-    })
+    }
 }
 
 /// The `execution.dispatched` payload: attempt, provider, what is called and, for a model, the

@@ -3,10 +3,12 @@
 
 use serde_json::Value;
 
+use super::super::call_types::AttemptRef;
 use super::super::idempotency::Identity;
 use super::super::policy::RequestFacts;
 use super::Pricing;
-use crate::domain::{AgentId, CallRoute, TenantId};
+use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
+use crate::store::executions::NewExecution;
 
 /// Everything admission decides on.
 pub struct Ticket<'a> {
@@ -69,5 +71,27 @@ impl<'a> Ticket<'a> {
     pub(super) fn rate_tokens(&self, cap: Option<u64>) -> i64 {
         let output = cap.map_or(0, |c| c.saturating_mul(self.choices));
         i64::try_from(self.prompt_tokens.saturating_add(output)).unwrap_or(i64::MAX)
+    }
+
+    /// The execution row of attempt `next` in `state`, as a refusal writes it: no replica, no
+    /// estimate, no reason, no provider (a hold sets those).
+    pub(super) fn execution(&self, next: AttemptRef, state: ExecutionState) -> NewExecution<'_> {
+        NewExecution {
+            id: next.execution_id,
+            tenant_id: self.tenant_id,
+            agent_id: self.agent_id,
+            execution_key: self.key,
+            keyed: self.keyed,
+            route: self.route.as_str(),
+            fingerprint: self.fingerprint,
+            model_alias: self.pricing.model_alias(),
+            state: state.as_str(),
+            attempt: next.attempt,
+            stream: self.stream,
+            replica_id: None,
+            estimate_micro_usd: 0,
+            reason: None,
+            provider: None,
+        }
     }
 }
