@@ -7,7 +7,8 @@ src/<top>/<dir>/) is `top/file`, src/<top>/mod.rs is `top`, src/<file>.rs is `fi
 edge. A name a `mod.rs` re-exports from its child (`pub use child::Name`) is resolved to the child.
 
 Prints the dependency list, the longest functions in src/gateway and src/admin and the files over
-500 lines. Fails (exit 1) on an import cycle between modules. The size rules (no function over 80
+500 lines. Fails (exit 1) on an import cycle between modules, and on an import from a lower layer
+to a higher one (`LAYERS`, top first: a top module may import only the layers below its own). The size rules (no function over 80
 lines in src/gateway and src/admin, no file over 500 lines in src/) fail only with --strict; until
 the code meets them they are reported, not enforced.
 """
@@ -19,6 +20,26 @@ import sys
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 FN_LIMIT = 80
 FILE_LIMIT = 500
+
+# The layers of src/, top first. A top module (src/<name>.rs or src/<name>/) may import only top
+# modules of the layers below its own; a new top module must be placed here (the check fails on an
+# unplaced one). `crate` is lib.rs (VERSION), importable from anywhere.
+LAYERS = [
+    ["main", "cli"],
+    ["server"],
+    ["http"],
+    ["app_state"],
+    ["admin"],
+    ["cluster"],
+    ["dev"],
+    ["gateway"],
+    ["alerts", "tools", "providers"],
+    ["ledger"],
+    ["store", "auth", "net_guard", "tokenizer", "telemetry"],
+    ["metrics"],
+    ["config"],
+    ["money", "domain"],
+]
 
 
 def rust_files():
@@ -238,6 +259,28 @@ def big_files():
     return sorted(out, reverse=True)
 
 
+def layer_violations(edges):
+    """Edges from a top module to one in its own or a higher layer, and unplaced top modules."""
+    layer = {m: i for i, names in enumerate(LAYERS) for m in names}
+    out = []
+    for node, targets in sorted(edges.items()):
+        top = node.split("/")[0]
+        if top == "crate":
+            continue
+        if top not in layer:
+            out.append(f"{top}: not placed in LAYERS (.ci/module_deps.py)")
+            continue
+        for target in sorted(targets):
+            other = target.split("/")[0]
+            if other in (top, "crate"):
+                continue
+            if other not in layer:
+                out.append(f"{other}: not placed in LAYERS (.ci/module_deps.py)")
+            elif layer[other] <= layer[top]:
+                out.append(f"{node} -> {target} (layer {layer[top]} imports layer {layer[other]})")
+    return sorted(set(out))
+
+
 def main():
     strict = "--strict" in sys.argv
     edges = graph()
@@ -260,6 +303,10 @@ def main():
     if not found:
         print("none")
     failed = bool(found)
+    upward = layer_violations(edges)
+    print("\n# imports from a lower layer to a higher one (or the same layer)")
+    print("\n".join(upward) if upward else "none")
+    failed = failed or bool(upward)
     if over_fn or files:
         print(
             f"\n# size rules: {len(over_fn)} function(s) over {FN_LIMIT} lines, "
