@@ -4,11 +4,12 @@
 //! refusal — with its ledger events in the same transaction either way. [`admit`] reads as those
 //! steps; each has its home:
 //!
-//! - what a call asks: [`ticket`]; what it is priced by: [`Pricing`];
-//! - the budget period rolled over at admission: [`budget_period`];
+//! - what a call asks: `gateway::ticket`; what it is priced by: `gateway::pricing`;
+//! - the budget period rolled over at admission: `gateway::budget_period`;
 //! - replay, wait or next attempt: `gateway::idempotency`;
 //! - rate limits checked and consumed: `gateway::rate_limit`;
-//! - the hold decided and written: [`reservation`]; a refusal written: [`refusal`].
+//! - the hold decided and written: `gateway::reservation`; a refusal written:
+//!   `gateway::refusal`.
 //!
 //! An admitted call is sent at once, so the same transaction also moves it `RESERVED ->
 //! DISPATCHED` (both ledger events): DISPATCHED is durable before the provider is called, as
@@ -17,91 +18,23 @@
 //! gives up (a replica lost between this commit and sending the request is settled as "provider
 //! may have done work") is one the reconciler already treats conservatively.
 
-mod budget_period;
-mod refusal;
-mod reservation;
-mod ticket;
-
-pub use budget_period::{period_start, restart_budget_period};
-pub use refusal::Refusal;
-pub use ticket::{Target, Ticket};
-
-use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use super::bound::{self, Candidate};
+use super::budget_period;
 use super::call_types::{AttemptRef, Reservation};
-use super::estimate::Estimate;
 use super::idempotency::{self, Decision, StoredResult};
 use super::policy::{self, EffectivePolicy, Policy};
 use super::rate_limit::{self, Subjects};
+use super::refusal::{self, Refusal, Refuse};
+use super::reservation::{self, Grant, Locked};
+use super::ticket::Ticket;
 use super::{Gateway, GatewayError};
 use crate::auth::AuthError;
 use crate::domain::AgentState;
 use crate::ledger::{self, link::ChainTail, ChainId};
-use crate::money::MicroUsd;
 use crate::store::agents::{self, AgentRow};
-use crate::store::tenants::{self, TenantRow};
+use crate::store::tenants;
 use crate::store::StoreError;
-use refusal::Refuse;
-use reservation::Grant;
-
-/// What a call is priced by.
-#[derive(Debug, Clone, Copy)]
-pub enum Pricing<'a> {
-    /// Tokens at the model's prices; the hold covers the most expensive of the model and its
-    /// fallbacks (`candidates`, the model first), each bounded at its own settings.
-    Tokens { candidates: &'a [Candidate] },
-    /// A tool plugin's declared cost.
-    Fixed { tool: &'a str, cost: MicroUsd },
-    /// A media call's units at the model's unit prices (`gateway::media`): the hold `cost`
-    /// covers what `covers` says; `prompt_tokens` count in the TPM window.
-    Metered {
-        alias: &'a str,
-        cost: MicroUsd,
-        prompt_tokens: u64,
-        covers: &'a str,
-    },
-}
-
-impl Pricing<'_> {
-    /// The model alias or tool name the execution is recorded under.
-    pub fn label(&self) -> &str {
-        match self {
-            Pricing::Tokens { candidates } => {
-                candidates.first().map_or("", |c| c.model.alias.as_str())
-            }
-            Pricing::Fixed { tool, .. } => tool,
-            Pricing::Metered { alias, .. } => alias,
-        }
-    }
-
-    fn model_alias(&self) -> Option<&str> {
-        (!matches!(self, Pricing::Fixed { .. })).then(|| self.label())
-    }
-
-    fn estimate(&self, output_cap: Option<u64>) -> Estimate {
-        match self {
-            Pricing::Tokens { candidates } => bound::worst_estimate(candidates, output_cap),
-            Pricing::Fixed { cost, .. } => Estimate {
-                prompt_tokens: 0,
-                output_cap: None,
-                output_tokens: 0,
-                cost: *cost,
-            },
-            Pricing::Metered {
-                cost,
-                prompt_tokens,
-                ..
-            } => Estimate {
-                prompt_tokens: *prompt_tokens,
-                output_cap: None,
-                output_tokens: 0,
-                cost: *cost,
-            },
-        }
-    }
-}
 
 pub enum Admission {
     Reserved(Reservation),
@@ -147,17 +80,6 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(reservation))
-}
-
-/// The rows admission holds locked, and the agent chain's tail the hold's events link to.
-struct Locked {
-    /// The tenant's row, locked only when it has a budget or rate limits of its own.
-    tenant: Option<TenantRow>,
-    /// The tenant's default policy as read before locking (the locked row's when there is one).
-    tenant_policy: Json<serde_json::Value>,
-    agent: AgentRow,
-    chain_id: String,
-    tail: ChainTail,
 }
 
 /// Locks the tenant (when it has limits of its own), then the agent's row and chain.

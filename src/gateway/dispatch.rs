@@ -10,14 +10,18 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::bound::Bound;
+use super::bound::Candidate;
 use super::call_types::{CallOutput, Hold, JSON};
 use super::error::openai_error_body;
-use super::job::{charge_ambiguous, elapsed_ms, release, rewrite_model, with_charge, Dispatch};
-use super::settlement::{self, Outcome, Priced, UsageSource};
+use super::job::{
+    charge_ambiguous, elapsed_ms, release, rewrite_model, with_charge, Dispatch, Reply,
+};
+use super::pricing::Pricing;
+use super::settlement::{self, Commit, Outcome, UsageSource};
 use super::stream;
 use crate::config::{ModelRoute, Secret};
 use crate::ledger::{self, NewEvent};
@@ -37,24 +41,16 @@ fn retryable(reply: &Result<UpstreamReply, ProviderError>) -> Option<String> {
 }
 
 /// Runs the call and sends the client's answer on `reply` as soon as it is known (for a stream:
-/// when the first byte can flow); settles before returning.
-pub async fn run(job: Dispatch, hold: Hold, reply: oneshot::Sender<CallOutput>) {
-    // Every answer carries the agent's quota after this admission.
-    let (tx, rx) = oneshot::channel::<CallOutput>();
-    let quota = job.granted.quota;
-    let forward = async move {
-        if let Ok(mut out) = rx.await {
-            out.quota = quota;
-            let _ = reply.send(out);
-        }
-    };
-    tokio::join!(attempt_all(&job, hold, tx), forward);
-}
-
-async fn attempt_all(job: &Dispatch, hold: Hold, reply: oneshot::Sender<CallOutput>) {
+/// when the first byte can flow), with the agent's quota after this admission; settles before
+/// returning. Each candidate's body is built when its attempt is made.
+pub async fn run(mut job: Dispatch, hold: Hold, reply: oneshot::Sender<CallOutput>) {
+    let reply = Reply::new(reply, job.granted.quota);
     let started = Instant::now();
-    let count = job.attempts.len();
-    for (i, (model, bound, body)) in job.attempts.iter().enumerate() {
+    let count = job.candidates.len();
+    for i in 0..count {
+        let served = &job.candidates[i];
+        let model = &served.model;
+        let body = job.outgoing.body_for(served, i + 1 == count);
         let upstream_started = Instant::now();
         let sent = job
             .gw
@@ -63,7 +59,7 @@ async fn attempt_all(job: &Dispatch, hold: Hold, reply: oneshot::Sender<CallOutp
             .call(UpstreamRequest {
                 provider: &model.provider,
                 route: job.route,
-                body: body.clone(),
+                body,
                 passthrough_key: job.passthrough.as_ref().map(Secret::expose),
                 stream: job.stream,
             })
@@ -77,18 +73,19 @@ async fn attempt_all(job: &Dispatch, hold: Hold, reply: oneshot::Sender<CallOutp
         crate::metrics::observe_upstream(&model.provider.name, upstream_started.elapsed(), status);
         if i + 1 < count {
             if let Some(reason) = retryable(&sent) {
-                record_fallback(job, &hold, model, &job.attempts[i + 1].0, &reason).await;
+                let next = &job.candidates[i + 1].model;
+                record_fallback(&job, &hold, model, next, &reason).await;
                 continue;
             }
         }
         match sent {
             Ok(UpstreamReply::Complete(resp)) => {
-                complete(job, hold, (model, bound), resp, started, reply).await;
+                complete(&job, hold, served, resp, started, reply).await;
             }
             Ok(UpstreamReply::Streaming { chunks, .. }) => {
-                stream::relay(job, hold, (model, bound), chunks, started, reply).await;
+                stream::relay(&job, hold, served, chunks, started, reply).await;
             }
-            Err(e) => fail(job, hold, model, e, started, reply).await,
+            Err(e) => fail(&job, hold, served, e, started, reply).await,
         }
         return;
     }
@@ -132,27 +129,21 @@ async fn record_fallback(
 async fn fail(
     job: &Dispatch,
     hold: Hold,
-    model: &ModelRoute,
+    served: &Candidate,
     e: ProviderError,
     started: Instant,
-    reply: oneshot::Sender<CallOutput>,
+    reply: Reply,
 ) {
     let id = hold.execution_key();
     tracing::warn!(execution_id = id, error = %e, "upstream call failed");
     let (status, code, reason) = match e {
         ProviderError::Connect { .. } => {
             let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
+            let body = Bytes::from(body);
             let out = CallOutput::full(id, 502, JSON, body.clone());
-            release(
-                job,
-                hold,
-                model,
-                "upstream_unreachable",
-                None,
-                Some((502, body)),
-            )
-            .await;
-            let _ = reply.send(out);
+            let answer = Some((502, body, false));
+            release(job, hold, served, "upstream_unreachable", None, answer).await;
+            reply.send(out);
             return;
         }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
@@ -162,109 +153,111 @@ async fn fail(
     let message = format!(
         "{e}; the request had been sent, so the provider may have done the work: its hold of {held} micro-USD was charged"
     );
-    let body = openai_error_body(&message, "server_error", code, None);
+    let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
     let out = CallOutput::full(id, status, JSON, body.clone());
     let answer = Some((status, body, false));
-    let settled = charge_ambiguous(job, hold, model, reason, started, None, answer).await;
-    let _ = reply.send(with_charge(out, settled));
+    let settled = charge_ambiguous(job, hold, served, reason, started, None, answer).await;
+    reply.send(with_charge(out, settled));
 }
 
 /// A complete answer: an error status releases; a success commits its usage.
 async fn complete(
     job: &Dispatch,
     hold: Hold,
-    (model, bound): (&ModelRoute, &Bound),
+    served: &Candidate,
     response: UpstreamResponse,
     started: Instant,
-    reply: oneshot::Sender<CallOutput>,
+    reply: Reply,
 ) {
-    let id = hold.execution_key();
     if !(200..300).contains(&response.status) {
-        let (status, content_type, body) =
-            if (400..500).contains(&response.status) && response.status != 429 {
-                // The provider's own client error goes back as it is.
-                let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
-                (response.status, content_type, response.body.to_vec())
-            } else {
-                let message = format!(
-                    "provider {} returned status {}",
-                    model.provider.name, response.status
-                );
-                let body = openai_error_body(&message, "server_error", "upstream_error", None);
-                (502, JSON.to_owned(), body)
-            };
-        let out = CallOutput::full(id, status, &content_type, body.clone());
-        let reason = format!("upstream_status_{}", response.status);
-        release(
-            job,
-            hold,
-            model,
-            &reason,
-            Some(response.status),
-            Some((status, body)),
-        )
-        .await;
-        let _ = reply.send(out);
-        return;
+        return refused(job, hold, served, response, reply).await;
     }
-
-    let parsed: Option<Value> = serde_json::from_slice(&response.body)
-        .ok()
-        .filter(Value::is_object);
-    let (usage, source, status, body) = match parsed {
-        Some(mut value) => {
-            let (usage, source) = match usage::reported(job.route, &value) {
-                Some(u) => (u, UsageSource::Reported),
-                None => {
-                    let text = usage::output_text(job.route, &value);
-                    (
-                        job.counted_usage(model, bound, &text),
-                        UsageSource::Estimated,
-                    )
-                }
-            };
-            let reported_calls =
-                usage::HostedCalls::of_output(value.get("output").unwrap_or(&Value::Null));
-            let usage = Usage {
-                hosted_calls: job.billed_calls(bound, reported_calls),
-                ..usage
-            };
-            rewrite_model(&mut value, &hold.model_alias);
-            (
-                usage,
-                source,
-                response.status,
-                serde_json::to_vec(&value).unwrap_or_default(),
-            )
-        }
-        None => {
-            // A 2xx that is not JSON: the provider may have done the work, so the prompt is
-            // charged; the client learns the answer was unusable.
-            let usage = Usage::tokens(job.estimate.prompt_tokens, 0);
-            let message = format!(
-                "provider {} returned a malformed response",
-                model.provider.name
-            );
-            (
-                usage,
-                UsageSource::Estimated,
-                502,
-                openai_error_body(&message, "server_error", "upstream_error", None),
-            )
-        }
-    };
-    let out = CallOutput::full(id, status, JSON, body.clone());
-    let outcome = Outcome::Commit {
+    let (usage, source, status, body) = read_success(job, served, &response);
+    let body = Bytes::from(body);
+    // The answer and the result cached for replay share one body.
+    let out = CallOutput::full(hold.execution_key(), status, JSON, body.clone());
+    let model = &served.model;
+    let outcome = Outcome::Commit(Commit {
         usage,
         source,
-        provider: model.provider.name.clone(),
+        provider: &model.provider.name,
         result: Some((status, body, false)),
         latency_ms: elapsed_ms(started),
         stream: None,
-        completion_cap: job.completion_cap(model, bound),
+        completion_cap: job.completion_cap(model, &served.bound),
         prompt_bound: job.estimate.prompt_tokens,
-        hosted_calls_bound: bound.tool_calls,
+        hosted_calls_bound: served.bound.tool_calls,
+    });
+    let pricing = Pricing::served_by(served);
+    let settled = settlement::finish(&job.gw.books, hold, pricing, &outcome).await;
+    reply.send(with_charge(out, settled));
+}
+
+/// An error status: nothing billable happened, the hold is released. The provider's own client
+/// error goes back as it is; anything else is a 502.
+async fn refused(
+    job: &Dispatch,
+    hold: Hold,
+    served: &Candidate,
+    response: UpstreamResponse,
+    reply: Reply,
+) {
+    let (status, content_type, body) =
+        if (400..500).contains(&response.status) && response.status != 429 {
+            let content_type = response.content_type.unwrap_or_else(|| JSON.to_owned());
+            (response.status, content_type, response.body)
+        } else {
+            let message = format!(
+                "provider {} returned status {}",
+                served.model.provider.name, response.status
+            );
+            let body = openai_error_body(&message, "server_error", "upstream_error", None);
+            (502, JSON.to_owned(), Bytes::from(body))
+        };
+    let out = CallOutput::full(hold.execution_key(), status, &content_type, body.clone());
+    let reason = format!("upstream_status_{}", response.status);
+    let answer = Some((status, body, false));
+    release(job, hold, served, &reason, Some(response.status), answer).await;
+    reply.send(out);
+}
+
+/// A success's usage (reported, else counted), where it comes from, and the answer to give: the
+/// provider's JSON with the model given back as the alias, or a 502 when it is not JSON (the
+/// provider may have done the work, so the prompt is charged).
+fn read_success(
+    job: &Dispatch,
+    served: &Candidate,
+    response: &UpstreamResponse,
+) -> (Usage, UsageSource, u16, Vec<u8>) {
+    let (model, bound) = (&served.model, &served.bound);
+    let parsed: Option<Value> = serde_json::from_slice(&response.body)
+        .ok()
+        .filter(Value::is_object);
+    let Some(mut value) = parsed else {
+        let usage = Usage::tokens(job.estimate.prompt_tokens, 0);
+        let message = format!(
+            "provider {} returned a malformed response",
+            model.provider.name
+        );
+        let body = openai_error_body(&message, "server_error", "upstream_error", None);
+        return (usage, UsageSource::Estimated, 502, body);
     };
-    let settled = settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await;
-    let _ = reply.send(with_charge(out, settled));
+    let (usage, source) = match usage::reported(job.route, &value) {
+        Some(u) => (u, UsageSource::Reported),
+        None => {
+            let text = usage::output_text(job.route, &value);
+            (
+                job.counted_usage(model, bound, &text),
+                UsageSource::Estimated,
+            )
+        }
+    };
+    let reported_calls = usage::HostedCalls::of_output(value.get("output").unwrap_or(&Value::Null));
+    let usage = Usage {
+        hosted_calls: job.billed_calls(bound, reported_calls),
+        ..usage
+    };
+    rewrite_model(&mut value, job.alias());
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    (usage, source, response.status, body)
 }

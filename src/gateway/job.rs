@@ -7,13 +7,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
-use super::bound::Bound;
+use super::bound::{Bound, Candidate};
 use super::call_types::{CallOutput, Granted, Hold};
 use super::estimate::Estimate;
-use super::settlement::{self, Outcome, Priced, SettleResult};
+use super::prepare::Outgoing;
+use super::pricing::Pricing;
+use super::rate_limit::Quota;
+use super::settlement::{self, Ambiguous, Answer, Outcome, Release, SettleResult};
 use super::{estimate, prepare, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
@@ -28,20 +31,39 @@ pub struct Dispatch {
     /// What the client is told with every answer.
     pub granted: Granted,
     pub route: CallRoute,
-    /// Each candidate model with its bound for this request and the body to send it, in the
-    /// order to try them.
-    pub attempts: Vec<(Arc<ModelRoute>, Bound, Bytes)>,
+    /// Each candidate model with its bound for this request, in the order to try them.
+    pub candidates: Vec<Candidate>,
+    /// What the body each candidate is sent is made from.
+    pub outgoing: Outgoing,
     pub passthrough: Option<Secret>,
     pub stream: bool,
     pub client_wants_usage: bool,
 }
 
+/// Where the client's answer goes: every answer carries the agent's quota after this admission.
+pub struct Reply {
+    tx: oneshot::Sender<CallOutput>,
+    quota: Quota,
+}
+
+impl Reply {
+    pub fn new(tx: oneshot::Sender<CallOutput>, quota: Quota) -> Self {
+        Reply { tx, quota }
+    }
+
+    /// Sends the answer, with the quota; false when the client is gone.
+    pub fn send(self, mut out: CallOutput) -> bool {
+        out.quota = self.quota;
+        self.tx.send(out).is_ok()
+    }
+}
+
 impl Dispatch {
     /// The model alias the agent asked for (the first candidate), which answers carry.
     pub fn alias(&self) -> &str {
-        self.attempts
+        self.candidates
             .first()
-            .map_or("", |(model, ..)| model.alias.as_str())
+            .map_or("", |c| c.model.alias.as_str())
     }
 
     /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
@@ -84,18 +106,19 @@ impl Dispatch {
 pub async fn release(
     job: &Dispatch,
     hold: Hold,
-    model: &ModelRoute,
+    served: &Candidate,
     reason: &str,
     status: Option<u16>,
-    answer: Option<(u16, Vec<u8>)>,
+    answer: Option<Answer>,
 ) {
-    let outcome = Outcome::Release {
-        reason: reason.to_owned(),
+    let outcome = Outcome::Release(Release {
+        reason,
         state: ExecutionState::Released,
         upstream_status: status,
-        result: answer.map(|(status, body)| (status, body, false)),
-    };
-    settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await;
+        result: answer,
+    });
+    let pricing = Pricing::served_by(served);
+    settlement::finish(&job.gw.books, hold, pricing, &outcome).await;
 }
 
 /// Charges the hold for an ambiguous outcome (`usage: ambiguous`, execution FAILED with
@@ -104,20 +127,21 @@ pub async fn release(
 pub async fn charge_ambiguous(
     job: &Dispatch,
     hold: Hold,
-    model: &ModelRoute,
+    served: &Candidate,
     reason: &str,
     started: Instant,
     stream: Option<(&'static str, u64)>,
-    answer: Option<(u16, Vec<u8>, bool)>,
+    answer: Option<Answer>,
 ) -> SettleResult {
-    let outcome = Outcome::Ambiguous {
-        reason: reason.to_owned(),
-        provider: model.provider.name.clone(),
+    let outcome = Outcome::Ambiguous(Ambiguous {
+        reason,
+        provider: &served.model.provider.name,
         latency_ms: elapsed_ms(started),
         stream,
         result: answer,
-    };
-    settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
+    });
+    let pricing = Pricing::served_by(served);
+    settlement::finish(&job.gw.books, hold, pricing, &outcome).await
 }
 
 pub(super) fn elapsed_ms(started: Instant) -> i64 {

@@ -4,9 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::bound::declared_tools;
-use super::estimate::count_images;
-use crate::domain::CallRoute;
+mod facts;
+pub use facts::RequestFacts;
 
 /// Policy fields as stored on an agent or as a tenant's defaults. `None` means "inherit".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,93 +101,6 @@ impl Policy {
     }
 }
 
-/// The facts of one request that policy looks at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestFacts {
-    /// The model alias, for model calls (tool calls have none).
-    pub model_alias: Option<String>,
-    pub stream: bool,
-    /// Names of the tools the request declares (functions and built-in tool types).
-    pub tool_names: Vec<String>,
-    /// Whether the request declares function tools or forces a tool choice.
-    pub function_calling: bool,
-    pub images: usize,
-    /// The input bound.
-    pub prompt_tokens: u64,
-    /// Choices generated (`n`); 0 reads as 1.
-    pub choices: u64,
-    /// The output cap per choice the request asked for, if any (the larger of its cap fields).
-    pub requested_output_cap: Option<u64>,
-    pub passthrough: bool,
-}
-
-impl RequestFacts {
-    /// Reads the facts out of a request body.
-    pub fn from_body(
-        route: CallRoute,
-        body: &serde_json::Map<String, Value>,
-        model_alias: Option<&str>,
-        prompt_tokens: u64,
-        choices: u64,
-        requested_output_cap: Option<u64>,
-        passthrough: bool,
-    ) -> Self {
-        let mut tool_names = Vec::new();
-        let mut function_calling = false;
-        for (tool, kind) in declared_tools(body) {
-            let name = tool
-                .pointer("/function/name")
-                .or_else(|| tool.get("name"))
-                .and_then(Value::as_str);
-            if kind == "function" {
-                function_calling = true;
-                tool_names.push(name.unwrap_or("").to_owned());
-            } else {
-                tool_names.push(name.unwrap_or(kind).to_owned());
-            }
-        }
-        if route == CallRoute::ToolsExecute {
-            if let Some(name) = body.get("tool_name").and_then(Value::as_str) {
-                tool_names.push(name.to_owned());
-            }
-        }
-        for f in body
-            .get("functions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            function_calling = true;
-            tool_names.push(
-                f.get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            );
-        }
-        let forces_choice = |key: &str| {
-            body.get(key)
-                .is_some_and(|c| c.as_str() != Some("none") && !c.is_null())
-        };
-        function_calling |= forces_choice("tool_choice") || forces_choice("function_call");
-        let input = match route {
-            CallRoute::ChatCompletions | CallRoute::Messages => body.get("messages"),
-            _ => body.get("input"),
-        };
-        RequestFacts {
-            model_alias: model_alias.map(str::to_owned),
-            stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            tool_names,
-            function_calling,
-            images: input.map(count_images).unwrap_or(0),
-            prompt_tokens,
-            choices,
-            requested_output_cap,
-            passthrough,
-        }
-    }
-}
-
 /// A policy refusal: the rule that refused and a message for the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDenial {
@@ -196,7 +108,7 @@ pub struct PolicyDenial {
     pub message: String,
 }
 
-fn deny(rule: &'static str, message: String) -> Result<u64, PolicyDenial> {
+fn deny<T>(rule: &'static str, message: String) -> Result<T, PolicyDenial> {
     Err(PolicyDenial {
         rule,
         message: format!("policy rule `{rule}` denied this request: {message}"),
@@ -210,6 +122,13 @@ pub fn evaluate(
     facts: &RequestFacts,
     default_cap: u64,
 ) -> Result<u64, PolicyDenial> {
+    check_allowed(policy, facts)?;
+    output_cap(policy, facts, default_cap)
+}
+
+/// What the request uses: the model, streaming, tools, function calling, images, a key of its
+/// own.
+fn check_allowed(policy: &EffectivePolicy, facts: &RequestFacts) -> Result<(), PolicyDenial> {
     if let (Some(models), Some(alias)) = (&policy.allowed_models, &facts.model_alias) {
         if !models.iter().any(|m| m == alias) {
             return deny(
@@ -253,6 +172,16 @@ pub fn evaluate(
             "X-AEX-Provider-Key is not allowed for this agent".into(),
         );
     }
+    Ok(())
+}
+
+/// The token limits: the input's, then the output cap's. They apply to the bound: every choice
+/// at the cap, whichever field set it.
+fn output_cap(
+    policy: &EffectivePolicy,
+    facts: &RequestFacts,
+    default_cap: u64,
+) -> Result<u64, PolicyDenial> {
     if let Some(max) = policy.max_input_tokens {
         if facts.prompt_tokens > max {
             return deny(
@@ -264,7 +193,6 @@ pub fn evaluate(
             );
         }
     }
-    // The token limits apply to the bound: every choice at the cap, whichever field set it.
     let n = facts.choices.max(1);
     let mut cap = facts.requested_output_cap.unwrap_or(default_cap);
     if let Some(max) = policy.max_output_tokens {
@@ -297,6 +225,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CallRoute;
     use serde_json::json;
 
     fn open() -> EffectivePolicy {

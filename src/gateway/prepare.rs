@@ -1,15 +1,17 @@
 //! Checking and pricing a request before admission: the model route and its fallbacks, the
 //! route's required fields, the shape of what it can cost ([`super::bound`]) and each
-//! candidate's bound, and the fingerprint; and the body each candidate is sent.
+//! candidate's bound, and the fingerprint; and what makes the body each candidate is sent
+//! ([`Outgoing`]).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::bound::{self, Bound, Candidate, Shape};
 use super::call_types::CallInput;
 use super::{idempotency, messages_shape, Gateway, GatewayError};
-use crate::config::{Capability, ModelRoute, ProviderKind, TokenizerKind};
+use crate::config::{Capability, ModelRoute, ProviderKind, RoutingTable, TokenizerKind};
 use crate::domain::CallRoute;
 
 /// The request, checked and priced, ready for admission.
@@ -135,59 +137,15 @@ const LEGACY_DEFAULT_CAP: u64 = 16;
 pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError> {
     let (key, keyed) = idempotency::execution_key(input.idempotency_key.as_deref())?;
     let body = &input.body;
-    let alias = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.as_str(),
-        _ => {
-            return Err(GatewayError::invalid(
-                "you must provide a `model` string",
-                Some("model"),
-            ))
-        }
-    };
     let routing = gw.routing();
-    let model = routing
-        .model(alias)
-        .cloned()
-        .ok_or_else(|| GatewayError::ModelNotFound(alias.to_owned()))?;
-    if !serves(&model, input.route) {
-        return Err(unserved(&model, input.route));
-    }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "`stream` must be a boolean",
-                Some("stream"),
-            ))
-        }
-    };
-    if stream && input.route == CallRoute::Embeddings {
-        return Err(GatewayError::invalid(
-            "embeddings cannot be streamed",
-            Some("stream"),
-        ));
-    }
+    let model = model_asked(&routing, input.route, body)?;
+    let stream = read_stream(input.route, body)?;
     check_input(input.route, body)?;
     check_stream_options(body)?;
     let shape = read_shape(input.route, body)?;
     let requested_cap = shape.requested_cap;
     let model_max = model.max_output_tokens.map(u64::from);
-    if let (Some(asked), Some(max)) = (requested_cap, model_max) {
-        if asked > max {
-            // Name the field that carries the larger cap.
-            let field = shape
-                .cap_fields
-                .iter()
-                .find(|f| body.get(**f).and_then(Value::as_u64) == Some(asked))
-                .copied()
-                .unwrap_or("max_tokens");
-            return Err(GatewayError::invalid(
-                format!("`{field}` is too large: {asked}. This model supports at most {max} output tokens"),
-                Some(field),
-            ));
-        }
-    }
+    check_requested_cap(&shape, model_max, body)?;
     let generates = input.route != CallRoute::Embeddings;
     let default_cap = generates.then(|| match input.route {
         // Legacy completions generate 16 tokens when asked for no cap (OpenAI's default).
@@ -196,25 +154,7 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
         }
         _ => model_max.unwrap_or(u64::from(gw.settings.gateway.default_max_output_tokens)),
     });
-
-    // Fallbacks that cannot serve this route are skipped rather than tried and failed. Each
-    // candidate is bounded at its own settings: the hold must cover whichever serves the call.
-    let mut models = vec![Arc::clone(&model)];
-    for name in &model.fallbacks {
-        if let Some(f) = routing
-            .model(name)
-            .filter(|f| serves(f, input.route) && (!stream || f.has(Capability::Streaming)))
-        {
-            models.push(Arc::clone(f));
-        }
-    }
-    let candidates = models
-        .into_iter()
-        .map(|m| {
-            let bound = Bound::for_model(input.route, &shape, &m, body)?;
-            Ok(Candidate { model: m, bound })
-        })
-        .collect::<Result<Vec<_>, GatewayError>>()?;
+    let candidates = candidates(&routing, input.route, &shape, model, stream, body)?;
     let prompt_tokens = candidates
         .iter()
         .map(|c| c.bound.prompt_tokens)
@@ -240,48 +180,171 @@ pub fn prepare(gw: &Gateway, input: &CallInput) -> Result<Prepared, GatewayError
     })
 }
 
-/// The body sent to `c`: the caller's fields untouched except the model name, the output cap
-/// (always sent, in every cap field the caller set — `null` included — so the provider cannot
-/// exceed what was held whichever field it reads), the hosted-tool call limit and, for a streamed
-/// chat, a request for the usage chunk.
-pub fn upstream_body(
+/// The model the request names, if it exists and serves the route.
+fn model_asked(
+    routing: &RoutingTable,
+    route: CallRoute,
     body: &Map<String, Value>,
-    p: &Prepared,
-    c: &Candidate,
+) -> Result<Arc<ModelRoute>, GatewayError> {
+    let alias = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.as_str(),
+        _ => {
+            return Err(GatewayError::invalid(
+                "you must provide a `model` string",
+                Some("model"),
+            ))
+        }
+    };
+    let model = routing
+        .model(alias)
+        .cloned()
+        .ok_or_else(|| GatewayError::ModelNotFound(alias.to_owned()))?;
+    if !serves(&model, route) {
+        return Err(unserved(&model, route));
+    }
+    Ok(model)
+}
+
+/// `stream`: a boolean, absent or null meaning false; embeddings cannot stream.
+fn read_stream(route: CallRoute, body: &Map<String, Value>) -> Result<bool, GatewayError> {
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "`stream` must be a boolean",
+                Some("stream"),
+            ))
+        }
+    };
+    if stream && route == CallRoute::Embeddings {
+        return Err(GatewayError::invalid(
+            "embeddings cannot be streamed",
+            Some("stream"),
+        ));
+    }
+    Ok(stream)
+}
+
+/// A requested output cap above the model's maximum is refused, naming the field that carries it.
+fn check_requested_cap(
+    shape: &Shape,
+    model_max: Option<u64>,
+    body: &Map<String, Value>,
+) -> Result<(), GatewayError> {
+    let (Some(asked), Some(max)) = (shape.requested_cap, model_max) else {
+        return Ok(());
+    };
+    if asked <= max {
+        return Ok(());
+    }
+    let field = shape
+        .cap_fields
+        .iter()
+        .find(|f| body.get(**f).and_then(Value::as_u64) == Some(asked))
+        .copied()
+        .unwrap_or("max_tokens");
+    Err(GatewayError::invalid(
+        format!("`{field}` is too large: {asked}. This model supports at most {max} output tokens"),
+        Some(field),
+    ))
+}
+
+/// The model and then its fallbacks, each bounded at its own settings: the hold must cover
+/// whichever serves the call. Fallbacks that cannot serve this route (or stream, when asked to)
+/// are skipped rather than tried and failed.
+fn candidates(
+    routing: &RoutingTable,
+    route: CallRoute,
+    shape: &Shape,
+    model: Arc<ModelRoute>,
+    stream: bool,
+    body: &Map<String, Value>,
+) -> Result<Vec<Candidate>, GatewayError> {
+    let fallbacks = model.fallbacks.iter().filter_map(|name| {
+        routing
+            .model(name)
+            .filter(|f| serves(f, route) && (!stream || f.has(Capability::Streaming)))
+            .map(Arc::clone)
+    });
+    std::iter::once(Arc::clone(&model))
+        .chain(fallbacks)
+        .map(|m| {
+            let bound = Bound::for_model(route, shape, &m, body)?;
+            Ok(Candidate { model: m, bound })
+        })
+        .collect()
+}
+
+/// What each candidate's body is made from, kept on the dispatch task: the caller's body and
+/// what rewrites it. A candidate's body is built only when its attempt is made.
+pub struct Outgoing {
+    body: Map<String, Value>,
+    route: CallRoute,
+    cap_fields: Vec<&'static str>,
+    stream: bool,
     output_cap: Option<u64>,
-) -> bytes::Bytes {
-    let model = &c.model;
-    let mut out = body.clone();
-    out.insert("model".into(), Value::String(model.upstream_model.clone()));
-    if let Some(cap) = cap_sent(model, output_cap) {
-        let default_field = match p.route {
-            CallRoute::Responses => "max_output_tokens",
-            CallRoute::Messages => "max_tokens",
-            CallRoute::Completions => "max_tokens",
-            // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
-            // servers (vLLM, llama.cpp, Ollama) know `max_tokens`.
-            _ if model.tokenizer != TokenizerKind::Bytes => "max_completion_tokens",
-            _ => "max_tokens",
+}
+
+impl Outgoing {
+    /// The caller's `body` of a prepared call `p`, to be sent with `output_cap` per choice.
+    pub fn new(body: Map<String, Value>, p: &Prepared, output_cap: Option<u64>) -> Self {
+        Outgoing {
+            body,
+            route: p.route,
+            cap_fields: p.shape.cap_fields.clone(),
+            stream: p.stream,
+            output_cap,
+        }
+    }
+
+    /// The body sent to `c`: the caller's fields untouched except the model name, the output cap
+    /// (always sent, in every cap field the caller set — `null` included — so the provider
+    /// cannot exceed what was held whichever field it reads), the hosted-tool call limit and,
+    /// for a streamed chat, a request for the usage chunk. The `last` attempt takes the caller's
+    /// body rather than a copy of it.
+    pub fn body_for(&mut self, c: &Candidate, last: bool) -> Bytes {
+        let mut out = if last {
+            std::mem::take(&mut self.body)
+        } else {
+            self.body.clone()
         };
-        if p.shape.cap_fields.is_empty() {
-            out.insert(default_field.into(), Value::from(cap));
+        let model = &c.model;
+        out.insert("model".into(), Value::String(model.upstream_model.clone()));
+        if let Some(cap) = cap_sent(model, self.output_cap) {
+            let default_field = match self.route {
+                CallRoute::Responses => "max_output_tokens",
+                CallRoute::Messages => "max_tokens",
+                CallRoute::Completions => "max_tokens",
+                // OpenAI's reasoning models accept only the newer name; other OpenAI-compatible
+                // servers (vLLM, llama.cpp, Ollama) know `max_tokens`.
+                _ if model.tokenizer != TokenizerKind::Bytes => "max_completion_tokens",
+                _ => "max_tokens",
+            };
+            if self.cap_fields.is_empty() {
+                out.insert(default_field.into(), Value::from(cap));
+            }
+            for field in &self.cap_fields {
+                out.insert((*field).into(), Value::from(cap));
+            }
         }
-        for field in &p.shape.cap_fields {
-            out.insert((*field).into(), Value::from(cap));
+        if let (Some(calls), CallRoute::Responses) = (c.bound.tool_calls, self.route) {
+            out.insert("max_tool_calls".into(), Value::from(calls));
         }
-    }
-    if let (Some(calls), CallRoute::Responses) = (c.bound.tool_calls, p.route) {
-        out.insert("max_tool_calls".into(), Value::from(calls));
-    }
-    if p.stream && matches!(p.route, CallRoute::ChatCompletions | CallRoute::Completions) {
-        let options = out
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(o) = options.as_object_mut() {
-            o.insert("include_usage".into(), Value::Bool(true));
+        let usage_chunk = matches!(
+            self.route,
+            CallRoute::ChatCompletions | CallRoute::Completions
+        );
+        if self.stream && usage_chunk {
+            let options = out
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(o) = options.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
         }
+        Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
     }
-    bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
 }
 
 /// The output cap per choice sent to `model` for a held cap: never above the model's own maximum.

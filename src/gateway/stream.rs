@@ -24,16 +24,16 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFuture;
 
-use super::bound::Bound;
+use super::bound::{Bound, Candidate};
 use super::call_types::{CallBody, CallOutput, Hold, SSE};
 use super::chat_chunk;
-use super::job::{self, elapsed_ms, rewrite_model, Dispatch};
+use super::job::{self, elapsed_ms, rewrite_model, Dispatch, Reply};
 use super::messages_events::MessagesStream;
-use super::settlement::{self, Outcome, Priced, SettleResult, UsageSource};
-use crate::config::ModelRoute;
+use super::pricing::Pricing;
+use super::settlement::{self, Answer, Commit, Outcome, SettleResult, UsageSource};
 use crate::domain::CallRoute;
 use crate::providers::sse::{self, SseSplitter};
 use crate::providers::usage::HostedCalls;
@@ -157,91 +157,90 @@ impl Relay<'_> {
 
     fn inspect(&mut self, value: &mut Value) -> bool {
         match self.route {
-            CallRoute::Responses => {
-                let kind = value
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                self.ending |= matches!(
-                    kind.as_str(),
-                    "response.completed" | "response.failed" | "response.incomplete"
-                );
-                if kind == "response.output_item.done" {
-                    if let Some(item) = value.get("item") {
-                        self.hosted_calls.count_item(item);
-                    }
-                }
-                if kind == "response.output_text.delta" {
-                    if let Some(d) = value.get("delta").and_then(Value::as_str) {
-                        self.output.push_str(d);
-                    }
-                }
-                if let Some(response) = value.get_mut("response") {
-                    if kind.starts_with("response.")
-                        && response.get("usage").is_some_and(|u| !u.is_null())
-                    {
-                        self.reported = usage::reported(CallRoute::Responses, response);
-                    }
-                    rewrite_model(response, self.alias);
-                }
-            }
+            CallRoute::Responses => self.inspect_response_event(value),
             _ => {
-                for choice in value
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    // A legacy completion's chunk carries its text directly.
-                    if let Some(text) = choice.get("text").and_then(Value::as_str) {
-                        self.output.push_str(text);
-                    }
-                    if let Some(delta) = choice.get("delta") {
-                        if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                            self.output.push_str(text);
-                        }
-                        for call in delta
-                            .get("tool_calls")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
-                            if let Some(args) =
-                                call.pointer("/function/arguments").and_then(Value::as_str)
-                            {
-                                self.output.push_str(args);
-                            }
-                        }
-                    }
-                }
-                self.finished += value
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .map_or(0, |c| {
-                        c.iter()
-                            .filter(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                            .count() as u64
-                    });
-                if value.get("usage").is_some_and(|u| !u.is_null()) {
-                    self.ending = true;
-                    self.reported = usage::reported(CallRoute::ChatCompletions, value);
-                    if !self.client_wants_usage {
-                        let usage_only = value
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(Vec::is_empty);
-                        if usage_only {
-                            return false;
-                        }
-                        if let Some(obj) = value.as_object_mut() {
-                            obj.remove("usage");
-                        }
-                    }
+                if !self.inspect_chat_chunk(value) {
+                    return false;
                 }
             }
         }
         rewrite_model(value, self.alias);
+        true
+    }
+
+    /// A responses event: its ending, hosted-tool calls, output text and usage; the model inside
+    /// `response` given back as the alias.
+    fn inspect_response_event(&mut self, value: &mut Value) {
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        self.ending |= matches!(
+            kind.as_str(),
+            "response.completed" | "response.failed" | "response.incomplete"
+        );
+        if kind == "response.output_item.done" {
+            if let Some(item) = value.get("item") {
+                self.hosted_calls.count_item(item);
+            }
+        }
+        if kind == "response.output_text.delta" {
+            if let Some(d) = value.get("delta").and_then(Value::as_str) {
+                self.output.push_str(d);
+            }
+        }
+        if let Some(response) = value.get_mut("response") {
+            if kind.starts_with("response.") && response.get("usage").is_some_and(|u| !u.is_null())
+            {
+                self.reported = usage::reported(CallRoute::Responses, response);
+            }
+            rewrite_model(response, self.alias);
+        }
+    }
+
+    /// A chat (or legacy completion) chunk read as JSON: its output text, finished choices and
+    /// usage; false drops it (the usage-only chunk the client did not ask for).
+    fn inspect_chat_chunk(&mut self, value: &mut Value) -> bool {
+        let choices = value.get("choices").and_then(Value::as_array);
+        for choice in choices.into_iter().flatten() {
+            // A legacy completion's chunk carries its text directly.
+            if let Some(text) = choice.get("text").and_then(Value::as_str) {
+                self.output.push_str(text);
+            }
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                self.output.push_str(text);
+            }
+            let calls = delta.get("tool_calls").and_then(Value::as_array);
+            for call in calls.into_iter().flatten() {
+                if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                    self.output.push_str(args);
+                }
+            }
+        }
+        self.finished += choices.map_or(0, |c| {
+            c.iter()
+                .filter(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                .count() as u64
+        });
+        if value.get("usage").is_none_or(Value::is_null) {
+            return true;
+        }
+        self.ending = true;
+        self.reported = usage::reported(CallRoute::ChatCompletions, value);
+        if self.client_wants_usage {
+            return true;
+        }
+        let usage_only = choices.is_some_and(Vec::is_empty);
+        if usage_only {
+            return false;
+        }
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("usage");
+        }
         true
     }
 
@@ -336,90 +335,60 @@ async fn pump(
     End::Finished
 }
 
+impl<'a> Relay<'a> {
+    fn new(job: &'a Dispatch, bound: &Bound) -> Self {
+        Relay {
+            route: job.route,
+            alias: job.alias(),
+            alias_json: Value::String(job.alias().to_owned()).to_string(),
+            client_wants_usage: job.client_wants_usage,
+            reported: None,
+            hosted_calls: HostedCalls::default(),
+            output: String::new(),
+            transcript: Vec::new(),
+            transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
+            transcript_complete: true,
+            events: 0,
+            ending: false,
+            choices: bound.choices.max(1),
+            finished: 0,
+            held: Vec::new(),
+            messages: MessagesStream::default(),
+        }
+    }
+
+    /// The transcript, when it was kept whole: what the caller got, cached for replay and for
+    /// the requests that waited for this attempt.
+    fn answer(&mut self) -> Option<Answer> {
+        self.transcript_complete
+            .then(|| (200, Bytes::from(std::mem::take(&mut self.transcript)), true))
+    }
+}
+
 /// Relays a successful stream to the client, settles it, then sends its ending.
 pub async fn relay(
     job: &Dispatch,
     hold: Hold,
-    (model, bound): (&ModelRoute, &Bound),
+    served: &Candidate,
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     started: Instant,
-    reply: oneshot::Sender<CallOutput>,
+    reply: Reply,
 ) {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut head = CallOutput::full(hold.execution_key(), 200, SSE, Bytes::new());
     head.body = CallBody::Stream(rx);
     head.remaining_micro_usd = Some(job.granted.remaining_after);
-    let end = reply.send(head).is_err().then_some(End::ClientGone);
+    let client_gone = !reply.send(head);
 
-    let mut relay = Relay {
-        route: job.route,
-        alias: job.alias(),
-        alias_json: Value::String(job.alias().to_owned()).to_string(),
-        client_wants_usage: job.client_wants_usage,
-        reported: None,
-        hosted_calls: HostedCalls::default(),
-        output: String::new(),
-        transcript: Vec::new(),
-        transcript_cap: job.gw.settings.max_body_bytes.saturating_mul(4),
-        transcript_complete: true,
-        events: 0,
-        ending: false,
-        choices: bound.choices.max(1),
-        finished: 0,
-        held: Vec::new(),
-        messages: MessagesStream::default(),
-    };
-    let end = match end {
-        Some(end) => end,
-        None => pump(&mut relay, &mut chunks, &tx, job, hold.execution_key()).await,
+    let mut relay = Relay::new(job, &served.bound);
+    let end = match client_gone {
+        true => End::ClientGone,
+        false => pump(&mut relay, &mut chunks, &tx, job, hold.execution_key()).await,
     };
     // Dropping the upstream stream closes its connection: the provider stops generating.
     drop(chunks);
     let upstream_ended = Instant::now();
-
-    let stream = Some((end.as_str(), relay.events));
-    let settled = match (end, relay.reported) {
-        // Cut by the provider before it reported usage: it may have generated (and bill) the
-        // whole answer.
-        (End::UpstreamFailed, None) => {
-            // What the caller got, kept for the requests that waited for this attempt.
-            let answer = relay
-                .transcript_complete
-                .then(|| (200, std::mem::take(&mut relay.transcript), true));
-            let reason = "upstream_stream_failed";
-            job::charge_ambiguous(job, hold, model, reason, started, stream, answer).await
-        }
-        (_, reported) => {
-            let (mut usage, source) = match reported {
-                Some(u) => (u, UsageSource::Reported),
-                None => (
-                    job.counted_usage(model, bound, &relay.output),
-                    UsageSource::Estimated,
-                ),
-            };
-            // The completed response lists its calls when it carries its output; else the
-            // items streamed as they finished.
-            if usage.hosted_calls.total() == 0 {
-                usage.hosted_calls = relay.hosted_calls;
-            }
-            usage.hosted_calls = job.billed_calls(bound, usage.hosted_calls);
-            let result = relay
-                .transcript_complete
-                .then(|| (200, std::mem::take(&mut relay.transcript), true));
-            let outcome = Outcome::Commit {
-                usage,
-                source,
-                provider: model.provider.name.clone(),
-                result,
-                latency_ms: elapsed_ms(started),
-                stream,
-                completion_cap: job.completion_cap(model, bound),
-                prompt_bound: job.estimate.prompt_tokens,
-                hosted_calls_bound: bound.tool_calls,
-            };
-            settlement::finish(&job.gw.books, hold, Priced::Tokens(model), &outcome).await
-        }
-    };
+    let settled = settle(job, hold, served, &mut relay, end, started).await;
     if matches!(end, End::ClientGone | End::ClientStalled) || relay.held.is_empty() {
         return;
     }
@@ -440,6 +409,52 @@ pub async fn relay(
         }
     }
     crate::metrics::observe_stream_final_wait(upstream_ended.elapsed());
+}
+
+/// Settles a relayed stream that ended with `end`: cut by the provider before it reported usage,
+/// the hold is charged (it may have generated, and bill, the whole answer); otherwise what was
+/// received is committed, at the usage reported or else counted.
+async fn settle(
+    job: &Dispatch,
+    hold: Hold,
+    served: &Candidate,
+    relay: &mut Relay<'_>,
+    end: End,
+    started: Instant,
+) -> SettleResult {
+    let (model, bound) = (&served.model, &served.bound);
+    let stream = Some((end.as_str(), relay.events));
+    if let (End::UpstreamFailed, None) = (end, relay.reported) {
+        let reason = "upstream_stream_failed";
+        let answer = relay.answer();
+        return job::charge_ambiguous(job, hold, served, reason, started, stream, answer).await;
+    }
+    let (mut usage, source) = match relay.reported {
+        Some(u) => (u, UsageSource::Reported),
+        None => (
+            job.counted_usage(model, bound, &relay.output),
+            UsageSource::Estimated,
+        ),
+    };
+    // The completed response lists its calls when it carries its output; else the items
+    // streamed as they finished.
+    if usage.hosted_calls.total() == 0 {
+        usage.hosted_calls = relay.hosted_calls;
+    }
+    usage.hosted_calls = job.billed_calls(bound, usage.hosted_calls);
+    let outcome = Outcome::Commit(Commit {
+        usage,
+        source,
+        provider: &model.provider.name,
+        result: relay.answer(),
+        latency_ms: elapsed_ms(started),
+        stream,
+        completion_cap: job.completion_cap(model, bound),
+        prompt_bound: job.estimate.prompt_tokens,
+        hosted_calls_bound: bound.tool_calls,
+    });
+    let pricing = Pricing::served_by(served);
+    settlement::finish(&job.gw.books, hold, pricing, &outcome).await
 }
 
 #[cfg(test)]

@@ -8,15 +8,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
 use super::job::{elapsed_ms, with_charge};
-use super::settlement::{self, Outcome, Priced, UsageSource};
+use super::pricing::Pricing;
+use super::settlement::{self, Ambiguous, Commit, Outcome, Release, UsageSource};
+use super::ticket::{Target, Ticket};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
@@ -113,16 +115,16 @@ async fn run_and_settle(
     arguments: &Value,
 ) -> CallOutput {
     let id = hold.execution_key();
-    let priced = Priced::Fixed {
-        label: &plugin.name,
+    let priced = Pricing::Fixed {
+        tool: &plugin.name,
         cost: MicroUsd(plugin.cost_micro_usd),
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let ran = gw.tools.run(plugin, id, arguments).await;
     crate::telemetry::record_ms("upstream_ms", started);
     let (out, outcome) = match ran {
-        Ok(output) => answered(id, plugin, output, provider, started),
-        Err(e) => failed(id, plugin, e, provider, started),
+        Ok(output) => answered(id, plugin, output, &provider, started),
+        Err(e) => failed(id, plugin, &e, &provider, started),
     };
     with_charge(
         out,
@@ -131,13 +133,13 @@ async fn run_and_settle(
 }
 
 /// A run that produced its result: the answer, committed at the declared cost.
-fn answered(
+fn answered<'p>(
     id: &str,
     plugin: &PluginRow,
     output: ToolOutput,
-    provider: String,
+    provider: &'p str,
     started: Instant,
-) -> (CallOutput, Outcome) {
+) -> (CallOutput, Outcome<'p>) {
     let body = json!({
         "execution_id": id,
         "tool_name": plugin.name,
@@ -145,9 +147,9 @@ fn answered(
         "stdout": output.stdout,
         "stderr": output.stderr,
     });
-    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let out = CallOutput::full(id, 200, JSON, body.clone());
-    let outcome = Outcome::Commit {
+    let outcome = Outcome::Commit(Commit {
         usage: Usage::default(),
         source: UsageSource::Reported,
         provider,
@@ -157,19 +159,19 @@ fn answered(
         completion_cap: None,
         prompt_bound: 0,
         hosted_calls_bound: None,
-    };
+    });
     (out, outcome)
 }
 
 /// A run that failed: charged the declared cost when it had started and was cut (it may have
 /// done its work), released otherwise.
-fn failed(
+fn failed<'p>(
     id: &str,
     plugin: &PluginRow,
-    e: ToolError,
-    provider: String,
+    e: &ToolError,
+    provider: &'p str,
     started: Instant,
-) -> (CallOutput, Outcome) {
+) -> (CallOutput, Outcome<'p>) {
     tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
     let (status, code) = match e {
         ToolError::Timeout(_) => (504, "upstream_timeout"),
@@ -186,24 +188,24 @@ fn failed(
     } else {
         e.to_string()
     };
-    let body = openai_error_body(&message, "server_error", code, None);
+    let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
     let out = CallOutput::full(id, status, JSON, body.clone());
     let answer = Some((status, body, false));
     let outcome = if started_and_cut {
-        Outcome::Ambiguous {
-            reason: e.reason().to_owned(),
+        Outcome::Ambiguous(Ambiguous {
+            reason: e.reason(),
             provider,
             latency_ms: elapsed_ms(started),
             stream: None,
             result: answer,
-        }
+        })
     } else {
-        Outcome::Release {
-            reason: e.reason().to_owned(),
+        Outcome::Release(Release {
+            reason: e.reason(),
             state: ExecutionState::Released,
             upstream_status: None,
             result: answer,
-        }
+        })
     };
     (out, outcome)
 }

@@ -150,7 +150,7 @@ async fn ten_to_the_eighteen_reported_tokens_end_the_execution_and_the_audit_nam
     assert_eq!(resp.status(), StatusCode::OK);
     let id = execution_id(&resp);
     let cost = header_i64(&resp, "x-aex-cost-micro-usd");
-    assert_eq!(cost, aex::gateway::settlement::MAX_CHARGE_MICRO_USD);
+    assert_eq!(cost, aex::gateway::pricing::MAX_CHARGE_MICRO_USD);
     let ((state, _), (r_state, _, actual)) = settled(&app, &id).await;
     assert_eq!(
         (state.as_str(), r_state.as_str()),

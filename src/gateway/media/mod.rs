@@ -23,9 +23,10 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::admission::{Pricing, Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput};
+use super::pricing::Pricing;
+use super::ticket::{Target, Ticket};
 use super::{idempotency, Gateway, GatewayError};
 use crate::config::{Capability, ModelRoute};
 use crate::domain::CallRoute;
@@ -143,12 +144,7 @@ pub async fn execute(gw: Arc<Gateway>, call: MediaCall) -> Result<CallOutput, Ga
         key: &key,
         keyed,
         fingerprint: &fingerprint,
-        pricing: Pricing::Metered {
-            alias: &model.alias,
-            cost: plan.cost_bound,
-            prompt_tokens: plan.prompt_tokens,
-            covers: &plan.covers,
-        },
+        pricing: Pricing::Metered(plan.held(&model)),
         body: &input.body,
         prompt_tokens: plan.prompt_tokens,
         choices: 1,

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::{audio, images, moderations, speech, UploadFile};
 use crate::config::ModelRoute;
 use crate::domain::CallRoute;
+use crate::gateway::pricing::Metered;
 use crate::gateway::settlement::UsageSource;
 use crate::gateway::GatewayError;
 use crate::money::MicroUsd;
@@ -79,6 +80,20 @@ pub fn plan(
 }
 
 impl Plan {
+    /// What the call is priced by while it is held: its units bound at their dearest.
+    pub fn held<'a>(&'a self, model: &'a ModelRoute) -> Metered<'a> {
+        Metered {
+            alias: &model.alias,
+            unit: self.unit,
+            units: self.units_bound,
+            units_bound: self.units_bound,
+            price: None,
+            cost: self.cost_bound,
+            prompt_tokens: self.prompt_tokens,
+            covers: &self.covers,
+        }
+    }
+
     /// The bill of a successful answer (`body` of `content_type`); `None` when the answer does
     /// not say what was done (an image answer without `data`): the provider may have done the
     /// work, so the caller charges the hold.

@@ -7,12 +7,15 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::plan::Plan;
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::gateway::call_types::{CallOutput, Hold, JSON};
 use crate::gateway::error::openai_error_body;
-use crate::gateway::settlement::{self, Metered, Outcome, Priced, SettleResult};
+use crate::gateway::pricing::Pricing;
+use crate::gateway::settlement::{self, Ambiguous, Commit, Outcome, Release, SettleResult};
 use crate::gateway::Gateway;
 use crate::providers::media::WholeRequest;
 use crate::providers::{ProviderError, UpstreamResponse, Usage};
@@ -81,66 +84,54 @@ async fn answered(
         .unwrap_or_else(|| job.plan.content_type.clone());
     let body = rewrite_model(&content_type, &resp.body, &job.model.alias);
     let out = CallOutput::full(&id, resp.status, &content_type, body.clone());
+    let held = job.plan.held(job.model);
     let Some(bill) = job
         .plan
         .bill(job.model, resp.content_type.as_deref(), &resp.body)
     else {
-        let outcome = Outcome::Ambiguous {
-            reason: "upstream_answer_unreadable".to_owned(),
-            provider: job.model.provider.name.clone(),
+        let outcome = Outcome::Ambiguous(Ambiguous {
+            reason: "upstream_answer_unreadable",
+            provider: &job.model.provider.name,
             latency_ms: elapsed_ms(started),
             stream: None,
             result: Some((resp.status, body, false)),
-        };
-        let priced = Priced::Fixed {
-            label: &job.model.alias,
-            cost: hold_cost(&hold),
-        };
+        });
+        let pricing = Pricing::Metered(held);
         return charged(
             out,
-            settlement::finish(&job.gw.books, hold, priced, &outcome).await,
+            settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
         );
     };
-    let metered = Metered {
-        label: &job.model.alias,
-        unit: job.plan.unit,
-        units: bill.units,
-        units_bound: job.plan.units_bound,
-        price: bill.price.as_deref(),
-        cost: bill.cost,
-    };
-    let outcome = Outcome::Commit {
+    let pricing = Pricing::Metered(held.billed(bill.units, bill.price.as_deref(), bill.cost));
+    let outcome = Outcome::Commit(Commit {
         usage: Usage::tokens(job.plan.prompt_tokens, 0),
         source: bill.source,
-        provider: job.model.provider.name.clone(),
+        provider: &job.model.provider.name,
         result: Some((resp.status, body, false)),
         latency_ms: elapsed_ms(started),
         stream: None,
         completion_cap: None,
         prompt_bound: job.plan.prompt_tokens,
         hosted_calls_bound: None,
-    };
+    });
     charged(
         out,
-        settlement::finish(&job.gw.books, hold, Priced::Metered(metered), &outcome).await,
+        settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
     )
 }
 
-fn hold_cost(hold: &Hold) -> crate::money::MicroUsd {
-    hold.held
-}
-
-/// A JSON answer with its `model` given back as the alias; anything else as it came.
-fn rewrite_model(content_type: &str, body: &[u8], alias: &str) -> Vec<u8> {
+/// A JSON answer with its `model` given back as the alias; anything else as it came (shared, not
+/// copied).
+fn rewrite_model(content_type: &str, body: &Bytes, alias: &str) -> Bytes {
     if !content_type.contains("json") {
-        return body.to_vec();
+        return body.clone();
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(mut obj)) if obj.contains_key("model") => {
             obj.insert("model".into(), serde_json::Value::String(alias.to_owned()));
-            serde_json::to_vec(&obj).unwrap_or_else(|_| body.to_vec())
+            serde_json::to_vec(&obj).map_or_else(|_| body.clone(), Bytes::from)
         }
-        _ => body.to_vec(),
+        _ => body.clone(),
     }
 }
 
@@ -149,29 +140,24 @@ async fn refused(job: &Job<'_>, hold: Hold, resp: UpstreamResponse) -> CallOutpu
     let id = hold.execution_key().to_owned();
     let (status, content_type, body) = if (400..500).contains(&resp.status) && resp.status != 429 {
         let content_type = resp.content_type.unwrap_or_else(|| JSON.to_owned());
-        (resp.status, content_type, resp.body.to_vec())
+        (resp.status, content_type, resp.body)
     } else {
         let message = format!(
             "provider {} returned status {}",
             job.model.provider.name, resp.status
         );
-        (
-            502,
-            JSON.to_owned(),
-            openai_error_body(&message, "server_error", "upstream_error", None),
-        )
+        let body = openai_error_body(&message, "server_error", "upstream_error", None);
+        (502, JSON.to_owned(), Bytes::from(body))
     };
-    let outcome = Outcome::Release {
-        reason: format!("upstream_status_{}", resp.status),
+    let reason = format!("upstream_status_{}", resp.status);
+    let outcome = Outcome::Release(Release {
+        reason: &reason,
         state: ExecutionState::Released,
         upstream_status: Some(resp.status),
         result: Some((status, body.clone(), false)),
-    };
-    let priced = Priced::Fixed {
-        label: &job.model.alias,
-        cost: hold_cost(&hold),
-    };
-    settlement::finish(&job.gw.books, hold, priced, &outcome).await;
+    });
+    let pricing = Pricing::Metered(job.plan.held(job.model));
+    settlement::finish(&job.gw.books, hold, pricing, &outcome).await;
     CallOutput::full(&id, status, &content_type, body)
 }
 
@@ -179,20 +165,18 @@ async fn refused(job: &Job<'_>, hold: Hold, resp: UpstreamResponse) -> CallOutpu
 async fn failed(job: &Job<'_>, hold: Hold, e: ProviderError, started: Instant) -> CallOutput {
     let id = hold.execution_key().to_owned();
     tracing::warn!(execution_id = %id, error = %e, "upstream call failed");
-    let priced = Priced::Fixed {
-        label: &job.model.alias,
-        cost: hold_cost(&hold),
-    };
+    let pricing = Pricing::Metered(job.plan.held(job.model));
     let (status, code, reason) = match e {
         ProviderError::Connect { .. } => {
             let body = openai_error_body(&e.to_string(), "server_error", "upstream_error", None);
-            let outcome = Outcome::Release {
-                reason: "upstream_unreachable".to_owned(),
+            let body = Bytes::from(body);
+            let outcome = Outcome::Release(Release {
+                reason: "upstream_unreachable",
                 state: ExecutionState::Released,
                 upstream_status: None,
                 result: Some((502, body.clone(), false)),
-            };
-            settlement::finish(&job.gw.books, hold, priced, &outcome).await;
+            });
+            settlement::finish(&job.gw.books, hold, pricing, &outcome).await;
             return CallOutput::full(&id, 502, JSON, body);
         }
         ProviderError::Timeout { .. } => (504, "upstream_timeout", "upstream_timeout"),
@@ -202,17 +186,17 @@ async fn failed(job: &Job<'_>, hold: Hold, e: ProviderError, started: Instant) -
         "{e}; the request had been sent, so the provider may have done the work: its hold of {} micro-USD was charged",
         hold.held.0
     );
-    let body = openai_error_body(&message, "server_error", code, None);
-    let outcome = Outcome::Ambiguous {
-        reason: reason.to_owned(),
-        provider: job.model.provider.name.clone(),
+    let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
+    let outcome = Outcome::Ambiguous(Ambiguous {
+        reason,
+        provider: &job.model.provider.name,
         latency_ms: elapsed_ms(started),
         stream: None,
         result: Some((status, body.clone(), false)),
-    };
+    });
     let out = CallOutput::full(&id, status, JSON, body);
     charged(
         out,
-        settlement::finish(&job.gw.books, hold, priced, &outcome).await,
+        settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
     )
 }

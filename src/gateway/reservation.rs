@@ -9,20 +9,35 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::super::bound;
-use super::super::call_types::{AttemptRef, Granted, Hold, Reservation};
-use super::super::estimate::Estimate;
-use super::super::policy::EffectivePolicy;
-use super::super::rate_limit::Quota;
+use super::bound;
+use super::call_types::{AttemptRef, Granted, Hold, Reservation};
+use super::estimate::Estimate;
+use super::policy::EffectivePolicy;
+use super::pricing::Pricing;
+use super::rate_limit::Quota;
 use super::refusal::Refuse;
-use super::{Locked, Pricing, Ticket};
+use super::ticket::Ticket;
 use crate::domain::{ExecutionState, ReplicaId};
 use crate::ledger::encoding::canonical_json;
+use crate::ledger::link::ChainTail;
 use crate::ledger::link::{self, AgentChainFacts};
 use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
 use crate::store::holds::{self, HoldEvents, NewReservation};
+use crate::store::tenants::TenantRow;
+use sqlx::types::Json;
+
+/// The rows admission holds locked, and the agent chain's tail the hold's events link to.
+pub(super) struct Locked {
+    /// The tenant's row, locked only when it has a budget or rate limits of its own.
+    pub tenant: Option<TenantRow>,
+    /// The tenant's default policy as read before locking (the locked row's when there is one).
+    pub tenant_policy: Json<serde_json::Value>,
+    pub agent: AgentRow,
+    pub chain_id: String,
+    pub tail: ChainTail,
+}
 
 /// What the checks granted: the estimate to hold (its output cap possibly lowered to fit the
 /// budget) and the agent's rate-limit quota after this admission.
@@ -88,7 +103,7 @@ fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
     let candidates = match t.pricing {
         Pricing::Tokens { candidates } => candidates,
         Pricing::Fixed { .. } => return "the tool's declared cost".to_owned(),
-        Pricing::Metered { covers, .. } => return covers.to_owned(),
+        Pricing::Metered(m) => return m.covers.to_owned(),
     };
     let whom = match candidates.len() {
         1 => "the model".to_owned(),

@@ -5,12 +5,12 @@
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::super::call_types::AttemptRef;
-use super::super::error::openai_error_body;
-use super::super::policy::PolicyDenial;
-use super::super::rate_limit::{Limited, Quota};
-use super::super::GatewayError;
-use super::Ticket;
+use super::call_types::AttemptRef;
+use super::error::openai_error_body;
+use super::policy::PolicyDenial;
+use super::rate_limit::{Limited, Quota};
+use super::ticket::Ticket;
+use super::GatewayError;
 use crate::domain::{AgentState, ExecutionState};
 use crate::ledger::{self, NewEvent};
 use crate::store::agents::AgentRow;

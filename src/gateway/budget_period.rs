@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::super::GatewayError;
+use super::GatewayError;
 use crate::domain::BudgetPeriod;
 use crate::ledger::fold::types;
 use crate::ledger::{self, AppendedEvent, ChainId, NewEvent};

@@ -3,10 +3,10 @@
 
 use serde_json::Value;
 
-use super::super::call_types::AttemptRef;
-use super::super::idempotency::Identity;
-use super::super::policy::RequestFacts;
-use super::Pricing;
+use super::call_types::AttemptRef;
+use super::idempotency::Identity;
+use super::policy::RequestFacts;
+use super::pricing::Pricing;
 use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
 use crate::store::executions::NewExecution;
 
