@@ -56,6 +56,7 @@ pub struct AgentResponse {
     pub budget_micro_usd: i64,
     pub spent_micro_usd: i64,
     pub reserved_micro_usd: i64,
+    /// `budget - spent - reserved`; negative after a recorded overrun.
     pub remaining_micro_usd: i64,
     pub budget_period: String,
     pub rpm_limit: Option<i32>,
@@ -102,14 +103,15 @@ pub struct CreatedAgentResponse {
     pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Creates an agent and its first token in one transaction, with ledger events for both.
-pub async fn create_agent(
-    pool: &sqlx::PgPool,
-    signer: &TokenSigner,
-    by: &Principal,
-    tenant_id: TenantId,
-    req: CreateAgentRequest,
-) -> Result<CreatedAgentResponse, AdminError> {
+/// What a valid `CreateAgentRequest` asks for, with the defaults filled in.
+struct CheckedAgent {
+    new: NewAgent,
+    scope: Scope,
+    ttl: Option<chrono::Duration>,
+}
+
+/// Checks a request field by field (nothing is read or written before it passes).
+fn check_request(req: &CreateAgentRequest) -> Result<CheckedAgent, AdminError> {
     validate_name("name", &req.name)?;
     let budget = usd("budget_usd", &req.budget_usd)?;
     check_limits(req.rpm, req.tpm)?;
@@ -128,50 +130,61 @@ pub async fn create_agent(
             "a new agent is READY or REGISTERED",
         ));
     }
-    let policy =
-        serde_json::to_value(req.policy.unwrap_or_default()).map_err(anyhow::Error::from)?;
-    let period = req.period.unwrap_or(BudgetPeriod::Lifetime);
+    let policy = serde_json::to_value(req.policy.clone().unwrap_or_default())
+        .map_err(anyhow::Error::from)?;
+    let new = NewAgent {
+        id: AgentId(uuid::Uuid::now_v7()),
+        name: req.name.clone(),
+        budget_micro_usd: budget,
+        budget_period: req.period.unwrap_or(BudgetPeriod::Lifetime),
+        rpm_limit: req.rpm,
+        tpm_limit: req.tpm,
+        policy,
+        state,
+    };
+    Ok(CheckedAgent { new, scope, ttl })
+}
 
+/// The `agent.created` event of a new agent.
+fn created_event(
+    by: &Principal,
+    agent: &AgentRow,
+    policy: &serde_json::Value,
+) -> NewEvent<'static> {
+    NewEvent::for_agent(
+        agent.tenant_id,
+        agent.id,
+        "agent.created",
+        None,
+        json!({
+            "by": by.subject,
+            "name": agent.name,
+            "budget_micro_usd": agent.budget_micro_usd,
+            "budget_period": agent.budget_period,
+            "rpm_limit": agent.rpm_limit,
+            "tpm_limit": agent.tpm_limit,
+            "policy": policy,
+            "state": agent.state,
+        }),
+    )
+}
+
+/// Creates an agent and its first token in one transaction, with ledger events for both.
+pub async fn create_agent(
+    pool: &sqlx::PgPool,
+    signer: &TokenSigner,
+    by: &Principal,
+    tenant_id: TenantId,
+    req: CreateAgentRequest,
+) -> Result<CreatedAgentResponse, AdminError> {
+    let CheckedAgent { new, scope, ttl } = check_request(&req)?;
     let mut tx = pool.begin().await?;
     // The tenant must exist (an operator may name any id).
     crate::store::tenants::get_tenant(&mut tx, tenant_id)
         .await
         .map_err(AdminError::from_store("tenant"))?;
-    let agent = agents::insert_agent(
-        &mut tx,
-        tenant_id,
-        &NewAgent {
-            id: AgentId(uuid::Uuid::now_v7()),
-            name: req.name.clone(),
-            budget_micro_usd: budget,
-            budget_period: period,
-            rpm_limit: req.rpm,
-            tpm_limit: req.tpm,
-            policy: policy.clone(),
-            state,
-        },
-    )
-    .await?;
-    ledger::append(
-        &mut tx,
-        NewEvent::for_agent(
-            tenant_id,
-            agent.id,
-            "agent.created",
-            None,
-            json!({
-                "by": by.subject,
-                "name": agent.name,
-                "budget_micro_usd": agent.budget_micro_usd,
-                "budget_period": agent.budget_period,
-                "rpm_limit": agent.rpm_limit,
-                "tpm_limit": agent.tpm_limit,
-                "policy": policy,
-                "state": agent.state,
-            }),
-        ),
-    )
-    .await?;
+    let agent = agents::insert_agent(&mut tx, tenant_id, &new).await?;
+    ledger::append(&mut tx, created_event(by, &agent, &new.policy)).await?;
     let issued = tokens::issue_in_tx(
         &mut tx,
         signer,

@@ -95,7 +95,7 @@ pub async fn latest_checkpoint(
     by: &Principal,
 ) -> Result<CheckpointResponse, AdminError> {
     require_operator(by, "reading ledger checkpoints")?;
-    let row = crate::ledger::checkpoint::latest(pool)
+    let row = crate::store::checkpoints::latest(pool)
         .await?
         .ok_or(AdminError::NotFound("checkpoint"))?;
     Ok(CheckpointResponse {

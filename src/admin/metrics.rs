@@ -13,10 +13,11 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
+use super::agents::AgentResponse;
 use crate::cluster::observed::{LedgerCheck, Observed};
-use crate::domain::{AgentId, TenantId};
+use crate::domain::TenantId;
 use crate::money::MicroUsdSum;
-use crate::store::stats::{self, AgentSpendRow, BucketRow, FeedEvent, ModelUse, RecentExecution};
+use crate::store::stats::{self, AgentSpend, BucketRow, FeedEvent, ModelUse, RecentExecution};
 
 /// At most this many agents are listed (the biggest spenders); totals cover all of them.
 const AGENT_LIMIT: i64 = 500;
@@ -89,18 +90,11 @@ pub struct BurnRate {
     pub last_1h_micro_usd_per_hour: i64,
 }
 
+/// An agent, as `/admin/agents` shows it, with its burn rate.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentFinancials {
-    pub id: AgentId,
-    pub tenant_id: TenantId,
-    pub name: String,
-    pub state: String,
-    pub budget_micro_usd: i64,
-    pub spent_micro_usd: i64,
-    pub reserved_micro_usd: i64,
-    /// `budget - spent - reserved`; negative after a recorded overrun.
-    pub remaining_micro_usd: i64,
-    pub requests_total: i64,
+    #[serde(flatten)]
+    pub agent: AgentResponse,
     pub burn_rate: BurnRate,
     /// At the 15-minute burn rate (the 1-hour one when nothing was spent in the last 15
     /// minutes): 0 when exhausted, `null` when the agent is not spending.
@@ -207,8 +201,7 @@ pub async fn summary(
     })
 }
 
-fn financials(a: AgentSpendRow) -> AgentFinancials {
-    let remaining = a.budget_micro_usd - a.spent_micro_usd - a.reserved_micro_usd;
+fn financials(a: AgentSpend) -> AgentFinancials {
     let burn_rate = BurnRate {
         last_1m_micro_usd_per_hour: a.spent_1m_micro_usd.saturating_mul(60),
         last_15m_micro_usd_per_hour: a.spent_15m_micro_usd.saturating_mul(4),
@@ -219,17 +212,10 @@ fn financials(a: AgentSpendRow) -> AgentFinancials {
     } else {
         burn_rate.last_1h_micro_usd_per_hour
     };
+    let agent = AgentResponse::from(a.agent);
     AgentFinancials {
-        seconds_to_exhaustion: seconds_to_exhaustion(remaining, per_hour),
-        id: a.id,
-        tenant_id: a.tenant_id,
-        name: a.name,
-        state: a.state,
-        budget_micro_usd: a.budget_micro_usd,
-        spent_micro_usd: a.spent_micro_usd,
-        reserved_micro_usd: a.reserved_micro_usd,
-        remaining_micro_usd: remaining,
-        requests_total: a.requests_total,
+        seconds_to_exhaustion: seconds_to_exhaustion(agent.remaining_micro_usd, per_hour),
+        agent,
         burn_rate,
     }
 }
@@ -272,6 +258,8 @@ fn fill_buckets(since: DateTime<Utc>, width: TimeDelta, n: i64, rows: &[BucketRo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AgentId, AgentState, BudgetPeriod};
+    use crate::store::agents::AgentRow;
 
     #[test]
     fn time_to_exhaustion_is_remaining_over_the_burn_rate() {
@@ -314,21 +302,34 @@ mod tests {
 
     #[test]
     fn burn_rate_extrapolates_each_window_to_an_hour() {
-        let row = AgentSpendRow {
-            id: AgentId(uuid::Uuid::nil()),
-            tenant_id: TenantId(uuid::Uuid::nil()),
-            name: "a".into(),
-            state: "READY".into(),
-            budget_micro_usd: 10_000,
-            spent_micro_usd: 1_000,
-            reserved_micro_usd: 1_000,
-            requests_total: 3,
+        let now = Utc::now();
+        let row = AgentSpend {
+            agent: AgentRow {
+                id: AgentId(uuid::Uuid::nil()),
+                tenant_id: TenantId(uuid::Uuid::nil()),
+                name: "a".into(),
+                budget_micro_usd: 10_000,
+                spent_micro_usd: 1_000,
+                reserved_micro_usd: 1_000,
+                budget_period: BudgetPeriod::Lifetime,
+                period_started_at: now,
+                rpm_limit: None,
+                tpm_limit: None,
+                policy: sqlx::types::Json(serde_json::json!({})),
+                state: AgentState::Ready,
+                prompt_tokens_total: 0,
+                completion_tokens_total: 0,
+                requests_total: 3,
+                created_at: now,
+                updated_at: now,
+            },
             spent_1m_micro_usd: 10,
             spent_15m_micro_usd: 100,
             spent_1h_micro_usd: 1_000,
         };
         let f = financials(row);
-        assert_eq!(f.remaining_micro_usd, 8_000);
+        assert_eq!(f.agent.remaining_micro_usd, 8_000);
+        assert_eq!(f.agent.state, "READY");
         assert_eq!(f.burn_rate.last_1m_micro_usd_per_hour, 600);
         assert_eq!(f.burn_rate.last_15m_micro_usd_per_hour, 400);
         assert_eq!(f.burn_rate.last_1h_micro_usd_per_hour, 1_000);

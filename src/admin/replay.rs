@@ -9,6 +9,9 @@ use utoipa::ToSchema;
 use super::audit::{self, BooksComparison, TenantBooksComparison};
 use crate::domain::TenantId;
 use crate::ledger::verify::{self, VerifyReport};
+use crate::store::event_log;
+pub use crate::store::event_log::TimelineEvent;
+use crate::store::tenants;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReplayReport {
@@ -16,20 +19,6 @@ pub struct ReplayReport {
     pub ledger: VerifyReport,
     pub agents: Vec<BooksComparison>,
     pub tenants: Vec<TenantBooksComparison>,
-}
-
-/// One ledger event as shown in a timeline.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct TimelineEvent {
-    pub id: i64,
-    pub chain_id: String,
-    pub seq: i64,
-    pub event_type: String,
-    pub ts: chrono::DateTime<chrono::Utc>,
-    pub event_hash: String,
-    #[schema(value_type = Object)]
-    #[sqlx(json)]
-    pub payload: serde_json::Value,
 }
 
 /// Verifies and folds: for one tenant (what an admin sees) only its chains and agents, or the
@@ -48,10 +37,7 @@ pub async fn replay(
         mut tenants,
     } = audit::fold_mismatches(pool).await?;
     if let Some(tenant) = tenant {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_all(pool)
-            .await?;
+        let ids = tenants::agent_ids(pool, tenant).await?;
         agents.retain(|a| ids.contains(&a.agent_id));
         tenants.retain(|t| t.tenant_id == tenant.0);
     }
@@ -69,12 +55,6 @@ pub async fn timeline(
     tenant: TenantId,
     execution_id: &str,
 ) -> Result<Vec<TimelineEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, chain_id, seq, event_type, ts, event_hash, payload::json AS payload FROM event_log \
-         WHERE tenant_id = $1 AND execution_id = $2 ORDER BY id",
-    )
-    .bind(tenant)
-    .bind(execution_id)
-    .fetch_all(pool)
-    .await
+    let mut conn = pool.acquire().await?;
+    event_log::timeline(&mut conn, tenant, execution_id).await
 }

@@ -104,7 +104,7 @@ pub async fn ledger_checkpoint(cli: &Cli) -> anyhow::Result<()> {
         .get(kid)
         .context("no signing key configured in [auth.keys]")?;
     let id = crate::ledger::checkpoint::write(&pool, kid, key, None).await?;
-    let head = crate::ledger::checkpoint::latest(&pool).await?;
+    let head = crate::store::checkpoints::latest(&pool).await?;
     print_checkpoint(cli.json, id, &serde_json::to_value(&head)?);
     Ok(())
 }

@@ -157,7 +157,7 @@ async fn database(settings: &Settings, checks: &mut Vec<Check>) -> Option<sqlx::
     let mut db_settings = settings.db.clone();
     db_settings.acquire_timeout_seconds = DB_TIMEOUT.as_secs();
     let connected = match db::lazy_pool(url.expose(), &db_settings) {
-        Ok(pool) => tokio::time::timeout(DB_TIMEOUT, sqlx::query("SELECT 1").execute(&pool))
+        Ok(pool) => tokio::time::timeout(DB_TIMEOUT, db::ping(&pool))
             .await
             .map_err(|_| format!("no answer within {} s", DB_TIMEOUT.as_secs()))
             .and_then(|r| r.map_err(|e| e.to_string()))
@@ -205,14 +205,8 @@ async fn database(settings: &Settings, checks: &mut Vec<Check>) -> Option<sqlx::
 /// Names every embedded migration not applied, and every applied one this binary does not know.
 /// Returns whether any migration is applied (whether there is a ledger to check).
 async fn migrations(pool: &sqlx::PgPool, checks: &mut Vec<Check>) -> bool {
-    let applied: Vec<i64> = match sqlx::query_scalar(
-        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    {
+    let applied = match crate::store::setup::applied_migrations(pool).await {
         Ok(v) => v,
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
         Err(e) => {
             checks.push(Check::fail(
                 "migrations",

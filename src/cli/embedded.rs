@@ -211,13 +211,7 @@ pub async fn create_database(url: &str) -> anyhow::Result<()> {
         .map(|(base, _)| format!("{base}/postgres"))
         .context("bad URL")?;
     let pool = crate::store::db::connect(&admin_url, &crate::config::DbSettings::default()).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'aex')")
-            .fetch_one(&pool)
-            .await?;
-    if !exists {
-        sqlx::query("CREATE DATABASE aex").execute(&pool).await?;
-    }
+    crate::store::setup::create_aex_database(&pool).await?;
     pool.close().await;
     Ok(())
 }

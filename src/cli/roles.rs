@@ -8,6 +8,8 @@
 use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 
+use crate::store::setup;
+
 /// Creates (or, when it exists, gives a new password to) the runtime role of the database at
 /// `owner_url`; the URL to connect as it. `None` when the owner may not create roles: the
 /// server then runs as the owner and says so at startup.
@@ -18,33 +20,12 @@ pub async fn ensure_runtime_role(
     let mut conn = PgConnection::connect(owner_url)
         .await
         .context("cannot connect to the database")?;
-    let (database, may_create): (String, bool) = sqlx::query_as(
-        "SELECT current_database(), rolcreaterole OR rolsuper FROM pg_roles \
-         WHERE rolname = current_user",
-    )
-    .fetch_one(&mut conn)
-    .await?;
+    let (database, may_create) = setup::database_and_may_create_roles(&mut conn).await?;
     if !may_create {
         return Ok(None);
     }
     let role = runtime_role_name(&database);
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(&role)
-            .fetch_one(&mut conn)
-            .await?;
-    // Postgres quotes the name and the password itself (`%I`, `%L`).
-    let statement: String = sqlx::query_scalar(
-        "SELECT format(CASE WHEN $3 THEN 'ALTER ROLE %I LOGIN PASSWORD %L' \
-                            ELSE 'CREATE ROLE %I LOGIN PASSWORD %L' END, $1::text, $2::text)",
-    )
-    .bind(&role)
-    .bind(password)
-    .bind(exists)
-    .fetch_one(&mut conn)
-    .await?;
-    sqlx::raw_sql(&statement)
-        .execute(&mut conn)
+    setup::set_login_role(&mut conn, &role, password)
         .await
         .with_context(|| format!("creating the runtime role {role}"))?;
     conn.close().await?;

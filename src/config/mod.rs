@@ -9,6 +9,7 @@ mod provider;
 mod routing;
 mod routing_error;
 mod secret;
+mod sections;
 mod settings;
 
 pub use alerts::AlertsSettings;
@@ -23,8 +24,8 @@ pub use routing::{
     DEFAULT_CHAT_TEMPLATE_TOKENS, DEFAULT_IMAGE_PART_TOKENS, DEFAULT_MAX_HOSTED_TOOL_CALLS,
 };
 pub use secret::Secret;
-pub use settings::{
+pub use sections::{
     aex_home, AuthSettings, CliSettings, ClusterSettings, DbSettings, GatewaySettings,
-    LedgerSettings, LogFormat, MetricsSettings, ServerSettings, Settings, SettingsError,
-    ToolsSettings,
+    LedgerSettings, LogFormat, MetricsSettings, ServerSettings, ToolsSettings,
 };
+pub use settings::{Settings, SettingsError};

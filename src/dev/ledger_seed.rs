@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::ledger::encoding::{
     canonical_json, event_hash, EventHeader, ENCODING_VERSION, GENESIS_HASH,
 };
+use crate::store::chain_events::EventColumns;
 
 /// Rows per INSERT: large enough to amortise the round trip, small enough to bound memory.
 const BATCH: usize = 5_000;
@@ -34,49 +35,6 @@ struct Chain {
     head: String,
 }
 
-/// The columns of one batch, in `unnest` order.
-#[derive(Default)]
-struct Batch {
-    chain_id: Vec<String>,
-    seq: Vec<i64>,
-    prev_hash: Vec<String>,
-    event_hash: Vec<String>,
-    agent_id: Vec<Uuid>,
-    execution_id: Vec<String>,
-    ts: Vec<DateTime<Utc>>,
-    payload: Vec<String>,
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        self.seq.len()
-    }
-
-    async fn insert(&mut self, pool: &PgPool, tenant: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, event_type, tenant_id, \
-             agent_id, execution_id, ts, payload, encoding) \
-             SELECT c, s, p, h, 'usage.commit', $9, a, x, t, b, $10 \
-             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::uuid[], \
-                         $6::text[], $7::timestamptz[], $8::text[]) AS u(c, s, p, h, a, x, t, b)",
-        )
-        .bind(&self.chain_id)
-        .bind(&self.seq)
-        .bind(&self.prev_hash)
-        .bind(&self.event_hash)
-        .bind(&self.agent_id)
-        .bind(&self.execution_id)
-        .bind(&self.ts)
-        .bind(&self.payload)
-        .bind(tenant)
-        .bind(ENCODING_VERSION)
-        .execute(pool)
-        .await?;
-        *self = Batch::default();
-        Ok(())
-    }
-}
-
 /// Appends `events` events spread round-robin over `chains` new agent chains.
 pub async fn seed(pool: &PgPool, events: u64, chains: u64) -> Result<SeedReport, sqlx::Error> {
     let started = Instant::now();
@@ -95,7 +53,7 @@ pub async fn seed(pool: &PgPool, events: u64, chains: u64) -> Result<SeedReport,
     let count = all.len();
     // Microsecond timestamps, as Postgres stores them, one microsecond apart.
     let base = Utc::now().timestamp_micros() - i64::try_from(events).unwrap_or(0);
-    let mut batch = Batch::default();
+    let mut batch = EventColumns::default();
     for i in 0..events {
         let chain = &mut all[usize::try_from(i).unwrap_or(0) % count];
         chain.seq += 1;
@@ -139,11 +97,15 @@ pub async fn seed(pool: &PgPool, events: u64, chains: u64) -> Result<SeedReport,
         batch.ts.push(ts);
         batch.payload.push(payload);
         if batch.len() == BATCH {
-            batch.insert(pool, tenant).await?;
+            batch
+                .insert(pool, "usage.commit", tenant, ENCODING_VERSION)
+                .await?;
         }
     }
-    if batch.len() > 0 {
-        batch.insert(pool, tenant).await?;
+    if !batch.is_empty() {
+        batch
+            .insert(pool, "usage.commit", tenant, ENCODING_VERSION)
+            .await?;
     }
     let elapsed = started.elapsed();
     Ok(SeedReport {

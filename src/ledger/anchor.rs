@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::checkpoint::{check_signature, CheckpointRow};
+use super::checkpoint::{check_signature, CheckpointRow, Head};
 use super::verify::{self, VerifyReport};
 use crate::config::Secret;
+use crate::store::chain_events;
 
 /// The outcome of checking an archived head.
 #[derive(Debug, Clone, Serialize)]
@@ -50,15 +51,10 @@ pub async fn verify_head(
 
 async fn first_missing_head(
     pool: &PgPool,
-    heads: &BTreeMap<String, super::checkpoint::Head>,
+    heads: &BTreeMap<String, Head>,
 ) -> Result<Option<String>, sqlx::Error> {
     for (chain, head) in heads {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT event_hash FROM event_log WHERE chain_id = $1 AND seq = $2")
-                .bind(chain)
-                .bind(head.seq)
-                .fetch_optional(pool)
-                .await?;
+        let found = chain_events::hash_at(pool, chain, head.seq).await?;
         match found {
             None => {
                 return Ok(Some(format!(

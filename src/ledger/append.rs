@@ -12,6 +12,7 @@ use sqlx::PgConnection;
 
 use super::encoding::canonical_json;
 use crate::domain::{AgentId, TenantId};
+use crate::store::chain_events;
 
 /// Which chain an event belongs to. Money events live on their agent's chain: the agent row lock
 /// already serialises them, so the chain adds no contention, and a busy tenant is spread over as
@@ -90,17 +91,18 @@ pub async fn append(
     let started = Instant::now();
     let chain_id = event.chain.to_string();
     let payload = canonical_json(&event.payload);
-    let (id, seq, event_hash): (i64, i64, String) = sqlx::query_as(
-        "SELECT id, seq, event_hash FROM aex_append_event($1, $2, $3, $4, $5, $6, $7)",
+    let (id, seq, event_hash) = chain_events::append(
+        &mut *conn,
+        &chain_events::NewChainEvent {
+            chain_id: &chain_id,
+            lock_key: chain_lock_key(&chain_id),
+            event_type: event.event_type,
+            tenant_id: event.tenant_id,
+            agent_id: event.agent_id,
+            execution_id: event.execution_id,
+            payload: &payload,
+        },
     )
-    .bind(&chain_id)
-    .bind(chain_lock_key(&chain_id))
-    .bind(event.event_type)
-    .bind(event.tenant_id)
-    .bind(event.agent_id)
-    .bind(event.execution_id)
-    .bind(&payload)
-    .fetch_one(&mut *conn)
     .await?;
     crate::metrics::observe_ledger_append(started.elapsed());
     Ok(AppendedEvent {

@@ -6,8 +6,9 @@
 use serde::Serialize;
 
 use super::checkpoint::Head;
+use super::encoding::EventHeader;
 use super::encoding::{event_digest, hash_is, GENESIS_HASH};
-use super::event_row::EventRef;
+use crate::store::chain_events::EventRef;
 
 /// The first event that failed verification.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -35,9 +36,23 @@ pub(crate) fn check(event: &EventRef<'_>, last_seq: i64, last_hash: &str) -> Opt
     check_contents(event)
 }
 
+/// The hashed fields of an event other than the payload.
+fn header<'r>(e: &EventRef<'r>) -> EventHeader<'r> {
+    EventHeader {
+        chain_id: e.chain_id,
+        seq: e.seq,
+        prev_hash: e.prev_hash,
+        event_type: e.event_type,
+        tenant_id: e.tenant_id,
+        agent_id: e.agent_id,
+        execution_id: e.execution_id,
+        ts: e.ts,
+    }
+}
+
 /// Whether the stored hash is the hash of the event's contents.
 fn check_contents(event: &EventRef<'_>) -> Option<String> {
-    let digest = event_digest(&event.header(), event.payload);
+    let digest = event_digest(&header(event), event.payload);
     (!hash_is(event.event_hash, &digest))
         .then(|| "event_hash does not match the event's contents (edited)".to_owned())
 }

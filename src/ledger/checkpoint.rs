@@ -4,41 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::config::Secret;
+use crate::store::chain_events;
+use crate::store::checkpoints::{self, NewCheckpoint};
+pub use crate::store::checkpoints::{CheckpointRow, Head};
 use crate::store::locks;
-
-/// One chain's head.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: i64,
-    pub hash: String,
-}
-
-/// A stored checkpoint; also the archived head `aex ledger checkpoint --json` prints and
-/// `aex ledger verify --head` reads (`heads` is the exact text that was signed).
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
-pub struct CheckpointRow {
-    pub id: i64,
-    pub created_at: DateTime<Utc>,
-    pub kid: String,
-    pub heads: String,
-    pub chain_count: i32,
-    pub event_count: i64,
-    pub signature: String,
-}
-
-impl CheckpointRow {
-    pub fn parsed_heads(&self) -> Result<BTreeMap<String, Head>, String> {
-        serde_json::from_str(&self.heads)
-            .map_err(|e| format!("checkpoint {} is unreadable: {e}", self.id))
-    }
-}
 
 /// HMAC-SHA256 (hex) of the canonical heads text, versioned.
 pub fn sign(key: &Secret, heads: &str) -> String {
@@ -74,36 +48,6 @@ pub fn check_signature(keys: &BTreeMap<String, Secret>, row: &CheckpointRow) -> 
     })
 }
 
-/// The head of every chain: a skip scan over the (chain_id, seq) index, one probe per chain.
-pub async fn current_heads(conn: &mut PgConnection) -> Result<BTreeMap<String, Head>, sqlx::Error> {
-    let rows: Vec<(String, i64, String)> = sqlx::query_as(
-        "WITH RECURSIVE chains(chain_id) AS ( \
-           (SELECT chain_id FROM event_log ORDER BY chain_id LIMIT 1) \
-           UNION ALL \
-           SELECT (SELECT e.chain_id FROM event_log e WHERE e.chain_id > c.chain_id ORDER BY e.chain_id LIMIT 1) \
-           FROM chains c WHERE c.chain_id IS NOT NULL) \
-         SELECT c.chain_id, t.seq, t.event_hash FROM chains c \
-         CROSS JOIN LATERAL (SELECT seq, event_hash FROM event_log e WHERE e.chain_id = c.chain_id \
-                             ORDER BY seq DESC LIMIT 1) t \
-         WHERE c.chain_id IS NOT NULL",
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(chain, seq, hash)| (chain, Head { seq, hash }))
-        .collect())
-}
-
-pub async fn latest(pool: &PgPool) -> Result<Option<CheckpointRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, created_at, kid, heads, chain_count, event_count, signature FROM ledger_checkpoints \
-         ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await
-}
-
 /// Writes a checkpoint of the current heads unless another replica is writing one or nothing was
 /// appended since the last. Returns the new checkpoint's id.
 pub async fn write(
@@ -116,27 +60,25 @@ pub async fn write(
     if !locks::try_lock(&mut tx, locks::CHECKPOINT).await? {
         return Ok(None);
     }
-    let heads = current_heads(&mut tx).await?;
+    let heads = chain_events::current_heads(&mut tx).await?;
     let text = serde_json::to_string(&heads).unwrap_or_default();
-    let last: Option<String> =
-        sqlx::query_scalar("SELECT heads FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    let last = checkpoints::latest_heads(&mut tx).await?;
     if heads.is_empty() || last.as_deref() == Some(text.as_str()) {
         return Ok(None);
     }
     let events: i64 = heads.values().map(|h| h.seq).sum();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger_checkpoints (replica_id, kid, heads, chain_count, event_count, signature) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    let signature = sign(key, &text);
+    let id = checkpoints::insert(
+        &mut tx,
+        &NewCheckpoint {
+            replica,
+            kid,
+            heads: &text,
+            chain_count: i32::try_from(heads.len()).unwrap_or(i32::MAX),
+            event_count: events,
+            signature: &signature,
+        },
     )
-    .bind(replica)
-    .bind(kid)
-    .bind(&text)
-    .bind(i32::try_from(heads.len()).unwrap_or(i32::MAX))
-    .bind(events)
-    .bind(sign(key, &text))
-    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Some(id))
@@ -145,6 +87,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     #[test]
     fn a_signature_checks_with_its_key_and_fails_when_edited() {

@@ -8,6 +8,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::store::chain_events;
+
 /// Event types that move money, and the payload fields they carry.
 pub mod types {
     pub const RESERVED: &str = "reservation.reserved";
@@ -87,17 +89,13 @@ pub fn apply_tenant(books: &mut FoldedBooks, event_type: &str, payload: &serde_j
 
 /// Folds every money event, chain by chain in sequence order.
 pub async fn fold_all(pool: &PgPool) -> Result<Folded, sqlx::Error> {
-    let mut rows = sqlx::query_as::<_, (Option<Uuid>, Option<Uuid>, String, String)>(
-        "SELECT tenant_id, agent_id, event_type, payload FROM event_log \
-         WHERE event_type = ANY($1) ORDER BY chain_id, seq",
-    )
-    .bind([
+    let money = [
         types::RESERVED,
         types::COMMITTED,
         types::RELEASED,
         types::PERIOD_RESET,
-    ])
-    .fetch(pool);
+    ];
+    let mut rows = chain_events::of_types(pool, &money);
     let mut folded = Folded::default();
     while let Some((tenant_id, agent_id, event_type, payload)) = rows.try_next().await? {
         let payload: serde_json::Value =

@@ -8,7 +8,6 @@ pub mod append;
 mod chain_check;
 pub mod checkpoint;
 pub mod encoding;
-mod event_row;
 pub mod export;
 pub mod fold;
 pub mod link;

@@ -16,9 +16,11 @@ use super::append::ChainId;
 pub use super::chain_check::BadEvent;
 use super::chain_check::{missing_chain, ChainCheck};
 use super::checkpoint::{self, CheckpointRow, Head};
-use super::event_row::{select_events, EventRef};
 use crate::config::Secret;
 use crate::domain::{AgentId, TenantId};
+use crate::store::chain_events::{self, EventRef};
+use crate::store::checkpoints;
+use crate::store::tenants;
 
 /// What was checked against the latest checkpoint.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -56,7 +58,7 @@ async fn load_checkpoint(
     pool: &PgPool,
     keys: &BTreeMap<String, Secret>,
 ) -> Result<(BTreeMap<String, Head>, i64, Option<CheckpointCheck>), sqlx::Error> {
-    let Some(row): Option<CheckpointRow> = checkpoint::latest(pool).await? else {
+    let Some(row): Option<CheckpointRow> = checkpoints::latest(pool).await? else {
         return Ok((BTreeMap::new(), 0, None));
     };
     let checked = checkpoint::check_signature(keys, &row).and_then(|()| row.parsed_heads());
@@ -97,10 +99,7 @@ pub async fn verify_tenant(
     keys: &BTreeMap<String, Secret>,
     tenant: TenantId,
 ) -> Result<VerifyReport, sqlx::Error> {
-    let agents: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?;
+    let agents = tenants::agent_ids(pool, tenant).await?;
     let chains = std::iter::once(ChainId::Tenant(tenant))
         .chain(agents.into_iter().map(|a| ChainId::Agent(AgentId(a))))
         .map(|c| c.to_string())
@@ -117,18 +116,13 @@ async fn walk(
     let started = std::time::Instant::now();
     let (mut heads, checkpoint_id, mut check) = load_checkpoint(pool, keys).await?;
     let mut rows = match &only {
-        None => sqlx::query(concat!(select_events!(), " ORDER BY id")).fetch(pool),
+        None => chain_events::all_by_id(pool),
         Some(names) => {
             heads.retain(|name, _| names.contains(name));
             if let Some(check) = &mut check {
                 check.chains = heads.len();
             }
-            sqlx::query(concat!(
-                select_events!(),
-                " WHERE chain_id = ANY($1) ORDER BY id"
-            ))
-            .bind(names)
-            .fetch(pool)
+            chain_events::chains_by_id(pool, names)
         }
     };
     let mut chains: HashMap<String, (ChainCheck, Health)> = HashMap::new();
@@ -192,12 +186,7 @@ async fn reread_chain(
     checkpoint_id: i64,
 ) -> Result<Option<BadEvent>, sqlx::Error> {
     let mut chain = ChainCheck::from_genesis(head, checkpoint_id);
-    let mut rows = sqlx::query(concat!(
-        select_events!(),
-        " WHERE chain_id = $1 ORDER BY seq"
-    ))
-    .bind(name)
-    .fetch(pool);
+    let mut rows = chain_events::chain_by_seq(pool, name);
     while let Some(row) = rows.try_next().await? {
         let event = EventRef::from_row(&row)?;
         if let Some(problem) = chain.event(&event) {
@@ -216,7 +205,7 @@ pub async fn verify_since_checkpoint(
     let started = std::time::Instant::now();
     let (heads, checkpoint_id, check) = load_checkpoint(pool, keys).await?;
     let mut conn = pool.acquire().await?;
-    let current = checkpoint::current_heads(&mut conn).await?;
+    let current = chain_events::current_heads(&mut conn).await?;
     drop(conn);
     let mut names: Vec<&String> = current.keys().chain(heads.keys()).collect();
     names.sort_unstable();
@@ -233,13 +222,7 @@ pub async fn verify_since_checkpoint(
             Some(h) => ChainCheck::from_anchor(h.clone(), checkpoint_id),
             None => ChainCheck::from_genesis(None, checkpoint_id),
         };
-        let mut rows = sqlx::query(concat!(
-            select_events!(),
-            " WHERE chain_id = $1 AND seq >= $2 ORDER BY seq"
-        ))
-        .bind(name)
-        .bind(head.map_or(1, |h| h.seq))
-        .fetch(pool);
+        let mut rows = chain_events::chain_from_seq(pool, name, head.map_or(1, |h| h.seq));
         while let Some(row) = rows.try_next().await? {
             let event = EventRef::from_row(&row)?;
             events += 1;

@@ -17,8 +17,8 @@ use sqlx::PgPool;
 
 use super::chain_check::check;
 use super::encoding::GENESIS_HASH;
-use super::event_row::{select_events, EventRow};
 use super::verify::{BadEvent, VerifyReport};
+use crate::store::chain_events::{self, EventRow};
 
 /// The verified state of every chain seen so far.
 #[derive(Debug, Default)]
@@ -64,12 +64,7 @@ impl ChainWatch {
     }
 
     async fn pass(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut rows = sqlx::query_as::<_, EventRow>(concat!(
-            select_events!(),
-            " WHERE id > $1 ORDER BY chain_id, seq"
-        ))
-        .bind(self.seen_up_to)
-        .fetch(pool);
+        let mut rows = chain_events::after_id_by_chain(pool, self.seen_up_to);
         let mut seen_up_to = self.seen_up_to;
         // chain id → (its head before this pass, the highest seq seen past a gap)
         let mut late: HashMap<String, (i64, i64)> = HashMap::new();
@@ -136,15 +131,7 @@ impl ChainWatch {
         after: i64,
         until: i64,
     ) -> Result<(), sqlx::Error> {
-        let rows = sqlx::query_as::<_, EventRow>(concat!(
-            select_events!(),
-            " WHERE chain_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
-        ))
-        .bind(chain)
-        .bind(after)
-        .bind(until)
-        .fetch_all(pool)
-        .await?;
+        let rows = chain_events::chain_range(pool, chain, after, until).await?;
         for row in rows {
             let head = self.head(chain);
             let (id, row_seq) = (row.id, row.seq);

@@ -70,3 +70,33 @@ pub async fn list_events(
     q.push(" ORDER BY id LIMIT ").push_bind(limit);
     q.build_query_as().fetch_all(conn).await
 }
+
+/// One ledger event as shown in an execution's timeline.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct TimelineEvent {
+    pub id: i64,
+    pub chain_id: String,
+    pub seq: i64,
+    pub event_type: String,
+    pub ts: chrono::DateTime<chrono::Utc>,
+    pub event_hash: String,
+    #[schema(value_type = Object)]
+    #[sqlx(json)]
+    pub payload: serde_json::Value,
+}
+
+/// Every ledger event of an execution key within a tenant, in order.
+pub async fn timeline(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    execution_id: &str,
+) -> Result<Vec<TimelineEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, chain_id, seq, event_type, ts, event_hash, payload::json AS payload FROM event_log \
+         WHERE tenant_id = $1 AND execution_id = $2 ORDER BY id",
+    )
+    .bind(tenant)
+    .bind(execution_id)
+    .fetch_all(conn)
+    .await
+}

@@ -13,6 +13,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::agents::{agent_columns, AgentRow};
 use crate::domain::{AgentId, TenantId};
 use crate::money::MicroUsdSum;
 
@@ -127,17 +128,11 @@ pub async fn totals(
     q.build_query_as().fetch_one(conn).await
 }
 
-/// An agent's books and what it committed in the last minute, 15 minutes and hour.
+/// An agent and what it committed in the last minute, 15 minutes and hour.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AgentSpendRow {
-    pub id: AgentId,
-    pub tenant_id: TenantId,
-    pub name: String,
-    pub state: String,
-    pub budget_micro_usd: i64,
-    pub spent_micro_usd: i64,
-    pub reserved_micro_usd: i64,
-    pub requests_total: i64,
+pub struct AgentSpend {
+    #[sqlx(flatten)]
+    pub agent: AgentRow,
     pub spent_1m_micro_usd: i64,
     pub spent_15m_micro_usd: i64,
     pub spent_1h_micro_usd: i64,
@@ -149,16 +144,17 @@ pub async fn list_agent_spend(
     tenant: Option<TenantId>,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<AgentSpendRow>, sqlx::Error> {
-    let mut q = QueryBuilder::new(
-        "SELECT a.id, a.tenant_id, a.name, a.state, a.budget_micro_usd, a.spent_micro_usd, \
-         a.reserved_micro_usd, a.requests_total, \
-         LEAST(COALESCE(b.m1, 0), 9223372036854775807)::bigint AS spent_1m_micro_usd, \
+) -> Result<Vec<AgentSpend>, sqlx::Error> {
+    // The agent's columns are unambiguous: the joined sums are `agent_id`, `m1`, `m15`, `h1`.
+    let mut q = QueryBuilder::new(concat!(
+        "SELECT ",
+        agent_columns!(),
+        ", LEAST(COALESCE(b.m1, 0), 9223372036854775807)::bigint AS spent_1m_micro_usd, \
          LEAST(COALESCE(b.m15, 0), 9223372036854775807)::bigint AS spent_15m_micro_usd, \
          LEAST(COALESCE(b.h1, 0), 9223372036854775807)::bigint AS spent_1h_micro_usd \
          FROM agents a LEFT JOIN (SELECT agent_id, \
-         sum(cost_micro_usd) FILTER (WHERE ts > ",
-    );
+         sum(cost_micro_usd) FILTER (WHERE ts > "
+    ));
     q.push_bind(now - chrono::Duration::minutes(1));
     q.push(") AS m1, sum(cost_micro_usd) FILTER (WHERE ts > ");
     q.push_bind(now - chrono::Duration::minutes(15));

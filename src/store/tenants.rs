@@ -143,3 +143,14 @@ pub async fn admission_view(
     .fetch_optional(conn)
     .await
 }
+
+/// The ids of a tenant's agents.
+pub async fn agent_ids<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    tenant: TenantId,
+) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_all(db)
+        .await
+}
