@@ -20,6 +20,7 @@ pub mod messages;
 mod messages_events;
 pub mod messages_shape;
 pub mod models;
+mod outgoing;
 pub mod policy;
 pub mod prepare;
 pub mod pricing;
