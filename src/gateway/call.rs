@@ -8,7 +8,6 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::admission::{Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Reservation};
 use super::dispatch;
@@ -16,6 +15,7 @@ use super::job::Dispatch;
 use super::outgoing::Outgoing;
 use super::prepare;
 use super::pricing::Pricing;
+use super::ticket::{Target, Ticket};
 use super::{Gateway, GatewayError};
 
 /// Runs one governed model call to its (possibly streaming) result, recording its facts on the
