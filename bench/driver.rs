@@ -2,7 +2,7 @@
 //! settlement transactions, run as AEX issues them, against a scratch database, with
 //!
 //! - `sqlx-sqlhash`: AEX's store functions as they were when issue 17 was opened
-//!   (`store::agents::lock_agent`, `store::holds::hold_hashed_in_sql`,
+//!   (`store::agents::get_agent` `FOR UPDATE`, `store::holds::hold_hashed_in_sql`,
 //!   `store::settlements::settle`: Postgres encodes and hashes the ledger events) on
 //!   a sqlx pool opened from the URL as written — five round trips for the admission (BEGIN,
 //!   tenant, agent `FOR UPDATE`, `aex_hold`, COMMIT), one for the settlement (`aex_settle`);
@@ -46,7 +46,7 @@ const RESERVED: &str = r#"{"attempt":1,"choices":1,"clamped":false,"estimate_mic
 const DISPATCHED: &str = r#"{"attempt":1,"model":"bench-chat","output_cap":20,"output_tokens_bound":20,"provider":"mock","upstream_model":"gpt-4o-mini"}"#;
 const ANSWER: &[u8] = br#"{"choices":[{"finish_reason":"stop","index":0,"message":{"content":"Hello w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19","role":"assistant"}}],"created":1700000000,"id":"chatcmpl-mock","model":"bench-chat","object":"chat.completion","usage":{"completion_tokens":20,"prompt_tokens":10,"total_tokens":30}}"#;
 
-// The statements of `gateway::admission::admit`, `store::agents::lock_agent`,
+// The statements of `gateway::admission::admit`, `store::agents::get_agent` (`FOR UPDATE`),
 // `store::holds::hold` and `store::settlements::settle`, word for word.
 const SQL_TENANT: &str =
     "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, \
@@ -422,7 +422,8 @@ async fn begin_admission(
 async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
     let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
     let mut tx = begin_admission(pool, tenant).await?;
-    let row = aex::store::agents::lock_agent(&mut tx, tenant, agent).await?;
+    let lock = aex::store::agents::Lock::ForUpdate;
+    let row = aex::store::agents::get_agent(&mut tx, tenant, agent, lock).await?;
     anyhow::ensure!(row.remaining_micro_usd() > 14, "agent out of budget");
     holds::hold_hashed_in_sql(
         &mut tx,

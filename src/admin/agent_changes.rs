@@ -12,7 +12,7 @@ use super::agents::{check_limits, AgentResponse};
 use super::{find_agent, nullable, patch_policy, validate_text, AdminError};
 use crate::auth::{Principal, RevocationSet};
 use crate::domain::{AgentState, BudgetPeriod, TenantId};
-use crate::gateway::admission::{period_start, restart_budget_period};
+use crate::gateway::budget_period::{period_start, restart_budget_period};
 use crate::ledger::{self, NewEvent};
 use crate::store::agent_settings::{self, AgentSettings};
 use crate::store::agents::AgentRow;

@@ -310,9 +310,11 @@ pub(crate) async fn find_agent(
                 .id
         }
     };
-    let found = match lock {
-        true => crate::store::agents::lock_agent(conn, tenant_id, id).await,
-        false => crate::store::agents::get_agent(conn, tenant_id, id).await,
+    let lock = match lock {
+        true => crate::store::agents::Lock::ForUpdate,
+        false => crate::store::agents::Lock::No,
     };
-    found.map_err(AdminError::from_store("agent"))
+    crate::store::agents::get_agent(conn, tenant_id, id, lock)
+        .await
+        .map_err(AdminError::from_store("agent"))
 }

@@ -290,9 +290,14 @@ pub async fn rotate_token(
     }
     let agent = match (old.tenant_id, old.agent_id) {
         (Some(tenant_id), Some(id)) => {
-            let a = crate::store::agents::lock_agent(&mut tx, tenant_id, id)
-                .await
-                .map_err(AdminError::from_store("agent"))?;
+            let a = crate::store::agents::get_agent(
+                &mut tx,
+                tenant_id,
+                id,
+                crate::store::agents::Lock::ForUpdate,
+            )
+            .await
+            .map_err(AdminError::from_store("agent"))?;
             Some((a.id, a.name))
         }
         _ => None,

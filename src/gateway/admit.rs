@@ -2,9 +2,10 @@
 //! dispatch under, or the answer to give without one (a recorded refusal, a replay, or, for a
 //! duplicate of an attempt in flight, that attempt's outcome once it ends).
 
-use super::admission::{self, Admission, Ticket};
+use super::admission::{self, Admission};
 use super::call_types::{CallOutput, Reservation, JSON, SSE};
 use super::idempotency::{answer_of_attempt, replayed, wait_for_attempt};
+use super::ticket::Ticket;
 use super::{Gateway, GatewayError};
 
 /// Admits the ticket: the reservation, or the answer to give without one (a recorded refusal, a

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::admission::{Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Reservation};
 use super::dispatch;
 use super::job::Dispatch;
+use super::outgoing::Outgoing;
 use super::prepare;
 use super::pricing::Pricing;
+use super::ticket::{Target, Ticket};
 use super::{Gateway, GatewayError};
 
 /// Runs one governed model call to its (possibly streaming) result, recording its facts on the
@@ -59,7 +60,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
     // The provider call and settlement run on a tracked task: if the client goes away, the call
     // still completes (or, for a stream, stops) and is booked, and shutdown waits for it.
     let (tx, rx) = oneshot::channel();
-    let outgoing = prepare::Outgoing::new(input.body, &p, estimate.output_cap);
+    let outgoing = Outgoing::new(input.body, p.route, &p.shape, p.stream, estimate.output_cap);
     let job = Dispatch {
         gw: Arc::clone(&gw),
         route: input.route,

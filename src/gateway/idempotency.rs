@@ -1,17 +1,20 @@
-//! Execution identity (SPEC §5.1): the caller's key or a minted UUIDv7, and the request
-//! fingerprint that tells a true retry from a different request under the same key; and the
-//! wait of a duplicate for the attempt of its key in flight, answered with that attempt's outcome.
-//! (Whether a key replays, waits or starts an attempt is decided under the agent's lock, in
-//! [`super::admission`].)
+//! Idempotency (SPEC §5.1), in one place: the execution key (the caller's, validated, or a minted
+//! UUIDv7) and the request fingerprint that tells a true retry from a different request under
+//! the same key; the decision, under the agent's row lock in the admission transaction, whether a
+//! key replays its stored answer, waits for its attempt in flight or starts the next attempt
+//! ([`decide`]); and the wait of a duplicate for that attempt, answered with its outcome.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
 
-use super::call_types::{AttemptRef, CallOutput, JSON, SSE};
+use super::call_types::{AttemptRef, CallOutput, JSON, SETTLEMENT_FAILED, SSE};
 use super::{Gateway, GatewayError};
-use crate::domain::{CallRoute, ExecutionState};
+use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
 use crate::store::attempts::{self, AttemptStatus, EndedAttempt};
+use crate::store::executions;
 
 /// The longest key accepted (SPEC §3).
 pub const MAX_KEY_LEN: usize = 255;
@@ -41,6 +44,104 @@ pub fn fingerprint(route: CallRoute, body: &serde_json::Map<String, serde_json::
     // serde_json's map is ordered by key, so this serialisation is canonical.
     hasher.update(serde_json::to_vec(body).unwrap_or_default());
     hex::encode(hasher.finalize())
+}
+
+/// Who asks under which key, and the fingerprint of what they ask.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub key: &'a str,
+    /// The caller gave the key (a minted key never matches an earlier execution).
+    pub keyed: bool,
+    pub fingerprint: &'a str,
+}
+
+/// A stored terminal result to replay.
+#[derive(Debug, Clone)]
+pub struct StoredResult {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub is_stream: bool,
+    pub execution_key: String,
+    pub remaining: i64,
+}
+
+/// What a request's key decides.
+#[derive(Debug)]
+pub enum Decision {
+    /// Run this attempt: the first of a new execution, or the next after an ended one.
+    Start(AttemptRef),
+    /// Answer with the stored result of the ended execution.
+    Replay(StoredResult),
+    /// An attempt of the same key is in flight: wait for it and answer with its outcome.
+    InFlight(AttemptRef),
+}
+
+/// Decides what the request's key means, in the admission transaction under the agent's row
+/// lock (one admission of a key at a time, on any replica). `remaining` is the agent's budget
+/// left, for a replay's headers. A key reused for a different request, or whose answer is no
+/// longer kept, or whose settlement could not be recorded, is a conflict.
+pub async fn decide(
+    conn: &mut PgConnection,
+    id: &Identity<'_>,
+    remaining: i64,
+) -> Result<Decision, GatewayError> {
+    let fresh = Decision::Start(AttemptRef {
+        execution_id: Uuid::now_v7(),
+        attempt: 1,
+    });
+    if !id.keyed {
+        return Ok(fresh);
+    }
+    let Some(existing) = executions::find_by_key(conn, id.tenant_id, id.agent_id, id.key).await?
+    else {
+        return Ok(fresh);
+    };
+    if existing.fingerprint != id.fingerprint {
+        return Err(GatewayError::IdempotencyConflict(
+            "this Idempotency-Key was used with a different request".into(),
+        ));
+    }
+    match existing.state {
+        ExecutionState::Committed | ExecutionState::Denied => {
+            let stored = executions::get_result(conn, existing.id).await?;
+            let Some((status, body, is_stream)) = stored else {
+                return Err(GatewayError::IdempotencyConflict(
+                    "the result of this execution is no longer retained".into(),
+                ));
+            };
+            Ok(Decision::Replay(StoredResult {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+                is_stream,
+                execution_key: existing.execution_key,
+                remaining,
+            }))
+        }
+        ExecutionState::Reserving | ExecutionState::Reserved | ExecutionState::Dispatched => {
+            Ok(Decision::InFlight(AttemptRef {
+                execution_id: existing.id,
+                attempt: existing.attempt,
+            }))
+        }
+        ExecutionState::Failed if existing.reason.as_deref() == Some(SETTLEMENT_FAILED) => {
+            Err(GatewayError::IdempotencyConflict(
+                "this execution's outcome could not be recorded, so it is not run again".into(),
+            ))
+        }
+        ExecutionState::Released | ExecutionState::Failed => {
+            // This request found the attempt ended, so it starts the next one (under the
+            // agent's row lock: one admission of the key at a time, on any replica).
+            // Requests that waited for the ended attempt answer from its outcome, which
+            // the next attempt's row would overwrite: keep it.
+            attempts::archive_outcome(conn, existing.id).await?;
+            Ok(Decision::Start(AttemptRef {
+                execution_id: existing.id,
+                attempt: existing.attempt + 1,
+            }))
+        }
+    }
 }
 
 /// A stored answer given again: no charge, `Idempotent-Replayed: true`.

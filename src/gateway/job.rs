@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 use super::bound::{Bound, Candidate};
 use super::call_types::{CallOutput, Granted, Hold};
 use super::estimate::Estimate;
-use super::prepare::Outgoing;
+use super::outgoing::{self, Outgoing};
 use super::pricing::Pricing;
 use super::rate_limit::Quota;
 use super::settlement::{self, Ambiguous, Answer, Outcome, Release, SettleResult};
-use super::{estimate, prepare, Gateway};
+use super::{estimate, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::providers::usage::HostedCalls;
@@ -69,7 +69,7 @@ impl Dispatch {
     /// The completion tokens the caps sent to `model` allow: its cap per choice × choices (plus
     /// what its bound adds, such as predicted output).
     pub fn completion_cap(&self, model: &ModelRoute, bound: &Bound) -> Option<u64> {
-        prepare::cap_sent(model, self.estimate.output_cap).map(|cap| bound.output_tokens(cap))
+        outgoing::cap_sent(model, self.estimate.output_cap).map(|cap| bound.output_tokens(cap))
     }
 
     /// AEX's own count of an answer the provider reported no usage for: the prompt at the model's

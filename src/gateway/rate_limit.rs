@@ -1,14 +1,23 @@
 //! Rate limits (SPEC §7): requests and tokens per sliding minute, per agent and optionally per
 //! tenant, kept in Postgres and checked inside the admission transaction under the agent's (and,
-//! for tenant limits, the tenant's) row lock, so N replicas enforce one limit. Only admitted
-//! requests consume quota; tokens are charged with the estimate and corrected at settlement.
-//! Every admission counts for at least 60 s (`store::rate_windows`), so no 60-second span admits
-//! more than the limit; a refusal says when the next request would be admitted.
+//! for tenant limits, the tenant's) row lock, so N replicas enforce one limit. Every admission
+//! counts for at least 60 s (`store::rate_windows`), so no 60-second span admits more than the
+//! limit; a refusal says when the next request would be admitted.
+//!
+//! Where each part lives: checking ([`check_admission`]) and consuming ([`consume`]) are here,
+//! both called by admission; only admitted requests consume quota, charged with the estimate.
+//! The correction to the tokens actually used is made by settlement, in SQL (`aex_settle`, last
+//! defined in migrations/20261206200001_settle_always_ends.sql; the reservation keeps the tokens
+//! charged, `rate_tokens`, and settlement passes the subjects named by [`agent_subject`] and
+//! [`tenant_subject`]). Buckets older than every window are pruned by housekeeping
+//! (`cluster::housekeeping`, `store::rate_windows::delete_expired`).
 
 use sqlx::PgConnection;
 
 use crate::domain::{AgentId, TenantId};
+use crate::store::agents::AgentRow;
 use crate::store::rate_windows::{self, WindowUse};
+use crate::store::tenants::TenantRow;
 
 /// The limits of one subject.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,6 +130,114 @@ pub async fn check(
             })
         }
     }
+}
+
+/// Whose limits one admission is checked against and counted in: the agent's, and the tenant's
+/// when its row is locked (it has a budget or limits of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct Subjects {
+    pub agent: (AgentId, Limits),
+    pub tenant: Option<(TenantId, Limits)>,
+}
+
+impl Subjects {
+    /// The limits of the locked agent row and, if it is locked, the tenant row.
+    pub fn of(agent: &AgentRow, tenant: Option<&TenantRow>) -> Self {
+        Subjects {
+            agent: (
+                agent.id,
+                Limits {
+                    rpm: agent.rpm_limit.map(i64::from),
+                    tpm: agent.tpm_limit,
+                },
+            ),
+            tenant: tenant.map(|tn| {
+                (
+                    tn.id,
+                    Limits {
+                        rpm: tn.rpm_limit.map(i64::from),
+                        tpm: tn.tpm_limit,
+                    },
+                )
+            }),
+        }
+    }
+
+    fn tenant_limited(&self) -> bool {
+        self.tenant.is_some_and(|(_, l)| l.any())
+    }
+}
+
+/// A limit that is used up, for the 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// `agent` or `tenant`.
+    pub whose: &'static str,
+    /// Which limit (`requests per minute`, `tokens per minute`).
+    pub which: &'static str,
+    /// The agent's quota (for the headers), whosever limit it is.
+    pub quota: Quota,
+    pub retry_after_seconds: i64,
+}
+
+/// Checks the agent's limits, then the tenant's, against the windows (read under the row locks)
+/// for one more request of `tokens`: the agent's quota after it, or the limit used up.
+pub async fn check_admission(
+    conn: &mut PgConnection,
+    s: &Subjects,
+    tokens: i64,
+) -> Result<Result<Quota, Limited>, sqlx::Error> {
+    let (agent_id, agent_limits) = s.agent;
+    let agent_quota = match check(conn, &agent_subject(agent_id), agent_limits, tokens).await? {
+        Verdict::Allowed(q) => q,
+        Verdict::Limited {
+            quota,
+            retry_after_seconds,
+            which,
+        } => {
+            return Ok(Err(Limited {
+                whose: "agent",
+                which,
+                quota,
+                retry_after_seconds,
+            }))
+        }
+    };
+    if let Some((tenant_id, limits)) = s.tenant {
+        let subject = tenant_subject(tenant_id);
+        if let Verdict::Limited {
+            retry_after_seconds,
+            which,
+            ..
+        } = check(conn, &subject, limits, tokens).await?
+        {
+            return Ok(Err(Limited {
+                whose: "tenant",
+                which,
+                quota: agent_quota,
+                retry_after_seconds,
+            }));
+        }
+    }
+    Ok(Ok(agent_quota))
+}
+
+/// Counts an admitted request and its estimated `tokens` in the windows, in the admission
+/// transaction: the agent's whenever any limit applies, the tenant's when it has limits. Returns
+/// the tokens charged (0 when no limit applies), which settlement corrects to the actual use.
+pub async fn consume(
+    conn: &mut PgConnection,
+    s: &Subjects,
+    tokens: i64,
+) -> Result<i64, sqlx::Error> {
+    if !(s.agent.1.any() || s.tenant_limited()) {
+        return Ok(0);
+    }
+    rate_windows::consume(conn, &agent_subject(s.agent.0), tokens).await?;
+    if let (true, Some((tenant_id, _))) = (s.tenant_limited(), s.tenant) {
+        rate_windows::consume(conn, &tenant_subject(tenant_id), tokens).await?;
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

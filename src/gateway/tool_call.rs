@@ -6,24 +6,25 @@
 //! own error) releases the hold with its reason.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::admission::{Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
 use super::job::{elapsed_ms, with_charge};
 use super::pricing::Pricing;
 use super::settlement::{self, Ambiguous, Commit, Outcome, Release, UsageSource};
+use super::ticket::{Target, Ticket};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::plugins::{self, PluginRow};
-use crate::tools::{PluginRun, ToolError};
+use crate::tools::{PluginRun, ToolError, ToolOutput};
 
 fn tool_name(body: &Map<String, Value>) -> Result<&str, GatewayError> {
     match body.get("tool_name") {
@@ -116,6 +117,7 @@ pub async fn execute(gw: Arc<Gateway>, input: CallInput) -> Result<CallOutput, G
         .map_err(|_| GatewayError::Internal(anyhow::anyhow!("tool task ended without a result")))
 }
 
+/// Runs the tool and settles its hold with the outcome: the answer to give, with its charge.
 async fn run_and_settle(
     gw: &Gateway,
     hold: Hold,
@@ -128,76 +130,93 @@ async fn run_and_settle(
         tool: &plugin.name,
         cost: MicroUsd(plugin.cost_micro_usd),
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let ran = gw.tools.run(runnable(plugin), id, arguments).await;
     crate::telemetry::record_ms("upstream_ms", started);
-    match ran {
-        Ok(output) => {
-            let body = json!({
-                "execution_id": id,
-                "tool_name": plugin.name,
-                "result": output.result,
-                "stdout": output.stdout,
-                "stderr": output.stderr,
-            });
-            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-            let out = CallOutput::full(id, 200, JSON, body.clone());
-            let outcome = Outcome::Commit(Commit {
-                usage: Usage::default(),
-                source: UsageSource::Reported,
-                provider: &provider,
-                result: Some((200, body, false)),
-                latency_ms: elapsed_ms(started),
-                stream: None,
-                completion_cap: None,
-                prompt_bound: 0,
-                hosted_calls_bound: None,
-            });
-            with_charge(
-                out,
-                settlement::finish(&gw.books, hold, priced, &outcome).await,
-            )
-        }
-        Err(e) => {
-            tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
-            let (status, code) = match e {
-                ToolError::Timeout(_) => (504, "upstream_timeout"),
-                _ => (502, "upstream_error"),
-            };
-            // A run that started and was cut may have done its work: its declared cost is
-            // charged, and the answer says so.
-            let started_and_cut = matches!(e, ToolError::Timeout(_) | ToolError::OutputTooLarge(_));
-            let message = if started_and_cut {
-                format!(
-                    "{e}; the tool had started, so its declared cost of {} micro-USD was charged",
-                    plugin.cost_micro_usd
-                )
-            } else {
-                e.to_string()
-            };
-            let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
-            let out = CallOutput::full(id, status, JSON, body.clone());
-            let answer = Some((status, body, false));
-            let outcome = if started_and_cut {
-                Outcome::Ambiguous(Ambiguous {
-                    reason: e.reason(),
-                    provider: &provider,
-                    latency_ms: elapsed_ms(started),
-                    stream: None,
-                    result: answer,
-                })
-            } else {
-                Outcome::Release(Release {
-                    reason: e.reason(),
-                    state: ExecutionState::Released,
-                    upstream_status: None,
-                    result: answer,
-                })
-            };
-            with_charge(
-                out,
-                settlement::finish(&gw.books, hold, priced, &outcome).await,
-            )
-        }
-    }
+    let (out, outcome) = match ran {
+        Ok(output) => answered(id, plugin, output, &provider, started),
+        Err(e) => failed(id, plugin, &e, &provider, started),
+    };
+    with_charge(
+        out,
+        settlement::finish(&gw.books, hold, priced, &outcome).await,
+    )
+}
+
+/// A run that produced its result: the answer, committed at the declared cost.
+fn answered<'p>(
+    id: &str,
+    plugin: &PluginRow,
+    output: ToolOutput,
+    provider: &'p str,
+    started: Instant,
+) -> (CallOutput, Outcome<'p>) {
+    let body = json!({
+        "execution_id": id,
+        "tool_name": plugin.name,
+        "result": output.result,
+        "stdout": output.stdout,
+        "stderr": output.stderr,
+    });
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let out = CallOutput::full(id, 200, JSON, body.clone());
+    let outcome = Outcome::Commit(Commit {
+        usage: Usage::default(),
+        source: UsageSource::Reported,
+        provider,
+        result: Some((200, body, false)),
+        latency_ms: elapsed_ms(started),
+        stream: None,
+        completion_cap: None,
+        prompt_bound: 0,
+        hosted_calls_bound: None,
+    });
+    (out, outcome)
+}
+
+/// A run that failed: charged the declared cost when it had started and was cut (it may have
+/// done its work), released otherwise.
+fn failed<'p>(
+    id: &str,
+    plugin: &PluginRow,
+    e: &ToolError,
+    provider: &'p str,
+    started: Instant,
+) -> (CallOutput, Outcome<'p>) {
+    tracing::warn!(execution_id = id, tool = %plugin.name, error = %e, "tool run failed");
+    let (status, code) = match e {
+        ToolError::Timeout(_) => (504, "upstream_timeout"),
+        _ => (502, "upstream_error"),
+    };
+    // A run that started and was cut may have done its work: its declared cost is charged, and
+    // the answer says so.
+    let started_and_cut = matches!(e, ToolError::Timeout(_) | ToolError::OutputTooLarge(_));
+    let message = if started_and_cut {
+        format!(
+            "{e}; the tool had started, so its declared cost of {} micro-USD was charged",
+            plugin.cost_micro_usd
+        )
+    } else {
+        e.to_string()
+    };
+    let body = Bytes::from(openai_error_body(&message, "server_error", code, None));
+    let out = CallOutput::full(id, status, JSON, body.clone());
+    let answer = Some((status, body, false));
+    let outcome = if started_and_cut {
+        Outcome::Ambiguous(Ambiguous {
+            reason: e.reason(),
+            provider,
+            latency_ms: elapsed_ms(started),
+            stream: None,
+            result: answer,
+        })
+    } else {
+        Outcome::Release(Release {
+            reason: e.reason(),
+            state: ExecutionState::Released,
+            upstream_status: None,
+            result: answer,
+        })
+    };
+    (out, outcome)
 }

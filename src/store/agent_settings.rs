@@ -1,6 +1,6 @@
 //! The admin's writes to an agent: limits and policy, lifecycle state, budget. The caller holds
-//! the agent's row lock (`agents::lock_agent`) and appends the ledger event in the same
-//! transaction.
+//! the agent's row lock (`agents::get_agent` with `Lock::ForUpdate`) and appends the ledger event
+//! in the same transaction.
 
 use sqlx::types::Json;
 use sqlx::PgConnection;

@@ -88,21 +88,41 @@ pub async fn insert_agent(
     })
 }
 
+/// Whether reading an agent row also locks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// A plain read.
+    No,
+    /// `FOR UPDATE`: locked for the rest of the transaction (after the tenant row, if that is
+    /// locked).
+    ForUpdate,
+}
+
+/// The agent `id` of the tenant, read plainly or locked (`lock`).
 pub async fn get_agent(
     conn: &mut PgConnection,
     tenant_id: TenantId,
     id: AgentId,
+    lock: Lock,
 ) -> Result<AgentRow, StoreError> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        agent_columns!(),
-        " FROM agents WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)
+    let sql = match lock {
+        Lock::No => concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE tenant_id = $1 AND id = $2"
+        ),
+        Lock::ForUpdate => concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        ),
+    };
+    sqlx::query_as(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)
 }
 
 pub async fn get_agent_by_name(
@@ -153,24 +173,6 @@ pub async fn list_agents(
     .bind(limit)
     .fetch_all(conn)
     .await
-}
-
-/// Locks the agent row for the rest of the transaction (after the tenant row, if that is locked).
-pub async fn lock_agent(
-    conn: &mut PgConnection,
-    tenant_id: TenantId,
-    id: AgentId,
-) -> Result<AgentRow, StoreError> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        agent_columns!(),
-        " FROM agents WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)
 }
 
 /// An agent row and its chain's tail (seq, hash).

@@ -23,10 +23,10 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::admission::{Target, Ticket};
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput};
 use super::pricing::Pricing;
+use super::ticket::{Target, Ticket};
 use super::{idempotency, Gateway, GatewayError};
 use crate::config::{Capability, ModelRoute};
 use crate::domain::CallRoute;
