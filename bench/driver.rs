@@ -2,8 +2,8 @@
 //! settlement transactions, run as AEX issues them, against a scratch database, with
 //!
 //! - `sqlx-sqlhash`: AEX's store functions as they were when issue 17 was opened
-//!   (`store::agents::get_agent` `FOR UPDATE`, `store::holds::hold_hashed_in_sql`,
-//!   `store::settlements::settle`: Postgres encodes and hashes the ledger events) on
+//!   (`store::agents::get_agent` `FOR UPDATE`, then `aex_hold` and `aex_settle` as the store
+//!   called them: Postgres encodes and hashes the ledger events) on
 //!   a sqlx pool opened from the URL as written — five round trips for the admission (BEGIN,
 //!   tenant, agent `FOR UPDATE`, `aex_hold`, COMMIT), one for the settlement (`aex_settle`);
 //! - `sqlx-sqlhash-nossl`: the same with `sslmode=disable` (what TLS on loopback costs when the
@@ -12,10 +12,15 @@
 //!   deadpool-postgres pool without TLS, one statement per round trip (the driver alone);
 //! - `tokio-postgres-pipelined`: the same, pipelined as far as the logic allows: BEGIN, tenant and
 //!   agent in one round trip, `aex_hold` and COMMIT in the next, the settlement in a third;
-//! - `sqlx`: AEX's store functions now (`store::agents::lock_agent_chain`, `store::holds::hold`:
-//!   the admission's events hashed in the replica; `store::settlements::settle` as before), on a
-//!   pool opened as AEX opens it (`store::db::plain_on_loopback`) — five round trips for the
-//!   admission, one for the settlement.
+//! - `sqlx`: AEX's store functions before the switch of driver (`store::agents::lock_agent_chain`,
+//!   `store::holds::hold`: the admission's events hashed in the replica; `aex_settle` hashing the
+//!   settlement's event in SQL), on a pool opened as AEX opens it
+//!   (`store::db::plain_on_loopback`) — five round trips for the admission, one for the settlement;
+//! - `aex`: AEX's store functions now, on its money transactions' pool (`store::hot`):
+//!   `store::holds::lock_hot` (BEGIN, tenant, agent and chain in one round trip) and
+//!   `HotLock::hold` (the hold and COMMIT in the next), then `store::settlements::settle` (BEGIN
+//!   and `aex_settle_books` in one round trip, the event hashed in the replica, its insert and
+//!   COMMIT in the next) — two round trips each, Postgres hashing nothing.
 //!
 //! For each driver and concurrency it prints requests (admission + settlement) per second, the
 //! mean wall time of one, and the CPU one costs Postgres (its backends' utime + stime from
@@ -34,6 +39,7 @@ use aex::domain::{AgentId, TenantId};
 use aex::ledger::link::{self, AgentChainFacts, ChainTail};
 use aex::store::executions::NewExecution;
 use aex::store::holds::{self, HoldEvents, NewReservation};
+use aex::store::hot::HotPool;
 use aex::store::settlements::{self, Charge, Settlement};
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -100,14 +106,16 @@ enum Arm {
     TokioPg,
     TokioPgPipelined,
     Sqlx,
+    Aex,
 }
 
-const ARMS: [Arm; 5] = [
+const ARMS: [Arm; 6] = [
     Arm::SqlxSqlHash,
     Arm::SqlxSqlHashNoSsl,
     Arm::TokioPg,
     Arm::TokioPgPipelined,
     Arm::Sqlx,
+    Arm::Aex,
 ];
 
 impl Arm {
@@ -118,6 +126,7 @@ impl Arm {
             Arm::TokioPg => "tokio-postgres",
             Arm::TokioPgPipelined => "tokio-postgres-pipelined",
             Arm::Sqlx => "sqlx",
+            Arm::Aex => "aex",
         }
     }
 }
@@ -125,6 +134,7 @@ impl Arm {
 enum Pool {
     Sqlx(PgPool),
     Deadpool(deadpool_postgres::Pool),
+    Hot(HotPool),
 }
 
 #[tokio::main]
@@ -271,6 +281,13 @@ async fn open(arm: Arm, db_url: &str, c: usize) -> anyhow::Result<Pool> {
                     .await?,
             )
         }
+        Arm::Aex => {
+            let settings = aex::config::DbSettings {
+                max_connections: max,
+                acquire_timeout_seconds: 30,
+            };
+            Pool::Hot(aex::store::hot::lazy_pool(db_url, &settings)?)
+        }
         Arm::TokioPg | Arm::TokioPgPipelined => {
             let mut config: tokio_postgres::Config = db_url.parse()?;
             config.application_name(arm.name());
@@ -302,7 +319,7 @@ async fn point(
     drive(arm, pool, f, c, 1.0).await?;
     let pids: Vec<(i32, Option<bool>)> = sqlx::query_as(
         "SELECT a.pid, s.ssl FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s USING (pid) \
-         WHERE a.application_name = $1",
+         WHERE a.application_name = $1 AND a.datname = current_database()",
     )
     .bind(arm.name())
     .fetch_all(setup)
@@ -377,6 +394,7 @@ async fn drive(
         let pool = match pool {
             Pool::Sqlx(p) => Pool::Sqlx(p.clone()),
             Pool::Deadpool(p) => Pool::Deadpool(p.clone()),
+            Pool::Hot(p) => Pool::Hot(p.clone()),
         };
         workers.spawn(async move {
             while Instant::now() < deadline {
@@ -386,6 +404,7 @@ async fn drive(
                     Pool::Sqlx(p) if arm == Arm::Sqlx => sqlx_request(p, &f, &r).await?,
                     Pool::Sqlx(p) => sqlx_sqlhash_request(p, &f, &r).await?,
                     Pool::Deadpool(p) => tokio_pg_request(p, &f, &r, arm).await?,
+                    Pool::Hot(p) => aex_request(p, &f, &r).await?,
                 }
                 let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 busy_ns.fetch_add(ns, Ordering::Relaxed);
@@ -425,18 +444,64 @@ async fn sqlx_sqlhash_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow
     let lock = aex::store::agents::Lock::ForUpdate;
     let row = aex::store::agents::get_agent(&mut tx, tenant, agent, lock).await?;
     anyhow::ensure!(row.remaining_micro_usd() > 14, "agent out of budget");
-    holds::hold_hashed_in_sql(
-        &mut tx,
-        &execution(f, r),
-        &reservation(),
-        (&r.chain, r.lock_key),
-        RESERVED,
-        DISPATCHED,
-    )
-    .await?;
+    let e = execution(f, r);
+    sqlx::query(SQL_HOLD)
+        .bind(e.id)
+        .bind(e.tenant_id)
+        .bind(e.agent_id)
+        .bind(e.execution_key)
+        .bind(e.keyed)
+        .bind(e.route)
+        .bind(e.fingerprint)
+        .bind(e.model_alias)
+        .bind(e.state)
+        .bind(e.attempt)
+        .bind(e.stream)
+        .bind(e.replica_id)
+        .bind(e.estimate_micro_usd)
+        .bind(e.provider)
+        .bind(Uuid::now_v7())
+        .bind(false)
+        .bind(0i64)
+        .bind(&r.chain)
+        .bind(r.lock_key)
+        .bind(RESERVED)
+        .bind(DISPATCHED)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    let mut conn = pool.acquire().await?;
-    let settled = settlements::settle(&mut conn, &settlement(f, r)).await?;
+    settle_in_sql(pool, f, r).await
+}
+
+/// The settlement as one autocommitted `aex_settle`, as the store called it before the switch of
+/// driver.
+async fn settle_in_sql(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
+    let s = settlement(f, r);
+    let charge = s.charge.as_ref();
+    let settled: Option<(i64, i64)> = sqlx::query_as(SQL_SETTLE)
+        .bind(s.execution_id)
+        .bind(s.attempt)
+        .bind(s.tenant_id)
+        .bind(s.agent_id)
+        .bind(s.execution_key)
+        .bind(s.chain_id)
+        .bind(s.chain_lock_key)
+        .bind(s.state)
+        .bind(charge.map(|c| c.actual_micro_usd))
+        .bind(charge.and_then(|c| c.prompt_tokens))
+        .bind(charge.and_then(|c| c.completion_tokens))
+        .bind(charge.map(|c| c.usage_source))
+        .bind(s.reason)
+        .bind(s.result.map(|r| i32::from(r.0)))
+        .bind(s.result.map(|r| r.1))
+        .bind(s.result.map(|r| r.2))
+        .bind(s.event_type)
+        .bind(sqlx::types::Json(&s.payload))
+        .bind(s.model_alias)
+        .bind(charge.map(|c| c.latency_ms))
+        .bind(&s.rate_subjects[..])
+        .fetch_optional(pool)
+        .await?;
     anyhow::ensure!(settled.is_some(), "settlement found no hold");
     Ok(())
 }
@@ -482,8 +547,49 @@ async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result
     )
     .await?;
     tx.commit().await?;
-    let mut conn = pool.acquire().await?;
-    let settled = settlements::settle(&mut conn, &settlement(f, r)).await?;
+    settle_in_sql(pool, f, r).await
+}
+
+/// One governed request's transactions through AEX's store functions now, on its money
+/// transactions' pool.
+async fn aex_request(pool: &HotPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
+    let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
+    let (lock, locked) = holds::lock_hot(pool, tenant, agent, (&r.chain, r.lock_key))
+        .await?
+        .context("no such agent")?;
+    anyhow::ensure!(!locked.tenant_limited, "the tenant has limits");
+    anyhow::ensure!(
+        locked.agent.remaining_micro_usd() > 14,
+        "agent out of budget"
+    );
+    let mut tail = ChainTail {
+        seq: locked.tail_seq,
+        hash: locked.tail_hash,
+    };
+    let facts = AgentChainFacts {
+        chain_id: &r.chain,
+        tenant_id: tenant,
+        agent_id: agent,
+        execution_id: Some(&r.key),
+        ts: link::now_micros(),
+    };
+    let prev_hash = tail.hash.clone();
+    let reserved = tail.link(&facts, "reservation.reserved", RESERVED.to_owned());
+    let dispatched = tail.link(&facts, "execution.dispatched", DISPATCHED.to_owned());
+    lock.hold(
+        &execution(f, r),
+        &reservation(),
+        &HoldEvents {
+            chain_id: &r.chain,
+            ts: facts.ts,
+            seq: reserved.seq,
+            prev_hash: &prev_hash,
+            reserved: (&reserved.event_hash, &reserved.payload),
+            dispatched: (&dispatched.event_hash, &dispatched.payload),
+        },
+    )
+    .await?;
+    let settled = settlements::settle(pool, &settlement(f, r), link::settlement_event).await?;
     anyhow::ensure!(settled.is_some(), "settlement found no hold");
     Ok(())
 }

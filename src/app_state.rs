@@ -37,8 +37,9 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// `pools`: the sqlx pool, and the money transactions' own (`store::hot`).
     pub fn new(
-        pool: PgPool,
+        (pool, hot): (PgPool, crate::store::hot::HotPool),
         settings: Arc<Settings>,
         routing: RoutingTable,
         replica_id: ReplicaId,
@@ -46,7 +47,7 @@ impl AppState {
         let routing = Arc::new(LiveRouting::new(routing));
         let drain_expired = CancellationToken::new();
         let gateway = Gateway::new(
-            pool.clone(),
+            (pool.clone(), hot),
             Arc::clone(&settings),
             Arc::clone(&routing),
             replica_id,

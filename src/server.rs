@@ -58,9 +58,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<ServerHandle> {
         anyhow::bail!("no signing key configured in [auth.keys] (run `aex init`)");
     }
     let pool = db::lazy_pool(url.expose(), &settings.db).context("invalid database URL")?;
+    let hot =
+        crate::store::hot::lazy_pool(url.expose(), &settings.db).context("invalid database URL")?;
     let settings = Arc::new(settings);
     let state = AppState::new(
-        pool,
+        (pool, hot),
         Arc::clone(&settings),
         RoutingTable::default(),
         ReplicaId(uuid::Uuid::now_v7()),

@@ -10,6 +10,8 @@ use crate::domain::ReplicaId;
 /// The books' writer on this replica.
 pub struct Books {
     pub pool: PgPool,
+    /// The money transactions' own pool: pipelined statements (`store::hot`).
+    pub hot: crate::store::hot::HotPool,
     /// Bounds each agent's money transactions in flight on this replica.
     pub agent_gates: AgentGates,
     /// The replica that admits (and so owns) an execution until it is settled.

@@ -77,7 +77,7 @@ impl Gateway {
     /// `drain_expired` is cancelled when a shutdown's drain timeout passes: streams still
     /// relaying stop and commit what they delivered, and settlements stop waiting.
     pub fn new(
-        pool: PgPool,
+        (pool, hot): (PgPool, crate::store::hot::HotPool),
         settings: Arc<Settings>,
         routing: Arc<LiveRouting>,
         replica_id: ReplicaId,
@@ -91,6 +91,7 @@ impl Gateway {
             tools: Arc::new(tools),
             books: Arc::new(Books {
                 pool: pool.clone(),
+                hot,
                 agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
                 replica_id,
                 drain_expired,

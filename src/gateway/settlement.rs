@@ -1,5 +1,6 @@
-//! Exactly-once settlement (SPEC §5.3). One transaction per outcome, in one round trip (the
-//! `aex_settle` function, `store::settlements`): compare-and-set the reservation out of RESERVED
+//! Exactly-once settlement (SPEC §5.3). One transaction per outcome, in two pipelined round trips
+//! (`store::settlements`, the `aex_settle_books` function; its ledger event hashed here by
+//! `ledger::link::settlement_event`): compare-and-set the reservation out of RESERVED
 //! (a second attempt finds no row and changes nothing), move the money on the tenant and agent
 //! counters, correct the TPM windows, finish the execution with its cached result, append the
 //! ledger event and the projection. [`written`] decides what is written (the cost, the state,
@@ -12,6 +13,7 @@ use super::error::is_unavailable;
 use super::pricing::Pricing;
 use super::Books;
 use crate::domain::ExecutionState;
+use crate::ledger::link;
 use crate::store::executions::ExecutionRow;
 use crate::store::settlements;
 
@@ -123,8 +125,7 @@ async fn settle_once(books: &Books, w: &Written<'_>) -> Result<SettleResult, sql
     let s = &w.settlement;
     let actual = s.charge.as_ref().map(|c| c.actual_micro_usd);
     let _slot = books.agent_gates.enter(s.agent_id).await;
-    let mut conn = books.pool.acquire().await?;
-    let Some(held) = settlements::settle(&mut conn, s).await? else {
+    let Some(held) = settlements::settle(&books.hot, s, link::settlement_event).await? else {
         return Ok(SettleResult::AlreadySettled);
     };
     crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);

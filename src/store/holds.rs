@@ -4,11 +4,22 @@
 //! estimate on the tenant's and agent's books, and the ledger events `reservation.reserved` and
 //! `execution.dispatched`, hashed by the caller after the chain tail it read under the chain's
 //! lock (`store::agents::lock_agent_chain`).
+//!
+//! [`lock_hot`] and [`HotLock::hold`] are the same transaction on the money transactions' pool
+//! (`store::hot`), pipelined: BEGIN, the tenant's admission view and the agent's row and chain
+//! locked in the first round trip, the hold and COMMIT in the second.
 
+use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgConnection;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::agents::{agent_columns, AgentRow};
 use super::executions::{bind_execution, NewExecution};
+use super::hot::{pg_error, HotConn, HotPool, BEGIN, COMMIT};
+use super::hot_rows::agent_row;
+use crate::domain::{AgentId, TenantId};
 
 /// The reservation of the attempt, beside what the execution already says.
 #[derive(Debug, Clone, Copy)]
@@ -65,36 +76,146 @@ pub async fn hold(
     Ok(())
 }
 
-/// The same hold through `aex_hold`, which takes the chain's lock, reads its tail and hashes both
-/// events in SQL (`chain`: the agent's chain id and advisory-lock key).
-pub async fn hold_hashed_in_sql(
-    conn: &mut PgConnection,
-    e: &NewExecution<'_>,
-    r: &NewReservation,
+/// Where a hold is written: in the caller's sqlx transaction (which the caller commits), or in
+/// a pipelined transaction on the money transactions' pool ([`lock_hot`]), which commits with it.
+pub enum HoldOn<'a> {
+    Tx(&'a mut PgConnection),
+    Hot(HotLock),
+}
+
+impl HoldOn<'_> {
+    /// [`hold`], or [`HotLock::hold`].
+    pub async fn hold(
+        self,
+        e: &NewExecution<'_>,
+        r: &NewReservation,
+        events: &HoldEvents<'_>,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            HoldOn::Tx(conn) => hold(conn, e, r, events).await,
+            HoldOn::Hot(lock) => lock.hold(e, r, events).await,
+        }
+    }
+}
+
+const HOLD: &str = "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+     $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
+const TENANT_VIEW: &str = "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL \
+     OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = $1";
+const LOCK_AGENT_CHAIN: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    ", tail_seq, tail_hash FROM aex_lock_agent_chain($1, $2, $3, $4)"
+);
+
+/// An admission transaction open on the money transactions' pool, the agent's row and chain
+/// locked. Dropped without [`HotLock::hold`] or [`HotLock::abandon`], its connection is closed
+/// (the server rolls back).
+pub struct HotLock {
+    // Boxed: a pooled connection is a few hundred bytes, moved along with the lock.
+    conn: Box<HotConn>,
+}
+
+/// What [`lock_hot`] read: what `store::tenants::admission_view` and
+/// `store::agents::lock_agent_chain` read on the sqlx pool.
+#[derive(Debug, Clone)]
+pub struct HotLocked {
+    /// Whether the tenant has a budget or rate limits of its own (its row is not locked here),
+    /// and its default policy.
+    pub tenant_limited: bool,
+    pub tenant_policy: Json<Value>,
+    pub agent: AgentRow,
+    pub tail_seq: i64,
+    pub tail_hash: String,
+}
+
+/// BEGIN, the tenant's admission view, and the agent's row (`FOR UPDATE`), chain lock and chain
+/// tail, in one round trip; `None` (rolled back) when the tenant or the agent does not exist.
+pub async fn lock_hot(
+    pool: &HotPool,
+    tenant_id: TenantId,
+    agent_id: AgentId,
     chain: (&str, i64),
-    reserved_payload: &str,
-    dispatched_payload: &str,
-) -> Result<(), sqlx::Error> {
-    let started = std::time::Instant::now();
-    bind_execution(
-        sqlx::query(
-            "SELECT aex_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, $21)",
-        ),
-        e,
+) -> Result<Option<(HotLock, HotLocked)>, sqlx::Error> {
+    let mut conn = pool.get().await?;
+    let begin = conn.prepare(BEGIN).await?;
+    let tenant = conn.prepare(TENANT_VIEW).await?;
+    let agent = conn.prepare(LOCK_AGENT_CHAIN).await?;
+    conn.begun();
+    let client = conn.client()?;
+    let tenant_params: [&(dyn ToSql + Sync); 1] = [&tenant_id.0];
+    let agent_params: [&(dyn ToSql + Sync); 4] = [&tenant_id.0, &agent_id.0, &chain.0, &chain.1];
+    let (_, tenant, agent) = tokio::try_join!(
+        client.execute(&begin, &[]),
+        client.query_opt(&tenant, &tenant_params),
+        client.query_opt(&agent, &agent_params),
     )
-    .bind(e.provider)
-    .bind(r.id)
-    .bind(r.holds_tenant)
-    .bind(r.rate_tokens)
-    .bind(chain.0)
-    .bind(chain.1)
-    .bind(reserved_payload)
-    .bind(dispatched_payload)
-    .execute(conn)
-    .await?;
-    crate::metrics::observe_ledger_append(started.elapsed());
-    Ok(())
+    .map_err(pg_error)?;
+    let (Some(tenant), Some(agent)) = (tenant, agent) else {
+        conn.rollback().await?;
+        return Ok(None);
+    };
+    let locked = HotLocked {
+        tenant_limited: tenant.try_get(0).map_err(pg_error)?,
+        tenant_policy: Json(tenant.try_get(1).map_err(pg_error)?),
+        agent: agent_row(&agent)?,
+        tail_seq: agent.try_get("tail_seq").map_err(pg_error)?,
+        tail_hash: agent.try_get("tail_hash").map_err(pg_error)?,
+    };
+    let conn = Box::new(conn);
+    Ok(Some((HotLock { conn }, locked)))
+}
+
+impl HotLock {
+    /// [`hold`] and COMMIT, in one round trip.
+    pub async fn hold(
+        mut self,
+        e: &NewExecution<'_>,
+        r: &NewReservation,
+        events: &HoldEvents<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let started = std::time::Instant::now();
+        let hold = self.conn.prepare(HOLD).await?;
+        let commit = self.conn.prepare(COMMIT).await?;
+        let client = self.conn.client()?;
+        let params: [&(dyn ToSql + Sync); 25] = [
+            &e.id,
+            &e.tenant_id.0,
+            &e.agent_id.0,
+            &e.execution_key,
+            &e.keyed,
+            &e.route,
+            &e.fingerprint,
+            &e.model_alias,
+            &e.state,
+            &e.attempt,
+            &e.stream,
+            &e.replica_id.map(|r| r.0),
+            &e.estimate_micro_usd,
+            &e.provider,
+            &r.id,
+            &r.holds_tenant,
+            &r.rate_tokens,
+            &events.chain_id,
+            &events.ts,
+            &events.seq,
+            &events.prev_hash,
+            &events.reserved.0,
+            &events.reserved.1,
+            &events.dispatched.0,
+            &events.dispatched.1,
+        ];
+        tokio::try_join!(client.execute(&hold, &params), client.execute(&commit, &[]))
+            .map_err(pg_error)?;
+        self.conn.ended();
+        crate::metrics::observe_ledger_append(started.elapsed());
+        Ok(())
+    }
+
+    /// Rolls the transaction back (nothing was written) and gives the connection back.
+    pub async fn abandon(mut self) -> Result<(), sqlx::Error> {
+        self.conn.rollback().await
+    }
 }
 
 /// What the agent committed since `start` (everything when `lifetime`): its `spent` when a

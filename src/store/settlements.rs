@@ -1,11 +1,16 @@
-//! The settlement of one attempt in one round trip: the `aex_settle` function
-//! (migrations/20261206200001_settle_always_ends.sql says what it writes, in which order). Called as
-//! a single statement it is its own transaction, so a settlement needs no BEGIN and COMMIT of its
-//! own.
+//! The settlement of one attempt: one transaction of two pipelined round trips on the money
+//! transactions' pool (`store::hot`). The first (BEGIN + `aex_settle_books`,
+//! migrations/20261207900001_settle_hashed_in_replica.sql says what it writes, in which order)
+//! moves the books and returns the agent chain's tail, read under the chain's lock; the caller
+//! then links the ledger event to it (`ledger::link::settlement_event`: the Rust encoder) and the
+//! second round trip inserts it and commits. Postgres runs no SHA-256 and no canonical encoder.
 
-use sqlx::PgConnection;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::hot::{pg_error, HotPool, BEGIN, COMMIT};
 use crate::domain::{AgentId, TenantId};
 
 /// Everything a settlement writes that the caller knows.
@@ -27,9 +32,9 @@ pub struct Settlement<'a> {
     /// replay after a commit, for the requests that waited for the attempt after a release.
     pub result: Option<(u16, &'a [u8], bool)>,
     /// The ledger event's type (also the projected fact's kind) and the payload fields the caller
-    /// knows; the function adds the facts of the hold.
+    /// knows (an object); the facts of the hold are added to it here.
     pub event_type: &'a str,
-    pub payload: serde_json::Value,
+    pub payload: Value,
     pub model_alias: &'a str,
     /// The rate-limit windows the estimate was charged to.
     pub rate_subjects: [String; 2],
@@ -52,48 +57,112 @@ pub struct SettledHold {
     pub remaining_micro_usd: i64,
 }
 
-/// Settles the attempt; `None` when its reservation was settled before (nothing is written).
+const SETTLE_BOOKS: &str = "SELECT estimate_micro_usd, holds_tenant, remaining_micro_usd, \
+     tail_seq, tail_hash FROM aex_settle_books($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+     $13, $14, $15, $16, $17, $18, $19, $20)";
+const INSERT_EVENT: &str = "INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, \
+     event_type, tenant_id, agent_id, execution_id, ts, payload, encoding) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)";
+
+/// The books after the settlement's writes, and the agent chain's tail read under the chain's
+/// lock: what the settlement's event says and links to.
+#[derive(Debug, Clone)]
+pub struct SettledBooks {
+    pub held: SettledHold,
+    /// Whether the hold also counted against the tenant's budget.
+    pub holds_tenant: bool,
+    pub tail_seq: i64,
+    pub tail_hash: String,
+}
+
+/// The settlement's event as the caller linked it to the tail.
+#[derive(Debug, Clone)]
+pub struct SettlementEvent {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub event_hash: String,
+    /// The canonical payload text, as hashed.
+    pub payload: String,
+    pub ts: DateTime<Utc>,
+}
+
+/// Settles the attempt, its ledger event linked by `link` after the tail the transaction read;
+/// `None` when its reservation was settled before (nothing is written).
 pub async fn settle(
-    conn: &mut PgConnection,
+    pool: &HotPool,
     s: &Settlement<'_>,
+    link: impl FnOnce(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
+    let mut conn = pool.get().await?;
+    let begin = conn.prepare(BEGIN).await?;
+    let books = conn.prepare(SETTLE_BOOKS).await?;
+    let insert = conn.prepare(INSERT_EVENT).await?;
+    let commit = conn.prepare(COMMIT).await?;
+    conn.begun();
+    let client = conn.client()?;
+    let charge = s.charge.as_ref();
     let result = s.result;
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT estimate_micro_usd, remaining_micro_usd FROM aex_settle(\
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21)",
+    let params: [&(dyn ToSql + Sync); 20] = [
+        &s.execution_id,
+        &s.attempt,
+        &s.tenant_id.0,
+        &s.agent_id.0,
+        &s.execution_key,
+        &s.chain_id,
+        &s.chain_lock_key,
+        &s.state,
+        &charge.map(|c| c.actual_micro_usd),
+        &charge.and_then(|c| c.prompt_tokens),
+        &charge.and_then(|c| c.completion_tokens),
+        &charge.map(|c| c.usage_source),
+        &s.reason,
+        &result.map(|r| i32::from(r.0)),
+        &result.map(|r| r.1),
+        &result.map(|r| r.2),
+        &s.event_type,
+        &s.model_alias,
+        &charge.map(|c| c.latency_ms),
+        &&s.rate_subjects[..],
+    ];
+    let (_, row) = tokio::try_join!(
+        client.execute(&begin, &[]),
+        client.query_opt(&books, &params)
     )
-    .bind(s.execution_id)
-    .bind(s.attempt)
-    .bind(s.tenant_id)
-    .bind(s.agent_id)
-    .bind(s.execution_key)
-    .bind(s.chain_id)
-    .bind(s.chain_lock_key)
-    .bind(s.state)
-    .bind(s.charge.as_ref().map(|c| c.actual_micro_usd))
-    .bind(s.charge.as_ref().and_then(|c| c.prompt_tokens))
-    .bind(s.charge.as_ref().and_then(|c| c.completion_tokens))
-    .bind(s.charge.as_ref().map(|c| c.usage_source))
-    .bind(s.reason)
-    .bind(result.map(|r| i32::from(r.0)))
-    .bind(result.map(|r| r.1))
-    .bind(result.map(|r| r.2))
-    .bind(s.event_type)
-    .bind(sqlx::types::Json(&s.payload))
-    .bind(s.model_alias)
-    .bind(s.charge.as_ref().map(|c| c.latency_ms))
-    .bind(&s.rate_subjects[..])
-    .fetch_optional(conn)
-    .await?;
-    if row.is_some() {
-        crate::metrics::observe_ledger_append(started.elapsed());
-    }
-    Ok(
-        row.map(|(estimate_micro_usd, remaining_micro_usd)| SettledHold {
-            estimate_micro_usd,
-            remaining_micro_usd,
-        }),
+    .map_err(pg_error)?;
+    let Some(row) = row else {
+        client.execute(&commit, &[]).await.map_err(pg_error)?;
+        conn.ended();
+        return Ok(None);
+    };
+    let settled = SettledBooks {
+        held: SettledHold {
+            estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
+            remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+        },
+        holds_tenant: row.try_get(1).map_err(pg_error)?,
+        tail_seq: row.try_get(3).map_err(pg_error)?,
+        tail_hash: row.try_get(4).map_err(pg_error)?,
+    };
+    let event = link(s, &settled);
+    let event_row: [&(dyn ToSql + Sync); 10] = [
+        &s.chain_id,
+        &event.seq,
+        &event.prev_hash,
+        &event.event_hash,
+        &s.event_type,
+        &s.tenant_id.0,
+        &s.agent_id.0,
+        &s.execution_key,
+        &event.ts,
+        &event.payload,
+    ];
+    tokio::try_join!(
+        client.execute(&insert, &event_row),
+        client.execute(&commit, &[])
     )
+    .map_err(pg_error)?;
+    conn.ended();
+    crate::metrics::observe_ledger_append(started.elapsed());
+    Ok(Some(settled.held))
 }
