@@ -4,9 +4,11 @@
 --
 -- The source of truth is the Rust encoder, src/ledger/encoding.rs, pinned by the golden vectors
 -- tests/vectors/ledger_v1.json (written by an independent Python implementation,
--- tests/vectors/ledger_v1.py); the verifier recomputes every stored hash with it. These plpgsql
--- functions are a copy, kept for the paths that still hash in SQL (aex_append_event, aex_hold,
--- aex_settle), and are checked against the same vectors in a real Postgres by
+-- tests/vectors/ledger_v1.py); the verifier recomputes every stored hash with it, and the
+-- admission's and the settlement's events are hashed with it in the replica. These plpgsql
+-- functions are a copy, kept for what still hashes in SQL (aex_append_event: refusals and admin
+-- changes; aex_hold and aex_settle: replicas of a previous version, bench/driver.rs), and are
+-- checked against the same vectors in a real Postgres by
 -- tests/api/ledger.rs `the_databases_append_function_hashes_the_golden_vectors_as_recorded`.
 COMMENT ON FUNCTION aex_ledger_field(text) IS
     'One field of the ledger''s canonical encoding v1 (<byte length>:<bytes>\n). A copy of '

@@ -13,8 +13,9 @@
 //! implementation, `tests/vectors/ledger_v1.py`; checked here by
 //! `tests::golden_vectors_hash_as_recorded`). The database holds a copy — the plpgsql
 //! `aex_ledger_field` / `aex_ledger_hash` (migration `20261127000007_ledger_append_function.sql`,
-//! their comments in `20261207800001_ledger_encoding_source_of_truth.sql`) that the paths still
-//! hashing in SQL use (`aex_append_event`, `aex_hold`, `aex_settle`) — and that copy is checked
+//! their comments in `20261207800001_ledger_encoding_source_of_truth.sql`) that what still hashes
+//! in SQL uses (`aex_append_event`: refusals and admin changes; `aex_hold`, `aex_settle`: replicas
+//! of a previous version and `bench/driver.rs`) — and that copy is checked
 //! against the same vectors in a real Postgres by
 //! `the_databases_append_function_hashes_the_golden_vectors_as_recorded` in
 //! `tests/api/ledger.rs`. A change of encoding is a new version here first.
