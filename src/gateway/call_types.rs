@@ -94,8 +94,9 @@ impl CallOutput {
 }
 
 /// The money one admitted attempt holds: what settlement needs, and nothing the client is told.
-/// Settled exactly once: only [`super::settlement::finish`] consumes it (the reconciler reaches a
-/// lost replica's holds through `settlement::release_orphan`, built from the execution's row).
+/// Settled exactly once: only [`super::settlement::finish`] consumes it (the reconciler releases a
+/// lost replica's holds through `settlement::release_orphan`, from the execution's row, without a
+/// `Hold`).
 /// Its fields are read, and it is made, only inside the gateway.
 #[must_use = "a hold must be settled (settlement::finish), else its money stays reserved until the reconciler finds it"]
 #[derive(Debug)]

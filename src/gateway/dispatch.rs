@@ -17,11 +17,9 @@ use tokio::sync::oneshot;
 use super::bound::Candidate;
 use super::call_types::{CallOutput, Hold, JSON};
 use super::error::openai_error_body;
-use super::job::{
-    charge_ambiguous, elapsed_ms, release, rewrite_model, with_charge, Dispatch, Reply,
-};
+use super::job::{charge_ambiguous, release, rewrite_model, Dispatch, Reply};
 use super::pricing::Pricing;
-use super::settlement::{self, Commit, Outcome, UsageSource};
+use super::settlement::{self, elapsed_ms, Commit, Outcome, UsageSource};
 use super::stream;
 use crate::config::{ModelRoute, Secret};
 use crate::ledger::{self, NewEvent};
@@ -157,7 +155,7 @@ async fn fail(
     let out = CallOutput::full(id, status, JSON, body.clone());
     let answer = Some((status, body, false));
     let settled = charge_ambiguous(job, hold, served, reason, started, None, answer).await;
-    reply.send(with_charge(out, settled));
+    reply.send(settled.charged(out));
 }
 
 /// A complete answer: an error status releases; a success commits its usage.
@@ -190,7 +188,7 @@ async fn complete(
     });
     let pricing = Pricing::served_by(served);
     let settled = settlement::finish(&job.gw.books, hold, pricing, &outcome).await;
-    reply.send(with_charge(out, settled));
+    reply.send(settled.charged(out));
 }
 
 /// An error status: nothing billable happened, the hold is released. The provider's own client

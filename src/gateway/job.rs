@@ -1,6 +1,6 @@
 //! The job an admitted model call runs as on its tracked task ([`Dispatch`]), and the endings
 //! every way of relaying its answer shares: release the hold, charge it for an ambiguous outcome,
-//! put the charge on the answer, give the model its alias back. Both [`super::dispatch`] (a
+//! give the model its alias back. Both [`super::dispatch`] (a
 //! complete answer) and [`super::stream`] (server-sent events) build on this; neither imports
 //! the other's internals.
 
@@ -16,7 +16,7 @@ use super::estimate::Estimate;
 use super::outgoing::{self, Outgoing};
 use super::pricing::Pricing;
 use super::rate_limit::Quota;
-use super::settlement::{self, Ambiguous, Answer, Outcome, Release, SettleResult};
+use super::settlement::{self, elapsed_ms, Ambiguous, Answer, Outcome, Release, SettleResult};
 use super::{estimate, Gateway};
 use crate::config::{ModelRoute, Secret};
 use crate::domain::{CallRoute, ExecutionState};
@@ -142,23 +142,6 @@ pub async fn charge_ambiguous(
     });
     let pricing = Pricing::served_by(served);
     settlement::finish(&job.gw.books, hold, pricing, &outcome).await
-}
-
-pub(super) fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Puts what settlement charged on the answer (`X-AEX-Cost-Micro-USD` and the budget left).
-pub(super) fn with_charge(mut out: CallOutput, settled: SettleResult) -> CallOutput {
-    if let SettleResult::Committed {
-        actual_micro_usd,
-        remaining_micro_usd,
-    } = settled
-    {
-        out.cost_micro_usd = Some(actual_micro_usd);
-        out.remaining_micro_usd = Some(remaining_micro_usd);
-    }
-    out
 }
 
 /// Rewrites the upstream model name back to the alias the agent used (a complete answer here, a

@@ -20,7 +20,9 @@ use crate::store::settlements;
 pub mod outcome;
 mod written;
 
-pub use outcome::{Ambiguous, Answer, Commit, Outcome, Release, SettleResult, UsageSource};
+pub use outcome::{
+    elapsed_ms, Ambiguous, Answer, Commit, Outcome, Release, SettleResult, UsageSource,
+};
 use written::{Booking, Written};
 
 /// Settles an attempt this replica dispatched, and makes sure it ends: when the outcome's

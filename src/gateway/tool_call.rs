@@ -15,9 +15,8 @@ use tokio::sync::oneshot;
 use super::admit::admit_until_decided;
 use super::call_types::{CallInput, CallOutput, Hold, JSON};
 use super::error::openai_error_body;
-use super::job::{elapsed_ms, with_charge};
 use super::pricing::Pricing;
-use super::settlement::{self, Ambiguous, Commit, Outcome, Release, UsageSource};
+use super::settlement::{self, elapsed_ms, Ambiguous, Commit, Outcome, Release, UsageSource};
 use super::ticket::{Target, Ticket};
 use super::{idempotency, Gateway, GatewayError};
 use crate::domain::{CallRoute, ExecutionState};
@@ -137,10 +136,9 @@ async fn run_and_settle(
         Ok(output) => answered(id, plugin, output, &provider, started),
         Err(e) => failed(id, plugin, &e, &provider, started),
     };
-    with_charge(
-        out,
-        settlement::finish(&gw.books, hold, priced, &outcome).await,
-    )
+    settlement::finish(&gw.books, hold, priced, &outcome)
+        .await
+        .charged(out)
 }
 
 /// A run that produced its result: the answer, committed at the declared cost.

@@ -15,27 +15,10 @@ use crate::domain::{CallRoute, ExecutionState};
 use crate::gateway::call_types::{CallOutput, Hold, JSON};
 use crate::gateway::error::openai_error_body;
 use crate::gateway::pricing::Pricing;
-use crate::gateway::settlement::{self, Ambiguous, Commit, Outcome, Release, SettleResult};
+use crate::gateway::settlement::{self, elapsed_ms, Ambiguous, Commit, Outcome, Release};
 use crate::gateway::Gateway;
 use crate::providers::media::WholeRequest;
 use crate::providers::{ProviderError, UpstreamResponse, Usage};
-
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Puts what settlement charged on the answer.
-fn charged(mut out: CallOutput, settled: SettleResult) -> CallOutput {
-    if let SettleResult::Committed {
-        actual_micro_usd,
-        remaining_micro_usd,
-    } = settled
-    {
-        out.cost_micro_usd = Some(actual_micro_usd);
-        out.remaining_micro_usd = Some(remaining_micro_usd);
-    }
-    out
-}
 
 /// One admitted media call: what the task needs.
 pub struct Job<'a> {
@@ -97,10 +80,9 @@ async fn answered(
             result: Some((resp.status, body, false)),
         });
         let pricing = Pricing::Metered(held);
-        return charged(
-            out,
-            settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
-        );
+        return settlement::finish(&job.gw.books, hold, pricing, &outcome)
+            .await
+            .charged(out);
     };
     let pricing = Pricing::Metered(held.billed(bill.units, bill.price.as_deref(), bill.cost));
     let outcome = Outcome::Commit(Commit {
@@ -114,10 +96,9 @@ async fn answered(
         prompt_bound: job.plan.prompt_tokens,
         hosted_calls_bound: None,
     });
-    charged(
-        out,
-        settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
-    )
+    settlement::finish(&job.gw.books, hold, pricing, &outcome)
+        .await
+        .charged(out)
 }
 
 /// A JSON answer with its `model` given back as the alias; anything else as it came (shared, not
@@ -195,8 +176,7 @@ async fn failed(job: &Job<'_>, hold: Hold, e: ProviderError, started: Instant) -
         result: Some((status, body.clone(), false)),
     });
     let out = CallOutput::full(&id, status, JSON, body);
-    charged(
-        out,
-        settlement::finish(&job.gw.books, hold, pricing, &outcome).await,
-    )
+    settlement::finish(&job.gw.books, hold, pricing, &outcome)
+        .await
+        .charged(out)
 }

@@ -1,8 +1,11 @@
 //! How an attempt ended, as its dispatch tells settlement, and what settlement did with it.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::domain::ExecutionState;
+use crate::gateway::call_types::CallOutput;
 use crate::providers::Usage;
 
 /// An answer as it is cached on the execution: status, body, whether it is an SSE transcript.
@@ -130,6 +133,27 @@ pub enum SettleResult {
     /// timeout or a broken database gets here, and the reconciler settles it once this replica
     /// is gone.
     Unsettled,
+}
+
+impl SettleResult {
+    /// `out` carrying what was charged (`X-AEX-Cost-Micro-USD` and the budget left), when
+    /// something was.
+    pub fn charged(self, mut out: CallOutput) -> CallOutput {
+        if let SettleResult::Committed {
+            actual_micro_usd,
+            remaining_micro_usd,
+        } = self
+        {
+            out.cost_micro_usd = Some(actual_micro_usd);
+            out.remaining_micro_usd = Some(remaining_micro_usd);
+        }
+        out
+    }
+}
+
+/// The milliseconds since `started`: an outcome's latency.
+pub fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Whose an excess over the hold is: the provider's when it reported usage beyond the caps AEX
