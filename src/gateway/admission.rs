@@ -17,6 +17,12 @@
 //! and under one busy agent every commit serialises on the agent's row and chain; the window this
 //! gives up (a replica lost between this commit and sending the request is settled as "provider
 //! may have done work") is one the reconciler already treats conservatively.
+//!
+//! The common call (no Idempotency-Key, no limits but the budget, a grant) is admitted in two
+//! pipelined round trips on the money transactions' pool instead (`admission::pipelined`); the
+//! rest, refusals included, takes the steps below.
+
+mod pipelined;
 
 use sqlx::PgConnection;
 
@@ -33,6 +39,7 @@ use crate::auth::AuthError;
 use crate::domain::AgentState;
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::store::agents::{self, AgentRow};
+use crate::store::holds::HoldOn;
 use crate::store::tenants;
 use crate::store::StoreError;
 
@@ -47,6 +54,9 @@ pub enum Admission {
 /// Runs the admission transaction.
 pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
     let _slot = gw.books.agent_gates.enter(t.agent_id).await;
+    if let Some(admitted) = pipelined::admit(gw, t).await? {
+        return Ok(admitted);
+    }
     let mut tx = gw.pool.begin().await?;
     let mut books = lock_books(&mut tx, t).await?;
     if let Some(reset) = budget_period::roll(&mut tx, &mut books.agent).await? {
@@ -75,8 +85,9 @@ pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayErr
     let tokens = i64::try_from(grant.estimate.tokens()).unwrap_or(i64::MAX);
     let rate_tokens = rate_limit::consume(&mut tx, &subjects, tokens).await?;
     let replica = gw.books.replica_id;
+    let on = HoldOn::Tx(&mut tx);
     let reservation =
-        reservation::hold(&mut tx, replica, t, &mut books, next, grant, rate_tokens).await?;
+        reservation::hold(on, replica, t, &mut books, next, grant, rate_tokens).await?;
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(reservation))
@@ -122,23 +133,11 @@ async fn check(
     books: &Locked,
     clamp_min_output_tokens: u64,
 ) -> Result<Result<Grant, Box<Refuse>>, sqlx::Error> {
-    // The locked row is authoritative when there is one; otherwise the unlocked read will do.
-    let tenant_policy = books
-        .tenant
-        .as_ref()
-        .map_or(&books.tenant_policy.0, |tn| &tn.default_policy.0);
-    let agent = &books.agent;
-    let Ok(effective) = Policy::effective(&agent.policy, tenant_policy).map_err(|e| {
-        tracing::error!(agent = %agent.id, error = %e, "stored policy does not parse: call refused");
-    }) else {
-        // Fails closed: a policy that cannot be read allows nothing.
-        return Ok(Err(Refuse::policy_unreadable()));
-    };
-    let cap = match allowed_cap(t, agent, &effective) {
-        Ok(cap) => cap,
+    let (effective, cap) = match policy_cap(t, books) {
+        Ok(allowed) => allowed,
         Err(refuse) => return Ok(Err(refuse)),
     };
-    let subjects = Subjects::of(agent, books.tenant.as_ref());
+    let subjects = Subjects::of(&books.agent, books.tenant.as_ref());
     let quota = match rate_limit::check_admission(conn, &subjects, t.rate_tokens(cap)).await? {
         Ok(quota) => quota,
         Err(limited) => return Ok(Err(Refuse::rate_limited(limited))),
@@ -152,6 +151,27 @@ async fn check(
             },
         ),
     )
+}
+
+/// The effective policy, then lifecycle and policy: the output cap the request may use.
+fn policy_cap(
+    t: &Ticket<'_>,
+    books: &Locked,
+) -> Result<(EffectivePolicy, Option<u64>), Box<Refuse>> {
+    // The locked row is authoritative when there is one; otherwise the unlocked read will do.
+    let tenant_policy = books
+        .tenant
+        .as_ref()
+        .map_or(&books.tenant_policy.0, |tn| &tn.default_policy.0);
+    let agent = &books.agent;
+    let Ok(effective) = Policy::effective(&agent.policy, tenant_policy).map_err(|e| {
+        tracing::error!(agent = %agent.id, error = %e, "stored policy does not parse: call refused");
+    }) else {
+        // Fails closed: a policy that cannot be read allows nothing.
+        return Err(Refuse::policy_unreadable());
+    };
+    let cap = allowed_cap(t, agent, &effective)?;
+    Ok((effective, cap))
 }
 
 /// Lifecycle, then policy: the output cap the request may use (`None` for routes without output).

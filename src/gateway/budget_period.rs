@@ -19,13 +19,17 @@ pub(super) async fn roll(
     conn: &mut PgConnection,
     agent: &mut AgentRow,
 ) -> Result<Option<AppendedEvent>, GatewayError> {
-    let period = agent.budget_period;
-    match period_start(period, Utc::now()) {
-        Some(start) if agent.period_started_at < start => Ok(Some(
-            restart_budget_period(conn, agent, period, start).await?,
+    match ended(agent) {
+        Some(start) => Ok(Some(
+            restart_budget_period(conn, agent, agent.budget_period, start).await?,
         )),
-        _ => Ok(None),
+        None => Ok(None),
     }
+}
+
+/// The start of the agent's next budget period when its current one has ended.
+pub(super) fn ended(agent: &AgentRow) -> Option<DateTime<Utc>> {
+    period_start(agent.budget_period, Utc::now()).filter(|start| agent.period_started_at < *start)
 }
 
 /// Starts the agent's budget period `period` at `start`, in the caller's transaction: `spent`

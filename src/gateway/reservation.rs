@@ -6,7 +6,6 @@
 //! once, by settlement (`gateway::settlement`).
 
 use serde_json::{json, Value};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bound;
@@ -24,7 +23,7 @@ use crate::ledger::link::{self, AgentChainFacts};
 use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
-use crate::store::holds::{self, HoldEvents, NewReservation};
+use crate::store::holds::{HoldEvents, HoldOn, NewReservation};
 use crate::store::tenants::TenantRow;
 use sqlx::types::Json;
 
@@ -132,7 +131,7 @@ fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
 /// DISPATCHED: the execution, its reservation (`rate_tokens` charged to the TPM windows), the
 /// books, and the two events linked after the chain tail in `books`.
 pub(super) async fn hold(
-    conn: &mut PgConnection,
+    on: HoldOn<'_>,
     replica_id: ReplicaId,
     t: &Ticket<'_>,
     books: &mut Locked,
@@ -156,8 +155,7 @@ pub(super) async fn hold(
     let reserved = books.tail.link(&facts, "reservation.reserved", reserved);
     let dispatched = canonical_json(&dispatched_payload(t, next.attempt, &grant.estimate));
     let dispatched = books.tail.link(&facts, "execution.dispatched", dispatched);
-    holds::hold(
-        conn,
+    on.hold(
         &NewExecution {
             replica_id: Some(replica_id),
             estimate_micro_usd: grant.estimate.cost.0,

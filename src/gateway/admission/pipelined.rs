@@ -1,0 +1,75 @@
+//! The common admission, pipelined on the money transactions' pool (issue 17, `store::hot`):
+//! BEGIN, the tenant's view and the agent's row, chain lock and tail in one round trip
+//! (`store::holds::lock_hot`), the hold and COMMIT in the next — two round trips where the general
+//! way takes five. It takes the calls that need nothing more: no Idempotency-Key, a tenant without
+//! limits of its own, an agent without rate limits whose budget period has not ended, and a
+//! grant. Anything else — a refusal included — is rolled back untouched and goes the general way
+//! ([`super::admit`]), which decides it afresh under the same locks: the same decisions, the same
+//! writes, the same ledger events.
+
+use uuid::Uuid;
+
+use super::super::budget_period;
+use super::super::call_types::AttemptRef;
+use super::super::rate_limit::{Quota, Subjects};
+use super::super::reservation::{self, Grant, Locked};
+use super::super::ticket::Ticket;
+use super::super::{Gateway, GatewayError};
+use super::{policy_cap, Admission};
+use crate::auth::AuthError;
+use crate::ledger::{self, link::ChainTail, ChainId};
+use crate::store::holds::{self, HoldOn};
+
+/// Admits `t` the pipelined way; `None` when it needs the general way (nothing was written).
+pub(super) async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admission>, GatewayError> {
+    if t.keyed {
+        return Ok(None);
+    }
+    let chain_id = ChainId::Agent(t.agent_id).to_string();
+    let chain = (chain_id.as_str(), ledger::chain_lock_key(&chain_id));
+    let Some((lock, locked)) =
+        holds::lock_hot(&gw.books.hot, t.tenant_id, t.agent_id, chain).await?
+    else {
+        return Err(GatewayError::Unauthorized(AuthError::Revoked));
+    };
+    let mut books = Locked {
+        tenant: None,
+        tenant_policy: locked.tenant_policy,
+        agent: locked.agent,
+        chain_id,
+        tail: ChainTail {
+            seq: locked.tail_seq,
+            hash: locked.tail_hash,
+        },
+    };
+    let plain = !locked.tenant_limited
+        && budget_period::ended(&books.agent).is_none()
+        && !Subjects::of(&books.agent, None).agent.1.any();
+    let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
+    let Some(grant) = plain.then(|| grant(t, &books, clamp_min)).flatten() else {
+        lock.abandon().await?;
+        return Ok(None);
+    };
+    let next = AttemptRef {
+        execution_id: Uuid::now_v7(),
+        attempt: 1,
+    };
+    let replica = gw.books.replica_id;
+    let on = HoldOn::Hot(lock);
+    let reservation = reservation::hold(on, replica, t, &mut books, next, grant, 0).await?;
+    crate::metrics::admission("admitted", "ok");
+    Ok(Some(Admission::Reserved(reservation)))
+}
+
+/// Lifecycle, policy and budget, for an agent without rate limits: the grant, or `None` for a
+/// refusal (which the general way decides again and records).
+fn grant(t: &Ticket<'_>, books: &Locked, clamp_min_output_tokens: u64) -> Option<Grant> {
+    let (effective, cap) = policy_cap(t, books).ok()?;
+    let (estimate, clamped) =
+        reservation::decide_budget(t, books, &effective, cap, clamp_min_output_tokens).ok()?;
+    Some(Grant {
+        estimate,
+        clamped,
+        quota: Quota::default(),
+    })
+}
