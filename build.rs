@@ -22,6 +22,8 @@ const VOCABULARIES: [(&str, Loader, u32); 2] = [
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo::rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds migrations/: a new file there must rebuild the crate.
+    println!("cargo::rerun-if-changed=migrations");
     let out_dir = std::env::var_os("OUT_DIR").ok_or("cargo sets OUT_DIR for build scripts")?;
     for (file, load, count) in VOCABULARIES {
         let tokens: Vec<Vec<u8>> = load()?

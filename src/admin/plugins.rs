@@ -13,11 +13,47 @@ use super::{admin_event, usd, validate_name, AdminError};
 use crate::auth::Principal;
 use crate::domain::{Scope, TenantId};
 use crate::ledger;
-pub use crate::store::plugins::PluginRow as PluginResponse;
-use crate::store::plugins::{self as store, NewPlugin};
+use crate::store::plugins::{self as store, NewPlugin, PluginRow};
 use crate::tools::executable;
 use crate::tools::process_args;
 use crate::tools::Tools;
+
+/// A registered plugin, as the admin API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginResponse {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub cost_micro_usd: i64,
+    pub timeout_ms: i32,
+    pub max_output_bytes: i32,
+    pub enabled: bool,
+    #[schema(value_type = Object)]
+    pub manifest: Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<PluginRow> for PluginResponse {
+    fn from(p: PluginRow) -> Self {
+        PluginResponse {
+            id: p.id,
+            tenant_id: p.tenant_id,
+            name: p.name,
+            version: p.version,
+            kind: p.kind,
+            cost_micro_usd: p.cost_micro_usd,
+            timeout_ms: p.timeout_ms,
+            max_output_bytes: p.max_output_bytes,
+            enabled: p.enabled,
+            manifest: p.manifest.0,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -192,7 +228,7 @@ pub async fn install_plugin(
     )
     .await?;
     tx.commit().await?;
-    Ok(row)
+    Ok(row.into())
 }
 
 pub async fn list_plugins(
@@ -200,7 +236,8 @@ pub async fn list_plugins(
     tenant_id: TenantId,
 ) -> Result<Vec<PluginResponse>, AdminError> {
     let mut conn = pool.acquire().await?;
-    Ok(store::list_plugins(&mut conn, tenant_id).await?)
+    let rows = store::list_plugins(&mut conn, tenant_id).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 #[tracing::instrument(skip_all, fields(%tenant_id, name, enabled))]
@@ -231,5 +268,5 @@ pub async fn set_enabled(
         .await?;
     }
     tx.commit().await?;
-    Ok(after)
+    Ok(after.into())
 }

@@ -23,7 +23,7 @@ use crate::domain::{CallRoute, ExecutionState};
 use crate::money::MicroUsd;
 use crate::providers::Usage;
 use crate::store::plugins::{self, PluginRow};
-use crate::tools::{ToolError, ToolOutput};
+use crate::tools::{PluginRun, ToolError, ToolOutput};
 
 fn tool_name(body: &Map<String, Value>) -> Result<&str, GatewayError> {
     match body.get("tool_name") {
@@ -49,6 +49,17 @@ async fn find_plugin(
         None => Err(GatewayError::ToolNotFound(format!(
             "tool `{name}` does not exist or you do not have access to it"
         ))),
+    }
+}
+
+/// What the runner needs of a registered plugin.
+fn runnable(p: &PluginRow) -> PluginRun<'_> {
+    PluginRun {
+        name: &p.name,
+        kind: &p.kind,
+        timeout_ms: p.timeout_ms,
+        max_output_bytes: p.max_output_bytes,
+        manifest: &p.manifest.0,
     }
 }
 
@@ -119,7 +130,7 @@ async fn run_and_settle(
         cost: MicroUsd(plugin.cost_micro_usd),
     };
     let started = Instant::now();
-    let ran = gw.tools.run(plugin, id, arguments).await;
+    let ran = gw.tools.run(runnable(plugin), id, arguments).await;
     crate::telemetry::record_ms("upstream_ms", started);
     let (out, outcome) = match ran {
         Ok(output) => answered(id, plugin, output, &provider, started),

@@ -8,13 +8,17 @@
 //! fields contain. `tests/vectors/ledger_v1.json` holds golden vectors; any change here is a new
 //! encoding version, never an edit of v1.
 //!
-//! One source of truth: the golden vectors, written by an independent Python implementation
-//! (`tests/vectors/ledger_v1.py`). This module is checked against them by
-//! `tests::golden_vectors_hash_as_recorded` below. The database's own copy of the encoding — the
-//! plpgsql `aex_ledger_field` / `aex_ledger_hash` that `aex_append_event`, `aex_hold` and
-//! `aex_settle` hash with (migration `20261127000007_ledger_append_function.sql`) — is checked
-//! against the same vectors by `the_databases_append_function_hashes_the_golden_vectors_as_recorded`
-//! in `tests/api/ledger.rs`; and every chain either side writes is re-hashed here by the verifier.
+//! The source of truth is this module: the verifier recomputes every stored hash with it, and
+//! the golden vectors pin it (`tests/vectors/ledger_v1.json`, written by an independent Python
+//! implementation, `tests/vectors/ledger_v1.py`; checked here by
+//! `tests::golden_vectors_hash_as_recorded`). The database holds a copy — the plpgsql
+//! `aex_ledger_field` / `aex_ledger_hash` (migration `20261127000007_ledger_append_function.sql`,
+//! their comments in `20261207800001_ledger_encoding_source_of_truth.sql`) that what still hashes
+//! in SQL uses (`aex_append_event`: refusals and admin changes; `aex_hold`, `aex_settle`: replicas
+//! of a previous version and `bench/driver.rs`) — and that copy is checked
+//! against the same vectors in a real Postgres by
+//! `the_databases_append_function_hashes_the_golden_vectors_as_recorded` in
+//! `tests/api/ledger.rs`. A change of encoding is a new version here first.
 
 use std::borrow::Cow;
 

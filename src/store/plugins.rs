@@ -8,9 +8,9 @@ use uuid::Uuid;
 use super::{violated_constraint, StoreError};
 use crate::domain::TenantId;
 
-/// A registered plugin, as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
-#[schema(as = PluginResponse)]
+/// A registered plugin (the admin API shows it as `admin::plugins::PluginResponse`; the gateway
+/// hands the runner what it needs of it, `tools::PluginRun`).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PluginRow {
     pub id: Uuid,
     pub tenant_id: TenantId,
@@ -21,7 +21,6 @@ pub struct PluginRow {
     pub timeout_ms: i32,
     pub max_output_bytes: i32,
     pub enabled: bool,
-    #[schema(value_type = Object)]
     pub manifest: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -20,7 +20,17 @@ use tokio::sync::OnceCell;
 
 use crate::config::ToolsSettings;
 use crate::net_guard::{EgressPolicy, GuardedClient};
-use crate::store::plugins::PluginRow;
+
+/// What a run needs of a registered plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginRun<'a> {
+    pub name: &'a str,
+    /// `http` or `process`.
+    pub kind: &'a str,
+    pub timeout_ms: i32,
+    pub max_output_bytes: i32,
+    pub manifest: &'a Value,
+}
 
 /// What a run produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +143,7 @@ impl Tools {
     /// Runs a plugin on `arguments`.
     pub async fn run(
         &self,
-        plugin: &PluginRow,
+        plugin: PluginRun<'_>,
         execution_id: &str,
         arguments: &Value,
     ) -> Result<ToolOutput, ToolError> {
@@ -141,13 +151,13 @@ impl Tools {
             timeout: Duration::from_millis(u64::try_from(plugin.timeout_ms).unwrap_or(1)),
             max_output: usize::try_from(plugin.max_output_bytes).unwrap_or(0),
         };
-        let manifest = &plugin.manifest.0;
-        match plugin.kind.as_str() {
+        let manifest = plugin.manifest;
+        match plugin.kind {
             "http" => {
                 http::run(
                     &self.http,
                     manifest,
-                    &plugin.name,
+                    plugin.name,
                     execution_id,
                     arguments,
                     limits,

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, mini_cost, poll, spawn_app, PATIENCE};
+use crate::helpers::{execution_id, hello, mini_cost, poll, spawn_app, PATIENCE};
 
 #[tokio::test]
 async fn a_chat_completion_is_charged_exactly_its_reported_usage() {
@@ -14,10 +14,7 @@ async fn a_chat_completion_is_charged_exactly_its_reported_usage() {
 
     let resp = app.chat(&agent.token, hello()).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let execution_id = resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let execution_id = execution_id(&resp);
     let cost: i64 = resp.headers()["x-aex-cost-micro-usd"]
         .to_str()
         .unwrap()

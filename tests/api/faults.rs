@@ -8,7 +8,7 @@ use aex::dev::mock_upstream::{self, MockControl};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, spawn_app_with_models, TestApp};
+use crate::helpers::{execution_id, hello, spawn_app, spawn_app_with_models, TestApp};
 
 /// A routing-table provider at `addr`.
 fn provider(name: &str, addr: std::net::SocketAddr) -> String {
@@ -23,13 +23,6 @@ fn chat_model(alias: &str, provider: &str, prices: (&str, &str), fallbacks: &[&s
          input_usd_per_million = \"{input}\"\noutput_usd_per_million = \"{output}\"\n\
          max_output_tokens = 100\ncapabilities = [\"chat\"]\nfallbacks = {fallbacks:?}\n"
     )
-}
-
-fn execution_id(resp: &reqwest::Response) -> String {
-    resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// `ceil(tokens * micro-USD per million / 1e6)`, as SPEC §2 prices.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{mini_cost, poll, spawn_app_with_models, TestApp, PATIENCE};
+use crate::helpers::{merged, mini_cost, spawn_app_with_models, TestApp};
 
 /// A model with a context window (so stored context can be bounded) and its fallback.
 pub const MODELS: &str = r#"
@@ -62,7 +62,7 @@ pub async fn billing_app_with(models: &str) -> TestApp {
 
 /// Every committed attempt cost at most its hold, and nothing is held.
 pub async fn assert_no_cost_above_its_hold(app: &TestApp) {
-    settled(app).await;
+    app.settled().await;
     let above = app
         .count("SELECT count(*) FROM reservations WHERE actual_micro_usd > estimate_micro_usd")
         .await;
@@ -73,39 +73,12 @@ pub async fn assert_no_cost_above_its_hold(app: &TestApp) {
     assert_eq!(held, 0);
 }
 
-/// Waits until nothing is held any more: a stream's settlement may still be committing when its
-/// client has read the last byte.
-pub async fn settled(app: &TestApp) {
-    poll("every reservation to be settled", PATIENCE, || async {
-        let held = app
-            .count("SELECT count(*) FROM reservations WHERE state = 'RESERVED'")
-            .await;
-        (held == 0).then_some(())
-    })
-    .await;
-}
-
-/// `base` with the fields of `extra` added.
-pub fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-    base
-}
-
 /// A one-message chat for `model`.
 fn chat_for(model: &str, extra: Value) -> Value {
-    with(
+    merged(
         json!({"model": model, "messages": [{"role": "user", "content": "Say hello to the ledger"}]}),
-        extra,
+        &extra,
     )
-}
-
-async fn send(app: &TestApp, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-    let resp = app.post(path, token, body.clone(), &[]).await;
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -182,13 +155,13 @@ async fn no_attack_of_the_issue_takes_a_5000_micro_usd_agent_past_its_budget() {
             .await;
         let mut statuses = Vec::new();
         for _ in 0..12 {
-            let (status, answer) = send(&app, path, &agent.token, &body).await;
+            let (status, answer) = app.send_json(path, &agent.token, body.clone()).await;
             assert!(
                 [StatusCode::OK, StatusCode::PAYMENT_REQUIRED].contains(&status),
                 "{name}: {status} {answer}"
             );
             statuses.push(status.as_u16());
-            settled(&app).await;
+            app.settled().await;
             if status == StatusCode::PAYMENT_REQUIRED {
                 let message = answer["error"]["message"].as_str().unwrap();
                 assert!(
@@ -222,7 +195,9 @@ async fn a_chat_with_three_choices_that_fits_is_billed_prompt_plus_three_complet
     let agent = app.create_agent("trio", "0.005", json!({})).await;
     let body = json!({"model": "gpt-4o-mini", "n": 3, "max_tokens": 10,
         "messages": [{"role": "user", "content": "Say hello to the ledger"}]});
-    let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+    let (status, answer) = app
+        .send_json("/v1/chat/completions", &agent.token, body.clone())
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["choices"].as_array().unwrap().len(), 3);
     let usage = &answer["usage"];
@@ -255,7 +230,9 @@ async fn both_cap_fields_are_sent_as_the_one_cap_that_was_held() {
         (json!({"max_completion_tokens": 40, "max_tokens": null}), 40),
     ] {
         let body = chat_for("gpt-4o-mini", caps.clone());
-        let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+        let (status, answer) = app
+            .send_json("/v1/chat/completions", &agent.token, body.clone())
+            .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         let sent = app.mock.last_request().unwrap();
         assert_eq!(sent["max_tokens"], held, "{caps}");
@@ -265,7 +242,9 @@ async fn both_cap_fields_are_sent_as_the_one_cap_that_was_held() {
     // Above the model's maximum in either field: refused, naming the field that carries it.
     let body = json!({"model": "gpt-4o-mini", "max_completion_tokens": 5, "max_tokens": 5000,
         "messages": [{"role": "user", "content": "hi"}]});
-    let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+    let (status, answer) = app
+        .send_json("/v1/chat/completions", &agent.token, body.clone())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"]["param"], "max_tokens");
     assert_no_cost_above_its_hold(&app).await;
@@ -291,7 +270,9 @@ async fn policy_limits_apply_to_every_choice_whichever_field_carries_the_cap() {
         (json!({"n": 65}), "max_output_tokens"),
     ] {
         let body = chat_for("gpt-4o-mini", extra.clone());
-        let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+        let (status, answer) = app
+            .send_json("/v1/chat/completions", &agent.token, body.clone())
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{extra}: {answer}");
         assert!(
             answer["error"]["message"].as_str().unwrap().contains(rule),
@@ -300,7 +281,9 @@ async fn policy_limits_apply_to_every_choice_whichever_field_carries_the_cap() {
     }
     // n = 4 with no cap: the default cap is shared, 64 / 4 = 16 per choice.
     let body = chat_for("gpt-4o-mini", json!({"n": 4}));
-    let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+    let (status, answer) = app
+        .send_json("/v1/chat/completions", &agent.token, body.clone())
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // The test models' tokenizer is unknown (`mock-…`), so the default cap goes in `max_tokens`.
     assert_eq!(app.mock.last_request().unwrap()["max_tokens"], 16);
@@ -322,7 +305,9 @@ async fn the_clamp_prices_the_dearest_fallback_and_every_choice() {
         )
         .await;
     let body = chat_for("windowed", json!({"n": 2}));
-    let (status, answer) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+    let (status, answer) = app
+        .send_json("/v1/chat/completions", &agent.token, body.clone())
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let cap = app.mock.last_request().unwrap()["max_tokens"]
         .as_u64()
@@ -333,7 +318,9 @@ async fn the_clamp_prices_the_dearest_fallback_and_every_choice() {
     assert_eq!(answer["usage"]["completion_tokens"], 2 * cap);
     // The fallback is reached: the first provider fails before its first byte.
     app.mock.status.store(503, Ordering::SeqCst);
-    let (status, _) = send(&app, "/v1/chat/completions", &agent.token, &body).await;
+    let (status, _) = app
+        .send_json("/v1/chat/completions", &agent.token, body.clone())
+        .await;
     app.mock.status.store(0, Ordering::SeqCst);
     assert!([StatusCode::BAD_GATEWAY, StatusCode::PAYMENT_REQUIRED].contains(&status));
     let (spent, reserved, budget) = app.books(agent.id).await;
@@ -394,17 +381,17 @@ async fn shapes_with_no_bound_are_refused_naming_the_field_and_change_nothing() 
         ),
     ];
     for (path, body, field) in cases {
-        let (status, answer) = send(&app, path, &agent.token, &body).await;
+        let (status, answer) = app.send_json(path, &agent.token, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
         assert_eq!(answer["error"]["param"], field, "{answer}");
     }
-    let (status, answer) = send(
-        &app,
-        "/v1/responses",
-        &agent.token,
-        &json!({"model": "gpt-4o-mini", "input": "x", "conversation": "conv_1"}),
-    )
-    .await;
+    let (status, answer) = app
+        .send_json(
+            "/v1/responses",
+            &agent.token,
+            json!({"model": "gpt-4o-mini", "input": "x", "conversation": "conv_1"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         answer["error"]["message"]
@@ -424,13 +411,13 @@ async fn shapes_with_no_bound_are_refused_naming_the_field_and_change_nothing() 
         json!([1, 2, 3]),
         json!([[1, 2, 3], [4, 5]]),
     ] {
-        let (status, answer) = send(
-            &app,
-            "/v1/embeddings",
-            &agent.token,
-            &json!({"model": "text-embedding-3-small", "input": input}),
-        )
-        .await;
+        let (status, answer) = app
+            .send_json(
+                "/v1/embeddings",
+                &agent.token,
+                json!({"model": "text-embedding-3-small", "input": input}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{input}: {answer}");
     }
     assert_no_cost_above_its_hold(&app).await;
@@ -442,9 +429,9 @@ async fn a_hosted_tool_is_held_at_its_fee_per_call_and_its_call_limit_is_sent() 
     let app = billing_app().await;
     let agent = app.create_agent("searcher", "1.00", json!({})).await;
     let search = |extra: Value| {
-        with(
+        merged(
             json!({"model": "seer", "input": "news?", "max_output_tokens": 10, "tools": [{"type": "web_search"}]}),
-            extra,
+            &extra,
         )
     };
     for (extra, calls) in [
@@ -452,8 +439,9 @@ async fn a_hosted_tool_is_held_at_its_fee_per_call_and_its_call_limit_is_sent() 
         (json!({"max_tool_calls": 1}), 1),
         (json!({"max_tool_calls": 9}), 2),
     ] {
-        let (status, answer) =
-            send(&app, "/v1/responses", &agent.token, &search(extra.clone())).await;
+        let (status, answer) = app
+            .send_json("/v1/responses", &agent.token, search(extra.clone()))
+            .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(
             app.mock.last_request().unwrap()["max_tool_calls"],
@@ -468,16 +456,16 @@ async fn a_hosted_tool_is_held_at_its_fee_per_call_and_its_call_limit_is_sent() 
         assert!(hold >= floor, "{extra}: held {hold} < {floor}");
     }
     // A hosted tool the table gives no price: refused before anything is held.
-    let (status, answer) = send(
-        &app,
-        "/v1/responses",
-        &agent.token,
-        &with(
-            search(json!({})),
-            json!({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}),
-        ),
-    )
-    .await;
+    let (status, answer) = app
+        .send_json(
+            "/v1/responses",
+            &agent.token,
+            merged(
+                search(json!({})),
+                &json!({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}),
+            ),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         answer["error"]["message"]

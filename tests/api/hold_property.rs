@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
-use crate::hold_bound::{assert_no_cost_above_its_hold, billing_app_with, settled, MODELS};
+use crate::hold_bound::{assert_no_cost_above_its_hold, billing_app_with, MODELS};
 
 /// A model whose provider refuses connections: every call falls back to `pricey`.
 const BROKEN: &str = r#"
@@ -229,7 +229,7 @@ async fn hundreds_of_random_shapes_over_two_replicas_never_spend_past_a_budget()
         .collect()
         .await;
 
-    settled(&app).await;
+    app.settled().await;
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let over_budget = statuses.iter().filter(|s| **s == 402).count();
     let bad_shape = statuses.iter().filter(|s| **s == 400).count();

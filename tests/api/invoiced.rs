@@ -58,13 +58,6 @@ async fn app() -> TestApp {
 }
 
 /// The last `usage.commit` event's payload.
-async fn last_commit(app: &TestApp) -> Value {
-    app.ledger_payloads("usage.commit")
-        .await
-        .pop()
-        .expect("a commit")
-}
-
 #[tokio::test]
 async fn cached_and_cache_write_tokens_are_billed_at_their_prices_never_twice() {
     let app = app().await;
@@ -83,7 +76,7 @@ async fn cached_and_cache_write_tokens_are_billed_at_their_prices_never_twice() 
     assert_eq!(cost, expected, "{usage}");
     // Not the full input price for every token.
     assert!(cost < (prompt * 2_500_000 + 999_999) / 1_000_000 + output_cost(7));
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(commit["actual_micro_usd"], expected);
     assert_eq!(commit["cached_tokens"], 6);
     assert_eq!(commit["cache_write_tokens"], 2);
@@ -101,7 +94,7 @@ async fn cached_and_cache_write_tokens_are_billed_at_their_prices_never_twice() 
         let resp = app.post("/v1/responses", &agent.token, body, &[]).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let text = resp.text().await.unwrap();
-        let commit = last_commit(&app).await;
+        let commit = app.last_commit().await;
         let prompt = int(&commit["prompt_tokens"]);
         let charged = input_cost(prompt, 6, 2) + output_cost(int(&commit["completion_tokens"]));
         assert_eq!(
@@ -117,8 +110,7 @@ async fn cached_and_cache_write_tokens_are_billed_at_their_prices_never_twice() 
     let resp = app.chat(&agent.token, body).await;
     assert_eq!(resp.status(), StatusCode::OK);
     resp.text().await.unwrap();
-    crate::hold_bound::settled(&app).await;
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     let charged = input_cost(int(&commit["prompt_tokens"]), 6, 2)
         + output_cost(int(&commit["completion_tokens"]));
     assert_eq!(commit["actual_micro_usd"], charged);
@@ -151,8 +143,7 @@ async fn hosted_tool_calls_are_charged_per_call_the_provider_reports() {
         let resp = app.post("/v1/responses", &agent.token, body, &[]).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let text = resp.text().await.unwrap();
-        crate::hold_bound::settled(&app).await;
-        let commit = last_commit(&app).await;
+        let commit = app.last_commit().await;
         let tokens = input_cost(int(&commit["prompt_tokens"]), 0, 0)
             + output_cost(int(&commit["completion_tokens"]));
         // Two calls at 0.01 USD each, on top of the tokens.
@@ -185,7 +176,7 @@ async fn hosted_tool_calls_are_charged_per_call_the_provider_reports() {
     let resp = app.post("/v1/responses", &agent.token, body, &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let cost = cost_header(&resp);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(commit["hosted_tool_calls"], 40);
     assert_eq!(commit["overrun"], "provider", "{commit}");
     assert!(cost >= 400_000);

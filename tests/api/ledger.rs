@@ -123,6 +123,9 @@ async fn replay_rebuilds_the_books_from_the_ledger_and_shows_a_timeline() {
     );
 }
 
+/// The database's plpgsql copy of the canonical encoding (`aex_ledger_hash`) against the golden
+/// vectors that pin the source of truth, the Rust encoder (src/ledger/encoding.rs); the
+/// functions' comments (migration 20261207800001) name this test.
 #[tokio::test]
 async fn the_databases_append_function_hashes_the_golden_vectors_as_recorded() {
     let db = crate::helpers::TestDb::create().await;
@@ -149,6 +152,17 @@ async fn the_databases_append_function_hashes_the_golden_vectors_as_recorded() {
                 .unwrap();
         assert_eq!(hash, v["event_hash"].as_str().unwrap(), "{v}");
     }
+    let comment: Option<String> = sqlx::query_scalar(
+        "SELECT obj_description('aex_ledger_hash(text, bigint, text, text, uuid, uuid, text, \
+         timestamptz, text)'::regprocedure, 'pg_proc')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        comment.is_some_and(|c| c.contains("source of truth")),
+        "aex_ledger_hash says where the source of truth is"
+    );
     pool.close().await;
 }
 

@@ -62,18 +62,6 @@ fn cost(resp: &reqwest::Response) -> i64 {
         .unwrap()
 }
 
-async fn send(app: &TestApp, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    let resp = app.post(path, token, body, &[]).await;
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn last_commit(app: &TestApp) -> Value {
-    crate::hold_bound::settled(app).await;
-    app.ledger_payloads("usage.commit").await.pop().unwrap()
-}
-
 fn held(app: &TestApp) -> impl std::future::Future<Output = i64> + '_ {
     app.count("SELECT estimate_micro_usd FROM reservations ORDER BY created_at DESC LIMIT 1")
 }
@@ -95,7 +83,7 @@ async fn completions_hold_every_prompt_times_best_of_and_bill_the_reported_usage
     assert_eq!(charged, (prompt * 1_500_000 + 999_999) / 1_000_000 + 60);
     // The hold covered all 30 output tokens.
     assert!(held(&app).await >= charged);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(commit["completion_cap"], 30);
     let mut spent = charged;
 
@@ -116,7 +104,7 @@ async fn completions_hold_every_prompt_times_best_of_and_bill_the_reported_usage
     let expected = (usage["prompt_tokens"].as_i64().unwrap() * 1_500_000 + 999_999) / 1_000_000
         + usage["completion_tokens"].as_i64().unwrap() * 2;
     assert_eq!(
-        last_commit(&app).await["actual_micro_usd"],
+        app.last_commit().await["actual_micro_usd"],
         expected,
         "{text}"
     );
@@ -139,7 +127,7 @@ async fn completions_hold_every_prompt_times_best_of_and_bill_the_reported_usage
             "max_tokens",
         ),
     ] {
-        let (status, answer) = send(&app, "/v1/completions", &agent.token, body).await;
+        let (status, answer) = app.send_json("/v1/completions", &agent.token, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["param"], field, "{answer}");
     }
@@ -169,7 +157,7 @@ async fn images_are_held_at_n_times_the_dearest_price_and_billed_per_image_made(
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.headers());
     assert_eq!(cost(&resp), 160_000);
     assert_eq!(held(&app).await, 160_000);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(
         (commit["unit"].clone(), commit["billed_units"].clone()),
         (json!("image"), json!(2))
@@ -198,13 +186,13 @@ async fn images_are_held_at_n_times_the_dearest_price_and_billed_per_image_made(
     let mut spent = 280_000;
 
     // A size with no price, n past OpenAI's 10, no prompt: 400 naming the setting or field.
-    let (status, answer) = send(
-        &app,
-        "/v1/images/generations",
-        &agent.token,
-        draw(json!({"size": "512x512"})),
-    )
-    .await;
+    let (status, answer) = app
+        .send_json(
+            "/v1/images/generations",
+            &agent.token,
+            draw(json!({"size": "512x512"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
@@ -216,7 +204,9 @@ async fn images_are_held_at_n_times_the_dearest_price_and_billed_per_image_made(
         (draw(json!({"quality": "ultra"})), "quality"),
         (json!({"model": "painter"}), "prompt"),
     ] {
-        let (status, answer) = send(&app, "/v1/images/generations", &agent.token, body).await;
+        let (status, answer) = app
+            .send_json("/v1/images/generations", &agent.token, body)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["param"], field, "{answer}");
     }
@@ -231,7 +221,7 @@ async fn images_are_held_at_n_times_the_dearest_price_and_billed_per_image_made(
         )
         .await;
     assert_eq!(cost(&resp), 240_000);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(commit["overrun"], "provider");
     spent += 240_000;
     assert_eq!(app.books(agent.id).await, (spent, 0, 1_000_000));
@@ -289,7 +279,7 @@ async fn audio_is_held_at_the_longest_duration_its_size_allows_and_billed_by_the
     assert_eq!(held(&app).await, 4_300);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["usage"]["seconds"], 2);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(
         (
             commit["billed_units"].clone(),
@@ -346,13 +336,13 @@ async fn audio_is_held_at_the_longest_duration_its_size_allows_and_billed_by_the
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["error"]["param"], "file", "{answer}");
-    let (status, answer) = send(
-        &app,
-        "/v1/audio/transcriptions",
-        &agent.token,
-        json!({"model": "scribe"}),
-    )
-    .await;
+    let (status, answer) = app
+        .send_json(
+            "/v1/audio/transcriptions",
+            &agent.token,
+            json!({"model": "scribe"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(answer["error"]["message"]
         .as_str()
@@ -411,7 +401,7 @@ async fn speech_is_billed_per_character_its_audio_relayed_and_replayed_as_audio(
             "response_format",
         ),
     ] {
-        let (status, answer) = send(&app, "/v1/audio/speech", &agent.token, body).await;
+        let (status, answer) = app.send_json("/v1/audio/speech", &agent.token, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["param"], field, "{answer}");
     }
@@ -439,14 +429,16 @@ async fn moderations_are_free_but_authenticated_rate_limited_and_ledgered() {
         "the only model that moderates serves a request without one"
     );
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
-    let commit = last_commit(&app).await;
+    let commit = app.last_commit().await;
     assert_eq!(
         (commit["actual_micro_usd"].clone(), commit["unit"].clone()),
         (json!(0), json!("request"))
     );
-    let (status, _) = send(&app, "/v1/moderations", &agent.token, body.clone()).await;
+    let (status, _) = app
+        .send_json("/v1/moderations", &agent.token, body.clone())
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = send(&app, "/v1/moderations", &agent.token, body).await;
+    let (status, _) = app.send_json("/v1/moderations", &agent.token, body).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(app.mock.calls(), 2);
     assert_eq!(app.books(agent.id).await, (0, 0, 1_000_000));

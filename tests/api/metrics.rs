@@ -9,7 +9,7 @@ use aex::domain::Scope;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, poll, spawn_app_with, TestApp, PATIENCE};
+use crate::helpers::{execution_id, hello, poll, spawn_app_with, TestApp, PATIENCE};
 
 /// Every metric family the issue and the Helm chart's alerts rely on.
 const EXPECTED_METRICS: &[&str] = &[
@@ -252,12 +252,7 @@ async fn the_admin_summary_matches_the_books_in_the_database() {
     for _ in 0..4 {
         let resp = app.chat(&alpha.token, hello()).await;
         assert_eq!(resp.status(), StatusCode::OK);
-        keys.push(
-            resp.headers()["x-aex-execution-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        keys.push(execution_id(&resp));
     }
     assert_eq!(
         app.chat(&beta.token, hello()).await.status(),

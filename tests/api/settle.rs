@@ -10,17 +10,10 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, spawn_app, TestApp};
+use crate::helpers::{execution_id, hello, spawn_app, TestApp};
 
 fn header_i64(resp: &reqwest::Response, name: &str) -> i64 {
     resp.headers()[name].to_str().unwrap().parse().unwrap()
-}
-
-fn execution_id(resp: &reqwest::Response) -> String {
-    resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// `(state, reason, actual)` of an execution, and its reservation's `(state, estimate, actual)`.

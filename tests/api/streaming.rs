@@ -6,7 +6,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{hello, mini_cost, poll, spawn_app, PATIENCE};
+use crate::helpers::{execution_id, hello, mini_cost, poll, spawn_app, PATIENCE};
 
 fn streamed(mut body: Value) -> Value {
     body["stream"] = json!(true);
@@ -32,10 +32,7 @@ async fn a_stream_is_relayed_in_order_with_the_alias_and_billed_from_provider_us
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let id = resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = execution_id(&resp);
     let text = resp.text().await.unwrap();
     let data = data_lines(&text);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -99,10 +96,7 @@ async fn without_provider_usage_the_streamed_output_is_counted_and_marked_estima
     let agent = app.create_agent("uncounted", "1.00", json!({})).await;
     app.mock.omit_usage.store(true, Ordering::SeqCst);
     let resp = app.chat(&agent.token, streamed(hello())).await;
-    let id = resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = execution_id(&resp);
     resp.text().await.unwrap();
     app.await_execution_states(agent.id, &["COMMITTED"]).await;
     let commit = app.ledger_event(&id, "usage.commit").await;
@@ -124,10 +118,7 @@ async fn a_client_that_disconnects_mid_stream_is_billed_for_what_was_received_an
     app.mock.chunks.store(100, Ordering::SeqCst);
     app.mock.chunk_delay_ms.store(100, Ordering::SeqCst);
     let resp = app.chat(&agent.token, streamed(hello())).await;
-    let id = resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = execution_id(&resp);
     let mut body = resp.bytes_stream();
     let mut seen = 0;
     while let Some(chunk) = body.next().await {
@@ -173,10 +164,7 @@ async fn a_stream_cut_by_the_provider_ends_failed_and_charges_the_hold_as_ambigu
     app.mock.chunk_delay_ms.store(30, Ordering::SeqCst);
     let resp = app.chat(&agent.token, streamed(hello())).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["x-aex-execution-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = execution_id(&resp);
     let mut body = resp.bytes_stream();
     let mut text = String::new();
     while let Some(Ok(chunk)) = body.next().await {

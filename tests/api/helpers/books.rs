@@ -91,6 +91,27 @@ impl TestApp {
     }
 
     /// The ledger events of one type, payloads parsed, in append order.
+    /// Waits until nothing is held any more: a stream's settlement may still be committing when
+    /// its client has read the last byte.
+    pub async fn settled(&self) {
+        poll("every reservation to be settled", PATIENCE, || async {
+            let held = self
+                .count("SELECT count(*) FROM reservations WHERE state = 'RESERVED'")
+                .await;
+            (held == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// The payload of the newest `usage.commit`, once nothing is held any more.
+    pub async fn last_commit(&self) -> Value {
+        self.settled().await;
+        self.ledger_payloads("usage.commit")
+            .await
+            .pop()
+            .expect("a commit")
+    }
+
     pub async fn ledger_payloads(&self, event_type: &str) -> Vec<Value> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT payload FROM event_log WHERE event_type = $1 ORDER BY id")

@@ -18,11 +18,19 @@ pub fn hello() -> Value {
 }
 
 /// `base` with the fields of `extra` added (both JSON objects).
-fn merged(mut base: Value, extra: &Value) -> Value {
+pub fn merged(mut base: Value, extra: &Value) -> Value {
     if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
     base
+}
+
+/// The execution id a governed call's answer names (`x-aex-execution-id`).
+pub fn execution_id(resp: &reqwest::Response) -> String {
+    resp.headers()["x-aex-execution-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Creates an agent through the admin API of the server at `base`.
@@ -100,6 +108,14 @@ impl TestApp {
             req = req.header(*k, *v);
         }
         req.send().await.expect("request sent")
+    }
+
+    /// A POST of `body` with `token`: the status and the answer as JSON (`null` when it is not).
+    pub async fn send_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self.post(path, token, body, &[]).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// A GET, with a bearer token when given.

@@ -16,7 +16,7 @@ mod server;
 mod upstream;
 
 pub use books::mini_cost;
-pub use clients::{burst, create_agent_at, hello, Agent};
+pub use clients::{burst, create_agent_at, execution_id, hello, merged, Agent};
 pub use database::{admin_database_url, TestDb};
 pub use poll::{poll, PATIENCE};
 pub use server::{spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_models, test_settings};
