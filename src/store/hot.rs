@@ -23,7 +23,7 @@ use sqlx::postgres::PgSslMode;
 use tokio_postgres::Statement;
 
 use super::db::plain_on_loopback;
-use super::hot_tls;
+use super::{hot_pgpass, hot_tls};
 use crate::config::DbSettings;
 
 /// The pool the money transactions run on.
@@ -55,7 +55,13 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
         Some(dir) => config.host_path(dir),
         None => config.host(options.get_host()),
     };
-    if let Some(password) = password(url)? {
+    let password = password(url)?.or_else(|| {
+        // As sqlx matches it: the URL's database, empty when it names none.
+        let (host, port) = (options.get_host(), options.get_port());
+        let database = options.get_database().unwrap_or_default();
+        hot_pgpass::password(host, port, database, options.get_username())
+    });
+    if let Some(password) = password {
         config.password(password);
     }
     if let Some(o) = options.get_options() {
@@ -88,7 +94,8 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
     Ok(HotPool { pool })
 }
 
-/// The URL's password (percent-decoded), else `PGPASSWORD`, as sqlx takes it.
+/// The URL's password (percent-decoded), else `PGPASSWORD`, as sqlx takes it (then the password
+/// file, `store::hot_pgpass`).
 fn password(url: &str) -> Result<Option<String>, sqlx::Error> {
     let parsed = url::Url::parse(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
     Ok(match parsed.password() {

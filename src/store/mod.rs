@@ -15,6 +15,7 @@ pub mod execution_search;
 pub mod executions;
 pub mod holds;
 pub mod hot;
+mod hot_pgpass;
 mod hot_rows;
 mod hot_tls;
 pub mod plugins;
