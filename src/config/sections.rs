@@ -112,8 +112,26 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DbSettings {
+    /// The database connections one replica may open, over both of its pools (see
+    /// [`DbSettings::money_pool_size`]): what Postgres's `max_connections` must cover per replica.
     pub max_connections: u32,
     pub acquire_timeout_seconds: u64,
+}
+
+impl DbSettings {
+    /// The money transactions' pipelined pool (`store::hot`): half of `max_connections`. The
+    /// setting is the replica's whole budget, so adding that pool did not double what every
+    /// replica may open (two replicas at the default stay within Postgres's default 100).
+    pub fn money_pool_size(&self) -> u32 {
+        (self.max_connections / 2).max(1)
+    }
+
+    /// The sqlx pool (every other statement): the rest of `max_connections`.
+    pub fn general_pool_size(&self) -> u32 {
+        self.max_connections
+            .saturating_sub(self.money_pool_size())
+            .max(1)
+    }
 }
 
 impl Default for DbSettings {
@@ -259,6 +277,24 @@ impl Default for MetricsSettings {
             listen: None,
             sample_interval_seconds: 10,
             stale_reservation_seconds: 600,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DbSettings;
+
+    #[test]
+    fn the_two_pools_share_one_connection_budget_and_each_has_one() {
+        for max in [2, 3, 10, 32, 33, 1_000] {
+            let db = DbSettings {
+                max_connections: max,
+                ..DbSettings::default()
+            };
+            let (money, general) = (db.money_pool_size(), db.general_pool_size());
+            assert_eq!(money + general, max, "max_connections {max}");
+            assert!(money >= 1 && general >= money, "max_connections {max}");
         }
     }
 }

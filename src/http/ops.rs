@@ -94,7 +94,7 @@ pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = render(&ScrapeInputs {
         observed: &state.observed,
         pool: &state.pool,
-        max_connections: state.settings.db.max_connections,
+        max_connections: state.settings.db.general_pool_size(),
         duplicates_waiting: state.gateway.duplicates_waiting(),
         up: state.readiness.accepts_traffic(),
         agent_labels: state.settings.metrics.agent_labels,

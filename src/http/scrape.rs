@@ -82,7 +82,7 @@ fn local_registry(s: &ScrapeInputs<'_>) -> prometheus::Result<Registry> {
     gauge(
         r,
         "aex_db_pool_max_connections",
-        "The connection pool's size limit",
+        "The sqlx pool's size limit (half or more of db.max_connections; the money transactions' pool has the rest)",
         i64::from(s.max_connections),
     )?;
     gauge(

@@ -16,7 +16,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error> {
     let options = plain_on_loopback(url.parse()?).application_name("aex");
     Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(settings.general_pool_size())
         .min_connections(0)
         // Connections opened for a burst are given back to Postgres, whose connection slots are
         // shared by every replica.

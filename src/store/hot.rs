@@ -84,7 +84,7 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
     };
     let wait = Duration::from_secs(settings.acquire_timeout_seconds);
     let pool = Pool::builder(manager)
-        .max_size(usize::try_from(settings.max_connections).unwrap_or(usize::MAX))
+        .max_size(usize::try_from(settings.money_pool_size()).unwrap_or(usize::MAX))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
         .create_timeout(Some(wait))
