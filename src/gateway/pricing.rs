@@ -16,7 +16,7 @@ use crate::providers::Usage;
 /// The most one settlement charges: 10^15 micro-USD (one billion USD). A cost above it (an absurd
 /// reported usage, such as 10^18 tokens) is charged at this ceiling and flagged `cost_saturated`
 /// in the ledger event: the books stay far from the `bigint` range, so no sum over them can
-/// overflow, and the settlement still ends (`aex_settle` also saturates every counter).
+/// overflow, and the settlement still ends (`aex_settle_books` also saturates every counter).
 pub const MAX_CHARGE_MICRO_USD: i64 = 1_000_000_000_000_000;
 
 /// What a call is priced by.

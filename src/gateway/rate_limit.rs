@@ -6,8 +6,8 @@
 //!
 //! Where each part lives: checking ([`check_admission`]) and consuming ([`consume`]) are here,
 //! both called by admission; only admitted requests consume quota, charged with the estimate.
-//! The correction to the tokens actually used is made by settlement, in SQL (`aex_settle`, last
-//! defined in migrations/20261206200001_settle_always_ends.sql; the reservation keeps the tokens
+//! The correction to the tokens actually used is made by settlement, in SQL (`aex_settle_books`,
+//! migrations/20261207900001_settle_hashed_in_replica.sql; the reservation keeps the tokens
 //! charged, `rate_tokens`, and settlement passes the subjects named by [`agent_subject`] and
 //! [`tenant_subject`]). Buckets older than every window are pruned by housekeeping
 //! (`cluster::housekeeping`, `store::rate_windows::delete_expired`).

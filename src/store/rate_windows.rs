@@ -3,7 +3,7 @@
 //! last admission, so every admission counts for at least its full 60 s and no 60-second span,
 //! wherever it starts, admits more than the limit (a bucket holding several admissions counts the
 //! earlier ones a little longer: at most one second, never less). Settlement corrects a bucket's
-//! tokens by its second (`aex_settle`). Times are the database's `now()` (the transaction's
+//! tokens by its second (`aex_settle_books`). Times are the database's `now()` (the transaction's
 //! start), so every replica measures with one clock.
 
 use sqlx::PgConnection;

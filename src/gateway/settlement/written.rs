@@ -213,7 +213,7 @@ fn committed<'a>(
 }
 
 /// The units a commit bills, each at its own price, as flat fields of the ledger event
-/// (`aex_settle` writes flat payloads). By tokens: input tokens at the input price, cached input
+/// (settlement has always written flat payloads). By tokens: input tokens at the input price, cached input
 /// and cache writes at theirs, output tokens, and `billed_<tool>_calls` for each hosted tool
 /// called. Metered: the unit, the units billed and held, the price entry. A fixed price: none.
 fn billed(pricing: Pricing<'_>, usage: Usage) -> Map<String, Value> {
