@@ -164,7 +164,7 @@ ceiling() {
     echo "  $scenario: pgbench failed: $(grep -m 1 error <<<"$out")" >&2
     return 0
   done
-  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"admission: hashed by AEX in the replica (constants here); settlement: aex_settle, in SQL"}\n' \
+  printf '{"record":"pgbench","scenario":"%s","clients":%s,"tps":%s,"latency_ms":%s,"hash":"admission and settlement events hashed by AEX in the replica (constants here)"}\n' \
     "$scenario" "$clients" \
     "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
     "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" >>"$RESULTS"
