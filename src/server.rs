@@ -303,6 +303,7 @@ fn spawn_background(st: &AppState, stop: &CancellationToken) {
     ));
     tokio::spawn(housekeeping::housekeeping_loop(
         st.pool.clone(),
+        st.gateway.books.hot.clone(),
         secs(settings.cluster.reconcile_interval_seconds.max(1)),
         settings.gateway.result_retention_hours,
         stop.clone(),

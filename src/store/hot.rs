@@ -127,6 +127,16 @@ fn tls_files(url: &str) -> Result<hot_tls::TlsFiles, sqlx::Error> {
 }
 
 impl HotPool {
+    /// Closes the pooled connections unused for `idle` or longer and says how many it closed.
+    /// Postgres's connection slots are shared by every replica: a burst's connections go back to
+    /// it, as the sqlx pool's `idle_timeout` gives back its own.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        self.pool
+            .retain(|_, metrics| metrics.last_used() < idle)
+            .removed
+            .len()
+    }
+
     /// A connection for one transaction.
     pub async fn get(&self) -> Result<HotConn, sqlx::Error> {
         let client = self.pool.get().await.map_err(pool_error)?;

@@ -31,6 +31,7 @@ mod messages;
 mod metrics;
 mod openapi;
 mod policy;
+mod pools;
 mod private_pg;
 mod processes;
 mod propagation;
