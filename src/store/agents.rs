@@ -184,6 +184,13 @@ pub struct LockedAgent {
     pub tail_hash: String,
 }
 
+/// The statement of [`lock_agent_chain`] (also run on the money pool, `store::holds::lock_hot`).
+pub(super) const LOCK_AGENT_CHAIN: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    ", tail_seq, tail_hash FROM aex_lock_agent_chain($1, $2, $3, $4)"
+);
+
 /// Locks the agent's row (`FOR UPDATE`), then its chain's advisory lock (`lock_key`), then reads
 /// the chain's tail, in one round trip (`aex_lock_agent_chain`): what the hold's events link to.
 pub async fn lock_agent_chain(
@@ -192,18 +199,14 @@ pub async fn lock_agent_chain(
     id: AgentId,
     chain: (&str, i64),
 ) -> Result<LockedAgent, StoreError> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        agent_columns!(),
-        ", tail_seq, tail_hash FROM aex_lock_agent_chain($1, $2, $3, $4)"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(chain.0)
-    .bind(chain.1)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)
+    sqlx::query_as(LOCK_AGENT_CHAIN)
+        .bind(tenant_id)
+        .bind(id)
+        .bind(chain.0)
+        .bind(chain.1)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)
 }
 
 /// Starts a new budget period: `spent` becomes what was committed since its start.

@@ -15,10 +15,11 @@ use sqlx::PgConnection;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::agents::{agent_columns, AgentRow};
+use super::agents::{AgentRow, LOCK_AGENT_CHAIN};
 use super::executions::{bind_execution, NewExecution};
 use super::hot::{pg_error, HotConn, HotPool, BEGIN, COMMIT};
 use super::hot_rows::agent_row;
+use super::tenants::ADMISSION_VIEW;
 use crate::domain::{AgentId, TenantId};
 
 /// The reservation of the attempt, beside what the execution already says.
@@ -51,27 +52,21 @@ pub async fn hold(
     events: &HoldEvents<'_>,
 ) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
-    bind_execution(
-        sqlx::query(
-            "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
-        ),
-        e,
-    )
-    .bind(e.provider)
-    .bind(r.id)
-    .bind(r.holds_tenant)
-    .bind(r.rate_tokens)
-    .bind(events.chain_id)
-    .bind(events.ts)
-    .bind(events.seq)
-    .bind(events.prev_hash)
-    .bind(events.reserved.0)
-    .bind(events.reserved.1)
-    .bind(events.dispatched.0)
-    .bind(events.dispatched.1)
-    .execute(conn)
-    .await?;
+    bind_execution(sqlx::query(HOLD), e)
+        .bind(e.provider)
+        .bind(r.id)
+        .bind(r.holds_tenant)
+        .bind(r.rate_tokens)
+        .bind(events.chain_id)
+        .bind(events.ts)
+        .bind(events.seq)
+        .bind(events.prev_hash)
+        .bind(events.reserved.0)
+        .bind(events.reserved.1)
+        .bind(events.dispatched.0)
+        .bind(events.dispatched.1)
+        .execute(conn)
+        .await?;
     crate::metrics::observe_ledger_append(started.elapsed());
     Ok(())
 }
@@ -98,15 +93,9 @@ impl HoldOn<'_> {
     }
 }
 
+/// The hold, on either driver.
 const HOLD: &str = "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
      $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
-const TENANT_VIEW: &str = "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL \
-     OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = $1";
-const LOCK_AGENT_CHAIN: &str = concat!(
-    "SELECT ",
-    agent_columns!(),
-    ", tail_seq, tail_hash FROM aex_lock_agent_chain($1, $2, $3, $4)"
-);
 
 /// An admission transaction open on the money transactions' pool, the agent's row and chain
 /// locked. Dropped without [`HotLock::hold`] or [`HotLock::abandon`], its connection is closed
@@ -139,7 +128,7 @@ pub async fn lock_hot(
 ) -> Result<Option<(HotLock, HotLocked)>, sqlx::Error> {
     let mut conn = pool.get().await?;
     let begin = conn.prepare(BEGIN).await?;
-    let tenant = conn.prepare(TENANT_VIEW).await?;
+    let tenant = conn.prepare(ADMISSION_VIEW).await?;
     let agent = conn.prepare(LOCK_AGENT_CHAIN).await?;
     conn.begun();
     let client = conn.client()?;

@@ -128,6 +128,10 @@ pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Tenant
     get_tenant(conn, id).await
 }
 
+/// The statement of [`admission_view`] (also run on the money pool, `store::holds::lock_hot`).
+pub(super) const ADMISSION_VIEW: &str = "SELECT budget_micro_usd IS NOT NULL \
+     OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, default_policy FROM tenants WHERE id = $1";
+
 /// What admission reads of a tenant before locking anything: whether it has a budget or rate
 /// limits of its own (only then is its row locked), and its default policy. `None`: no such
 /// tenant.
@@ -135,13 +139,10 @@ pub async fn admission_view(
     conn: &mut PgConnection,
     id: TenantId,
 ) -> Result<Option<(bool, Json<serde_json::Value>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT budget_micro_usd IS NOT NULL OR rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL, \
-         default_policy FROM tenants WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_as(ADMISSION_VIEW)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The ids of a tenant's agents.
