@@ -13,6 +13,7 @@ pub mod db;
 pub mod event_log;
 pub mod execution_search;
 pub mod executions;
+pub mod group_commit;
 pub mod holds;
 pub mod hot;
 mod hot_pgpass;
