@@ -24,6 +24,7 @@ pub struct Metrics {
     pub spent: IntCounterVec,
     pub overruns: IntCounterVec,
     pub ledger_append: Histogram,
+    pub admission_batch: Histogram,
     pub stream_final_wait: Histogram,
     pub config_version: IntGauge,
     pub upstream_latency: HistogramVec,
@@ -76,6 +77,14 @@ fn build() -> prometheus::Result<Metrics> {
         ]),
     )?;
     registry.register(Box::new(ledger_append.clone()))?;
+    let admission_batch = Histogram::with_opts(
+        HistogramOpts::new(
+            "aex_admission_batch_size",
+            "Admissions per batch written by this replica's admission writers (`admission::batch`)",
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+    )?;
+    registry.register(Box::new(admission_batch.clone()))?;
     let stream_final_wait = Histogram::with_opts(
         HistogramOpts::new(
             "aex_stream_final_event_wait_seconds",
@@ -175,6 +184,7 @@ fn build() -> prometheus::Result<Metrics> {
             &["state"],
         )?,
         ledger_append,
+        admission_batch,
         stream_final_wait,
         config_version,
         registry,
@@ -265,6 +275,13 @@ pub fn reconcile_run(outcome: &str, released: u64, failed: u64) {
 pub fn observe_ledger_append(elapsed: Duration) {
     if let Some(m) = METRICS.as_ref() {
         m.ledger_append.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A batch of `size` admissions was written.
+pub fn observe_admission_batch(size: usize) {
+    if let Some(m) = METRICS.as_ref() {
+        m.admission_batch.observe(size as f64);
     }
 }
 

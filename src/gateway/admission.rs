@@ -18,18 +18,23 @@
 //! gives up (a replica lost between this commit and sending the request is settled as "provider
 //! may have done work") is one the reconciler already treats conservatively.
 //!
-//! The common call (no Idempotency-Key, no limits but the budget, a grant) is admitted in two
-//! pipelined round trips on the money transactions' pool instead (`admission::pipelined`); the
-//! rest, refusals included, takes the steps below.
+//! The common call (no Idempotency-Key, no limits but the budget, a grant) is admitted in this
+//! replica's next admission batch instead (`admission::batch`: the calls that arrive together
+//! share two pipelined round trips and one statement per table), or on its own in two pipelined
+//! round trips when a batch fails (`admission::pipelined`); the rest, refusals included, takes the
+//! steps below.
 
+pub mod batch;
 mod pipelined;
+
+use batch::Batched;
 
 use sqlx::PgConnection;
 
 use super::budget_period;
 use super::call_types::{AttemptRef, Reservation};
 use super::idempotency::{self, Decision, StoredResult};
-use super::policy::{self, EffectivePolicy, Policy};
+use super::policy::{self, EffectivePolicy, Policy, RequestFacts};
 use super::rate_limit::{self, Subjects};
 use super::refusal::{self, Refusal, Refuse};
 use super::reservation::{self, Grant, Locked};
@@ -51,12 +56,65 @@ pub enum Admission {
     InFlight(AttemptRef),
 }
 
-/// Runs the admission transaction.
+/// Runs the admission transaction: the common call in this replica's next admission batch
+/// (`admission::batch`), or on its own, pipelined; the rest the general way.
 pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
     let _slot = gw.books.agent_gates.enter(t.agent_id).await;
-    if let Some(admitted) = pipelined::admit(gw, t).await? {
-        return Ok(admitted);
+    let batched = pipelined::batched(gw, t).await;
+    admit_after_batch(gw, t, batched).await
+}
+
+/// What follows the batch: its hold, or the call admitted on its own (pipelined when it can be,
+/// else the general way).
+async fn admit_after_batch(
+    gw: &Gateway,
+    t: &Ticket<'_>,
+    batched: Batched,
+) -> Result<Admission, GatewayError> {
+    match batched {
+        Batched::Reserved(reservation) => return Ok(Admission::Reserved(*reservation)),
+        Batched::Alone => {
+            if let Some(admitted) = pipelined::alone(gw, t).await? {
+                return Ok(admitted);
+            }
+        }
+        Batched::General => {}
     }
+    general(gw, t).await
+}
+
+/// Writes `tickets` as ONE admission batch, as if they had arrived together, and then admits
+/// each the way its answer says. Which calls share a batch is otherwise up to their timing: the
+/// tests use this to choose a batch's members.
+#[doc(hidden)]
+pub async fn admit_as_one_batch(
+    gw: &Gateway,
+    tickets: &[Ticket<'_>],
+) -> Option<Vec<Result<Admission, GatewayError>>> {
+    let answers = write_one_batch(gw, tickets).await?;
+    let mut admitted = Vec::with_capacity(tickets.len());
+    for (t, answer) in tickets.iter().zip(answers) {
+        admitted.push(admit_after_batch(gw, t, answer.take()).await);
+    }
+    Some(admitted)
+}
+
+/// Writes `tickets` (unkeyed, priced by tokens or a declared cost) as ONE admission batch and
+/// returns its answers, unclaimed (tests: a dropped answer releases its hold); `None` (nothing
+/// written) when one of them cannot be a member.
+#[doc(hidden)]
+pub async fn write_one_batch(gw: &Gateway, tickets: &[Ticket<'_>]) -> Option<Vec<batch::Answer>> {
+    let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
+    let members = tickets
+        .iter()
+        .map(|t| batch::Member::of(t, t.request_facts(), clamp_min))
+        .collect::<Option<_>>()?;
+    Some(batch::run(std::sync::Arc::downgrade(&gw.books), members).await)
+}
+
+/// The general way: any call, decided under the tenant's (when it has limits of its own) and
+/// the agent's locks, a refusal recorded.
+async fn general(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
     let mut tx = gw.pool.begin().await?;
     let mut books = lock_books(&mut tx, t).await?;
     if let Some(reset) = budget_period::roll(&mut tx, &mut books.agent).await? {
@@ -133,7 +191,7 @@ async fn check(
     books: &Locked,
     clamp_min_output_tokens: u64,
 ) -> Result<Result<Grant, Box<Refuse>>, sqlx::Error> {
-    let (effective, cap) = match policy_cap(t, books) {
+    let (effective, cap) = match policy_cap(t, books, &t.request_facts()) {
         Ok(allowed) => allowed,
         Err(refuse) => return Ok(Err(refuse)),
     };
@@ -153,10 +211,12 @@ async fn check(
     )
 }
 
-/// The effective policy, then lifecycle and policy: the output cap the request may use.
+/// The effective policy, then lifecycle and policy: the output cap the request may use, on the
+/// request's `facts` (`Ticket::request_facts`).
 fn policy_cap(
     t: &Ticket<'_>,
     books: &Locked,
+    facts: &RequestFacts,
 ) -> Result<(EffectivePolicy, Option<u64>), Box<Refuse>> {
     // The locked row is authoritative when there is one; otherwise the unlocked read will do.
     let tenant_policy = books
@@ -170,7 +230,7 @@ fn policy_cap(
         // Fails closed: a policy that cannot be read allows nothing.
         return Err(Refuse::policy_unreadable());
     };
-    let cap = allowed_cap(t, agent, &effective)?;
+    let cap = allowed_cap(t, agent, &effective, facts)?;
     Ok((effective, cap))
 }
 
@@ -179,12 +239,13 @@ fn allowed_cap(
     t: &Ticket<'_>,
     agent: &AgentRow,
     effective: &EffectivePolicy,
+    facts: &RequestFacts,
 ) -> Result<Option<u64>, Box<Refuse>> {
     if agent.state != AgentState::Ready {
         return Err(Refuse::not_ready(agent.state));
     }
-    let cap = policy::evaluate(effective, &t.request_facts(), t.default_cap.unwrap_or(0))
-        .map_err(Refuse::policy)?;
+    let cap =
+        policy::evaluate(effective, facts, t.default_cap.unwrap_or(0)).map_err(Refuse::policy)?;
     // Routes without output (embeddings) hold no output tokens.
     Ok(t.default_cap.map(|_| cap))
 }

@@ -89,9 +89,10 @@ impl Gateway {
         let tools = crate::tools::Tools::new(&settings.tools, connect_timeout)?;
         Ok(Gateway {
             tools: Arc::new(tools),
-            books: Arc::new(Books {
+            books: Arc::new_cyclic(|books| Books {
                 pool: pool.clone(),
                 hot,
+                admissions: admission::batch::admissions(books.clone()),
                 agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
                 replica_id,
                 drain_expired,

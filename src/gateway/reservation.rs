@@ -19,7 +19,7 @@ use super::ticket::Ticket;
 use crate::domain::{ExecutionState, ReplicaId};
 use crate::ledger::encoding::canonical_json;
 use crate::ledger::link::ChainTail;
-use crate::ledger::link::{self, AgentChainFacts};
+use crate::ledger::link::{self, AgentChainFacts, LinkedEvent};
 use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
@@ -139,6 +139,49 @@ pub(super) async fn hold(
     grant: Grant,
     rate_tokens: i64,
 ) -> Result<Reservation, sqlx::Error> {
+    let (rows, reservation) = held(replica_id, t, books, next, grant, rate_tokens);
+    on.hold(&rows.execution, &rows.reservation, &rows.events())
+        .await?;
+    Ok(reservation)
+}
+
+/// The rows of a hold, decided and linked: what `store::holds` (or a batch,
+/// `store::hold_batch`) writes.
+pub(super) struct HoldRows<'t> {
+    pub execution: NewExecution<'t>,
+    pub reservation: NewReservation,
+    chain_id: String,
+    ts: chrono::DateTime<chrono::Utc>,
+    prev_hash: String,
+    reserved: LinkedEvent,
+    dispatched: LinkedEvent,
+}
+
+impl HoldRows<'_> {
+    pub fn events(&self) -> HoldEvents<'_> {
+        HoldEvents {
+            chain_id: &self.chain_id,
+            ts: self.ts,
+            seq: self.reserved.seq,
+            prev_hash: &self.prev_hash,
+            reserved: (&self.reserved.event_hash, &self.reserved.payload),
+            dispatched: (&self.dispatched.event_hash, &self.dispatched.payload),
+        }
+    }
+}
+
+/// The rows of the hold of `grant` for attempt `next` (its events linked after the chain tail in
+/// `books`), and the admitted attempt. `books` are left as the hold leaves them — the estimate
+/// reserved, one more request, the tail at its second event — so that the next hold of the same
+/// agent in one transaction (a batch, `admission::batch`) is decided and linked after it.
+pub(super) fn held<'t>(
+    replica_id: ReplicaId,
+    t: &'t Ticket<'_>,
+    books: &mut Locked,
+    next: AttemptRef,
+    grant: Grant,
+    rate_tokens: i64,
+) -> (HoldRows<'t>, Reservation) {
     let holds_tenant = books
         .tenant
         .as_ref()
@@ -155,29 +198,29 @@ pub(super) async fn hold(
     let reserved = books.tail.link(&facts, "reservation.reserved", reserved);
     let dispatched = canonical_json(&dispatched_payload(t, next.attempt, &grant.estimate));
     let dispatched = books.tail.link(&facts, "execution.dispatched", dispatched);
-    on.hold(
-        &NewExecution {
+    let rows = HoldRows {
+        execution: NewExecution {
             replica_id: Some(replica_id),
             estimate_micro_usd: grant.estimate.cost.0,
             provider: Some(t.target.provider),
             ..t.execution(next, ExecutionState::Dispatched)
         },
-        &NewReservation {
+        reservation: NewReservation {
             id: Uuid::now_v7(),
             holds_tenant,
             rate_tokens,
         },
-        &HoldEvents {
-            chain_id: &books.chain_id,
-            ts: facts.ts,
-            seq: reserved.seq,
-            prev_hash: &prev_hash,
-            reserved: (&reserved.event_hash, &reserved.payload),
-            dispatched: (&dispatched.event_hash, &dispatched.payload),
-        },
-    )
-    .await?;
-    Ok(reservation(t, &books.agent, next, grant))
+        chain_id: books.chain_id.clone(),
+        ts: facts.ts,
+        prev_hash,
+        reserved,
+        dispatched,
+    };
+    let estimate = grant.estimate.cost.0;
+    let reservation = reservation(t, &books.agent, next, grant);
+    books.agent.reserved_micro_usd = books.agent.reserved_micro_usd.saturating_add(estimate);
+    books.agent.requests_total = books.agent.requests_total.saturating_add(1);
+    (rows, reservation)
 }
 
 /// The `reservation.reserved` payload, in canonical form.

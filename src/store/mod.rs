@@ -14,6 +14,7 @@ pub mod event_log;
 pub mod execution_search;
 pub mod executions;
 pub mod group_commit;
+pub mod hold_batch;
 pub mod holds;
 pub mod hot;
 mod hot_pgpass;

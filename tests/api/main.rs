@@ -5,6 +5,7 @@
 mod admin_agents;
 mod admin_reads;
 mod admin_tokens;
+mod admission_batch;
 mod alerts;
 mod attempts;
 mod auth;

@@ -6,25 +6,53 @@
 //! grant. Anything else — a refusal included — is rolled back untouched and goes the general way
 //! ([`super::admit`]), which decides it afresh under the same locks: the same decisions, the same
 //! writes, the same ledger events.
+//!
+//! Such a call first goes in this replica's next admission batch ([`batched`], `admission::batch`,
+//! which decides it with the same [`grant`]); it is admitted here on its own ([`alone`]) when the
+//! batch failed.
 
 use uuid::Uuid;
 
 use super::super::budget_period;
 use super::super::call_types::AttemptRef;
+use super::super::policy::RequestFacts;
 use super::super::rate_limit::{Quota, Subjects};
 use super::super::reservation::{self, Grant, Locked};
 use super::super::ticket::Ticket;
 use super::super::{Gateway, GatewayError};
+use super::batch::{self, Answer, Batched};
 use super::{policy_cap, Admission};
 use crate::auth::AuthError;
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::store::holds::{self, HoldOn};
 
-/// Admits `t` the pipelined way; `None` when it needs the general way (nothing was written).
-pub(super) async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admission>, GatewayError> {
+/// An unkeyed call (priced by tokens or a declared cost) in this replica's next admission batch
+/// (`admission::batch`): what the batch did with it. A keyed call needs the general way; a media
+/// call is admitted on its own.
+pub(super) async fn batched(gw: &Gateway, t: &Ticket<'_>) -> Batched {
+    if t.keyed {
+        return Batched::General;
+    }
+    let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
+    let Some(member) = batch::Member::of(t, t.request_facts(), clamp_min) else {
+        return Batched::Alone;
+    };
+    // Unanswered (its writer panicked) reads as Alone: nothing of it was committed.
+    let batched = gw.books.admissions.submit(member).await.map(Answer::take);
+    let batched = batched.unwrap_or(Batched::Alone);
+    if matches!(batched, Batched::Reserved(_)) {
+        crate::metrics::admission("admitted", "ok");
+    }
+    batched
+}
+
+/// Admits `t` in a transaction of its own, pipelined; `None` when it needs the general way
+/// (nothing was written).
+pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admission>, GatewayError> {
     if t.keyed {
         return Ok(None);
     }
+    let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
     let chain_id = ChainId::Agent(t.agent_id).to_string();
     let chain = (chain_id.as_str(), ledger::chain_lock_key(&chain_id));
     let Some((lock, locked)) =
@@ -45,8 +73,8 @@ pub(super) async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admissi
     let plain = !locked.tenant_limited
         && budget_period::ended(&books.agent).is_none()
         && !Subjects::of(&books.agent, None).agent.1.any();
-    let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
-    let Some(grant) = plain.then(|| grant(t, &books, clamp_min)).flatten() else {
+    let facts = t.request_facts();
+    let Some(grant) = plain.then(|| grant(t, &books, clamp_min, &facts)).flatten() else {
         lock.abandon().await?;
         return Ok(None);
     };
@@ -61,10 +89,15 @@ pub(super) async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admissi
     Ok(Some(Admission::Reserved(reservation)))
 }
 
-/// Lifecycle, policy and budget, for an agent without rate limits: the grant, or `None` for a
-/// refusal (which the general way decides again and records).
-fn grant(t: &Ticket<'_>, books: &Locked, clamp_min_output_tokens: u64) -> Option<Grant> {
-    let (effective, cap) = policy_cap(t, books).ok()?;
+/// Lifecycle, policy (on the request's `facts`) and budget, for an agent without rate limits: the
+/// grant, or `None` for a refusal (which the general way decides again and records).
+pub(super) fn grant(
+    t: &Ticket<'_>,
+    books: &Locked,
+    clamp_min_output_tokens: u64,
+    facts: &RequestFacts,
+) -> Option<Grant> {
+    let (effective, cap) = policy_cap(t, books, facts).ok()?;
     let (estimate, clamped) =
         reservation::decide_budget(t, books, &effective, cap, clamp_min_output_tokens).ok()?;
     Some(Grant {

@@ -1,0 +1,319 @@
+//! The common admissions of one replica, batched (issue 17, item 1): the calls that arrive while
+//! this replica's admission writers are busy are locked, decided and held in ONE transaction
+//! (`store::hold_batch`): BEGIN and every distinct agent's row, chain lock and tail in the first
+//! round trip, all the holds (one statement per table) and COMMIT in the second.
+//!
+//! Each member is decided in arrival order with the single way's code (`pipelined::grant`:
+//! lifecycle, policy, budget) against its agent's row as the members before it left it (their
+//! estimates reserved, the chain's tail at their last event, linked here), so two holds of one
+//! batch can never together overspend, and one agent's events chain one after another.
+//!
+//! A member the batch cannot decide — its agent has rate limits, its tenant limits of its own, its
+//! budget period ended, or it would be refused — is answered [`Batched::General`] once the batch
+//! has committed (its agent's locks released), and takes the general way, which decides it afresh
+//! and records it. When the batch fails (any error: a deadlock, a constraint, the database), it
+//! is rolled back and every member is answered [`Batched::Alone`] and admitted on its own the way
+//! it was before batching, so one bad member never loses its neighbours' holds.
+//!
+//! A caller that goes away (its client disconnected) once its member was sent cannot take back a
+//! hold that the batch commits: its [`Answer`], unclaimed, releases the hold when dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::super::bound::Candidate;
+use super::super::budget_period;
+use super::super::call_types::{AttemptRef, Reservation};
+use super::super::policy::RequestFacts;
+use super::super::pricing::Pricing;
+use super::super::rate_limit::Subjects;
+use super::super::reservation::{self, Locked};
+use super::super::settlement::{self, Outcome, Release};
+use super::super::ticket::{Target, Ticket};
+use super::super::Books;
+use super::pipelined::grant;
+use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
+use crate::ledger::{self, link::ChainTail, ChainId};
+use crate::money::MicroUsd;
+use crate::store::group_commit::GroupCommit;
+use crate::store::hold_batch::{self, AgentToLock, HoldBatch};
+use crate::store::holds::HotLocked;
+
+/// This replica's admission queue.
+pub type Admissions = GroupCommit<Member, Answer>;
+
+/// Writers: batches in flight at once. Two keep Postgres busy while the replica decides the next
+/// batch; more split the waiting calls into smaller batches (bench/README.md, issue 17).
+const WRITERS: usize = 2;
+/// The most admissions one batch carries.
+const MAX_BATCH: usize = 32;
+
+/// The queue, writing with `books` (weak: the queue lives in them).
+pub fn admissions(books: Weak<Books>) -> Admissions {
+    GroupCommit::new(WRITERS, MAX_BATCH, move |members: Vec<Member>| {
+        run(books.clone(), members)
+    })
+}
+
+/// One call to admit, owned (the batch is written by a task of its own): what its ticket says,
+/// with the request's policy facts read beforehand.
+pub struct Member {
+    tenant_id: TenantId,
+    agent_id: AgentId,
+    route: CallRoute,
+    key: String,
+    fingerprint: String,
+    pricing: Priced,
+    facts: RequestFacts,
+    prompt_tokens: u64,
+    choices: u64,
+    requested_cap: Option<u64>,
+    default_cap: Option<u64>,
+    stream: bool,
+    passthrough: bool,
+    provider: String,
+    details: Value,
+    clamp_min_output_tokens: u64,
+    /// The ticket's body is only read for `facts`: the batch's tickets lend an empty one.
+    no_body: Map<String, Value>,
+}
+
+/// `Pricing`, owned: the calls priced by tokens or by a tool's declared cost (a media call's
+/// metered units are admitted on their own).
+enum Priced {
+    Tokens(Vec<Candidate>),
+    Fixed(String, MicroUsd),
+}
+
+impl Member {
+    /// The member for an unkeyed ticket, `None` for one the batch does not take.
+    pub fn of(t: &Ticket<'_>, facts: RequestFacts, clamp_min_output_tokens: u64) -> Option<Self> {
+        let pricing = match t.pricing {
+            Pricing::Tokens { candidates } => Priced::Tokens(candidates.to_vec()),
+            Pricing::Fixed { tool, cost } => Priced::Fixed(tool.to_owned(), cost),
+            Pricing::Metered(_) => return None,
+        };
+        (!t.keyed).then(|| Member {
+            tenant_id: t.tenant_id,
+            agent_id: t.agent_id,
+            route: t.route,
+            key: t.key.to_owned(),
+            fingerprint: t.fingerprint.to_owned(),
+            pricing,
+            facts,
+            prompt_tokens: t.prompt_tokens,
+            choices: t.choices,
+            requested_cap: t.requested_cap,
+            default_cap: t.default_cap,
+            stream: t.stream,
+            passthrough: t.passthrough,
+            provider: t.target.provider.to_owned(),
+            details: t.target.details.clone(),
+            clamp_min_output_tokens,
+            no_body: Map::new(),
+        })
+    }
+
+    /// The member's ticket, as its caller built it (the body aside: see `facts`).
+    fn ticket(&self) -> Ticket<'_> {
+        Ticket {
+            tenant_id: self.tenant_id,
+            agent_id: self.agent_id,
+            route: self.route,
+            key: &self.key,
+            keyed: false,
+            fingerprint: &self.fingerprint,
+            pricing: match &self.pricing {
+                Priced::Tokens(candidates) => Pricing::Tokens { candidates },
+                Priced::Fixed(tool, cost) => Pricing::Fixed { tool, cost: *cost },
+            },
+            body: &self.no_body,
+            prompt_tokens: self.prompt_tokens,
+            choices: self.choices,
+            requested_cap: self.requested_cap,
+            default_cap: self.default_cap,
+            stream: self.stream,
+            passthrough: self.passthrough,
+            target: Target {
+                provider: &self.provider,
+                details: self.details.clone(),
+            },
+        }
+    }
+
+    fn to_lock(&self) -> AgentToLock {
+        let chain_id = ChainId::Agent(self.agent_id).to_string();
+        AgentToLock {
+            tenant_id: self.tenant_id,
+            agent_id: self.agent_id,
+            lock_key: ledger::chain_lock_key(&chain_id),
+            chain_id,
+        }
+    }
+}
+
+/// What the batch did with a member.
+#[derive(Debug)]
+pub enum Batched {
+    /// Held and committed, DISPATCHED: dispatch it.
+    Reserved(Box<Reservation>),
+    /// Not decided by the batch (its agent's locks are released now): take the general way.
+    General,
+    /// The batch failed and wrote nothing: admit it on its own.
+    Alone,
+}
+
+/// A member's answer. Dropped while it still carries a committed hold — its caller went away
+/// before taking it — it releases that hold (nobody will dispatch it, and the reconciler only
+/// settles lost replicas' executions).
+pub struct Answer {
+    batched: Option<Batched>,
+    books: Option<Arc<Books>>,
+}
+
+impl Answer {
+    fn new(batched: Batched, books: Option<Arc<Books>>) -> Self {
+        Answer {
+            batched: Some(batched),
+            books,
+        }
+    }
+
+    /// What the batch did; the caller now owns the hold, if any.
+    pub fn take(mut self) -> Batched {
+        self.batched.take().unwrap_or(Batched::Alone)
+    }
+}
+
+/// The reason an unclaimed hold is released with (as a stream whose client left is settled).
+const CLIENT_GONE: &str = "client_disconnected";
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let Some(Batched::Reserved(r)) = self.batched.take() else {
+            return;
+        };
+        let (Some(books), Ok(runtime)) = (self.books.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let key = r.hold.execution_key().to_owned();
+        tracing::info!(execution_id = %key, "the client went away before its call was dispatched: releasing the hold");
+        runtime.spawn(async move {
+            let outcome = Outcome::Release(Release {
+                reason: CLIENT_GONE,
+                state: ExecutionState::Released,
+                upstream_status: None,
+                result: None,
+            });
+            // A release prices nothing and charges nothing.
+            let nothing = Pricing::Fixed {
+                tool: "",
+                cost: MicroUsd(0),
+            };
+            settlement::finish(&books, r.hold, nothing, &outcome).await;
+        });
+    }
+}
+
+/// Writes one batch; every member gets an answer, in order.
+pub(super) async fn run(books: Weak<Books>, members: Vec<Member>) -> Vec<Answer> {
+    let Some(books) = books.upgrade() else {
+        return members
+            .iter()
+            .map(|_| Answer::new(Batched::Alone, None))
+            .collect();
+    };
+    crate::metrics::observe_admission_batch(members.len());
+    match write(&books, &members).await {
+        Ok(decided) => decided
+            .into_iter()
+            .map(|d| Answer::new(d, Some(books.clone())))
+            .collect(),
+        Err(e) => {
+            // Rolled back (its connection closed): nothing of it was written. Each member is
+            // admitted on its own, so a failing one cannot take its neighbours down with it.
+            tracing::warn!(error = %e, members = members.len(), "admission batch failed: admitting its members one by one");
+            members
+                .iter()
+                .map(|_| Answer::new(Batched::Alone, None))
+                .collect()
+        }
+    }
+}
+
+/// One agent of a batch: its locked books as the members decided so far left them, and whether
+/// the batch may decide its members at all.
+struct Agent {
+    books: Locked,
+    plain: bool,
+}
+
+/// Locks, decides every member in arrival order, writes the holds and commits.
+pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, sqlx::Error> {
+    let agents = hold_batch::distinct_agents(members.iter().map(Member::to_lock).collect());
+    let (lock, rows) = hold_batch::lock_batch(&books.hot, &agents).await?;
+    let mut agents: HashMap<AgentId, Agent> = rows.into_iter().map(agent).collect();
+    let mut batch = HoldBatch::new(books.replica_id);
+    let decided: Vec<Batched> = members
+        .iter()
+        .map(|m| decide(m, &mut agents, &mut batch, books))
+        .collect();
+    lock.hold(&batch).await?;
+    Ok(decided)
+}
+
+/// A locked agent, and whether the batch may decide for it: a tenant without limits of its own,
+/// an agent without rate limits, a budget period not ended (as the single way takes them).
+fn agent(locked: HotLocked) -> (AgentId, Agent) {
+    let plain = !locked.tenant_limited
+        && budget_period::ended(&locked.agent).is_none()
+        && !Subjects::of(&locked.agent, None).agent.1.any();
+    let id = locked.agent.id;
+    let books = Locked {
+        tenant: None,
+        tenant_policy: locked.tenant_policy,
+        chain_id: ChainId::Agent(id).to_string(),
+        agent: locked.agent,
+        tail: ChainTail {
+            seq: locked.tail_seq,
+            hash: locked.tail_hash,
+        },
+    };
+    (id, Agent { books, plain })
+}
+
+/// Decides `m` against its agent's books as the members before it left them; a grant is added to
+/// `batch` and moves the books on.
+fn decide(
+    m: &Member,
+    agents: &mut HashMap<AgentId, Agent>,
+    batch: &mut HoldBatch,
+    books: &Books,
+) -> Batched {
+    let Some(agent) = agents.get_mut(&m.agent_id).filter(|a| a.plain) else {
+        return Batched::General;
+    };
+    let t = m.ticket();
+    let Some(grant) = grant(&t, &agent.books, m.clamp_min_output_tokens, &m.facts) else {
+        return Batched::General;
+    };
+    let next = AttemptRef {
+        execution_id: Uuid::now_v7(),
+        attempt: 1,
+    };
+    let (rows, reservation) =
+        reservation::held(books.replica_id, &t, &mut agent.books, next, grant, 0);
+    match batch.push(&rows.execution, &rows.reservation, &rows.events()) {
+        Ok(()) => Batched::Reserved(Box::new(reservation)),
+        // Not reachable for a member (unkeyed, first attempt, no tenant hold); and should it be,
+        // this agent's books have moved on: its later members go the general way too.
+        Err(_) => {
+            agent.plain = false;
+            Batched::General
+        }
+    }
+}
