@@ -176,7 +176,7 @@ impl HoldRows<'_> {
 /// agent in one transaction (a batch, `admission::batch`) is decided and linked after it.
 pub(super) fn held<'t>(
     replica_id: ReplicaId,
-    t: &'t Ticket<'_>,
+    t: &Ticket<'t>,
     books: &mut Locked,
     next: AttemptRef,
     grant: Grant,

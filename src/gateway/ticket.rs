@@ -75,7 +75,7 @@ impl<'a> Ticket<'a> {
 
     /// The execution row of attempt `next` in `state`, as a refusal writes it: no replica, no
     /// estimate, no reason, no provider (a hold sets those).
-    pub(super) fn execution(&self, next: AttemptRef, state: ExecutionState) -> NewExecution<'_> {
+    pub(super) fn execution(&self, next: AttemptRef, state: ExecutionState) -> NewExecution<'a> {
         NewExecution {
             id: next.execution_id,
             tenant_id: self.tenant_id,

@@ -30,17 +30,17 @@ use super::super::call_types::{AttemptRef, Reservation};
 use super::super::policy::RequestFacts;
 use super::super::pricing::Pricing;
 use super::super::rate_limit::Subjects;
-use super::super::reservation::{self, Locked};
+use super::super::reservation::{self, HoldRows, Locked};
 use super::super::settlement::{self, Outcome, Release};
 use super::super::ticket::{Target, Ticket};
 use super::super::Books;
 use super::pipelined::grant;
-use crate::domain::{AgentId, CallRoute, ExecutionState, TenantId};
+use crate::domain::{AgentId, CallRoute, ExecutionState, ReplicaId, TenantId};
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::money::MicroUsd;
 use crate::store::group_commit::GroupCommit;
 use crate::store::hold_batch::{self, AgentToLock, HoldBatch};
-use crate::store::holds::HotLocked;
+use crate::store::holds::{self, HoldOn, HotLocked};
 
 /// This replica's admission queue.
 pub type Admissions = GroupCommit<Member, Answer>;
@@ -252,18 +252,58 @@ struct Agent {
     plain: bool,
 }
 
-/// Locks, decides every member in arrival order, writes the holds and commits.
+/// Locks, decides every member in arrival order, writes the holds and commits. A batch of one is
+/// written as a call admitted alone is (`store::holds`): one row's statements cost Postgres less
+/// than the set-based ones, and a quiet replica's calls are all alone.
 pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, sqlx::Error> {
+    if let [member] = members {
+        return Ok(vec![write_one(books, member).await?]);
+    }
     let agents = hold_batch::distinct_agents(members.iter().map(Member::to_lock).collect());
     let (lock, rows) = hold_batch::lock_batch(&books.hot, &agents).await?;
     let mut agents: HashMap<AgentId, Agent> = rows.into_iter().map(agent).collect();
     let mut batch = HoldBatch::new(books.replica_id);
     let decided: Vec<Batched> = members
         .iter()
-        .map(|m| decide(m, &mut agents, &mut batch, books))
+        .map(|m| {
+            let Some(agent) = agents.get_mut(&m.agent_id) else {
+                return Batched::General;
+            };
+            let Some((rows, reservation)) = decide(m, agent, books.replica_id) else {
+                return Batched::General;
+            };
+            match batch.push(&rows.execution, &rows.reservation, &rows.events()) {
+                Ok(()) => Batched::Reserved(Box::new(reservation)),
+                // Not reachable for a member (unkeyed, first attempt, no tenant hold); should it
+                // be, its agent's books have moved on: its later members go the general way too.
+                Err(_) => {
+                    agent.plain = false;
+                    Batched::General
+                }
+            }
+        })
         .collect();
     lock.hold(&batch).await?;
     Ok(decided)
+}
+
+/// A batch of one: the agent locked, the member decided and held, as `pipelined::alone` does.
+async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
+    let l = m.to_lock();
+    let chain = (l.chain_id.as_str(), l.lock_key);
+    let Some((lock, locked)) = holds::lock_hot(&books.hot, m.tenant_id, m.agent_id, chain).await?
+    else {
+        return Ok(Batched::General);
+    };
+    let (_, mut agent) = agent(locked);
+    let Some((rows, reservation)) = decide(m, &mut agent, books.replica_id) else {
+        lock.abandon().await?;
+        return Ok(Batched::General);
+    };
+    HoldOn::Hot(lock)
+        .hold(&rows.execution, &rows.reservation, &rows.events())
+        .await?;
+    Ok(Batched::Reserved(Box::new(reservation)))
 }
 
 /// A locked agent, and whether the batch may decide for it: a tenant without limits of its own,
@@ -286,34 +326,28 @@ fn agent(locked: HotLocked) -> (AgentId, Agent) {
     (id, Agent { books, plain })
 }
 
-/// Decides `m` against its agent's books as the members before it left them; a grant is added to
-/// `batch` and moves the books on.
-fn decide(
-    m: &Member,
-    agents: &mut HashMap<AgentId, Agent>,
-    batch: &mut HoldBatch,
-    books: &Books,
-) -> Batched {
-    let Some(agent) = agents.get_mut(&m.agent_id).filter(|a| a.plain) else {
-        return Batched::General;
-    };
+/// Decides `m` against its agent's books as the members before it left them: the hold's rows
+/// (the books moved on past it), or `None` for the general way.
+fn decide<'m>(
+    m: &'m Member,
+    agent: &mut Agent,
+    replica: ReplicaId,
+) -> Option<(HoldRows<'m>, Reservation)> {
+    if !agent.plain {
+        return None;
+    }
     let t = m.ticket();
-    let Some(grant) = grant(&t, &agent.books, m.clamp_min_output_tokens, &m.facts) else {
-        return Batched::General;
-    };
+    let grant = grant(&t, &agent.books, m.clamp_min_output_tokens, &m.facts)?;
     let next = AttemptRef {
         execution_id: Uuid::now_v7(),
         attempt: 1,
     };
-    let (rows, reservation) =
-        reservation::held(books.replica_id, &t, &mut agent.books, next, grant, 0);
-    match batch.push(&rows.execution, &rows.reservation, &rows.events()) {
-        Ok(()) => Batched::Reserved(Box::new(reservation)),
-        // Not reachable for a member (unkeyed, first attempt, no tenant hold); and should it be,
-        // this agent's books have moved on: its later members go the general way too.
-        Err(_) => {
-            agent.plain = false;
-            Batched::General
-        }
-    }
+    Some(reservation::held(
+        replica,
+        &t,
+        &mut agent.books,
+        next,
+        grant,
+        0,
+    ))
 }
