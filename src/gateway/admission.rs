@@ -59,8 +59,15 @@ pub enum Admission {
 /// Runs the admission transaction: the common call in this replica's next admission batch
 /// (`admission::batch`), or on its own, pipelined; the rest the general way.
 pub async fn admit(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError> {
-    let _slot = gw.books.agent_gates.enter(t.agent_id).await;
+    // The batch takes no agent gate: however many of an agent's calls they carry, at most the
+    // writers' transactions (`admission::batch`) wait on its row in Postgres, the queue the gate
+    // bounds; the gate would only keep a busy agent's calls out of a shared batch. The ways a
+    // call takes on its own do take it.
     let batched = pipelined::batched(gw, t).await;
+    if let Batched::Reserved(reservation) = batched {
+        return Ok(Admission::Reserved(*reservation));
+    }
+    let _slot = gw.books.agent_gates.enter(t.agent_id).await;
     admit_after_batch(gw, t, batched).await
 }
 
