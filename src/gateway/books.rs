@@ -12,8 +12,6 @@ pub struct Books {
     pub pool: PgPool,
     /// The money transactions' own pool: pipelined statements (`store::hot`).
     pub hot: crate::store::hot::HotPool,
-    /// This replica's admissions, written in batches (`admission::batch`).
-    pub admissions: super::admission::batch::Admissions,
     /// Bounds each agent's money transactions in flight on this replica.
     pub agent_gates: AgentGates,
     /// The replica that admits (and so owns) an execution until it is settled.

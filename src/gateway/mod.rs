@@ -59,6 +59,8 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     /// What writes money: admission's hold and settlement.
     pub books: Arc<Books>,
+    /// This replica's common admissions, written in batches (`admission::batch`).
+    pub admissions: admission::batch::Admissions,
     routing: Arc<LiveRouting>,
     /// Requests on this replica waiting for an attempt of the same key in flight.
     duplicates_waiting: AtomicUsize,
@@ -87,16 +89,17 @@ impl Gateway {
             std::time::Duration::from_secs(settings.gateway.upstream_connect_timeout_seconds);
         let providers = Providers::new(connect_timeout)?;
         let tools = crate::tools::Tools::new(&settings.tools, connect_timeout)?;
+        let books = Arc::new(Books {
+            pool: pool.clone(),
+            hot,
+            agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
+            replica_id,
+            drain_expired,
+        });
         Ok(Gateway {
             tools: Arc::new(tools),
-            books: Arc::new_cyclic(|books| Books {
-                pool: pool.clone(),
-                hot,
-                admissions: admission::batch::admissions(books.clone()),
-                agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
-                replica_id,
-                drain_expired,
-            }),
+            admissions: admission::batch::admissions(Arc::downgrade(&books)),
+            books,
             pool,
             settings,
             providers,

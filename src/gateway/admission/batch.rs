@@ -51,7 +51,7 @@ const WRITERS: usize = 2;
 /// The most admissions one batch carries.
 const MAX_BATCH: usize = 32;
 
-/// The queue, writing with `books` (weak: the queue lives in them).
+/// The queue, writing with `books` (weak: a queued job must not keep them alive).
 pub fn admissions(books: Weak<Books>) -> Admissions {
     GroupCommit::new(WRITERS, MAX_BATCH, move |members: Vec<Member>| {
         run(books.clone(), members)

@@ -38,7 +38,7 @@ pub(super) async fn batched(gw: &Gateway, t: &Ticket<'_>) -> Batched {
         return Batched::Alone;
     };
     // Unanswered (its writer panicked) reads as Alone: nothing of it was committed.
-    let batched = gw.books.admissions.submit(member).await.map(Answer::take);
+    let batched = gw.admissions.submit(member).await.map(Answer::take);
     let batched = batched.unwrap_or(Batched::Alone);
     if matches!(batched, Batched::Reserved(_)) {
         crate::metrics::admission("admitted", "ok");
