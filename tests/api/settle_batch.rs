@@ -284,3 +284,36 @@ async fn concurrent_calls_on_one_agent_and_on_many_settle_in_batches_with_exact_
     );
     app.assert_books_audit().await;
 }
+
+#[tokio::test]
+async fn a_tenant_threshold_crossed_inside_a_batch_of_two_of_its_agents_raises_its_alert() {
+    let app = spawn_app().await;
+    let a = app.create_agent("first", "1.00", json!({})).await;
+    let b = app.create_agent("second", "1.00", json!({})).await;
+    let (wa, wb) = (owner(&app, a.id).await, owner(&app, b.id).await);
+    assert_eq!(wa.0, wb.0, "one tenant");
+    sqlx::query("UPDATE tenants SET budget_micro_usd = 10000 WHERE id = $1")
+        .bind(wa.0 .0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let pool = hot(&app).await;
+    let before = vec![committing(held(&app, wa, "before", 4_000).await, 4_000)];
+    assert!(settle_batch(&pool, before, settlement_event).await[0].is_ok());
+    // 40% spent; the batch adds 20% and 20%: one by one, the first crosses 50% and the second
+    // 80%. Both agents in one UPDATE, each row's trigger would see 60% before its own 20%.
+    let jobs = vec![
+        committing(held(&app, wa, "a", 2_000).await, 2_000),
+        committing(held(&app, wb, "b", 2_000).await, 2_000),
+    ];
+    let results = settle_batch(&pool, jobs, settlement_event).await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap().is_some()));
+    let thresholds: Vec<i32> = sqlx::query_scalar(
+        "SELECT threshold FROM alerts WHERE kind = 'tenant_budget' ORDER BY threshold",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(thresholds, [50, 80]);
+    app.assert_books_audit().await;
+}
