@@ -20,9 +20,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::hot::{pg_error, HotPool, BEGIN, COMMIT};
-use super::settlements::{
-    settle, Charge, SettledBooks, SettledHold, Settlement, SettlementEvent,
-};
+use super::settlements::{settle, Charge, SettledBooks, SettledHold, Settlement, SettlementEvent};
 use crate::domain::{AgentId, TenantId};
 
 /// A settlement that owns its data, as a batch writer (a spawned task) needs it:
@@ -75,7 +73,9 @@ impl SettlementJob {
                 usage_source: c.usage_source.to_owned(),
                 latency_ms: c.latency_ms,
             }),
-            result: s.result.map(|(status, body, sse)| (status, body.to_vec(), sse)),
+            result: s
+                .result
+                .map(|(status, body, sse)| (status, body.to_vec(), sse)),
             event_type: s.event_type.to_owned(),
             payload: s.payload.clone(),
             model_alias: s.model_alias.to_owned(),
@@ -190,11 +190,9 @@ async fn write(
         let client = conn.client()?;
         let columns = Columns::of(jobs);
         let params = columns.params();
-        let (_, rows) = tokio::try_join!(
-            client.execute(&begin, &[]),
-            client.query(&books, &params)
-        )
-        .map_err(pg_error)?;
+        let (_, rows) =
+            tokio::try_join!(client.execute(&begin, &[]), client.query(&books, &params))
+                .map_err(pg_error)?;
         let mut settled = vec![None; jobs.len()];
         let mut events = Events::default();
         let mut tails: HashMap<&str, (i64, String)> = HashMap::new();
@@ -214,7 +212,10 @@ async fn write(
             // the member before them (rows come in member order).
             let (tail_seq, tail_hash) = match tails.remove(job.chain_id.as_str()) {
                 Some(tail) => tail,
-                None => (row.try_get(4).map_err(pg_error)?, row.try_get(5).map_err(pg_error)?),
+                None => (
+                    row.try_get(4).map_err(pg_error)?,
+                    row.try_get(5).map_err(pg_error)?,
+                ),
             };
             let linked = SettledBooks {
                 held,

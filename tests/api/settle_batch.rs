@@ -41,7 +41,8 @@ async fn held(app: &TestApp, who: (TenantId, AgentId), key: &str, estimate: i64)
             .await
             .unwrap();
     let execution = Uuid::now_v7();
-    let reserved = format!(r#"{{"attempt":1,"estimate_micro_usd":{estimate},"holds_tenant":false}}"#);
+    let reserved =
+        format!(r#"{{"attempt":1,"estimate_micro_usd":{estimate},"holds_tenant":false}}"#);
     sqlx::query(
         "SELECT aex_hold($1, $2, $3, $4, false, 'chat', 'fp', 'gpt-4o-mini', 'DISPATCHED', 1, \
          false, $5, $6, 'mock', $7, false, 0, $8, $9, $10, '{}')",
@@ -136,15 +137,24 @@ async fn a_batch_with_a_failing_member_commits_the_others_exactly_once() {
     let results = settle_batch(&pool, jobs.clone(), settlement_event).await;
     assert_eq!(results.len(), 3);
     let first = results[0].as_ref().unwrap().expect("settled");
-    assert!(results[1].is_err(), "the failing member answers its own error");
+    assert!(
+        results[1].is_err(),
+        "the failing member answers its own error"
+    );
     let third = results[2].as_ref().unwrap().expect("settled");
     // Settled alone, one after the other: each remaining is the books right after it (the
     // failing member's 2 000 still held).
     assert_eq!(first.remaining_micro_usd, 1_000_000 - 700 - 2_000 - 3_000);
     assert_eq!(third.remaining_micro_usd, 1_000_000 - 700 - 2_500 - 2_000);
-    assert_eq!(reservation(&app, "ok-1").await, ("COMMITTED".into(), Some(700)));
+    assert_eq!(
+        reservation(&app, "ok-1").await,
+        ("COMMITTED".into(), Some(700))
+    );
     assert_eq!(reservation(&app, "bad").await, ("RESERVED".into(), None));
-    assert_eq!(reservation(&app, "ok-2").await, ("COMMITTED".into(), Some(2_500)));
+    assert_eq!(
+        reservation(&app, "ok-2").await,
+        ("COMMITTED".into(), Some(2_500))
+    );
     assert_eq!(app.books(a.id).await, (3_200, 2_000, 1_000_000));
 
     // Once the fault is gone the member settles; the others, settled again, write nothing.
@@ -190,10 +200,16 @@ async fn members_of_one_chain_in_one_batch_link_to_each_other() {
     // Agent a: budget 10 000, 10 000 held; then 3 000 spent, 5 000 released, 8 000 spent.
     assert_eq!(
         remaining,
-        vec![10_000 - 3_000 - 6_000, 1_000_000 - 500, 10_000 - 3_000 - 1_000, -1_000]
+        vec![
+            10_000 - 3_000 - 6_000,
+            1_000_000 - 500,
+            10_000 - 3_000 - 1_000,
+            -1_000
+        ]
     );
     assert_eq!(
-        app.count("SELECT count(DISTINCT completed_at) FROM executions").await,
+        app.count("SELECT count(DISTINCT completed_at) FROM executions")
+            .await,
         1,
         "one transaction (now() is its start) settled all four"
     );
@@ -239,7 +255,10 @@ async fn concurrent_calls_on_one_agent_and_on_many_settle_in_batches_with_exact_
     let hot_agent = app.create_agent("hot", "10.00", json!({})).await;
     let mut agents = vec![hot_agent];
     for n in 0..8 {
-        agents.push(app.create_agent(&format!("many-{n}"), "10.00", json!({})).await);
+        agents.push(
+            app.create_agent(&format!("many-{n}"), "10.00", json!({}))
+                .await,
+        );
     }
     app.mock.delay_ms.store(20, Ordering::SeqCst);
     let before = batches();
