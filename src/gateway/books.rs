@@ -34,9 +34,9 @@ pub struct Books {
     pub pool: PgPool,
     /// The money transactions' own pool: pipelined statements (`store::hot`).
     pub hot: crate::store::hot::HotPool,
-    /// The settlements, batched. They take no agent gate (`gateway::settlement::settle_once`
-    /// says why), so nothing waits for a gate while holding a place in this queue, and a batch
-    /// waits only for a connection and for row locks, which no gate or queue holder keeps.
+    /// The settlements, batched. A settlement waits here holding its agent's gate slot; that
+    /// cannot deadlock: a batch never waits for a gate, only for a connection and for row locks,
+    /// and no transaction holding either waits for a gate or for this queue.
     pub settlements: Settlements,
     /// Bounds each agent's money transactions in flight on this replica.
     pub agent_gates: AgentGates,

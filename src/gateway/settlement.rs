@@ -125,12 +125,9 @@ async fn settle_retrying(books: &Books, w: &Written<'_>) -> Result<SettleResult,
 async fn settle_once(books: &Books, w: &Written<'_>) -> Result<SettleResult, sqlx::Error> {
     let s = &w.settlement;
     let actual = s.charge.as_ref().map(|c| c.actual_micro_usd);
+    let _slot = books.agent_gates.enter(s.agent_id).await;
     // Written with the other settlements queued meanwhile (`store::settle_batch`); a failing
     // neighbour makes the batch settle each member alone, so this answer is this member's own.
-    // No agent gate: the gate bounds how many of an agent's transactions queue on its row lock,
-    // and the settlement queue already bounds them (at most its writers' batches in flight, each
-    // taking the row once for all of the agent's members); a gate slot held while queued would
-    // only cap how many of a busy agent's settlements a batch can carry.
     let settled = books.settlements.submit(SettlementJob::of(s)).await;
     let settled = settled.map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let Some(held) = settled? else {
