@@ -25,6 +25,7 @@ pub struct Metrics {
     pub overruns: IntCounterVec,
     pub ledger_append: Histogram,
     pub admission_batch: Histogram,
+    pub settlement_batch: Histogram,
     pub stream_final_wait: Histogram,
     pub config_version: IntGauge,
     pub upstream_latency: HistogramVec,
@@ -85,6 +86,14 @@ fn build() -> prometheus::Result<Metrics> {
         .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
     )?;
     registry.register(Box::new(admission_batch.clone()))?;
+    let settlement_batch = Histogram::with_opts(
+        HistogramOpts::new(
+            "aex_settlement_batch_size",
+            "Settlements written together in one transaction by this replica (store::settle_batch)",
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+    )?;
+    registry.register(Box::new(settlement_batch.clone()))?;
     let stream_final_wait = Histogram::with_opts(
         HistogramOpts::new(
             "aex_stream_final_event_wait_seconds",
@@ -185,6 +194,7 @@ fn build() -> prometheus::Result<Metrics> {
         )?,
         ledger_append,
         admission_batch,
+        settlement_batch,
         stream_final_wait,
         config_version,
         registry,
@@ -269,6 +279,13 @@ pub fn reconcile_run(outcome: &str, released: u64, failed: u64) {
         if failed > 0 {
             m.reconciled.with_label_values(&["FAILED"]).inc_by(failed);
         }
+    }
+}
+
+/// A settlement batch of `members` went to the database.
+pub fn settlement_batch(members: usize) {
+    if let Some(m) = METRICS.as_ref() {
+        m.settlement_batch.observe(members as f64);
     }
 }
 

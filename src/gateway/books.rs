@@ -6,12 +6,38 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_gate::AgentGates;
 use crate::domain::ReplicaId;
+use crate::ledger::link;
+use crate::store::group_commit::GroupCommit;
+use crate::store::hot::HotPool;
+use crate::store::settle_batch::{self, Settled, SettlementJob};
+
+/// This replica's settlements, written in batches (`store::settle_batch`).
+pub type Settlements = GroupCommit<SettlementJob, Settled>;
+
+/// Settlement batches in flight at once on a replica, and the most members in one. Two writers
+/// keep one batch filling while the other is in the database; see the measurement in
+/// bench/README.md.
+const SETTLEMENT_WRITERS: usize = 2;
+const SETTLEMENT_BATCH: usize = 32;
+
+/// The settlement queue of a replica whose money transactions run on `hot`.
+pub fn settlements(hot: &HotPool) -> Settlements {
+    let hot = hot.clone();
+    GroupCommit::new(SETTLEMENT_WRITERS, SETTLEMENT_BATCH, move |jobs| {
+        let hot = hot.clone();
+        async move { settle_batch::settle_batch(&hot, jobs, link::settlement_event).await }
+    })
+}
 
 /// The books' writer on this replica.
 pub struct Books {
     pub pool: PgPool,
     /// The money transactions' own pool: pipelined statements (`store::hot`).
     pub hot: crate::store::hot::HotPool,
+    /// The settlements, batched. A settlement waits here holding its agent's gate slot; that
+    /// cannot deadlock: a batch never waits for a gate, only for a connection and for row locks,
+    /// and no transaction holding either waits for a gate or for this queue.
+    pub settlements: Settlements,
     /// Bounds each agent's money transactions in flight on this replica.
     pub agent_gates: AgentGates,
     /// The replica that admits (and so owns) an execution until it is settled.

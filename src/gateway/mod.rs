@@ -91,6 +91,7 @@ impl Gateway {
         let tools = crate::tools::Tools::new(&settings.tools, connect_timeout)?;
         let books = Arc::new(Books {
             pool: pool.clone(),
+            settlements: books::settlements(&hot),
             hot,
             agent_gates: AgentGates::new(settings.gateway.agent_transaction_slots as usize),
             replica_id,

@@ -13,9 +13,8 @@ use super::error::is_unavailable;
 use super::pricing::Pricing;
 use super::Books;
 use crate::domain::ExecutionState;
-use crate::ledger::link;
 use crate::store::executions::ExecutionRow;
-use crate::store::settlements;
+use crate::store::settle_batch::SettlementJob;
 
 pub mod outcome;
 mod written;
@@ -127,7 +126,11 @@ async fn settle_once(books: &Books, w: &Written<'_>) -> Result<SettleResult, sql
     let s = &w.settlement;
     let actual = s.charge.as_ref().map(|c| c.actual_micro_usd);
     let _slot = books.agent_gates.enter(s.agent_id).await;
-    let Some(held) = settlements::settle(&books.hot, s, link::settlement_event).await? else {
+    // Written with the other settlements queued meanwhile (`store::settle_batch`); a failing
+    // neighbour makes the batch settle each member alone, so this answer is this member's own.
+    let settled = books.settlements.submit(SettlementJob::of(s)).await;
+    let settled = settled.map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let Some(held) = settled? else {
         return Ok(SettleResult::AlreadySettled);
     };
     crate::metrics::settled(w.label, actual.unwrap_or(0), w.over_hold);

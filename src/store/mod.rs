@@ -24,6 +24,7 @@ pub mod plugins;
 pub mod projection;
 pub mod rate_windows;
 pub mod replicas;
+pub mod settle_batch;
 pub mod settlements;
 pub mod setup;
 pub mod stats;

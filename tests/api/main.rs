@@ -42,6 +42,7 @@ mod recovery;
 mod security_plugins;
 mod server_limits;
 mod settle;
+mod settle_batch;
 mod streaming;
 mod surface;
 mod tamper;
