@@ -45,8 +45,10 @@ use crate::store::holds::{self, HoldOn, HotLocked};
 /// This replica's admission queue.
 pub type Admissions = GroupCommit<Member, Answer>;
 
-/// Writers: batches in flight at once. Two keep Postgres busy while the replica decides the next
-/// batch; more split the waiting calls into smaller batches (bench/README.md, issue 17).
+/// Writers: batches in flight at once. Two let one batch fill while the other is in the database;
+/// more would split the waiting calls into smaller batches that queue on the same agent rows.
+/// The brief's starting point, not tuned further (chat-c64 on 2 cores: 835 req/s and 1199 µs of
+/// Postgres CPU per request, against 561 and 1875 for the unbatched build in the same run).
 const WRITERS: usize = 2;
 /// The most admissions one batch carries.
 const MAX_BATCH: usize = 32;
