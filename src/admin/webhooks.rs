@@ -294,9 +294,10 @@ pub async fn send_test(
     tx.commit().await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let mut conn = pool.acquire().await?;
-        let mut found = outbox::list_deliveries(&mut conn, id, Some(delivery), None, 1).await?;
-        drop(conn);
+        let mut tx = pool.begin().await?;
+        outbox::one_snapshot(&mut tx).await?;
+        let mut found = outbox::list_deliveries(&mut tx, id, Some(delivery), None, 1).await?;
+        tx.commit().await?;
         let done = found.first().is_some_and(|d| !d.attempt_log.is_empty());
         if done || tokio::time::Instant::now() >= deadline {
             return found.pop().ok_or(AdminError::NotFound("delivery"));

@@ -183,6 +183,17 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
+/// Makes the caller's transaction read one snapshot (REPEATABLE READ; its first statement):
+/// [`list_deliveries`] reads the deliveries and their attempts in two statements, and under
+/// READ COMMITTED an attempt finished between them showed up beside the state it replaced
+/// (`pending` with a successful attempt logged).
+pub async fn one_snapshot(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// An endpoint's deliveries, newest first (`before`: keyset paging on `seq`), with attempts.
 pub async fn list_deliveries(
     conn: &mut PgConnection,
