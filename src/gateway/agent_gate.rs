@@ -1,4 +1,7 @@
-//! How many of one agent's money transactions (admission, settlement) a replica runs at once.
+//! How many of one agent's money transactions a replica runs at once, for the ways that are not
+//! batched (the general admission, a keyed or limited call's). Batched admissions and
+//! settlements take no gate: their writers (`store::group_commit`) already bound what waits on a
+//! row.
 //!
 //! Each of them locks the agent's row until it commits, so one busy agent's transactions run one
 //! at a time in Postgres whatever happens here. Left alone, every waiting request also holds a

@@ -125,7 +125,6 @@ async fn settle_retrying(books: &Books, w: &Written<'_>) -> Result<SettleResult,
 async fn settle_once(books: &Books, w: &Written<'_>) -> Result<SettleResult, sqlx::Error> {
     let s = &w.settlement;
     let actual = s.charge.as_ref().map(|c| c.actual_micro_usd);
-    let _slot = books.agent_gates.enter(s.agent_id).await;
     // Written with the other settlements queued meanwhile (`store::settle_batch`); a failing
     // neighbour makes the batch settle each member alone, so this answer is this member's own.
     let settled = books.settlements.submit(SettlementJob::of(s)).await;

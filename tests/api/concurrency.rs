@@ -14,8 +14,10 @@ use crate::helpers::{hello, spawn_app};
 async fn two_hundred_concurrent_requests_never_overspend_one_budget() {
     let app = Arc::new(spawn_app().await);
     // Each request reserves about 600 micro-USD (1000 output tokens at 0.60/M plus the prompt)
-    // and really costs far less; the budget admits some at once, not all.
-    let agent = app.create_agent("hot", "0.030000", json!({})).await;
+    // and really costs 14: the budget holds three at once, and the spend alone binds it — 200
+    // calls would spend 2,800 — so some are refused however fast settlement gives holds back
+    // (with 30,000 the refusals depended on holds piling up behind slow settlements).
+    let agent = app.create_agent("hot", "0.002000", json!({})).await;
     app.mock.delay_ms.store(50, Ordering::SeqCst);
 
     let sent = 200;
