@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::agents::agent_columns;
 use super::executions::NewExecution;
 use super::holds::{HoldEvents, HotLocked, NewReservation};
-use super::hot::{pg_error, HotConn, HotPool, BEGIN, COMMIT};
+use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
 use crate::domain::{AgentId, ReplicaId, TenantId};
 
@@ -168,9 +168,6 @@ impl BatchLock {
             return self.abandon().await;
         }
         let started = std::time::Instant::now();
-        let hold = self.conn.prepare(HOLD).await?;
-        let commit = self.conn.prepare(COMMIT).await?;
-        let client = self.conn.client()?;
         let params: [&(dyn ToSql + Sync); 20] = [
             &b.ids,
             &b.tenant_ids,
@@ -193,9 +190,7 @@ impl BatchLock {
             &b.dispatched_hashes,
             &b.dispatched_payloads,
         ];
-        tokio::try_join!(client.execute(&hold, &params), client.execute(&commit, &[]))
-            .map_err(pg_error)?;
-        self.conn.ended();
+        self.conn.execute_and_commit(HOLD, &params).await?;
         crate::metrics::observe_ledger_append(started.elapsed());
         Ok(())
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::agents::{AgentRow, LOCK_AGENT_CHAIN};
 use super::executions::{bind_execution, NewExecution};
-use super::hot::{pg_error, HotConn, HotPool, BEGIN, COMMIT};
+use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
 use super::tenants::ADMISSION_VIEW;
 use crate::domain::{AgentId, TenantId};
@@ -164,9 +164,6 @@ impl HotLock {
         events: &HoldEvents<'_>,
     ) -> Result<(), sqlx::Error> {
         let started = std::time::Instant::now();
-        let hold = self.conn.prepare(HOLD).await?;
-        let commit = self.conn.prepare(COMMIT).await?;
-        let client = self.conn.client()?;
         let params: [&(dyn ToSql + Sync); 25] = [
             &e.id,
             &e.tenant_id.0,
@@ -194,9 +191,7 @@ impl HotLock {
             &events.dispatched.0,
             &events.dispatched.1,
         ];
-        tokio::try_join!(client.execute(&hold, &params), client.execute(&commit, &[]))
-            .map_err(pg_error)?;
-        self.conn.ended();
+        self.conn.execute_and_commit(HOLD, &params).await?;
         crate::metrics::observe_ledger_append(started.elapsed());
         Ok(())
     }

@@ -177,6 +177,25 @@ impl HotConn {
         self.in_transaction = false;
     }
 
+    /// The transaction's last statement and COMMIT, pipelined in one round trip; the connection
+    /// goes back to the pool afterwards.
+    pub(crate) async fn execute_and_commit(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, sqlx::Error> {
+        let statement = self.prepare(sql).await?;
+        let commit = self.prepare(COMMIT).await?;
+        let client = self.client()?;
+        let (written, _) = tokio::try_join!(
+            client.execute(&statement, params),
+            client.execute(&commit, &[])
+        )
+        .map_err(pg_error)?;
+        self.ended();
+        Ok(written)
+    }
+
     /// Rolls the open transaction back.
     pub(crate) async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         let rollback = self.prepare("ROLLBACK").await?;

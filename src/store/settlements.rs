@@ -97,7 +97,6 @@ pub async fn settle(
     let mut conn = pool.get().await?;
     let begin = conn.prepare(BEGIN).await?;
     let books = conn.prepare(SETTLE_BOOKS).await?;
-    let insert = conn.prepare(INSERT_EVENT).await?;
     let commit = conn.prepare(COMMIT).await?;
     conn.begun();
     let client = conn.client()?;
@@ -157,12 +156,7 @@ pub async fn settle(
         &event.ts,
         &event.payload,
     ];
-    tokio::try_join!(
-        client.execute(&insert, &event_row),
-        client.execute(&commit, &[])
-    )
-    .map_err(pg_error)?;
-    conn.ended();
+    conn.execute_and_commit(INSERT_EVENT, &event_row).await?;
     crate::metrics::observe_ledger_append(started.elapsed());
     Ok(Some(settled.held))
 }
