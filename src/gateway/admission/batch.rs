@@ -249,9 +249,9 @@ pub(super) async fn run(books: Weak<Books>, members: Vec<Member>) -> Vec<Answer>
 
 /// One agent of a batch: its locked books as the members decided so far left them, and whether
 /// the batch may decide its members at all.
-struct Agent {
-    books: Locked,
-    plain: bool,
+pub(super) struct Agent {
+    pub(super) books: Locked,
+    pub(super) plain: bool,
 }
 
 /// Locks, decides every member in arrival order, writes the holds and commits. A batch of one is
@@ -309,8 +309,9 @@ async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
 }
 
 /// A locked agent, and whether the batch may decide for it: a tenant without limits of its own,
-/// an agent without rate limits, a budget period not ended (as the single way takes them).
-fn agent(locked: HotLocked) -> (AgentId, Agent) {
+/// an agent without rate limits, a budget period not ended (the single way, `pipelined::alone`,
+/// reads its row the same way).
+pub(super) fn agent(locked: HotLocked) -> (AgentId, Agent) {
     let plain = !locked.tenant_limited
         && budget_period::ended(&locked.agent).is_none()
         && !Subjects::of(&locked.agent, None).agent.1.any();

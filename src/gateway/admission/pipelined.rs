@@ -13,17 +13,16 @@
 
 use uuid::Uuid;
 
-use super::super::budget_period;
 use super::super::call_types::AttemptRef;
 use super::super::policy::RequestFacts;
-use super::super::rate_limit::{Quota, Subjects};
+use super::super::rate_limit::Quota;
 use super::super::reservation::{self, Grant, Locked};
 use super::super::ticket::Ticket;
 use super::super::{Gateway, GatewayError};
 use super::batch::{self, Answer, Batched};
 use super::{policy_cap, Admission};
 use crate::auth::AuthError;
-use crate::ledger::{self, link::ChainTail, ChainId};
+use crate::ledger::{self, ChainId};
 use crate::store::holds::{self, HoldOn};
 
 /// An unkeyed call (priced by tokens or a declared cost) in this replica's next admission batch
@@ -60,19 +59,7 @@ pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admissi
     else {
         return Err(GatewayError::Unauthorized(AuthError::Revoked));
     };
-    let mut books = Locked {
-        tenant: None,
-        tenant_policy: locked.tenant_policy,
-        agent: locked.agent,
-        chain_id,
-        tail: ChainTail {
-            seq: locked.tail_seq,
-            hash: locked.tail_hash,
-        },
-    };
-    let plain = !locked.tenant_limited
-        && budget_period::ended(&books.agent).is_none()
-        && !Subjects::of(&books.agent, None).agent.1.any();
+    let (_, batch::Agent { mut books, plain }) = batch::agent(locked);
     let facts = t.request_facts();
     let Some(grant) = plain.then(|| grant(t, &books, clamp_min, &facts)).flatten() else {
         lock.abandon().await?;
