@@ -207,8 +207,3 @@ pub fn distinct_agents(mut agents: Vec<AgentToLock>) -> Vec<AgentToLock> {
     agents.dedup_by_key(|a| a.agent_id.0);
     agents
 }
-
-/// The row read for `agent`, if it was locked.
-pub fn locked_agent(locked: &[HotLocked], agent: AgentId) -> Option<&HotLocked> {
-    locked.iter().find(|l| l.agent.id == agent)
-}
