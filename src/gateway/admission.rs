@@ -18,8 +18,8 @@
 //! gives up (a replica lost between this commit and sending the request is settled as "provider
 //! may have done work") is one the reconciler already treats conservatively.
 //!
-//! The common call (no Idempotency-Key, no limits but the budget, a grant) is admitted in this
-//! replica's next admission batch instead (`admission::batch`: the calls that arrive together
+//! The common call (no Idempotency-Key, no tenant limits of its own, a grant within the agent's
+//! budget and rate limits) is admitted in this replica's next admission batch instead (`admission::batch`: the calls that arrive together
 //! share two pipelined round trips and one statement per table), or on its own in two pipelined
 //! round trips when a batch fails (`admission::pipelined`); the rest, refusals included, takes the
 //! steps below.
@@ -44,7 +44,6 @@ use crate::auth::AuthError;
 use crate::domain::AgentState;
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::store::agents::{self, AgentRow};
-use crate::store::holds::HoldOn;
 use crate::store::tenants;
 use crate::store::StoreError;
 
@@ -150,9 +149,8 @@ async fn general(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError
     let tokens = i64::try_from(grant.estimate.tokens()).unwrap_or(i64::MAX);
     let rate_tokens = rate_limit::consume(&mut tx, &subjects, tokens).await?;
     let replica = gw.books.replica_id;
-    let on = HoldOn::Tx(&mut tx);
     let reservation =
-        reservation::hold(on, replica, t, &mut books, next, grant, rate_tokens).await?;
+        reservation::hold(&mut tx, replica, t, &mut books, next, grant, rate_tokens).await?;
     tx.commit().await?;
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(reservation))

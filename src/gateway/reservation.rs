@@ -23,7 +23,7 @@ use crate::ledger::link::{self, AgentChainFacts, LinkedEvent};
 use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
-use crate::store::holds::{HoldEvents, HoldOn, NewReservation};
+use crate::store::holds::{self, HoldEvents, NewReservation};
 use crate::store::tenants::TenantRow;
 use sqlx::types::Json;
 
@@ -131,7 +131,7 @@ fn covers(t: &Ticket<'_>, e: &Estimate) -> String {
 /// DISPATCHED: the execution, its reservation (`rate_tokens` charged to the TPM windows), the
 /// books, and the two events linked after the chain tail in `books`.
 pub(super) async fn hold(
-    on: HoldOn<'_>,
+    conn: &mut sqlx::PgConnection,
     replica_id: ReplicaId,
     t: &Ticket<'_>,
     books: &mut Locked,
@@ -140,8 +140,7 @@ pub(super) async fn hold(
     rate_tokens: i64,
 ) -> Result<Reservation, sqlx::Error> {
     let (rows, reservation) = held(replica_id, t, books, next, grant, rate_tokens);
-    on.hold(&rows.execution, &rows.reservation, &rows.events())
-        .await?;
+    holds::hold(conn, &rows.execution, &rows.reservation, &rows.events()).await?;
     Ok(reservation)
 }
 

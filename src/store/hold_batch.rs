@@ -1,21 +1,25 @@
 //! The common admissions of one replica, written as one batch (issue 17, item 1) on the money
-//! transactions' pool: BEGIN and `aex_lock_agent_chains` (every distinct agent's row, chain lock
-//! and tail, and its tenant's admission view) in the first round trip; `aex_hold_batch` (all the
-//! holds, one statement per table) and COMMIT in the second
-//! (migrations/20261208000002_admission_batch.sql). The holds are decided and their events
+//! transactions' pool: BEGIN, `aex_lock_agent_chains` (every distinct agent's row, chain lock
+//! and tail, and its tenant's admission view) and then the agents' rate windows in the first
+//! round trip; the admissions counted in their windows, `aex_hold_batch` (all the holds, one
+//! statement per table) and COMMIT in the second (migrations/20261208000002_admission_batch.sql,
+//! 20261208200001_admission_batch_rate_limits.sql). The holds are decided and their events
 //! hashed by the caller between the two, against the rows read here.
 //!
-//! Only holds that do not count against the tenant and charge no TPM window go here (the tenant's
-//! row would have to be locked before the agents'): unkeyed first attempts, written DISPATCHED.
+//! Only holds that do not count against the tenant go here (the tenant's row would have to be
+//! locked before the agents'): unkeyed first attempts, written DISPATCHED.
+
+use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::agents::agent_columns;
 use super::executions::NewExecution;
-use super::holds::{HoldEvents, HotLocked, NewReservation};
+use super::holds::{window_use, HoldEvents, HotLocked, NewReservation};
 use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
+use super::rate_windows::{Charges, WindowUse, USE_OF_SUBJECTS};
 use crate::domain::{AgentId, ReplicaId, TenantId};
 
 const LOCK: &str = concat!(
@@ -26,15 +30,17 @@ const LOCK: &str = concat!(
 );
 
 const HOLD: &str = "SELECT aex_hold_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-     $13, $14, $15, $16, $17, $18, $19, $20)";
+     $13, $14, $15, $16, $17, $18, $19, $20, $21)";
 
-/// One agent of a batch to lock: its tenant, and its chain's id and advisory lock key.
+/// One agent of a batch to lock: its tenant, its chain's id and advisory lock key, and its
+/// rate-limit subject (whose windows are read).
 #[derive(Debug, Clone)]
 pub struct AgentToLock {
     pub tenant_id: TenantId,
     pub agent_id: AgentId,
     pub chain_id: String,
     pub lock_key: i64,
+    pub subject: String,
 }
 
 /// A batch's transaction, its agents' rows and chains locked. Dropped without
@@ -45,8 +51,8 @@ pub struct BatchLock {
 }
 
 /// BEGIN, then the agents' rows (ascending id), their chains' locks and tails, and their tenants'
-/// admission views, in one round trip. `agents` should be distinct; an agent that does not exist
-/// under its tenant is missing from the answer.
+/// admission views, then their rate windows, in one round trip. `agents` should be distinct; an
+/// agent that does not exist under its tenant is missing from the answer.
 pub async fn lock_batch(
     pool: &HotPool,
     agents: &[AgentToLock],
@@ -54,24 +60,46 @@ pub async fn lock_batch(
     let mut conn = Box::new(pool.get().await?);
     let begin = conn.prepare(BEGIN).await?;
     let lock = conn.prepare(LOCK).await?;
+    let windows = conn.prepare(USE_OF_SUBJECTS).await?;
     conn.begun();
     let tenants: Vec<Uuid> = agents.iter().map(|a| a.tenant_id.0).collect();
     let ids: Vec<Uuid> = agents.iter().map(|a| a.agent_id.0).collect();
     let chains: Vec<&str> = agents.iter().map(|a| a.chain_id.as_str()).collect();
     let keys: Vec<i64> = agents.iter().map(|a| a.lock_key).collect();
     let params: [&(dyn ToSql + Sync); 4] = [&tenants, &ids, &chains, &keys];
+    let subjects: Vec<&str> = agents.iter().map(|a| a.subject.as_str()).collect();
+    let window_params: [&(dyn ToSql + Sync); 1] = [&subjects];
     let client = conn.client()?;
-    let (_, rows) = tokio::try_join!(client.execute(&begin, &[]), client.query(&lock, &params))
-        .map_err(pg_error)?;
+    let (_, rows, window_rows) = tokio::try_join!(
+        client.execute(&begin, &[]),
+        client.query(&lock, &params),
+        client.query(&windows, &window_params),
+    )
+    .map_err(pg_error)?;
+    let mut used = HashMap::new();
+    for row in &window_rows {
+        used.insert(
+            row.try_get::<_, String>(0).map_err(pg_error)?,
+            window_use(row)?,
+        );
+    }
+    let window_of = |agent: &AgentId| -> WindowUse {
+        let to_lock = agents.iter().find(|a| a.agent_id == *agent);
+        to_lock
+            .and_then(|a| used.get(&a.subject).copied())
+            .unwrap_or_default()
+    };
     let locked = rows
         .iter()
         .map(|row| {
+            let agent = agent_row(row)?;
             Ok(HotLocked {
                 tenant_limited: row.try_get("tenant_limited").map_err(pg_error)?,
                 tenant_policy: sqlx::types::Json(row.try_get("tenant_policy").map_err(pg_error)?),
-                agent: agent_row(row)?,
                 tail_seq: row.try_get("tail_seq").map_err(pg_error)?,
                 tail_hash: row.try_get("tail_hash").map_err(pg_error)?,
+                window: window_of(&agent.id),
+                agent,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -93,6 +121,7 @@ pub struct HoldBatch {
     estimates: Vec<i64>,
     providers: Vec<Option<String>>,
     reservation_ids: Vec<Uuid>,
+    rate_tokens: Vec<i64>,
     chain_ids: Vec<String>,
     ts: Vec<chrono::DateTime<chrono::Utc>>,
     seqs: Vec<i64>,
@@ -101,10 +130,12 @@ pub struct HoldBatch {
     reserved_payloads: Vec<String>,
     dispatched_hashes: Vec<String>,
     dispatched_payloads: Vec<String>,
+    /// The admissions to count in rate windows.
+    charges: Charges,
 }
 
 /// A hold the batch cannot write: it is not an unkeyed first attempt written DISPATCHED by this
-/// replica, or it counts against the tenant or charges a TPM window.
+/// replica, or it counts against the tenant.
 #[derive(Debug, thiserror::Error)]
 #[error("this hold cannot be written in a batch")]
 pub struct NotBatchable;
@@ -134,7 +165,7 @@ impl HoldBatch {
     ) -> Result<(), NotBatchable> {
         let plain = !e.keyed && e.attempt == 1 && e.state == "DISPATCHED" && e.reason.is_none();
         let own = e.replica_id.map(|r| r.0) == self.replica_id;
-        if !plain || !own || r.holds_tenant || r.rate_tokens != 0 {
+        if !plain || !own || r.holds_tenant {
             return Err(NotBatchable);
         }
         self.ids.push(e.id);
@@ -148,6 +179,7 @@ impl HoldBatch {
         self.estimates.push(e.estimate_micro_usd);
         self.providers.push(e.provider.map(str::to_owned));
         self.reservation_ids.push(r.id);
+        self.rate_tokens.push(r.rate_tokens);
         self.chain_ids.push(events.chain_id.to_owned());
         self.ts.push(events.ts);
         self.seqs.push(events.seq);
@@ -159,6 +191,12 @@ impl HoldBatch {
             .push(events.dispatched.1.to_owned());
         Ok(())
     }
+
+    /// Counts an admission of the batch in its rate-limit `subject`'s window, with its estimated
+    /// `tokens` (the hold's `rate_tokens`).
+    pub fn charge(&mut self, subject: &str, tokens: i64) {
+        self.charges.add(subject, tokens);
+    }
 }
 
 impl BatchLock {
@@ -168,7 +206,7 @@ impl BatchLock {
             return self.abandon().await;
         }
         let started = std::time::Instant::now();
-        let params: [&(dyn ToSql + Sync); 20] = [
+        let params: [&(dyn ToSql + Sync); 21] = [
             &b.ids,
             &b.tenant_ids,
             &b.agent_ids,
@@ -189,8 +227,9 @@ impl BatchLock {
             &b.reserved_payloads,
             &b.dispatched_hashes,
             &b.dispatched_payloads,
+            &b.rate_tokens,
         ];
-        self.conn.execute_and_commit(HOLD, &params).await?;
+        b.charges.commit_with(&mut self.conn, HOLD, &params).await?;
         crate::metrics::observe_ledger_append(started.elapsed());
         Ok(())
     }

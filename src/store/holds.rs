@@ -7,7 +7,8 @@
 //!
 //! [`lock_hot`] and [`HotLock::hold`] are the same transaction on the money transactions' pool
 //! (`store::hot`), pipelined: BEGIN, the tenant's admission view and the agent's row and chain
-//! locked in the first round trip, the hold and COMMIT in the second.
+//! locked and its rate windows read in the first round trip, the admission counted in its
+//! windows (when it has limits), the hold and COMMIT in the second.
 
 use serde_json::Value;
 use sqlx::types::Json;
@@ -19,6 +20,7 @@ use super::agents::{AgentRow, LOCK_AGENT_CHAIN};
 use super::executions::{bind_execution, NewExecution};
 use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
+use super::rate_windows::{Charges, WindowUse, USE_OF_SUBJECTS};
 use super::tenants::ADMISSION_VIEW;
 use crate::domain::{AgentId, TenantId};
 
@@ -71,28 +73,6 @@ pub async fn hold(
     Ok(())
 }
 
-/// Where a hold is written: in the caller's sqlx transaction (which the caller commits), or in
-/// a pipelined transaction on the money transactions' pool ([`lock_hot`]), which commits with it.
-pub enum HoldOn<'a> {
-    Tx(&'a mut PgConnection),
-    Hot(HotLock),
-}
-
-impl HoldOn<'_> {
-    /// [`hold`], or [`HotLock::hold`].
-    pub async fn hold(
-        self,
-        e: &NewExecution<'_>,
-        r: &NewReservation,
-        events: &HoldEvents<'_>,
-    ) -> Result<(), sqlx::Error> {
-        match self {
-            HoldOn::Tx(conn) => hold(conn, e, r, events).await,
-            HoldOn::Hot(lock) => lock.hold(e, r, events).await,
-        }
-    }
-}
-
 /// The hold, on either driver.
 const HOLD: &str = "SELECT aex_hold_hashed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
      $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
@@ -116,28 +96,36 @@ pub struct HotLocked {
     pub agent: AgentRow,
     pub tail_seq: i64,
     pub tail_hash: String,
+    /// What the agent's rate-limit subject used in the sliding minute (read after the lock).
+    pub window: WindowUse,
 }
 
-/// BEGIN, the tenant's admission view, and the agent's row (`FOR UPDATE`), chain lock and chain
-/// tail, in one round trip; `None` (rolled back) when the tenant or the agent does not exist.
+/// BEGIN, the tenant's admission view, the agent's row (`FOR UPDATE`), chain lock and chain
+/// tail, and then what its rate-limit `subject` used, in one round trip; `None` (rolled back)
+/// when the tenant or the agent does not exist.
 pub async fn lock_hot(
     pool: &HotPool,
     tenant_id: TenantId,
     agent_id: AgentId,
     chain: (&str, i64),
+    subject: &str,
 ) -> Result<Option<(HotLock, HotLocked)>, sqlx::Error> {
     let mut conn = pool.get().await?;
     let begin = conn.prepare(BEGIN).await?;
     let tenant = conn.prepare(ADMISSION_VIEW).await?;
     let agent = conn.prepare(LOCK_AGENT_CHAIN).await?;
+    let windows = conn.prepare(USE_OF_SUBJECTS).await?;
     conn.begun();
     let client = conn.client()?;
     let tenant_params: [&(dyn ToSql + Sync); 1] = [&tenant_id.0];
     let agent_params: [&(dyn ToSql + Sync); 4] = [&tenant_id.0, &agent_id.0, &chain.0, &chain.1];
-    let (_, tenant, agent) = tokio::try_join!(
+    let subjects = vec![subject];
+    let window_params: [&(dyn ToSql + Sync); 1] = [&subjects];
+    let (_, tenant, agent, window) = tokio::try_join!(
         client.execute(&begin, &[]),
         client.query_opt(&tenant, &tenant_params),
         client.query_opt(&agent, &agent_params),
+        client.query_one(&windows, &window_params),
     )
     .map_err(pg_error)?;
     let (Some(tenant), Some(agent)) = (tenant, agent) else {
@@ -150,18 +138,29 @@ pub async fn lock_hot(
         agent: agent_row(&agent)?,
         tail_seq: agent.try_get("tail_seq").map_err(pg_error)?,
         tail_hash: agent.try_get("tail_hash").map_err(pg_error)?,
+        window: window_use(&window)?,
     };
     let conn = Box::new(conn);
     Ok(Some((HotLock { conn }, locked)))
 }
 
+/// A row of [`USE_OF_SUBJECTS`]: `(subject, requests, tokens)`.
+pub(super) fn window_use(row: &tokio_postgres::Row) -> Result<WindowUse, sqlx::Error> {
+    Ok(WindowUse {
+        requests: row.try_get(1).map_err(pg_error)?,
+        tokens: row.try_get(2).map_err(pg_error)?,
+    })
+}
+
 impl HotLock {
-    /// [`hold`] and COMMIT, in one round trip.
+    /// The admission counted in its rate windows (`charges`, when any), [`hold`] and COMMIT,
+    /// in one round trip.
     pub async fn hold(
         mut self,
         e: &NewExecution<'_>,
         r: &NewReservation,
         events: &HoldEvents<'_>,
+        charges: &Charges,
     ) -> Result<(), sqlx::Error> {
         let started = std::time::Instant::now();
         let params: [&(dyn ToSql + Sync); 25] = [
@@ -191,7 +190,7 @@ impl HotLock {
             &events.dispatched.0,
             &events.dispatched.1,
         ];
-        self.conn.execute_and_commit(HOLD, &params).await?;
+        charges.commit_with(&mut self.conn, HOLD, &params).await?;
         crate::metrics::observe_ledger_append(started.elapsed());
         Ok(())
     }

@@ -184,16 +184,33 @@ impl HotConn {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, sqlx::Error> {
-        let statement = self.prepare(sql).await?;
+        self.execute_all_and_commit(&[(sql, params)]).await
+    }
+
+    /// The transaction's last statements, in order, and COMMIT, pipelined in one round trip;
+    /// what the last one wrote.
+    pub(crate) async fn execute_all_and_commit(
+        &mut self,
+        statements: &[(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)])],
+    ) -> Result<u64, sqlx::Error> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, _) in statements {
+            prepared.push(self.prepare(sql).await?);
+        }
         let commit = self.prepare(COMMIT).await?;
         let client = self.client()?;
+        // Sent in the order first polled: the statements in order, then COMMIT.
+        let executes = prepared
+            .iter()
+            .zip(statements)
+            .map(|(statement, (_, params))| client.execute(statement, params));
         let (written, _) = tokio::try_join!(
-            client.execute(&statement, params),
+            futures::future::try_join_all(executes),
             client.execute(&commit, &[])
         )
         .map_err(pg_error)?;
         self.ended();
-        Ok(written)
+        Ok(written.last().copied().unwrap_or(0))
     }
 
     /// Rolls the open transaction back.

@@ -7,6 +7,9 @@
 //! start), so every replica measures with one clock.
 
 use sqlx::PgConnection;
+use tokio_postgres::types::ToSql;
+
+use super::hot::HotConn;
 
 /// What a subject used in the sliding minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -16,7 +19,6 @@ pub struct WindowUse {
 }
 
 pub async fn window_use(conn: &mut PgConnection, subject: &str) -> Result<WindowUse, sqlx::Error> {
-    // `bucket_start` bounds the index range; `last_at` decides.
     sqlx::query_as(
         "SELECT COALESCE(sum(requests), 0)::bigint AS requests, COALESCE(sum(tokens), 0)::bigint AS tokens \
          FROM rate_windows WHERE subject = $1 AND bucket_start >= now() - interval '61 seconds' \
@@ -26,6 +28,77 @@ pub async fn window_use(conn: &mut PgConnection, subject: &str) -> Result<Window
     .fetch_one(conn)
     .await
 }
+
+/// [`window_use`] of each of the subjects `$1` (`text[]`), one row `(subject, requests, tokens)`
+/// per subject, on the money transactions' pool (`store::holds`, `store::hold_batch`). Sent as a
+/// statement of its own AFTER the agents' rows are locked, so that its snapshot sees every
+/// admission committed before the locks were granted. `bucket_start` bounds the index range;
+/// `last_at` decides.
+pub(crate) const USE_OF_SUBJECTS: &str =
+    "SELECT s.subject, COALESCE(sum(w.requests), 0)::bigint, COALESCE(sum(w.tokens), 0)::bigint \
+     FROM unnest($1::text[]) AS s(subject) \
+     LEFT JOIN rate_windows AS w ON w.subject = s.subject \
+       AND w.bucket_start >= now() - interval '61 seconds' \
+       AND w.last_at >= now() - interval '60 seconds' \
+     GROUP BY s.subject";
+
+/// Admissions to count in the windows, summed per subject, written with their holds by one
+/// statement ([`CHARGE`]): an `INSERT … ON CONFLICT DO UPDATE` may not touch one row twice, so a
+/// subject with several admissions in one batch is one row of it.
+#[derive(Debug, Default)]
+pub struct Charges {
+    subjects: Vec<String>,
+    requests: Vec<i64>,
+    tokens: Vec<i64>,
+}
+
+impl Charges {
+    /// Counts one admitted request of `tokens` (estimated) against `subject`.
+    pub fn add(&mut self, subject: &str, tokens: i64) {
+        match self.subjects.iter().position(|s| s == subject) {
+            Some(i) => {
+                self.requests[i] += 1;
+                self.tokens[i] = self.tokens[i].saturating_add(tokens);
+            }
+            None => {
+                self.subjects.push(subject.to_owned());
+                self.requests.push(1);
+                self.tokens.push(tokens);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+
+    /// These admissions counted ([`CHARGE`], when there are any), then the transaction's last
+    /// statement `sql`, and COMMIT, in one round trip.
+    pub(crate) async fn commit_with(
+        &self,
+        conn: &mut HotConn,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, sqlx::Error> {
+        let charge: [&(dyn ToSql + Sync); 3] = [&self.subjects, &self.requests, &self.tokens];
+        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(2);
+        if !self.is_empty() {
+            statements.push((CHARGE, &charge));
+        }
+        statements.push((sql, params));
+        conn.execute_all_and_commit(&statements).await
+    }
+}
+
+/// [`consume`] of several subjects at once: `$1` subjects, `$2` requests, `$3` tokens (the
+/// columns of [`Charges`]), in the current bucket.
+const CHARGE: &str = "INSERT INTO rate_windows (subject, bucket_start, requests, tokens, last_at) \
+     SELECT c.subject, date_trunc('second', now()), c.requests, c.tokens, now() \
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(subject, requests, tokens) \
+     ON CONFLICT ON CONSTRAINT rate_windows_pkey DO UPDATE \
+     SET requests = rate_windows.requests + EXCLUDED.requests, \
+         tokens = rate_windows.tokens + EXCLUDED.tokens, \
+         last_at = GREATEST(rate_windows.last_at, EXCLUDED.last_at)";
 
 /// Whole seconds from now until the window has let go of at least `requests` requests and
 /// `tokens` tokens (a non-positive amount needs nothing), with nothing new admitted meanwhile:

@@ -1,8 +1,9 @@
 //! Admission batches (issue 17, item 1): the calls a replica admits together share one
 //! transaction. A failing member never loses its neighbours' holds, two members of one agent
-//! never overspend together and chain their events one after the other, a hold whose caller went
-//! away is released, and under load batches form without the budget ever being overspent —
-//! proven on the books and by the full audit.
+//! never overspend together and chain their events one after the other, one batch never passes
+//! an agent's rate limits, a hold whose caller went away is released, and under load batches form
+//! without the budget or the limits ever being passed — proven on the books, the rate windows
+//! and by the full audit.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -353,5 +354,126 @@ async fn many_agents_at_once_batch_together_and_never_overspend() {
         sum - before.0 > count - before.1,
         "some batch carried more than one call"
     );
+    app.assert_books_audit().await;
+}
+
+/// What the agent's rate window holds: (requests, tokens) of its buckets.
+async fn window(app: &TestApp, agent: Uuid) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT COALESCE(sum(requests), 0)::bigint, COALESCE(sum(tokens), 0)::bigint \
+         FROM rate_windows WHERE subject = $1",
+    )
+    .bind(format!("agent:{agent}"))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_batch_never_admits_more_than_the_agents_rpm_and_counts_what_it_admits() {
+    let app = spawn_app().await;
+    // Money for all five; requests for three.
+    let agent = app.create_agent("limited", "1.00", json!({"rpm": 3})).await;
+    let tenant = tenant_of(&app, agent.id).await;
+    let gw = gateway(&app);
+    let body = Map::new();
+    let k = keys(5);
+    let tickets: Vec<_> = k
+        .iter()
+        .map(|k| tool_call(tenant, agent.id, k, &body))
+        .collect();
+
+    // The batch itself: the first three in arrival order are held, the other two are left to
+    // the general way — and the three are counted in the window in the same transaction.
+    let answers = admission::write_one_batch(&gw, &tickets[0..5])
+        .await
+        .unwrap();
+    let batched: Vec<_> = answers.into_iter().map(|a| a.take()).collect();
+    let held_members = batched
+        .iter()
+        .take_while(|b| matches!(b, Batched::Reserved(_)))
+        .count();
+    assert_eq!(held_members, 3, "{batched:?}");
+    assert!(batched[3..].iter().all(|b| matches!(b, Batched::General)));
+    assert_eq!(held(&app, agent.id).await, (3 * COST, 3));
+    assert_eq!(
+        window(&app, agent.id).await,
+        (3, 0),
+        "counted with the holds"
+    );
+    let counted: Vec<i64> =
+        sqlx::query_scalar("SELECT rate_tokens FROM reservations WHERE agent_id = $1")
+            .bind(agent.id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, vec![0, 0, 0], "a tool call charges no tokens");
+    drop(batched);
+
+    // Another batch of the same agent sees those three: nothing more fits, and the general way
+    // refuses and records both with a 429's reason, counting nothing.
+    let admitted = admission::admit_as_one_batch(&gw, &tickets[3..5])
+        .await
+        .unwrap();
+    for a in &admitted {
+        assert!(
+            matches!(a, Ok(Admission::Refused(r)) if r.status == 429),
+            "refused for the rpm"
+        );
+    }
+    assert_eq!(window(&app, agent.id).await, (3, 0));
+    assert_eq!(held(&app, agent.id).await, (3 * COST, 3));
+    app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn many_calls_of_rate_limited_agents_batch_and_never_pass_their_limits() {
+    let app = Arc::new(spawn_app().await);
+    app.mock.delay_ms.store(20, Ordering::SeqCst);
+    // Plenty of money; 12 requests a minute, and tokens for fewer calls than that on one agent.
+    let rpm = app.create_agent("rpm", "1000.00", json!({"rpm": 12})).await;
+    let tpm = app
+        .create_agent("tpm", "1000.00", json!({"rpm": 1000, "tpm": 2000}))
+        .await;
+    let before = batch_sizes(&app).await;
+    let calls = [&rpm, &tpm].into_iter().flat_map(|agent| {
+        let (id, token) = (agent.id, agent.token.clone());
+        let app = Arc::clone(&app);
+        (0..40).map(move |_| {
+            let (app, token) = (Arc::clone(&app), token.clone());
+            async move { (id, app.chat(&token, hello()).await.status()) }
+        })
+    });
+    let statuses = join_all(calls).await;
+    let (sum, count) = batch_sizes(&app).await;
+    assert!(
+        sum - before.0 > count - before.1,
+        "some batch carried more than one call"
+    );
+    for agent in [&rpm, &tpm] {
+        let mine: Vec<_> = statuses
+            .iter()
+            .filter(|(a, _)| *a == agent.id)
+            .map(|(_, s)| *s)
+            .collect();
+        let ok = mine.iter().filter(|s| **s == StatusCode::OK).count();
+        let limited = mine
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!(ok + limited, mine.len(), "served or limited: {mine:?}");
+        assert!(ok > 0 && limited > 0, "the limit binds: {ok} served");
+        let states = app.execution_states(agent.id).await;
+        assert_eq!(states.iter().filter(|s| *s == "COMMITTED").count(), ok);
+        let (requests, tokens) = window(&app, agent.id).await;
+        assert_eq!(requests, ok as i64, "every admission counted once");
+        if agent.id == rpm.id {
+            assert_eq!(ok, 12, "exactly the rpm is admitted in the minute");
+        } else {
+            // Settlement corrected each estimate to the tokens used; what was admitted fit the
+            // window as estimated, so what it holds now is within the limit.
+            assert!(tokens <= 2000, "the tpm binds: {tokens}");
+        }
+    }
     app.assert_books_audit().await;
 }

@@ -4,12 +4,13 @@
 //! round trip, all the holds (one statement per table) and COMMIT in the second.
 //!
 //! Each member is decided in arrival order with the single way's code (`pipelined::grant`:
-//! lifecycle, policy, budget) against its agent's row as the members before it left it (their
-//! estimates reserved, the chain's tail at their last event, linked here), so two holds of one
-//! batch can never together overspend, and one agent's events chain one after another.
+//! lifecycle, policy, the agent's rate limits, budget) against its agent's row and rate windows
+//! as the members before it left them (their estimates reserved, their requests and tokens
+//! counted, the chain's tail at their last event, linked here), so two holds of one batch can
+//! never together overspend or pass a limit, and one agent's events chain one after another.
 //!
-//! A member the batch cannot decide — its agent has rate limits, its tenant limits of its own, its
-//! budget period ended, or it would be refused — is answered [`Batched::General`] once the batch
+//! A member the batch cannot decide — its tenant has limits of its own, its budget period ended,
+//! or it would be refused — is answered [`Batched::General`] once the batch
 //! has committed (its agent's locks released), and takes the general way, which decides it afresh
 //! and records it. When the batch fails (any error: a deadlock, a constraint, the database), it
 //! is rolled back and every member is answered [`Batched::Alone`] and admitted on its own the way
@@ -29,7 +30,7 @@ use super::super::budget_period;
 use super::super::call_types::{AttemptRef, Reservation};
 use super::super::policy::RequestFacts;
 use super::super::pricing::Pricing;
-use super::super::rate_limit::Subjects;
+use super::super::rate_limit::{self, Limits, Subjects};
 use super::super::reservation::{self, HoldRows, Locked};
 use super::super::settlement::{self, Outcome, Release};
 use super::super::ticket::{Target, Ticket};
@@ -40,7 +41,8 @@ use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::money::MicroUsd;
 use crate::store::group_commit::GroupCommit;
 use crate::store::hold_batch::{self, AgentToLock, HoldBatch};
-use crate::store::holds::{self, HoldOn, HotLocked};
+use crate::store::holds::{self, HotLocked};
+use crate::store::rate_windows::{Charges, WindowUse};
 
 /// This replica's admission queue.
 pub type Admissions = GroupCommit<Member, Answer>;
@@ -153,6 +155,7 @@ impl Member {
             agent_id: self.agent_id,
             lock_key: ledger::chain_lock_key(&chain_id),
             chain_id,
+            subject: rate_limit::agent_subject(self.agent_id),
         }
     }
 }
@@ -252,6 +255,7 @@ pub(super) async fn run(books: Weak<Books>, members: Vec<Member>) -> Vec<Answer>
 pub(super) struct Agent {
     pub(super) books: Locked,
     pub(super) plain: bool,
+    pub(super) window: Option<Window>,
 }
 
 /// Locks, decides every member in arrival order, writes the holds and commits. A batch of one is
@@ -275,7 +279,12 @@ pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batch
                 return Batched::General;
             };
             match batch.push(&rows.execution, &rows.reservation, &rows.events()) {
-                Ok(()) => Batched::Reserved(Box::new(reservation)),
+                Ok(()) => {
+                    if let Some(w) = &agent.window {
+                        batch.charge(&w.subject, rows.reservation.rate_tokens);
+                    }
+                    Batched::Reserved(Box::new(reservation))
+                }
                 // Not reachable for a member (unkeyed, first attempt, no tenant hold); should it
                 // be, its agent's books have moved on: its later members go the general way too.
                 Err(_) => {
@@ -289,12 +298,14 @@ pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batch
     Ok(decided)
 }
 
-/// A batch of one: the agent locked, the member decided and held, as `pipelined::alone` does.
-async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
+/// A member on its own (a batch of one, or a call whose batch failed): the agent locked, the
+/// member decided and held, in two pipelined round trips. [`Batched::General`] when the general
+/// way must decide it (nothing was written).
+pub(super) async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
     let l = m.to_lock();
     let chain = (l.chain_id.as_str(), l.lock_key);
-    let Some((lock, locked)) = holds::lock_hot(&books.hot, m.tenant_id, m.agent_id, chain).await?
-    else {
+    let locked = holds::lock_hot(&books.hot, m.tenant_id, m.agent_id, chain, &l.subject).await?;
+    let Some((lock, locked)) = locked else {
         return Ok(Batched::General);
     };
     let (_, mut agent) = agent(locked);
@@ -302,20 +313,33 @@ async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
         lock.abandon().await?;
         return Ok(Batched::General);
     };
-    HoldOn::Hot(lock)
-        .hold(&rows.execution, &rows.reservation, &rows.events())
+    let mut charges = Charges::default();
+    if let Some(w) = &agent.window {
+        charges.add(&w.subject, rows.reservation.rate_tokens);
+    }
+    lock.hold(&rows.execution, &rows.reservation, &rows.events(), &charges)
         .await?;
     Ok(Batched::Reserved(Box::new(reservation)))
 }
 
-/// A locked agent, and whether the batch may decide for it: a tenant without limits of its own,
-/// an agent without rate limits, a budget period not ended (the single way, `pipelined::alone`,
-/// reads its row the same way).
+/// An agent's own rate limits, its subject, and what its window holds — read under its lock, then
+/// moved by each member the batch admits.
+pub(super) struct Window {
+    pub(super) limits: Limits,
+    pub(super) subject: String,
+    pub(super) used: WindowUse,
+}
+
+/// A locked agent, and whether the batch may decide for it: a tenant without limits of its own
+/// and a budget period not ended; with its rate window when it has limits of its own.
 pub(super) fn agent(locked: HotLocked) -> (AgentId, Agent) {
-    let plain = !locked.tenant_limited
-        && budget_period::ended(&locked.agent).is_none()
-        && !Subjects::of(&locked.agent, None).agent.1.any();
-    let id = locked.agent.id;
+    let plain = !locked.tenant_limited && budget_period::ended(&locked.agent).is_none();
+    let (id, limits) = Subjects::of(&locked.agent, None).agent;
+    let window = limits.any().then(|| Window {
+        limits,
+        subject: rate_limit::agent_subject(id),
+        used: locked.window,
+    });
     let books = Locked {
         tenant: None,
         tenant_policy: locked.tenant_policy,
@@ -326,7 +350,14 @@ pub(super) fn agent(locked: HotLocked) -> (AgentId, Agent) {
             hash: locked.tail_hash,
         },
     };
-    (id, Agent { books, plain })
+    (
+        id,
+        Agent {
+            books,
+            plain,
+            window,
+        },
+    )
 }
 
 /// Decides `m` against its agent's books as the members before it left them: the hold's rows
@@ -340,7 +371,14 @@ fn decide<'m>(
         return None;
     }
     let t = m.ticket();
-    let grant = grant(&t, &agent.books, m.clamp_min_output_tokens, &m.facts)?;
+    let window = agent.window.as_mut();
+    let (grant, rate_tokens) = grant(
+        &t,
+        &agent.books,
+        m.clamp_min_output_tokens,
+        &m.facts,
+        window,
+    )?;
     let next = AttemptRef {
         execution_id: Uuid::now_v7(),
         attempt: 1,
@@ -351,6 +389,6 @@ fn decide<'m>(
         &mut agent.books,
         next,
         grant,
-        0,
+        rate_tokens,
     ))
 }

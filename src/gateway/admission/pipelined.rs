@@ -1,9 +1,9 @@
 //! The common admission, pipelined on the money transactions' pool (issue 17, `store::hot`):
-//! BEGIN, the tenant's view and the agent's row, chain lock and tail in one round trip
-//! (`store::holds::lock_hot`), the hold and COMMIT in the next — two round trips where the general
-//! way takes five. It takes the calls that need nothing more: no Idempotency-Key, a tenant without
-//! limits of its own, an agent without rate limits whose budget period has not ended, and a
-//! grant. Anything else — a refusal included — is rolled back untouched and goes the general way
+//! BEGIN, the tenant's view and the agent's row, chain lock, tail and rate windows in one round
+//! trip (`store::holds::lock_hot`), the hold and COMMIT in the next — two round trips where the
+//! general way takes five. It takes the calls that need nothing more: no Idempotency-Key, a
+//! tenant without limits of its own, an agent whose budget period has not ended, and a grant
+//! (within the agent's own rate limits, if it has any). Anything else — a refusal included — is rolled back untouched and goes the general way
 //! ([`super::admit`]), which decides it afresh under the same locks: the same decisions, the same
 //! writes, the same ledger events.
 //!
@@ -11,19 +11,13 @@
 //! which decides it with the same [`grant`]); it is admitted here on its own ([`alone`]) when the
 //! batch failed.
 
-use uuid::Uuid;
-
-use super::super::call_types::AttemptRef;
 use super::super::policy::RequestFacts;
-use super::super::rate_limit::Quota;
+use super::super::rate_limit::{self, Quota};
 use super::super::reservation::{self, Grant, Locked};
 use super::super::ticket::Ticket;
 use super::super::{Gateway, GatewayError};
-use super::batch::{self, Answer, Batched};
+use super::batch::{self, Answer, Batched, Window};
 use super::{policy_cap, Admission};
-use crate::auth::AuthError;
-use crate::ledger::{self, ChainId};
-use crate::store::holds::{self, HoldOn};
 
 /// An unkeyed call (priced by tokens or a declared cost) in this replica's next admission batch
 /// (`admission::batch`): what the batch did with it. A keyed call needs the general way; a media
@@ -45,51 +39,54 @@ pub(super) async fn batched(gw: &Gateway, t: &Ticket<'_>) -> Batched {
     batched
 }
 
-/// Admits `t` in a transaction of its own, pipelined; `None` when it needs the general way
-/// (nothing was written).
+/// Admits `t` in a transaction of its own, pipelined (`batch::write_one`); `None` when it needs
+/// the general way (nothing was written).
 pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admission>, GatewayError> {
-    if t.keyed {
-        return Ok(None);
-    }
     let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
-    let chain_id = ChainId::Agent(t.agent_id).to_string();
-    let chain = (chain_id.as_str(), ledger::chain_lock_key(&chain_id));
-    let Some((lock, locked)) =
-        holds::lock_hot(&gw.books.hot, t.tenant_id, t.agent_id, chain).await?
-    else {
-        return Err(GatewayError::Unauthorized(AuthError::Revoked));
-    };
-    let (_, batch::Agent { mut books, plain }) = batch::agent(locked);
-    let facts = t.request_facts();
-    let Some(grant) = plain.then(|| grant(t, &books, clamp_min, &facts)).flatten() else {
-        lock.abandon().await?;
+    let Some(member) = batch::Member::of(t, t.request_facts(), clamp_min) else {
         return Ok(None);
     };
-    let next = AttemptRef {
-        execution_id: Uuid::now_v7(),
-        attempt: 1,
-    };
-    let replica = gw.books.replica_id;
-    let on = HoldOn::Hot(lock);
-    let reservation = reservation::hold(on, replica, t, &mut books, next, grant, 0).await?;
-    crate::metrics::admission("admitted", "ok");
-    Ok(Some(Admission::Reserved(reservation)))
+    match batch::write_one(&gw.books, &member).await? {
+        Batched::Reserved(reservation) => {
+            crate::metrics::admission("admitted", "ok");
+            Ok(Some(Admission::Reserved(*reservation)))
+        }
+        Batched::General | Batched::Alone => Ok(None),
+    }
 }
 
-/// Lifecycle, policy (on the request's `facts`) and budget, for an agent without rate limits: the
-/// grant, or `None` for a refusal (which the general way decides again and records).
+/// Lifecycle, policy (on the request's `facts`), the agent's own rate limits (its `window`, when
+/// it has any) and budget: the grant and the tokens it charges to the window — which is moved
+/// past it — or `None` for a refusal (which the general way decides again and records).
 pub(super) fn grant(
     t: &Ticket<'_>,
     books: &Locked,
     clamp_min_output_tokens: u64,
     facts: &RequestFacts,
-) -> Option<Grant> {
+    window: Option<&mut Window>,
+) -> Option<(Grant, i64)> {
     let (effective, cap) = policy_cap(t, books, facts).ok()?;
+    let quota = match &window {
+        Some(w) => rate_limit::decide(w.limits, w.used, t.rate_tokens(cap)).ok()?,
+        None => Quota::default(),
+    };
     let (estimate, clamped) =
         reservation::decide_budget(t, books, &effective, cap, clamp_min_output_tokens).ok()?;
-    Some(Grant {
+    // As the general way: checked with the request's tokens at its cap, charged with the hold's
+    // estimate of them (corrected to the tokens used at settlement).
+    let rate_tokens = match window {
+        Some(w) => {
+            let charged = i64::try_from(estimate.tokens()).unwrap_or(i64::MAX);
+            w.used.requests += 1;
+            w.used.tokens = w.used.tokens.saturating_add(charged);
+            charged
+        }
+        None => 0,
+    };
+    let grant = Grant {
         estimate,
         clamped,
-        quota: Quota::default(),
-    })
+        quota,
+    };
+    Some((grant, rate_tokens))
 }
