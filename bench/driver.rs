@@ -40,6 +40,7 @@ use aex::ledger::link::{self, AgentChainFacts, ChainTail};
 use aex::store::executions::NewExecution;
 use aex::store::holds::{self, HoldEvents, NewReservation};
 use aex::store::hot::HotPool;
+use aex::store::rate_windows::Charges;
 use aex::store::settlements::{self, Charge, Settlement};
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -554,7 +555,8 @@ async fn sqlx_request(pool: &PgPool, f: &Fixture, r: &Request) -> anyhow::Result
 /// transactions' pool.
 async fn aex_request(pool: &HotPool, f: &Fixture, r: &Request) -> anyhow::Result<()> {
     let (tenant, agent) = (TenantId(f.tenant), AgentId(r.agent));
-    let (lock, locked) = holds::lock_hot(pool, tenant, agent, (&r.chain, r.lock_key))
+    let subject = format!("agent:{}", r.agent);
+    let (lock, locked) = holds::lock_hot(pool, tenant, agent, (&r.chain, r.lock_key), &subject)
         .await?
         .context("no such agent")?;
     anyhow::ensure!(!locked.tenant_limited, "the tenant has limits");
@@ -587,6 +589,7 @@ async fn aex_request(pool: &HotPool, f: &Fixture, r: &Request) -> anyhow::Result
             reserved: (&reserved.event_hash, &reserved.payload),
             dispatched: (&dispatched.event_hash, &dispatched.payload),
         },
+        &Charges::default(),
     )
     .await?;
     let settled = settlements::settle(pool, &settlement(f, r), link::settlement_event).await?;

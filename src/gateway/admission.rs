@@ -26,6 +26,7 @@
 
 pub mod batch;
 mod pipelined;
+mod unacked;
 
 use batch::Batched;
 
@@ -80,7 +81,7 @@ async fn admit_after_batch(
     match batched {
         Batched::Reserved(reservation) => return Ok(Admission::Reserved(*reservation)),
         Batched::Alone => {
-            if let Some(admitted) = pipelined::alone(gw, t).await? {
+            if let Some(admitted) = pipelined::alone(gw, t).await {
                 return Ok(admitted);
             }
         }
@@ -151,7 +152,10 @@ async fn general(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError
     let replica = gw.books.replica_id;
     let reservation =
         reservation::hold(&mut tx, replica, t, &mut books, next, grant, rate_tokens).await?;
-    tx.commit().await?;
+    let reservation = match tx.commit().await {
+        Ok(()) => reservation,
+        Err(e) => unacked::one(&gw.books, reservation, e).await?,
+    };
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(reservation))
 }

@@ -14,7 +14,10 @@
 //! has committed (its agent's locks released), and takes the general way, which decides it afresh
 //! and records it. When the batch fails (any error: a deadlock, a constraint, the database), it
 //! is rolled back and every member is answered [`Batched::Alone`] and admitted on its own the way
-//! it was before batching, so one bad member never loses its neighbours' holds.
+//! it was before batching, so one bad member never loses its neighbours' holds. When the
+//! connection fails in the round trip that carried COMMIT, the batch may have committed: its
+//! holds are looked up (`admission::unacked`), the committed ones answered Reserved, and only
+//! the others Alone.
 //!
 //! A caller that goes away (its client disconnected) once its member was sent cannot take back a
 //! hold that the batch commits: its [`Answer`], unclaimed, releases the hold when dropped.
@@ -36,6 +39,7 @@ use super::super::settlement::{self, Outcome, Release};
 use super::super::ticket::{Target, Ticket};
 use super::super::Books;
 use super::pipelined::grant;
+use super::unacked;
 use crate::domain::{AgentId, CallRoute, ExecutionState, ReplicaId, TenantId};
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::money::MicroUsd;
@@ -180,7 +184,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(batched: Batched, books: Option<Arc<Books>>) -> Self {
+    pub(super) fn new(batched: Batched, books: Option<Arc<Books>>) -> Self {
         Answer {
             batched: Some(batched),
             books,
@@ -238,14 +242,39 @@ pub(super) async fn run(books: Weak<Books>, members: Vec<Member>) -> Vec<Answer>
             .into_iter()
             .map(|d| Answer::new(d, Some(books.clone())))
             .collect(),
-        Err(e) => {
+        Err(Failed {
+            decided: Some(decided),
+            error,
+        }) if unacked::outcome_unknown(&error) => {
+            // The connection failed with COMMIT sent: the holds may be committed. Those that are
+            // are dispatched as decided, only the others admitted again (`admission::unacked`).
+            tracing::warn!(error = %error, members = members.len(), "admission batch's commit went unanswered: looking its holds up");
+            unacked::resolve(&books, decided).await
+        }
+        Err(Failed { error, .. }) => {
             // Rolled back (its connection closed): nothing of it was written. Each member is
             // admitted on its own, so a failing one cannot take its neighbours down with it.
-            tracing::warn!(error = %e, members = members.len(), "admission batch failed: admitting its members one by one");
+            tracing::warn!(error = %error, members = members.len(), "admission batch failed: admitting its members one by one");
             members
                 .iter()
                 .map(|_| Answer::new(Batched::Alone, None))
                 .collect()
+        }
+    }
+}
+
+/// A batch that failed, and how far it got: `decided`, its members' answers, when it failed in
+/// the round trip that carried its COMMIT (which may have committed); `None` before.
+struct Failed {
+    decided: Option<Vec<Batched>>,
+    error: sqlx::Error,
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        Failed {
+            decided: None,
+            error,
         }
     }
 }
@@ -261,9 +290,9 @@ pub(super) struct Agent {
 /// Locks, decides every member in arrival order, writes the holds and commits. A batch of one is
 /// written as a call admitted alone is (`store::holds`): one row's statements cost Postgres less
 /// than the set-based ones, and a quiet replica's calls are all alone.
-pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, sqlx::Error> {
+async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, Failed> {
     if let [member] = members {
-        return Ok(vec![write_one(books, member).await?]);
+        return write_one(books, member).await;
     }
     let agents = hold_batch::distinct_agents(members.iter().map(Member::to_lock).collect());
     let (lock, rows) = hold_batch::lock_batch(&books.hot, &agents).await?;
@@ -294,32 +323,45 @@ pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batch
             }
         })
         .collect();
-    lock.hold(&batch).await?;
-    Ok(decided)
+    after_commit(decided, lock.hold(&batch).await)
 }
 
-/// A member on its own (a batch of one, or a call whose batch failed): the agent locked, the
-/// member decided and held, in two pipelined round trips. [`Batched::General`] when the general
-/// way must decide it (nothing was written).
-pub(super) async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
+/// A batch of one: the agent locked, the member decided and held, in two pipelined round trips
+/// (the single way, `pipelined::alone`, is a batch of one too).
+async fn write_one(books: &Books, m: &Member) -> Result<Vec<Batched>, Failed> {
     let l = m.to_lock();
     let chain = (l.chain_id.as_str(), l.lock_key);
     let locked = holds::lock_hot(&books.hot, m.tenant_id, m.agent_id, chain, &l.subject).await?;
     let Some((lock, locked)) = locked else {
-        return Ok(Batched::General);
+        return Ok(vec![Batched::General]);
     };
     let (_, mut agent) = agent(locked);
     let Some((rows, reservation)) = decide(m, &mut agent, books.replica_id) else {
         lock.abandon().await?;
-        return Ok(Batched::General);
+        return Ok(vec![Batched::General]);
     };
     let mut charges = Charges::default();
     if let Some(w) = &agent.window {
         charges.add(&w.subject, rows.reservation.rate_tokens);
     }
-    lock.hold(&rows.execution, &rows.reservation, &rows.events(), &charges)
-        .await?;
-    Ok(Batched::Reserved(Box::new(reservation)))
+    let held = lock
+        .hold(&rows.execution, &rows.reservation, &rows.events(), &charges)
+        .await;
+    after_commit(vec![Batched::Reserved(Box::new(reservation))], held)
+}
+
+/// `decided`, once the round trip that carried the holds and COMMIT answered `held`.
+fn after_commit(
+    decided: Vec<Batched>,
+    held: Result<(), sqlx::Error>,
+) -> Result<Vec<Batched>, Failed> {
+    match held {
+        Ok(()) => Ok(decided),
+        Err(error) => Err(Failed {
+            decided: Some(decided),
+            error,
+        }),
+    }
 }
 
 /// An agent's own rate limits, its subject, and what its window holds — read under its lock, then

@@ -3,9 +3,9 @@
 //! trip (`store::holds::lock_hot`), the hold and COMMIT in the next — two round trips where the
 //! general way takes five. It takes the calls that need nothing more: no Idempotency-Key, a
 //! tenant without limits of its own, an agent whose budget period has not ended, and a grant
-//! (within the agent's own rate limits, if it has any). Anything else — a refusal included — is rolled back untouched and goes the general way
-//! ([`super::admit`]), which decides it afresh under the same locks: the same decisions, the same
-//! writes, the same ledger events.
+//! (within the agent's own rate limits, if it has any). Anything else — a refusal included — is
+//! rolled back untouched and goes the general way ([`super::admit`]), which decides it afresh
+//! under the same locks: the same decisions, the same writes, the same ledger events.
 //!
 //! Such a call first goes in this replica's next admission batch ([`batched`], `admission::batch`,
 //! which decides it with the same [`grant`]); it is admitted here on its own ([`alone`]) when the
@@ -15,7 +15,7 @@ use super::super::policy::RequestFacts;
 use super::super::rate_limit::{self, Quota};
 use super::super::reservation::{self, Grant, Locked};
 use super::super::ticket::Ticket;
-use super::super::{Gateway, GatewayError};
+use super::super::Gateway;
 use super::batch::{self, Answer, Batched, Window};
 use super::{policy_cap, Admission};
 
@@ -39,19 +39,24 @@ pub(super) async fn batched(gw: &Gateway, t: &Ticket<'_>) -> Batched {
     batched
 }
 
-/// Admits `t` in a transaction of its own, pipelined (`batch::write_one`); `None` when it needs
-/// the general way (nothing was written).
-pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admission>, GatewayError> {
+/// Admits `t` in a transaction of its own, pipelined (a batch of one); `None` when it needs the
+/// general way (nothing was written).
+pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Option<Admission> {
     let clamp_min = u64::from(gw.settings.gateway.clamp_min_output_tokens);
-    let Some(member) = batch::Member::of(t, t.request_facts(), clamp_min) else {
-        return Ok(None);
-    };
-    match batch::write_one(&gw.books, &member).await? {
-        Batched::Reserved(reservation) => {
+    let member = batch::Member::of(t, t.request_facts(), clamp_min)?;
+    // A batch of one, answered as any batch is (a commit whose answer was lost looked up,
+    // `admission::unacked`); a failure leaves the call to the general way.
+    let books = std::sync::Arc::downgrade(&gw.books);
+    match batch::run(books, vec![member])
+        .await
+        .pop()
+        .map(Answer::take)
+    {
+        Some(Batched::Reserved(reservation)) => {
             crate::metrics::admission("admitted", "ok");
-            Ok(Some(Admission::Reserved(*reservation)))
+            Some(Admission::Reserved(*reservation))
         }
-        Batched::General | Batched::Alone => Ok(None),
+        _ => None,
     }
 }
 
