@@ -26,6 +26,7 @@
 
 pub mod batch;
 mod pipelined;
+mod unacked;
 
 use batch::Batched;
 
@@ -153,7 +154,10 @@ async fn general(gw: &Gateway, t: &Ticket<'_>) -> Result<Admission, GatewayError
     let on = HoldOn::Tx(&mut tx);
     let reservation =
         reservation::hold(on, replica, t, &mut books, next, grant, rate_tokens).await?;
-    tx.commit().await?;
+    let reservation = match tx.commit().await {
+        Ok(()) => reservation,
+        Err(e) => unacked::one(&gw.books, reservation, e).await?,
+    };
     crate::metrics::admission("admitted", "ok");
     Ok(Admission::Reserved(reservation))
 }

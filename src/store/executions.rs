@@ -262,3 +262,26 @@ pub async fn prune_results(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Which of `ids` exist, read only once every transaction that had locked one of `agents` has
+/// ended. After a transaction's COMMIT went unanswered, its backend may still be finishing it (it
+/// notices its client is gone only when it next reads or writes the socket): a read at once could
+/// miss a commit that becomes visible a moment later. That transaction holds its agents' rows
+/// `FOR UPDATE` until it ends, so `FOR SHARE` on them waits for exactly that; the executions are
+/// then read by a second statement, whose snapshot is taken after the wait.
+pub async fn existing_once_agents_free(
+    conn: &mut PgConnection,
+    agents: &[Uuid],
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    // Ascending, the order every admission locks agents in.
+    sqlx::query("SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE")
+        .bind(agents)
+        .fetch_all(&mut *conn)
+        .await?;
+    let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM executions WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(found.into_iter().collect())
+}

@@ -13,7 +13,10 @@
 //! has committed (its agent's locks released), and takes the general way, which decides it afresh
 //! and records it. When the batch fails (any error: a deadlock, a constraint, the database), it
 //! is rolled back and every member is answered [`Batched::Alone`] and admitted on its own the way
-//! it was before batching, so one bad member never loses its neighbours' holds.
+//! it was before batching, so one bad member never loses its neighbours' holds. When the
+//! connection fails in the round trip that carried COMMIT, the batch may have committed: its
+//! holds are looked up (`admission::unacked`), the committed ones answered Reserved, and only
+//! the others Alone.
 //!
 //! A caller that goes away (its client disconnected) once its member was sent cannot take back a
 //! hold that the batch commits: its [`Answer`], unclaimed, releases the hold when dropped.
@@ -35,6 +38,7 @@ use super::super::settlement::{self, Outcome, Release};
 use super::super::ticket::{Target, Ticket};
 use super::super::Books;
 use super::pipelined::grant;
+use super::unacked;
 use crate::domain::{AgentId, CallRoute, ExecutionState, ReplicaId, TenantId};
 use crate::ledger::{self, link::ChainTail, ChainId};
 use crate::money::MicroUsd;
@@ -177,7 +181,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(batched: Batched, books: Option<Arc<Books>>) -> Self {
+    pub(super) fn new(batched: Batched, books: Option<Arc<Books>>) -> Self {
         Answer {
             batched: Some(batched),
             books,
@@ -235,14 +239,39 @@ pub(super) async fn run(books: Weak<Books>, members: Vec<Member>) -> Vec<Answer>
             .into_iter()
             .map(|d| Answer::new(d, Some(books.clone())))
             .collect(),
-        Err(e) => {
+        Err(Failed {
+            decided: Some(decided),
+            error,
+        }) if unacked::outcome_unknown(&error) => {
+            // The connection failed with COMMIT sent: the holds may be committed. Those that are
+            // are dispatched as decided, only the others admitted again (`admission::unacked`).
+            tracing::warn!(error = %error, members = members.len(), "admission batch's commit went unanswered: looking its holds up");
+            unacked::resolve(&books, decided).await
+        }
+        Err(Failed { error, .. }) => {
             // Rolled back (its connection closed): nothing of it was written. Each member is
             // admitted on its own, so a failing one cannot take its neighbours down with it.
-            tracing::warn!(error = %e, members = members.len(), "admission batch failed: admitting its members one by one");
+            tracing::warn!(error = %error, members = members.len(), "admission batch failed: admitting its members one by one");
             members
                 .iter()
                 .map(|_| Answer::new(Batched::Alone, None))
                 .collect()
+        }
+    }
+}
+
+/// A batch that failed, and how far it got: `decided`, its members' answers, when it failed in
+/// the round trip that carried its COMMIT (which may have committed); `None` before.
+struct Failed {
+    decided: Option<Vec<Batched>>,
+    error: sqlx::Error,
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        Failed {
+            decided: None,
+            error,
         }
     }
 }
@@ -257,9 +286,9 @@ pub(super) struct Agent {
 /// Locks, decides every member in arrival order, writes the holds and commits. A batch of one is
 /// written as a call admitted alone is (`store::holds`): one row's statements cost Postgres less
 /// than the set-based ones, and a quiet replica's calls are all alone.
-pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, sqlx::Error> {
+async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batched>, Failed> {
     if let [member] = members {
-        return Ok(vec![write_one(books, member).await?]);
+        return write_one(books, member).await;
     }
     let agents = hold_batch::distinct_agents(members.iter().map(Member::to_lock).collect());
     let (lock, rows) = hold_batch::lock_batch(&books.hot, &agents).await?;
@@ -285,27 +314,40 @@ pub(super) async fn write(books: &Books, members: &[Member]) -> Result<Vec<Batch
             }
         })
         .collect();
-    lock.hold(&batch).await?;
-    Ok(decided)
+    after_commit(decided, lock.hold(&batch).await)
 }
 
 /// A batch of one: the agent locked, the member decided and held, as `pipelined::alone` does.
-async fn write_one(books: &Books, m: &Member) -> Result<Batched, sqlx::Error> {
+async fn write_one(books: &Books, m: &Member) -> Result<Vec<Batched>, Failed> {
     let l = m.to_lock();
     let chain = (l.chain_id.as_str(), l.lock_key);
     let Some((lock, locked)) = holds::lock_hot(&books.hot, m.tenant_id, m.agent_id, chain).await?
     else {
-        return Ok(Batched::General);
+        return Ok(vec![Batched::General]);
     };
     let (_, mut agent) = agent(locked);
     let Some((rows, reservation)) = decide(m, &mut agent, books.replica_id) else {
         lock.abandon().await?;
-        return Ok(Batched::General);
+        return Ok(vec![Batched::General]);
     };
-    HoldOn::Hot(lock)
+    let held = HoldOn::Hot(lock)
         .hold(&rows.execution, &rows.reservation, &rows.events())
-        .await?;
-    Ok(Batched::Reserved(Box::new(reservation)))
+        .await;
+    after_commit(vec![Batched::Reserved(Box::new(reservation))], held)
+}
+
+/// `decided`, once the round trip that carried the holds and COMMIT answered `held`.
+fn after_commit(
+    decided: Vec<Batched>,
+    held: Result<(), sqlx::Error>,
+) -> Result<Vec<Batched>, Failed> {
+    match held {
+        Ok(()) => Ok(decided),
+        Err(error) => Err(Failed {
+            decided: Some(decided),
+            error,
+        }),
+    }
 }
 
 /// A locked agent, and whether the batch may decide for it: a tenant without limits of its own,

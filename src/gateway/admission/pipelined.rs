@@ -20,6 +20,7 @@ use super::super::reservation::{self, Grant, Locked};
 use super::super::ticket::Ticket;
 use super::super::{Gateway, GatewayError};
 use super::batch::{self, Answer, Batched};
+use super::unacked;
 use super::{policy_cap, Admission};
 use crate::auth::AuthError;
 use crate::ledger::{self, ChainId};
@@ -69,9 +70,15 @@ pub(super) async fn alone(gw: &Gateway, t: &Ticket<'_>) -> Result<Option<Admissi
         execution_id: Uuid::now_v7(),
         attempt: 1,
     };
-    let replica = gw.books.replica_id;
-    let on = HoldOn::Hot(lock);
-    let reservation = reservation::hold(on, replica, t, &mut books, next, grant, 0).await?;
+    let (rows, reservation) = reservation::held(gw.books.replica_id, t, &mut books, next, grant, 0);
+    let held = HoldOn::Hot(lock)
+        .hold(&rows.execution, &rows.reservation, &rows.events())
+        .await;
+    let reservation = match held {
+        Ok(()) => reservation,
+        // COMMIT went with the hold: when its answer was lost, the hold may be committed.
+        Err(e) => unacked::one(&gw.books, reservation, e).await?,
+    };
     crate::metrics::admission("admitted", "ok");
     Ok(Some(Admission::Reserved(reservation)))
 }
