@@ -24,7 +24,10 @@ pub async fn prune(pool: &PgPool, retention_hours: u64) -> Result<(), sqlx::Erro
     let mut conn = pool.acquire().await?;
     let pruned = executions::prune_results(&mut conn, before).await?;
     if pruned > 0 {
-        tracing::info!(pruned, "pruned cached results past retention");
+        tracing::info!(
+            pruned,
+            "executions past result retention marked pruned (cached results dropped)"
+        );
     }
     attempts::prune_outcomes(&mut conn, before).await?;
     // Rate-limit buckets older than any window are never read again.

@@ -204,7 +204,10 @@ pub async fn get_result(
 }
 
 /// Non-terminal executions owned by replicas that are stopped or silent since `stale_before`
-/// (or by no replica at all).
+/// (or by no replica at all). Found through their holds: an execution is open exactly while its
+/// attempt's reservation is RESERVED (the admission writes both, the settlement ends both), and
+/// `reservations_open_idx` lists those; `executions` has no index on `state`, so that the
+/// settlement's update of the row is a HOT one (migrations/20261208000004).
 pub async fn list_orphaned(
     conn: &mut PgConnection,
     stale_before: DateTime<Utc>,
@@ -213,7 +216,9 @@ pub async fn list_orphaned(
     sqlx::query_as(concat!(
         "SELECT ",
         execution_columns!(),
-        " FROM executions e WHERE state IN ('RESERVING', 'RESERVED', 'DISPATCHED') \
+        " FROM executions e WHERE (id, attempt) IN \
+            (SELECT h.execution_id, h.attempt FROM reservations h WHERE h.state = 'RESERVED') \
+          AND state IN ('RESERVING', 'RESERVED', 'DISPATCHED') \
           AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = e.replica_id \
                           AND r.stopped_at IS NULL AND r.heartbeat_at >= $1) \
           ORDER BY created_at LIMIT $2"
@@ -239,14 +244,18 @@ pub async fn lock_execution(
     .await
 }
 
-/// Drops cached bodies older than the retention period; the rows and ledger stay.
+/// Drops cached bodies older than the retention period; the rows and ledger stay. Every
+/// execution finished before `older_than` is marked pruned, with a body or without (its result,
+/// if any, is no longer retained either way): `executions_unpruned_idx` then holds only the rows
+/// of the retention period and the open ones, and a result completes after its row was created,
+/// so the `created_at` bound finds them all through it.
 pub async fn prune_results(
     conn: &mut PgConnection,
     older_than: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE executions SET response_body = NULL, result_pruned_at = now() \
-         WHERE response_body IS NOT NULL AND completed_at < $1",
+         WHERE result_pruned_at IS NULL AND created_at < $1 AND completed_at < $1",
     )
     .bind(older_than)
     .execute(conn)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aex::cluster::reconciler;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{hello, spawn_app};
 
 #[tokio::test]
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
@@ -99,5 +99,87 @@ async fn the_hold_and_the_dispatch_mark_commit_in_one_transaction() {
     assert_eq!(writes, expected);
     app.mock.open_gate();
     assert_eq!(inflight.await.unwrap().status(), 200);
+    app.assert_books_audit().await;
+}
+
+#[tokio::test]
+async fn a_lost_replicas_next_attempt_of_a_key_is_found_by_its_hold_and_failed_once() {
+    // The reconciler finds open executions through their attempt's RESERVED hold (executions has
+    // no index on state, so that settling one is a HOT update): a key's second attempt reuses the
+    // execution row, next to the first attempt's released hold, and must be found by the second
+    // hold alone, once; a finished execution of the same lost replica is left as it is.
+    let app = spawn_app().await;
+    let agent = app.create_agent("next-attempt", "1.00", json!({})).await;
+    let done = app.create_agent("finished", "1.00", json!({})).await;
+    assert_eq!(app.chat(&done.token, hello()).await.status(), 200);
+    app.await_execution_states(done.id, &["COMMITTED"]).await;
+    let key = [("Idempotency-Key", "lost-second-attempt")];
+    app.mock.status.store(503, Ordering::SeqCst);
+    let first = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(first.status(), 502);
+    app.mock.status.store(0, Ordering::SeqCst);
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
+    let second = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(&agent.token)
+        .header(key[0].0, key[0].1)
+        .json(&hello())
+        .send();
+    let inflight = tokio::spawn(second);
+    app.await_execution_states(agent.id, &["DISPATCHED"]).await;
+
+    sqlx::query("UPDATE replicas SET heartbeat_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let books = &app.server.as_ref().unwrap().state.gateway.books;
+    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
+    let report = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
+    assert_eq!((report.failed, report.released), (1, 0));
+    let holds: Vec<(i32, String, Option<String>)> = sqlx::query_as(
+        "SELECT attempt, state, reason FROM reservations WHERE agent_id = $1 ORDER BY attempt",
+    )
+    .bind(agent.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(holds.len(), 2);
+    assert_eq!((holds[0].0, holds[0].1.as_str()), (1, "RELEASED"));
+    assert_eq!(
+        (holds[1].0, holds[1].1.as_str(), holds[1].2.as_deref()),
+        (2, "RELEASED", Some("replica_lost"))
+    );
+    let (attempt, state): (i32, String) =
+        sqlx::query_as("SELECT attempt, state FROM executions WHERE agent_id = $1")
+            .bind(agent.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempt, state.as_str()), (2, "FAILED"));
+    assert_eq!(app.books(agent.id).await.1, 0, "the hold is released");
+    assert_eq!(app.execution_states(done.id).await, vec!["COMMITTED"]);
+    // A second pass finds nothing left.
+    let again = reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap();
+    assert_eq!(again.failed + again.released, 0);
+
+    app.mock.open_gate();
+    assert_eq!(inflight.await.unwrap().unwrap().status(), 200);
+    let (spent, reserved, _) = app.books(agent.id).await;
+    assert_eq!(
+        (spent, reserved),
+        (0, 0),
+        "the late settlement changes nothing"
+    );
+    sqlx::query("UPDATE replicas SET heartbeat_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     app.assert_books_audit().await;
 }

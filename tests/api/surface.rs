@@ -376,3 +376,77 @@ async fn cached_results_are_pruned_after_retention_and_the_execution_stays() {
     );
     app.assert_books_audit().await;
 }
+
+/// `(attempt, state, pruned, has a body)` of the execution under `key`.
+async fn retention_of(app: &crate::helpers::TestApp, key: &str) -> (i32, String, bool, bool) {
+    sqlx::query_as(
+        "SELECT attempt, state, result_pruned_at IS NOT NULL, response_body IS NOT NULL \
+         FROM executions WHERE execution_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pruning_marks_every_finished_execution_and_a_next_attempt_is_pruned_in_its_turn() {
+    // Pruning finds its rows through executions_unpruned_idx (result_pruned_at IS NULL): a row
+    // it does not mark would be read again by every pass, and a next attempt whose mark stayed
+    // would keep its result forever.
+    let app = crate::helpers::spawn_app_with(|s| s.gateway.result_retention_hours = 0).await;
+    let agent = app.create_agent("retained", "1.00", json!({})).await;
+    let key = [("Idempotency-Key", "retried-after-pruning")];
+    app.mock.status.store(503, Ordering::SeqCst);
+    let failed = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+    app.mock.status.store(0, Ordering::SeqCst);
+    // An execution in flight is not finished: never marked.
+    app.mock.gate_closed.store(true, Ordering::SeqCst);
+    let inflight = app.spawn_chat(&agent.token);
+    app.await_execution_states(agent.id, &["RELEASED", "DISPATCHED"])
+        .await;
+    aex::cluster::housekeeping::prune(&app.pool, 0)
+        .await
+        .unwrap();
+    let (_, released, pruned, _) = retention_of(&app, key[0].1).await;
+    assert_eq!((released.as_str(), pruned), ("RELEASED", true));
+    let open: bool = sqlx::query_scalar(
+        "SELECT result_pruned_at IS NULL FROM executions WHERE agent_id = $1 AND state = 'DISPATCHED'",
+    )
+    .bind(agent.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(open, "an execution in flight is not marked");
+    app.mock.open_gate();
+    assert_eq!(inflight.await.unwrap().status(), StatusCode::OK);
+
+    // The next attempt reuses the row: its result is retained, then pruned in its turn.
+    let retried = app
+        .post("/v1/chat/completions", &agent.token, hello(), &key)
+        .await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert_eq!(
+        retention_of(&app, key[0].1).await,
+        (2, "COMMITTED".to_owned(), false, true)
+    );
+    aex::cluster::housekeeping::prune(&app.pool, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        retention_of(&app, key[0].1).await,
+        (2, "COMMITTED".to_owned(), true, false)
+    );
+    let unmarked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM executions WHERE agent_id = $1 AND result_pruned_at IS NULL",
+    )
+    .bind(agent.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unmarked, 0, "every finished execution is marked");
+    app.assert_books_audit().await;
+}
