@@ -53,6 +53,10 @@ enum Command {
         count: usize,
         #[arg(long)]
         budget_usd: String,
+        /// Requests per minute of each agent (`aex agent create` always gives one); none when
+        /// left out.
+        #[arg(long)]
+        rpm: Option<u32>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -694,6 +698,7 @@ async fn create_agents(
     prefix: &str,
     count: usize,
     budget_usd: &str,
+    rpm: Option<u32>,
 ) -> anyhow::Result<Vec<String>> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut tokens = Vec::with_capacity(count);
@@ -701,7 +706,7 @@ async fn create_agents(
         let resp = client
             .post(format!("{}/admin/agents", url.trim_end_matches('/')))
             .bearer_auth(admin_token)
-            .json(&json!({"name": format!("{prefix}-{i}"), "budget_usd": budget_usd}))
+            .json(&json!({"name": format!("{prefix}-{i}"), "budget_usd": budget_usd, "rpm": rpm}))
             .send()
             .await?;
         let status = resp.status();
@@ -745,6 +750,7 @@ fn main() -> anyhow::Result<()> {
             prefix,
             count,
             budget_usd,
+            rpm,
             out,
         } => {
             let tokens = rt.block_on(create_agents(
@@ -753,6 +759,7 @@ fn main() -> anyhow::Result<()> {
                 &prefix,
                 count,
                 &budget_usd,
+                rpm,
             ))?;
             std::fs::write(&out, tokens.join("\n") + "\n")?;
         }

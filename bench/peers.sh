@@ -11,6 +11,8 @@
 #   DURATION       seconds measured per point (default 6; about 18 points)
 #   WARMUP         seconds of warm-up before each point (default 1)
 #   AGENTS         agents AEX's requests spread over (default 64)
+#   AGENT_RPM      requests per minute of each bench agent (as `aex agent create` always gives one:
+#                  its windows are then read and charged on every call); none when unset
 #   STREAM_CHUNKS, STREAM_CHUNK_DELAY_MS   the streamed answer of stream-c16 (default 20, 2)
 #   PEERS          which peers, space-separated (default "portkey litellm"; "" for none)
 #   PEERS_DIR      where the peers are installed, kept between runs (default /tmp/aex-peers)
@@ -191,7 +193,7 @@ operator_token=$("$AEX" init --database-url "$server/$db" --json | sed -n 's/.*"
 [[ -n $operator_token ]] || { echo "peers: aex init printed no operator token" >&2; exit 1; }
 start_aex
 export BENCH_ADMIN_TOKEN=$operator_token
-"$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" --budget-usd 1000000 --out "$work/many.tokens"
+"$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" --budget-usd 1000000 ${AGENT_RPM:+--rpm "$AGENT_RPM"} --out "$work/many.tokens"
 echo "mock $mock, aex $aex_addr (pid $aex_pid)"
 
 echo "== the mock direct (the baseline)"

@@ -10,6 +10,8 @@
 #   DURATION       seconds measured per scenario and mode, and per pgbench run (default 10)
 #   WARMUP         seconds of warm-up before each measurement (default 1)
 #   AGENTS         agents the "many agents" scenarios spread over (default 64)
+#   AGENT_RPM      requests per minute of each bench agent (as `aex agent create` always gives one:
+#                  its windows are then read and charged on every call); none when unset
 #   STREAM_CHUNKS, STREAM_CHUNK_DELAY_MS   the streamed answer of stream-c16 (default 20, 2)
 #   LONG_STREAMS   concurrent streams of the loaded-memory scenario (default 1000)
 #   DATABASE_URL   a Postgres server where the bench may create and drop scratch databases
@@ -110,8 +112,8 @@ echo "mock $mock, long-stream mock $mock_long, aex $aex_addr (pid $aex_pid)"
 # Budgets large enough never to refuse, no rpm/tpm; one more agent with a budget for about a
 # hundred requests, to be hammered past it.
 export BENCH_ADMIN_TOKEN=$operator_token
-"$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" --budget-usd 1000000 --out "$work/many.tokens"
-"$LOADGEN" agents --url "http://$aex_addr" --prefix hot --budget-usd 1000000 --out "$work/hot.tokens"
+"$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" --budget-usd 1000000 ${AGENT_RPM:+--rpm "$AGENT_RPM"} --out "$work/many.tokens"
+"$LOADGEN" agents --url "http://$aex_addr" --prefix hot --budget-usd 1000000 ${AGENT_RPM:+--rpm "$AGENT_RPM"} --out "$work/hot.tokens"
 "$LOADGEN" agents --url "http://$aex_addr" --prefix capped --budget-usd 0.0015 --out "$work/capped.tokens"
 
 # The Postgres ceiling: pgbench runs the SQL of one governed request (bench/governed-request.sql)
@@ -257,7 +259,7 @@ if [[ -n ${BASELINE_AEX:-} ]]; then
     "$BASELINE_AEX" init --database-url "$server/$baseline_db" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
   AEX_HOME=$work/base-home AEX_CONFIG=$work/base-home/aex.toml AEX=$BASELINE_AEX start_aex
   BENCH_ADMIN_TOKEN=$base_token "$LOADGEN" agents --url "http://$aex_addr" --prefix many --count "$AGENTS" \
-    --budget-usd 1000000 --out "$work/base-many.tokens"
+    --budget-usd 1000000 ${AGENT_RPM:+--rpm "$AGENT_RPM"} --out "$work/base-many.tokens"
   watch_backends "$baseline_db" "$work/base-many.tokens"
   for c in 1 64; do
     want "chat-c$c" || continue
