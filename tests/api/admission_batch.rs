@@ -75,6 +75,23 @@ fn tool_call<'a>(
     }
 }
 
+/// Unkeyed tool calls of `agent`, one per key.
+fn tool_calls<'a>(
+    tenant: Uuid,
+    agent: Uuid,
+    keys: &'a [String],
+    body: &'a Map<String, Value>,
+) -> Vec<Ticket<'a>> {
+    keys.iter()
+        .map(|k| tool_call(tenant, agent, k, body))
+        .collect()
+}
+
+/// What a batch did with each of its members (the holds now the test's).
+fn taken(answers: Vec<admission::batch::Answer>) -> Vec<Batched> {
+    answers.into_iter().map(|a| a.take()).collect()
+}
+
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|_| Uuid::now_v7().to_string()).collect()
 }
@@ -154,15 +171,12 @@ async fn two_members_of_one_agent_chain_their_events_and_never_overspend_togethe
     let gw = gateway(&app);
     let body = Map::new();
     let k = keys(3);
-    let tickets: Vec<_> = k
-        .iter()
-        .map(|k| tool_call(tenant, agent.id, k, &body))
-        .collect();
+    let tickets = tool_calls(tenant, agent.id, &k, &body);
 
     let answers = admission::write_one_batch(&gw, &tickets[0..2])
         .await
         .unwrap();
-    let batched: Vec<_> = answers.into_iter().map(|a| a.take()).collect();
+    let batched = taken(answers);
     assert!(
         batched.iter().all(|b| matches!(b, Batched::Reserved(_))),
         "{batched:?}"
@@ -219,10 +233,7 @@ async fn one_batch_never_holds_more_than_the_budget() {
     let gw = gateway(&app);
     let body = Map::new();
     let k = keys(5);
-    let tickets: Vec<_> = k
-        .iter()
-        .map(|k| tool_call(tenant, agent.id, k, &body))
-        .collect();
+    let tickets = tool_calls(tenant, agent.id, &k, &body);
     let admitted = admission::admit_as_one_batch(&gw, &tickets).await.unwrap();
     let reserved = admitted
         .iter()
@@ -253,10 +264,7 @@ async fn a_hold_whose_caller_went_away_is_released() {
     let gw = gateway(&app);
     let body = Map::new();
     let k = keys(2);
-    let tickets: Vec<_> = k
-        .iter()
-        .map(|k| tool_call(tenant, agent.id, k, &body))
-        .collect();
+    let tickets = tool_calls(tenant, agent.id, &k, &body);
     let answers = admission::write_one_batch(&gw, &tickets).await.unwrap();
     assert_eq!(held(&app, agent.id).await, (2 * COST, 2), "committed");
     // Nobody takes the answers (their callers were cancelled): the holds are given back.
@@ -378,17 +386,14 @@ async fn one_batch_never_admits_more_than_the_agents_rpm_and_counts_what_it_admi
     let gw = gateway(&app);
     let body = Map::new();
     let k = keys(5);
-    let tickets: Vec<_> = k
-        .iter()
-        .map(|k| tool_call(tenant, agent.id, k, &body))
-        .collect();
+    let tickets = tool_calls(tenant, agent.id, &k, &body);
 
     // The batch itself: the first three in arrival order are held, the other two are left to
     // the general way — and the three are counted in the window in the same transaction.
     let answers = admission::write_one_batch(&gw, &tickets[0..5])
         .await
         .unwrap();
-    let batched: Vec<_> = answers.into_iter().map(|a| a.take()).collect();
+    let batched = taken(answers);
     let held_members = batched
         .iter()
         .take_while(|b| matches!(b, Batched::Reserved(_)))
