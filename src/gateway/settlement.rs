@@ -15,6 +15,7 @@ use super::Books;
 use crate::domain::ExecutionState;
 use crate::store::executions::ExecutionRow;
 use crate::store::settle_batch::SettlementJob;
+use crate::store::settlements;
 
 pub mod outcome;
 mod written;
@@ -96,12 +97,18 @@ const OTHER_ERROR_ATTEMPTS: u32 = 3;
 async fn settle_retrying(books: &Books, w: &Written<'_>) -> Result<SettleResult, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     let mut other_errors = 0;
+    let mut unanswered = false;
     let id = w.settlement.execution_key;
     loop {
         let e = match settle_once(books, w).await {
+            Ok(SettleResult::AlreadySettled) if unanswered => {
+                return Ok(settled_by_us(books, w).await)
+            }
             Ok(done) => return Ok(done),
             Err(e) => e,
         };
+        // The connection failed rather than the server refusing: the attempt may have committed.
+        unanswered |= !matches!(e, sqlx::Error::Database(_));
         if books.drain_expired.is_cancelled() {
             return Err(e);
         }
@@ -119,6 +126,34 @@ async fn settle_retrying(books: &Books, w: &Written<'_>) -> Result<SettleResult,
             () = books.drain_expired.cancelled() => {}
         }
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A retry found its reservation settled after an attempt whose answer was lost: when that
+/// attempt is what settled it (the same charge, or a release for a release), the caller is told
+/// what it charged, with the budget left now, as if the answer had arrived. Anything else (the
+/// reconciler got there first) stays [`SettleResult::AlreadySettled`].
+async fn settled_by_us(books: &Books, w: &Written<'_>) -> SettleResult {
+    let s = &w.settlement;
+    let ours = s.charge.as_ref().map(|c| c.actual_micro_usd);
+    match settlements::settled_as(&books.pool, s.execution_id, s.attempt).await {
+        Ok(Some((actual, remaining))) if actual == ours => {
+            crate::metrics::settled(w.label, ours.unwrap_or(0), w.over_hold);
+            match ours {
+                Some(actual_micro_usd) => SettleResult::Committed {
+                    actual_micro_usd,
+                    remaining_micro_usd: remaining,
+                },
+                None => SettleResult::Released {
+                    remaining_micro_usd: remaining,
+                },
+            }
+        }
+        Ok(_) => SettleResult::AlreadySettled,
+        Err(e) => {
+            tracing::warn!(execution_id = %s.execution_key, error = %e, "settled, but what it charged could not be read back");
+            SettleResult::AlreadySettled
+        }
     }
 }
 

@@ -8,10 +8,12 @@
 //!   2. one INSERT of every member's event (hashed here by the caller's `link`; several members
 //!      of one chain link to each other, seq + 1 and the previous member's hash) + COMMIT.
 //!
-//! Any error rolls the whole batch back and settles each member alone with the single path
-//! (`settlements::settle`), so a member that fails (a constraint, a deadlock, anything) cannot
-//! lose its neighbours' settlements; its own error is its own answer. A member whose
-//! reservation was settled before writes nothing and answers `None`, as alone.
+//! Any error the server answers rolls the whole batch back and settles each member alone with
+//! the single path (`settlements::settle`), so a member that fails (a constraint, a deadlock,
+//! anything) cannot lose its neighbours' settlements; its own error is its own answer. A member
+//! whose reservation was settled before writes nothing and answers `None`, as alone. When the
+//! connection fails instead, the batch may have committed: every member answers the I/O error
+//! and its caller retries.
 
 use std::collections::HashMap;
 
@@ -142,6 +144,18 @@ pub async fn settle_batch(pool: &HotPool, jobs: Vec<SettlementJob>, link: Link) 
         Ok(settled) => {
             crate::metrics::observe_ledger_append(started.elapsed());
             settled.into_iter().map(Ok).collect()
+        }
+        Err(e) if !matches!(e, sqlx::Error::Database(_)) => {
+            // The connection failed, perhaps with COMMIT sent: the batch may have committed.
+            // Every caller retries its own settlement, as it retries a lone one's (the
+            // compare-and-set makes that safe, and one that finds its hold settled reads back
+            // what it charged, `gateway::settlement`).
+            tracing::warn!(members = jobs.len(), error = %e,
+                "settlement batch's connection failed; its members retry");
+            let why = e.to_string();
+            jobs.iter()
+                .map(|_| Err(sqlx::Error::Io(std::io::Error::other(why.clone()))))
+                .collect()
         }
         Err(e) => {
             tracing::warn!(members = jobs.len(), error = %e,

@@ -160,3 +160,24 @@ pub async fn settle(
     crate::metrics::observe_ledger_append(started.elapsed());
     Ok(Some(settled.held))
 }
+
+/// How attempt `attempt` of execution `execution_id` was settled — what its reservation charged
+/// (`None` when it was released) — and its agent's budget left now (`budget - spent -
+/// reserved`); `None` while it is still held.
+pub async fn settled_as(
+    pool: &sqlx::PgPool,
+    execution_id: Uuid,
+    attempt: i32,
+) -> Result<Option<(Option<i64>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.actual_micro_usd, \
+           (a.budget_micro_usd::numeric - a.spent_micro_usd - a.reserved_micro_usd) \
+             ::bigint AS remaining \
+         FROM reservations r JOIN agents a ON a.id = r.agent_id \
+         WHERE r.execution_id = $1 AND r.attempt = $2 AND r.state <> 'RESERVED'",
+    )
+    .bind(execution_id)
+    .bind(attempt)
+    .fetch_optional(pool)
+    .await
+}

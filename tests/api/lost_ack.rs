@@ -44,17 +44,29 @@ async fn plain_agent(app: &TestApp, name: &str) -> Agent {
     app.create_agent(name, "1.00", json!({"rpm": null})).await
 }
 
-/// Calls of `agents` (`calls` each) at once; every one must be answered 200.
+/// Calls of `agents` (`calls` each) at once; every one must be answered 200 and told what it
+/// was charged (`X-AEX-Cost-Micro-USD`).
 async fn calls(app: &TestApp, agents: &[&Agent], calls: usize) {
     let answers = join_all(agents.iter().flat_map(|a| {
         (0..calls).map(move |_| async move {
             let answer = app.chat(&a.token, hello()).await;
-            (answer.status(), answer.text().await.unwrap_or_default())
+            let told = answer.headers().contains_key("x-aex-cost-micro-usd");
+            (
+                answer.status(),
+                told,
+                answer.text().await.unwrap_or_default(),
+            )
         })
     }))
     .await;
-    let wrong: Vec<_> = answers.iter().filter(|a| a.0 != StatusCode::OK).collect();
-    assert!(wrong.is_empty(), "every call answered once, 200: {wrong:?}");
+    let wrong: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 != StatusCode::OK || !a.1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "every call answered once, 200, with its cost: {wrong:?}"
+    );
 }
 
 /// Executions not settled yet, once they had a few seconds to be.
@@ -116,14 +128,19 @@ async fn holds_committed_without_an_answer_are_dispatched_once_on_every_way() {
         calls(&app, &plain, 6).await;
         bursts += 1;
     }
-    // A batch of one (a call alone), then the general way (an agent with a rate limit): a
-    // hold written alone loses its COMMIT's answer, on the money pool, then on sqlx's.
-    let limited = app.create_agent("limited", "1.00", json!({})).await;
-    for agent in [plain[0], &limited] {
-        proxy.arm("aex_hold_hashed", 1);
-        calls(&app, &[agent], 1).await;
-        assert_eq!(proxy.armed(), 0, "the call's COMMIT lost its answer");
-    }
+    // A batch of one (a call alone), then the general way (a keyed call): a hold written alone
+    // loses its COMMIT's answer, on the money pool, then on sqlx's.
+    let keyed = plain_agent(&app, "keyed").await;
+    proxy.arm("aex_hold_hashed", 1);
+    calls(&app, &[plain[0]], 1).await;
+    assert_eq!(proxy.armed(), 0, "the call's COMMIT lost its answer");
+    proxy.arm("aex_hold_hashed", 1);
+    let key = [("Idempotency-Key", "lost-ack-general")];
+    let answer = app
+        .post("/v1/chat/completions", &keyed.token, hello(), &key)
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(proxy.armed(), 0, "the keyed call's COMMIT lost its answer");
 
     assert_eq!(proxy.dropped(), 3, "three connections died after COMMIT");
     assert_eq!(proxy.committed(), 3, "and Postgres committed all three");
@@ -133,7 +150,7 @@ async fn holds_committed_without_an_answer_are_dispatched_once_on_every_way() {
         let single = usize::from(i == 0);
         assert_books(&app, agent, 6 * bursts + single).await;
     }
-    assert_books(&app, &limited, 1).await;
+    assert_books(&app, &keyed, 1).await;
     app.assert_books_audit().await;
 }
 
@@ -142,14 +159,48 @@ async fn a_settlement_committed_without_an_answer_is_written_once() {
     let (app, proxy) = app_behind_proxy().await;
     let agent = plain_agent(&app, "settled").await;
     proxy.arm("aex_settle", 1);
-    calls(&app, &[&agent], 1).await;
+    let answer = app.chat(&agent.token, hello()).await;
+    assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!((proxy.dropped(), proxy.committed()), (1, 1));
-    // The settlement is retried on a new connection and finds its reservation settled.
+    // The settlement is retried on a new connection, finds its reservation settled, and reads
+    // back what it charged: the client is told, as if the answer had arrived.
+    let told: i64 = answer
+        .headers()
+        .get("x-aex-cost-micro-usd")
+        .expect("the cost header of a settlement whose answer was lost")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(open_executions(&app).await.is_empty());
     assert_books(&app, &agent, 1).await;
+    let (spent, _, _) = app.books(agent.id).await;
+    assert_eq!(told, spent, "told what was charged");
+
+    // A batch of several settlements loses its COMMIT's answer: each member retries its own,
+    // finds it settled and is told what it charged.
+    let plain = [
+        plain_agent(&app, "p").await,
+        plain_agent(&app, "q").await,
+        plain_agent(&app, "r").await,
+    ];
+    let plain: Vec<&Agent> = plain.iter().collect();
+    proxy.arm("aex_settle_batch", 1);
+    let mut bursts = 0;
+    while proxy.armed() > 0 {
+        assert!(bursts < 10, "no settlement batch formed in {bursts} bursts");
+        calls(&app, &plain, 6).await;
+        bursts += 1;
+    }
+    assert_eq!((proxy.dropped(), proxy.committed()), (2, 2));
+    assert!(open_executions(&app).await.is_empty());
+    for agent in &plain {
+        assert_books(&app, agent, 6 * bursts).await;
+    }
     let commits = app
         .count("SELECT count(*) FROM event_log WHERE event_type = 'usage.commit'")
         .await;
-    assert_eq!(commits, 1, "one settlement event");
+    let calls = 1 + 3 * 6 * bursts;
+    assert_eq!(commits, calls as i64, "one settlement event per call");
     app.assert_books_audit().await;
 }
