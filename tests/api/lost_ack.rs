@@ -39,6 +39,37 @@ async fn app_behind_proxy() -> (TestApp, CommitProxy) {
     (app, proxy)
 }
 
+/// Bursts of calls of `agents` (6 each) until a transaction that ran `statement` — a batch's,
+/// formed by calls arriving while both writers are busy — has lost its COMMIT's answer; how many
+/// bursts that took.
+async fn batch_loses_its_answer(
+    app: &TestApp,
+    proxy: &CommitProxy,
+    statement: &str,
+    agents: &[&Agent],
+) -> usize {
+    proxy.arm(statement, 1);
+    let mut bursts = 0;
+    while proxy.armed() > 0 {
+        assert!(
+            bursts < 10,
+            "no {statement} batch formed in {bursts} bursts"
+        );
+        calls(app, agents, 6).await;
+        bursts += 1;
+    }
+    bursts
+}
+
+/// Agents without limits but their budgets, one per name.
+async fn plain_agents(app: &TestApp, names: &[&str]) -> Vec<Agent> {
+    let mut agents = Vec::new();
+    for name in names {
+        agents.push(plain_agent(app, name).await);
+    }
+    agents
+}
+
 /// An agent with no limits but its budget: its calls are admitted in batches.
 async fn plain_agent(app: &TestApp, name: &str) -> Agent {
     app.create_agent(name, "1.00", json!({"rpm": null})).await
@@ -111,23 +142,11 @@ async fn assert_books(app: &TestApp, agent: &Agent, made: usize) {
 #[tokio::test]
 async fn holds_committed_without_an_answer_are_dispatched_once_on_every_way() {
     let (app, proxy) = app_behind_proxy().await;
-    let plain = [
-        plain_agent(&app, "a").await,
-        plain_agent(&app, "b").await,
-        plain_agent(&app, "c").await,
-        plain_agent(&app, "d").await,
-    ];
+    let plain = plain_agents(&app, &["a", "b", "c", "d"]).await;
     let plain: Vec<&Agent> = plain.iter().collect();
 
-    // A batch of several: the next batch's COMMIT loses its answer. Calls arriving together
-    // share a batch while both writers are busy; a burst of them makes one before long.
-    proxy.arm("aex_hold_batch", 1);
-    let mut bursts = 0;
-    while proxy.armed() > 0 {
-        assert!(bursts < 10, "no batch of several formed in {bursts} bursts");
-        calls(&app, &plain, 6).await;
-        bursts += 1;
-    }
+    // A batch of several: the next batch's COMMIT loses its answer.
+    let bursts = batch_loses_its_answer(&app, &proxy, "aex_hold_batch", &plain).await;
     // A batch of one (a call alone), then the general way (a keyed call): a hold written alone
     // loses its COMMIT's answer, on the money pool, then on sqlx's.
     let keyed = plain_agent(&app, "keyed").await;
@@ -179,19 +198,9 @@ async fn a_settlement_committed_without_an_answer_is_written_once() {
 
     // A batch of several settlements loses its COMMIT's answer: each member retries its own,
     // finds it settled and is told what it charged.
-    let plain = [
-        plain_agent(&app, "p").await,
-        plain_agent(&app, "q").await,
-        plain_agent(&app, "r").await,
-    ];
+    let plain = plain_agents(&app, &["p", "q", "r"]).await;
     let plain: Vec<&Agent> = plain.iter().collect();
-    proxy.arm("aex_settle_batch", 1);
-    let mut bursts = 0;
-    while proxy.armed() > 0 {
-        assert!(bursts < 10, "no settlement batch formed in {bursts} bursts");
-        calls(&app, &plain, 6).await;
-        bursts += 1;
-    }
+    let bursts = batch_loses_its_answer(&app, &proxy, "aex_settle_batch", &plain).await;
     assert_eq!((proxy.dropped(), proxy.committed()), (2, 2));
     assert!(open_executions(&app).await.is_empty());
     for agent in &plain {
