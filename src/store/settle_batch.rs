@@ -145,8 +145,9 @@ pub async fn settle_batch(pool: &HotPool, jobs: Vec<SettlementJob>, link: Link) 
             crate::metrics::observe_ledger_append(started.elapsed());
             settled.into_iter().map(Ok).collect()
         }
-        Err(e) if !matches!(e, sqlx::Error::Database(_)) => {
+        Err(e @ sqlx::Error::Io(_)) => {
             // The connection failed, perhaps with COMMIT sent: the batch may have committed.
+            // (Any other error, the server's or a bug of ours, wrote nothing: alone, below.)
             // Every caller retries its own settlement, as it retries a lone one's (the
             // compare-and-set makes that safe, and one that finds its hold settled reads back
             // what it charged, `gateway::settlement`).

@@ -162,22 +162,26 @@ pub async fn settle(
 }
 
 /// How attempt `attempt` of execution `execution_id` was settled — what its reservation charged
-/// (`None` when it was released) — and its agent's budget left now (`budget - spent -
-/// reserved`); `None` while it is still held.
+/// (`None` when it was released) — and its agent's budget left now (as
+/// `AgentRow::remaining_micro_usd` counts it); `None` while it is still held.
 pub async fn settled_as(
     pool: &sqlx::PgPool,
     execution_id: Uuid,
     attempt: i32,
 ) -> Result<Option<(Option<i64>, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT r.actual_micro_usd, \
-           (a.budget_micro_usd::numeric - a.spent_micro_usd - a.reserved_micro_usd) \
-             ::bigint AS remaining \
+    let row: Option<(Option<i64>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.actual_micro_usd, a.budget_micro_usd, a.spent_micro_usd, a.reserved_micro_usd \
          FROM reservations r JOIN agents a ON a.id = r.agent_id \
          WHERE r.execution_id = $1 AND r.attempt = $2 AND r.state <> 'RESERVED'",
     )
     .bind(execution_id)
     .bind(attempt)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|(actual, budget, spent, reserved)| {
+        (
+            actual,
+            budget.saturating_sub(spent).saturating_sub(reserved),
+        )
+    }))
 }
