@@ -3,23 +3,23 @@
 //! An execution belongs to the replica that admitted it. When that replica has stopped or its
 //! heartbeat is stale, its open executions can never be settled by it: RESERVED ones (provider
 //! never called) are RELEASED; DISPATCHED ones are FAILED and their hold RELEASED with reason
-//! "replica_lost" (the provider may have done work, which the ledger flags); RESERVING leftovers
-//! are FAILED. Executions of live replicas are never touched, however long they run.
+//! "replica_lost" (the provider may have done work, which the ledger flags). They are found
+//! through their open holds (`store::executions::list_orphaned`): no version writes an
+//! execution without its hold. Executions of live replicas are never touched, however long they
+//! run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::replica::DbContact;
 use crate::config::ClusterSettings;
 use crate::domain::ExecutionState;
-use crate::gateway::settlement::{self, SettleResult};
+use crate::gateway::settlement;
 use crate::gateway::Books;
-use crate::ledger::{self, NewEvent};
 use crate::store::executions::{self, ExecutionRow};
 use crate::store::locks;
 
@@ -78,45 +78,11 @@ async fn settle_orphan(books: &Books, e: &ExecutionRow) -> Result<ExecutionState
         ExecutionState::Dispatched => (ExecutionState::Failed, "replica_lost"),
         _ => (ExecutionState::Failed, "replica_lost_while_reserving"),
     };
-    let settled = settlement::release_orphan(books, e, state, reason).await?;
-    if settled == SettleResult::AlreadySettled {
-        // No open hold (RESERVING leftovers): finish the execution itself if it is still open.
-        fail_without_hold(books, e, state, reason).await?;
-    }
+    // AlreadySettled: its hold was settled since it was listed (a late settlement of the lost
+    // replica's call), which ended the execution too; nothing is left to do. (The row may even
+    // carry a next attempt of its key by now, on a live replica: it must not be touched.)
+    settlement::release_orphan(books, e, state, reason).await?;
     Ok(state)
-}
-
-/// Finishes an open execution that holds nothing (its reservation was never written).
-async fn fail_without_hold(
-    books: &Books,
-    e: &ExecutionRow,
-    state: ExecutionState,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    let mut tx = books.pool.begin().await?;
-    let Some(current) = executions::lock_execution(&mut tx, e.id).await? else {
-        return Ok(());
-    };
-    if current.state.is_terminal() {
-        return Ok(());
-    }
-    executions::finish_unheld(&mut tx, e.id, state.as_str(), reason).await?;
-    ledger::append(
-        &mut tx,
-        NewEvent::for_agent(
-            e.tenant_id,
-            e.agent_id,
-            "execution.failed",
-            Some(&e.execution_key),
-            json!({
-                "attempt": e.attempt,
-                "reason": reason,
-                "execution_state": state.as_str(),
-            }),
-        ),
-    )
-    .await?;
-    tx.commit().await
 }
 
 /// Reconciles every `reconcile_interval_seconds` once this replica's own contact with the

@@ -169,26 +169,6 @@ pub async fn store_result(
     Ok(())
 }
 
-/// Ends an execution that holds nothing (its reservation was never written) in `state`, with
-/// the reason; an execution with a hold is settled by `store::settlements` instead.
-pub async fn finish_unheld(
-    conn: &mut PgConnection,
-    id: Uuid,
-    state: &str,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE executions SET state = $2, reason = $3, completed_at = now(), updated_at = now() \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The cached result of a terminal execution, if still retained.
 pub async fn get_result(
     conn: &mut PgConnection,
