@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::agents::agent_columns;
 use super::executions::NewExecution;
-use super::holds::{window_use, HoldEvents, HotLocked, NewReservation};
+use super::holds::{HoldEvents, HotLocked, NewReservation};
 use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
-use super::rate_windows::{Charges, WindowUse, USE_OF_SUBJECTS};
+use super::rate_windows::{use_of_row, Charges, WindowUse, USE_OF_SUBJECTS};
 use crate::domain::{AgentId, ReplicaId, TenantId};
 
 const LOCK: &str = concat!(
@@ -76,19 +76,19 @@ pub async fn lock_batch(
         client.query(&windows, &window_params),
     )
     .map_err(pg_error)?;
-    let mut used = HashMap::new();
+    let mut used: HashMap<String, WindowUse> = HashMap::new();
     for row in &window_rows {
-        used.insert(
-            row.try_get::<_, String>(0).map_err(pg_error)?,
-            window_use(row)?,
-        );
+        used.insert(row.try_get(0).map_err(pg_error)?, use_of_row(row)?);
     }
-    let window_of = |agent: &AgentId| -> WindowUse {
-        let to_lock = agents.iter().find(|a| a.agent_id == *agent);
-        to_lock
-            .and_then(|a| used.get(&a.subject).copied())
-            .unwrap_or_default()
-    };
+    let window_of: HashMap<AgentId, WindowUse> = agents
+        .iter()
+        .map(|a| {
+            (
+                a.agent_id,
+                used.get(&a.subject).copied().unwrap_or_default(),
+            )
+        })
+        .collect();
     let locked = rows
         .iter()
         .map(|row| {
@@ -98,7 +98,7 @@ pub async fn lock_batch(
                 tenant_policy: sqlx::types::Json(row.try_get("tenant_policy").map_err(pg_error)?),
                 tail_seq: row.try_get("tail_seq").map_err(pg_error)?,
                 tail_hash: row.try_get("tail_hash").map_err(pg_error)?,
-                window: window_of(&agent.id),
+                window: window_of.get(&agent.id).copied().unwrap_or_default(),
                 agent,
             })
         })

@@ -20,7 +20,7 @@ use super::agents::{AgentRow, LOCK_AGENT_CHAIN};
 use super::executions::{bind_execution, NewExecution};
 use super::hot::{pg_error, HotConn, HotPool, BEGIN};
 use super::hot_rows::agent_row;
-use super::rate_windows::{Charges, WindowUse, USE_OF_SUBJECTS};
+use super::rate_windows::{self, Charges, WindowUse, USE_OF_SUBJECTS};
 use super::tenants::ADMISSION_VIEW;
 use crate::domain::{AgentId, TenantId};
 
@@ -138,18 +138,10 @@ pub async fn lock_hot(
         agent: agent_row(&agent)?,
         tail_seq: agent.try_get("tail_seq").map_err(pg_error)?,
         tail_hash: agent.try_get("tail_hash").map_err(pg_error)?,
-        window: window_use(&window)?,
+        window: rate_windows::use_of_row(&window)?,
     };
     let conn = Box::new(conn);
     Ok(Some((HotLock { conn }, locked)))
-}
-
-/// A row of [`USE_OF_SUBJECTS`]: `(subject, requests, tokens)`.
-pub(super) fn window_use(row: &tokio_postgres::Row) -> Result<WindowUse, sqlx::Error> {
-    Ok(WindowUse {
-        requests: row.try_get(1).map_err(pg_error)?,
-        tokens: row.try_get(2).map_err(pg_error)?,
-    })
 }
 
 impl HotLock {

@@ -9,7 +9,7 @@
 use sqlx::PgConnection;
 use tokio_postgres::types::ToSql;
 
-use super::hot::HotConn;
+use super::hot::{pg_error, HotConn};
 
 /// What a subject used in the sliding minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -41,6 +41,14 @@ pub(crate) const USE_OF_SUBJECTS: &str =
        AND w.bucket_start >= now() - interval '61 seconds' \
        AND w.last_at >= now() - interval '60 seconds' \
      GROUP BY s.subject";
+
+/// A row of [`USE_OF_SUBJECTS`]: its subject's use.
+pub(crate) fn use_of_row(row: &tokio_postgres::Row) -> Result<WindowUse, sqlx::Error> {
+    Ok(WindowUse {
+        requests: row.try_get(1).map_err(pg_error)?,
+        tokens: row.try_get(2).map_err(pg_error)?,
+    })
+}
 
 /// Admissions to count in the windows, summed per subject, written with their holds by one
 /// statement ([`CHARGE`]): an `INSERT … ON CONFLICT DO UPDATE` may not touch one row twice, so a
