@@ -19,10 +19,10 @@
 //! may have done work") is one the reconciler already treats conservatively.
 //!
 //! The common call (no Idempotency-Key, no tenant limits of its own, a grant within the agent's
-//! budget and rate limits) is admitted in this replica's next admission batch instead (`admission::batch`: the calls that arrive together
-//! share two pipelined round trips and one statement per table), or on its own in two pipelined
-//! round trips when a batch fails (`admission::pipelined`); the rest, refusals included, takes the
-//! steps below.
+//! budget and rate limits) is admitted in this replica's next admission batch instead
+//! (`admission::batch`: the calls that arrive together share two pipelined round trips and one
+//! statement per table), or on its own in two pipelined round trips when a batch fails
+//! (`admission::pipelined`); the rest, refusals included, takes the steps below.
 
 pub mod batch;
 mod pipelined;

@@ -7,7 +7,26 @@ use std::time::Duration;
 use aex::cluster::reconciler;
 use serde_json::json;
 
-use crate::helpers::{hello, spawn_app};
+use crate::helpers::{hello, spawn_app, TestApp};
+
+/// Declares the app's replica lost (as if its heartbeat had stopped long ago) and runs one pass
+/// of the reconciler.
+async fn declare_lost_and_reconcile(app: &TestApp) -> reconciler::ReconcileReport {
+    sqlx::query("UPDATE replicas SET heartbeat_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    reconcile(app).await
+}
+
+/// One pass of the reconciler on the app's books.
+async fn reconcile(app: &TestApp) -> reconciler::ReconcileReport {
+    let books = &app.server.as_ref().unwrap().state.gateway.books;
+    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
+    reconciler::reconcile_once(books, stale_after)
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_once() {
@@ -21,15 +40,7 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
     assert!(held > 0);
 
     // The replica is declared lost (as if its heartbeat had stopped long ago).
-    sqlx::query("UPDATE replicas SET heartbeat_at = now() - interval '1 hour'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let books = &app.server.as_ref().unwrap().state.gateway.books;
-    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
-    let report = reconciler::reconcile_once(books, stale_after)
-        .await
-        .unwrap();
+    let report = declare_lost_and_reconcile(&app).await;
     assert_eq!(report.failed, 1);
     assert_eq!(app.execution_states(agent.id).await, vec!["FAILED"]);
     assert_eq!(app.books(agent.id).await.1, 0, "the hold is released");
@@ -53,9 +64,7 @@ async fn a_lost_replicas_dispatched_execution_is_failed_and_released_exactly_onc
         .execute(&app.pool)
         .await
         .unwrap();
-    let report = reconciler::reconcile_once(books, stale_after)
-        .await
-        .unwrap();
+    let report = reconcile(&app).await;
     assert_eq!(report.failed + report.released, 0);
 }
 
@@ -131,15 +140,7 @@ async fn a_lost_replicas_next_attempt_of_a_key_is_found_by_its_hold_and_failed_o
     let inflight = tokio::spawn(second);
     app.await_execution_states(agent.id, &["DISPATCHED"]).await;
 
-    sqlx::query("UPDATE replicas SET heartbeat_at = now() - interval '1 hour'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let books = &app.server.as_ref().unwrap().state.gateway.books;
-    let stale_after = Duration::from_secs(app.settings.cluster.stale_after_seconds);
-    let report = reconciler::reconcile_once(books, stale_after)
-        .await
-        .unwrap();
+    let report = declare_lost_and_reconcile(&app).await;
     assert_eq!((report.failed, report.released), (1, 0));
     let holds: Vec<(i32, String, Option<String>)> = sqlx::query_as(
         "SELECT attempt, state, reason FROM reservations WHERE agent_id = $1 ORDER BY attempt",
@@ -164,9 +165,7 @@ async fn a_lost_replicas_next_attempt_of_a_key_is_found_by_its_hold_and_failed_o
     assert_eq!(app.books(agent.id).await.1, 0, "the hold is released");
     assert_eq!(app.execution_states(done.id).await, vec!["COMMITTED"]);
     // A second pass finds nothing left.
-    let again = reconciler::reconcile_once(books, stale_after)
-        .await
-        .unwrap();
+    let again = reconcile(&app).await;
     assert_eq!(again.failed + again.released, 0);
 
     app.mock.open_gate();
