@@ -648,6 +648,8 @@ fn settlement<'a>(f: &Fixture, r: &'a Request) -> Settlement<'a> {
         payload: settle_payload(),
         model_alias: "bench-chat",
         rate_subjects: [format!("agent:{}", r.agent), format!("tenant:{}", f.tenant)],
+        // The two-round-trip way, the one both drivers are compared on.
+        predicted: None,
     }
 }
 

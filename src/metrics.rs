@@ -21,6 +21,7 @@ pub struct Metrics {
     pub http_latency: HistogramVec,
     pub admissions: IntCounterVec,
     pub settlements: IntCounterVec,
+    pub settlement_predictions: IntCounterVec,
     pub spent: IntCounterVec,
     pub overruns: IntCounterVec,
     pub ledger_append: Histogram,
@@ -139,6 +140,19 @@ fn build() -> prometheus::Result<Metrics> {
             "Settlements by result",
             &["result"],
         )?,
+        settlement_predictions: {
+            let predictions = counter(
+                r,
+                "aex_settlement_predictions_total",
+                "Lone settlements written in one round trip after the chain tail they predicted \
+                 (hit), or the two-round-trip way after a wrong prediction (stale)",
+                &["outcome"],
+            )?;
+            for outcome in ["hit", "stale"] {
+                predictions.with_label_values(&[outcome]);
+            }
+            predictions
+        },
         spent: counter(
             r,
             "aex_spent_micro_usd_total",
@@ -279,6 +293,14 @@ pub fn reconcile_run(outcome: &str, released: u64, failed: u64) {
         if failed > 0 {
             m.reconciled.with_label_values(&["FAILED"]).inc_by(failed);
         }
+    }
+}
+
+/// A lone settlement's predicted chain tail was right (`hit`: written in one round trip) or not.
+pub fn settlement_prediction(hit: bool) {
+    if let Some(m) = METRICS.as_ref() {
+        let outcome = if hit { "hit" } else { "stale" };
+        m.settlement_predictions.with_label_values(&[outcome]).inc();
     }
 }
 

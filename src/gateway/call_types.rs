@@ -14,6 +14,7 @@ use super::rate_limit::Quota;
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, TenantId};
 use crate::money::MicroUsd;
+use crate::store::settlements::Predicted;
 
 /// A northbound call as the HTTP layer hands it over.
 pub struct CallInput {
@@ -110,6 +111,9 @@ pub struct Hold {
     pub(in crate::gateway) model_alias: String,
     /// The money held (the estimate's cost).
     pub(in crate::gateway) held: MicroUsd,
+    /// What its settlement expects to find: this hold, and its `execution.dispatched` still the
+    /// tail of the agent's chain (`store::settlements`: one round trip when it is).
+    pub(in crate::gateway) predicted: Predicted,
 }
 
 impl Hold {

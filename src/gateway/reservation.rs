@@ -24,6 +24,7 @@ use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
 use crate::store::holds::{self, HoldEvents, NewReservation};
+use crate::store::settlements::Predicted;
 use crate::store::tenants::TenantRow;
 use sqlx::types::Json;
 
@@ -216,7 +217,14 @@ pub(super) fn held<'t>(
         dispatched,
     };
     let estimate = grant.estimate.cost.0;
-    let reservation = reservation(t, &books.agent, next, grant);
+    // The tail is now the hold's own `execution.dispatched`: what its settlement will expect.
+    let predicted = Predicted {
+        estimate_micro_usd: grant.estimate.cost.0,
+        holds_tenant,
+        tail_seq: books.tail.seq,
+        tail_hash: books.tail.hash.clone(),
+    };
+    let reservation = reservation(t, &books.agent, next, grant, predicted);
     books.agent.reserved_micro_usd = books.agent.reserved_micro_usd.saturating_add(estimate);
     books.agent.requests_total = books.agent.requests_total.saturating_add(1);
     (rows, reservation)
@@ -240,7 +248,13 @@ fn reserved_payload(t: &Ticket<'_>, attempt: i32, grant: &Grant, holds_tenant: b
 }
 
 /// The admitted attempt: the hold only settlement consumes, and what the client is told.
-fn reservation(t: &Ticket<'_>, agent: &AgentRow, next: AttemptRef, grant: Grant) -> Reservation {
+fn reservation(
+    t: &Ticket<'_>,
+    agent: &AgentRow,
+    next: AttemptRef,
+    grant: Grant,
+    predicted: Predicted,
+) -> Reservation {
     let Grant {
         estimate,
         clamped,
@@ -255,6 +269,7 @@ fn reservation(t: &Ticket<'_>, agent: &AgentRow, next: AttemptRef, grant: Grant)
             agent_id: t.agent_id,
             model_alias: t.pricing.label().to_owned(),
             held: estimate.cost,
+            predicted,
         },
         estimate,
         granted: Granted {

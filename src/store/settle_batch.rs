@@ -22,7 +22,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::hot::{pg_error, HotPool, BEGIN, COMMIT};
-use super::settlements::{settle, Charge, SettledBooks, SettledHold, Settlement, SettlementEvent};
+use super::settlements::{
+    settle, Charge, Predicted, SettledBooks, SettledHold, Settlement, SettlementEvent,
+};
 use crate::domain::{AgentId, TenantId};
 
 /// A settlement that owns its data, as a batch writer (a spawned task) needs it:
@@ -44,6 +46,7 @@ pub struct SettlementJob {
     pub payload: Value,
     pub model_alias: String,
     pub rate_subjects: [String; 2],
+    pub predicted: Option<Predicted>,
 }
 
 /// [`Charge`] with owned fields.
@@ -82,6 +85,7 @@ impl SettlementJob {
             payload: s.payload.clone(),
             model_alias: s.model_alias.to_owned(),
             rate_subjects: s.rate_subjects.clone(),
+            predicted: s.predicted.clone(),
         }
     }
 
@@ -112,6 +116,7 @@ impl SettlementJob {
             payload: self.payload.clone(),
             model_alias: &self.model_alias,
             rate_subjects: self.rate_subjects.clone(),
+            predicted: self.predicted.clone(),
         }
     }
 }

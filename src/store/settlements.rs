@@ -4,6 +4,13 @@
 //! moves the books and returns the agent chain's tail, read under the chain's lock; the caller
 //! then links the ledger event to it (`ledger::link::settlement_event`: the Rust encoder) and the
 //! second round trip inserts it and commits. Postgres runs no SHA-256 and no canonical encoder.
+//!
+//! When the caller can predict that tail ([`Settlement::predicted`]: the attempt's own
+//! `execution.dispatched`, unless the agent's chain moved on since), the event is linked before
+//! anything is sent and the settlement is ONE autocommitted statement, `aex_settle_linked`
+//! (migrations/20261209000001_settle_linked.sql), which checks the prediction under the chain's
+//! lock; a wrong one (SQLSTATE AX001) wrote nothing, and the settlement goes the two-round-trip
+//! way.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -38,6 +45,19 @@ pub struct Settlement<'a> {
     pub model_alias: &'a str,
     /// The rate-limit windows the estimate was charged to.
     pub rate_subjects: [String; 2],
+    /// What the caller expects the transaction to read, when it can tell: the event is then
+    /// linked beforehand and written in the same round trip.
+    pub predicted: Option<Predicted>,
+}
+
+/// What a settlement expects to find under the chain's lock: its hold, and the chain's tail
+/// (the hold's own `execution.dispatched` when nothing was appended to the chain since).
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    pub estimate_micro_usd: i64,
+    pub holds_tenant: bool,
+    pub tail_seq: i64,
+    pub tail_hash: String,
 }
 
 /// What a commit charges and records.
@@ -60,6 +80,11 @@ pub struct SettledHold {
 const SETTLE_BOOKS: &str = "SELECT estimate_micro_usd, holds_tenant, remaining_micro_usd, \
      tail_seq, tail_hash FROM aex_settle_books($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
      $13, $14, $15, $16, $17, $18, $19, $20)";
+const SETTLE_LINKED: &str = "SELECT estimate_micro_usd, holds_tenant, remaining_micro_usd \
+     FROM aex_settle_linked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
+/// The SQLSTATE of `aex_settle_linked` when its prediction was wrong (nothing was written).
+const STALE_PREDICTION: &str = "AX001";
 const INSERT_EVENT: &str = "INSERT INTO event_log (chain_id, seq, prev_hash, event_hash, \
      event_type, tenant_id, agent_id, execution_id, ts, payload, encoding) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)";
@@ -86,23 +111,37 @@ pub struct SettlementEvent {
     pub ts: DateTime<Utc>,
 }
 
-/// Settles the attempt, its ledger event linked by `link` after the tail the transaction read;
-/// `None` when its reservation was settled before (nothing is written).
+/// Settles the attempt, its ledger event linked by `link` after the tail its transaction read
+/// (or, first, after the predicted one); `None` when its reservation was settled before (nothing
+/// is written).
 pub async fn settle(
     pool: &HotPool,
     s: &Settlement<'_>,
-    link: impl FnOnce(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
+    link: impl Fn(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
 ) -> Result<Option<SettledHold>, sqlx::Error> {
     let started = std::time::Instant::now();
-    let mut conn = pool.get().await?;
-    let begin = conn.prepare(BEGIN).await?;
-    let books = conn.prepare(SETTLE_BOOKS).await?;
-    let commit = conn.prepare(COMMIT).await?;
-    conn.begun();
-    let client = conn.client()?;
-    let charge = s.charge.as_ref();
-    let result = s.result;
-    let params: [&(dyn ToSql + Sync); 20] = [
+    if let Some(predicted) = &s.predicted {
+        match settle_linked(pool, s, predicted, &link).await {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(STALE_PREDICTION) => {
+                crate::metrics::settlement_prediction(false);
+            }
+            settled => {
+                if settled.is_ok() {
+                    crate::metrics::settlement_prediction(true);
+                    crate::metrics::observe_ledger_append(started.elapsed());
+                }
+                return settled;
+            }
+        }
+    }
+    let settled = settle_read_tail(pool, s, link).await?;
+    crate::metrics::observe_ledger_append(started.elapsed());
+    Ok(settled)
+}
+
+/// The statement's parameters that both ways share: the books' part of `aex_settle_books`.
+fn books_params<'a>(s: &'a Settlement<'a>, charge: &'a ChargeParams<'a>) -> [&'a (dyn ToSql + Sync); 20] {
+    [
         &s.execution_id,
         &s.attempt,
         &s.tenant_id.0,
@@ -111,19 +150,114 @@ pub async fn settle(
         &s.chain_id,
         &s.chain_lock_key,
         &s.state,
-        &charge.map(|c| c.actual_micro_usd),
-        &charge.and_then(|c| c.prompt_tokens),
-        &charge.and_then(|c| c.completion_tokens),
-        &charge.map(|c| c.usage_source),
+        &charge.actual,
+        &charge.prompt_tokens,
+        &charge.completion_tokens,
+        &charge.usage_source,
         &s.reason,
-        &result.map(|r| i32::from(r.0)),
-        &result.map(|r| r.1),
-        &result.map(|r| r.2),
+        &charge.result_status,
+        &charge.result_body,
+        &charge.result_is_stream,
         &s.event_type,
         &s.model_alias,
-        &charge.map(|c| c.latency_ms),
-        &&s.rate_subjects[..],
-    ];
+        &charge.latency_ms,
+        &charge.rate_subjects,
+    ]
+}
+
+/// The optional parts of a settlement, as statement parameters.
+struct ChargeParams<'a> {
+    actual: Option<i64>,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    usage_source: Option<&'a str>,
+    latency_ms: Option<i64>,
+    result_status: Option<i32>,
+    result_body: Option<&'a [u8]>,
+    result_is_stream: Option<bool>,
+    rate_subjects: &'a [String],
+}
+
+impl<'a> ChargeParams<'a> {
+    fn of(s: &'a Settlement<'a>) -> Self {
+        let charge = s.charge.as_ref();
+        ChargeParams {
+            actual: charge.map(|c| c.actual_micro_usd),
+            prompt_tokens: charge.and_then(|c| c.prompt_tokens),
+            completion_tokens: charge.and_then(|c| c.completion_tokens),
+            usage_source: charge.map(|c| c.usage_source),
+            latency_ms: charge.map(|c| c.latency_ms),
+            result_status: s.result.map(|r| i32::from(r.0)),
+            result_body: s.result.map(|r| r.1),
+            result_is_stream: s.result.map(|r| r.2),
+            rate_subjects: &s.rate_subjects[..],
+        }
+    }
+}
+
+/// The one-statement way: the event linked after `predicted`'s tail, checked and written by
+/// `aex_settle_linked` in the settlement's own autocommitted transaction. The payload says the
+/// budget is not overrun; when it is, the prediction fails and the other way writes it.
+async fn settle_linked(
+    pool: &HotPool,
+    s: &Settlement<'_>,
+    predicted: &Predicted,
+    link: &impl Fn(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
+) -> Result<Option<SettledHold>, sqlx::Error> {
+    let books = SettledBooks {
+        held: SettledHold {
+            estimate_micro_usd: predicted.estimate_micro_usd,
+            remaining_micro_usd: 0,
+        },
+        holds_tenant: predicted.holds_tenant,
+        tail_seq: predicted.tail_seq,
+        tail_hash: predicted.tail_hash.clone(),
+    };
+    let event = link(s, &books);
+    let budget_overrun = s.charge.as_ref().map(|_| false);
+    let conn = pool.get().await?;
+    let statement = conn.prepare(SETTLE_LINKED).await?;
+    let charge = ChargeParams::of(s);
+    let mut params: Vec<&(dyn ToSql + Sync)> = books_params(s, &charge).to_vec();
+    params.extend_from_slice(&[
+        &predicted.estimate_micro_usd,
+        &predicted.holds_tenant,
+        &budget_overrun,
+        &event.seq,
+        &event.prev_hash,
+        &event.event_hash,
+        &event.ts,
+        &event.payload,
+    ]);
+    let row = conn
+        .client()?
+        .query_opt(&statement, &params)
+        .await
+        .map_err(pg_error)?;
+    row.map(|row| {
+        Ok(SettledHold {
+            estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
+            remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+        })
+    })
+    .transpose()
+}
+
+/// The two-round-trip way: the books moved and the tail read, then the event linked to it,
+/// inserted, and committed.
+async fn settle_read_tail(
+    pool: &HotPool,
+    s: &Settlement<'_>,
+    link: impl Fn(&Settlement<'_>, &SettledBooks) -> SettlementEvent,
+) -> Result<Option<SettledHold>, sqlx::Error> {
+    let mut conn = pool.get().await?;
+    let begin = conn.prepare(BEGIN).await?;
+    let books = conn.prepare(SETTLE_BOOKS).await?;
+    let commit = conn.prepare(COMMIT).await?;
+    conn.begun();
+    let client = conn.client()?;
+    let charge = ChargeParams::of(s);
+    let params = books_params(s, &charge);
     let (_, row) = tokio::try_join!(
         client.execute(&begin, &[]),
         client.query_opt(&books, &params)
@@ -157,7 +291,6 @@ pub async fn settle(
         &event.payload,
     ];
     conn.execute_and_commit(INSERT_EVENT, &event_row).await?;
-    crate::metrics::observe_ledger_append(started.elapsed());
     Ok(Some(settled.held))
 }
 

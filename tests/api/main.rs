@@ -45,6 +45,7 @@ mod security_plugins;
 mod server_limits;
 mod settle;
 mod settle_batch;
+mod settle_linked;
 mod streaming;
 mod surface;
 mod tamper;

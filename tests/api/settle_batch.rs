@@ -19,7 +19,7 @@ use aex::store::settle_batch::{settle_batch, ChargeJob, SettlementJob};
 use crate::helpers::{hello, spawn_app, TestApp};
 
 /// An agent's `(tenant, agent)` ids.
-async fn owner(app: &TestApp, agent: Uuid) -> (TenantId, AgentId) {
+pub(crate) async fn owner(app: &TestApp, agent: Uuid) -> (TenantId, AgentId) {
     let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM agents WHERE id = $1")
         .bind(agent)
         .fetch_one(&app.pool)
@@ -31,7 +31,7 @@ async fn owner(app: &TestApp, agent: Uuid) -> (TenantId, AgentId) {
 /// Holds `estimate` for a new dispatched execution `key` of the agent, with the hold function a
 /// replica of an earlier version calls (its events hashed in SQL, verified alike), and returns
 /// the settlement that commits `actual` for it.
-async fn held(app: &TestApp, who: (TenantId, AgentId), key: &str, estimate: i64) -> SettlementJob {
+pub(crate) async fn held(app: &TestApp, who: (TenantId, AgentId), key: &str, estimate: i64) -> SettlementJob {
     let (tenant, agent) = who;
     let chain = format!("agent:{}", agent.0);
     let lock_key = aex::ledger::chain_lock_key(&chain);
@@ -76,11 +76,12 @@ async fn held(app: &TestApp, who: (TenantId, AgentId), key: &str, estimate: i64)
         payload: json!({"attempt": 1}),
         model_alias: "gpt-4o-mini".into(),
         rate_subjects: [format!("agent:{}", agent.0), format!("tenant:{}", tenant.0)],
+        predicted: None,
     }
 }
 
 /// The settlement `job` commits `actual`.
-fn committing(mut job: SettlementJob, actual: i64) -> SettlementJob {
+pub(crate) fn committing(mut job: SettlementJob, actual: i64) -> SettlementJob {
     job.charge = Some(ChargeJob {
         actual_micro_usd: actual,
         prompt_tokens: Some(10),
@@ -96,12 +97,12 @@ fn committing(mut job: SettlementJob, actual: i64) -> SettlementJob {
     job
 }
 
-async fn hot(app: &TestApp) -> HotPool {
+pub(crate) async fn hot(app: &TestApp) -> HotPool {
     lazy_pool(&app.db.url, &app.settings.db).unwrap()
 }
 
 /// `(state, actual)` of the reservation of execution `key`.
-async fn reservation(app: &TestApp, key: &str) -> (String, Option<i64>) {
+pub(crate) async fn reservation(app: &TestApp, key: &str) -> (String, Option<i64>) {
     sqlx::query_as(
         "SELECT r.state, r.actual_micro_usd FROM reservations r \
          JOIN executions e ON e.id = r.execution_id WHERE e.execution_key = $1",

@@ -13,7 +13,7 @@ use crate::ledger::fold::types;
 use crate::ledger::{self, ChainId};
 use crate::providers::Usage;
 use crate::store::executions::ExecutionRow;
-use crate::store::settlements::{Charge, Settlement};
+use crate::store::settlements::{Charge, Predicted, Settlement};
 
 /// The attempt a settlement writes for, and whose books: from the hold of an attempt this
 /// replica dispatched, or from the execution row of a lost replica's.
@@ -26,15 +26,20 @@ pub(super) struct Booking<'a> {
     /// The alias the execution was admitted under (a release records it).
     model_alias: &'a str,
     chain_id: String,
+    /// What the settlement expects to find, when the hold is this replica's own.
+    predicted: Option<&'a Predicted>,
 }
 
 impl<'a> Booking<'a> {
     pub(super) fn of_hold(hold: &'a Hold) -> Self {
-        Self::new(
-            (hold.execution_id, &hold.execution_key, hold.attempt),
-            (hold.tenant_id, hold.agent_id),
-            &hold.model_alias,
-        )
+        Booking {
+            predicted: Some(&hold.predicted),
+            ..Self::new(
+                (hold.execution_id, &hold.execution_key, hold.attempt),
+                (hold.tenant_id, hold.agent_id),
+                &hold.model_alias,
+            )
+        }
     }
 
     pub(super) fn of_row(e: &'a ExecutionRow) -> Self {
@@ -58,6 +63,7 @@ impl<'a> Booking<'a> {
             agent_id,
             model_alias,
             chain_id: ChainId::Agent(agent_id).to_string(),
+            predicted: None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl<'a> Booking<'a> {
                 rate_limit::agent_subject(self.agent_id),
                 rate_limit::tenant_subject(self.tenant_id),
             ],
+            predicted: self.predicted.cloned(),
         };
         Written {
             settlement,
