@@ -35,8 +35,7 @@ pub enum AdminErrors {
     /// No such object in the tenant (another tenant's object is a 404 too).
     #[response(status = 404)]
     NotFound(AdminErrorBody),
-    /// The change conflicts with the object's state (a name taken, a transition not allowed), or
-    /// a new agent would exceed the tenant's limit (`agent_limit_reached`).
+    /// The change conflicts with the object's state (a name taken, a transition not allowed).
     #[response(status = 409)]
     Conflict(AdminErrorBody),
     /// The database is unreachable.
