@@ -169,20 +169,27 @@ fn created_event(
     )
 }
 
-/// Creates an agent and its first token in one transaction, with ledger events for both.
+/// Creates an agent and its first token in one transaction, with ledger events for both, unless
+/// the tenant already has `max_agents` agents.
 pub async fn create_agent(
     pool: &sqlx::PgPool,
     signer: &TokenSigner,
     by: &Principal,
     tenant_id: TenantId,
+    max_agents: u32,
     req: CreateAgentRequest,
 ) -> Result<CreatedAgentResponse, AdminError> {
     let CheckedAgent { new, scope, ttl } = check_request(&req)?;
     let mut tx = pool.begin().await?;
-    // The tenant must exist (an operator may name any id).
-    crate::store::tenants::get_tenant(&mut tx, tenant_id)
+    // The tenant must exist (an operator may name any id); its row lock makes the count and the
+    // insert one step for concurrent creations. Decommissioned agents count: their lifetime
+    // spend stays in the tenant's `spent`, whose sum reads every agent row of the tenant.
+    let agents_now = crate::store::tenants::lock_agent_count(&mut tx, tenant_id)
         .await
         .map_err(AdminError::from_store("tenant"))?;
+    if agents_now >= i64::from(max_agents) {
+        return Err(AdminError::AgentLimitReached(max_agents));
+    }
     let agent = agents::insert_agent(&mut tx, tenant_id, &new).await?;
     ledger::append(&mut tx, created_event(by, &agent, &new.policy)).await?;
     let issued = tokens::issue_in_tx(

@@ -43,6 +43,12 @@ pub enum AdminError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The tenant already has as many agents as `gateway.max_agents_per_tenant` allows.
+    #[error(
+        "the tenant has reached its limit of {0} agents (decommissioned agents count too); \
+         an operator can raise gateway.max_agents_per_tenant"
+    )]
+    AgentLimitReached(u32),
     #[error("{0}")]
     Forbidden(String),
     /// The caller's role may not do this at all (SPEC §8: plugin installs are the operator's).

@@ -185,6 +185,11 @@ pub struct GatewaySettings {
     /// The largest audio upload `/v1/audio/transcriptions` and `/translations` accept (OpenAI's
     /// limit: 25 MiB); a larger one is a 413 before anything is held.
     pub max_audio_upload_bytes: usize,
+    /// The most agents one tenant may have, decommissioned ones included; one more is a 409
+    /// `agent_limit_reached`. A tenant's `spent` is a sum over all its agents, computed when a
+    /// budgeted tenant is admitted and settled, so an unbounded count would let a tenant admin
+    /// slow every call of the tenant and load the database every tenant shares.
+    pub max_agents_per_tenant: u32,
 }
 
 impl Default for GatewaySettings {
@@ -197,6 +202,7 @@ impl Default for GatewaySettings {
             upstream_connect_timeout_seconds: 10,
             agent_transaction_slots: 4,
             max_audio_upload_bytes: 25 * 1024 * 1024,
+            max_agents_per_tenant: 1000,
         }
     }
 }

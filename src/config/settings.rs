@@ -151,6 +151,9 @@ impl Settings {
         if self.gateway.agent_transaction_slots < 1 {
             return invalid("gateway.agent_transaction_slots", "must be at least 1");
         }
+        if self.gateway.max_agents_per_tenant < 1 {
+            return invalid("gateway.max_agents_per_tenant", "must be at least 1");
+        }
         if self.db.max_connections < 2 {
             return invalid("db.max_connections", "must be at least 2");
         }
@@ -261,6 +264,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tools.allowed_http_hosts"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_limit_defaults_to_a_thousand_and_comes_from_the_environment() {
+        assert_eq!(from_toml("").unwrap().gateway.max_agents_per_tenant, 1000);
+        // The same parsing as `AEX_GATEWAY__MAX_AGENTS_PER_TENANT`, under a prefix of its own.
+        std::env::set_var("AEXTESTAGENTCAP_GATEWAY__MAX_AGENTS_PER_TENANT", "25");
+        let s = Settings::from_figment(
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Env::prefixed("AEXTESTAGENTCAP_").split("__")),
+        )
+        .unwrap();
+        assert_eq!(s.gateway.max_agents_per_tenant, 25);
+        let err = from_toml("[gateway]\nmax_agents_per_tenant = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.max_agents_per_tenant"), "{err}");
     }
 
     #[test]

@@ -47,8 +47,9 @@ pub struct AdminErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminErrorDetail {
-    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unavailable` or `internal_error`.
+    /// `invalid_request`, `unauthorized`, `forbidden`, `permission_denied`, `not_found`,
+    /// `conflict`, `agent_limit_reached`, `payload_too_large`, `unavailable` or
+    /// `internal_error`.
     pub code: &'static str,
     pub message: String,
     /// The request field a validation error is about.
@@ -83,6 +84,7 @@ impl From<AdminError> for AdminApiError {
             }
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::AgentLimitReached(_) => (StatusCode::CONFLICT, "agent_limit_reached"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AdminError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -24,7 +24,8 @@ pub struct TenantRow {
 /// The columns of [`TenantRow`], for `concat!` so that the SQL stays a static string. A tenant's
 /// `spent` is every committed cost of its agents (SPEC §5.4): the sum of their lifetime counters,
 /// kept per agent so that settlements of a busy tenant never queue on the tenant's row
-/// (migrations/20261206200001_settle_always_ends.sql).
+/// (migrations/20261206200001_settle_always_ends.sql). The sum reads every agent row of the
+/// tenant, which `gateway.max_agents_per_tenant` bounds ([`lock_agent_count`]).
 macro_rules! tenant_columns {
     () => {
         "id, name, budget_micro_usd, \
@@ -126,6 +127,25 @@ pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Tenant
         .await?
         .ok_or(StoreError::NotFound)?;
     get_tenant(conn, id).await
+}
+
+/// Locks the tenant row against another agent creation, then counts the tenant's agents, every
+/// state included. `FOR NO KEY UPDATE` serialises creations (and waits for an admission holding
+/// the row `FOR UPDATE`) without blocking the inserts that only reference the tenant
+/// (executions, tokens), which take `FOR KEY SHARE`. The count is a statement of its own, as in
+/// [`lock_tenant`], so that it sees the agent a creation that held the lock just committed.
+pub async fn lock_agent_count(conn: &mut PgConnection, id: TenantId) -> Result<i64, StoreError> {
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM agents WHERE tenant_id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// The statement of [`admission_view`] (also run on the money pool, `store::holds::lock_hot`).

@@ -6,6 +6,7 @@ mod admin_agents;
 mod admin_reads;
 mod admin_tokens;
 mod admission_batch;
+mod agent_limit;
 mod alerts;
 mod attempts;
 mod auth;

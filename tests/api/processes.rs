@@ -21,25 +21,25 @@ use crate::load::{committed_keys, keys_with, Load};
 
 /// Server processes on one fresh database, the mock provider they share, and the environment
 /// every `aex` command of the test runs with.
-struct Fleet {
+pub(crate) struct Fleet {
     env: Vec<(String, String)>,
     mock: Arc<MockControl>,
-    operator_token: String,
-    pool: PgPool,
+    pub(crate) operator_token: String,
+    pub(crate) pool: PgPool,
     dir: tempfile::TempDir,
     // Dropped last: the processes (killed on drop) and the pool go first.
     _db: TestDb,
 }
 
 /// One `aex serve` process, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     replica_id: Uuid,
 }
 
 impl Fleet {
-    async fn new(settings: &[(&str, &str)]) -> Fleet {
+    pub(crate) async fn new(settings: &[(&str, &str)]) -> Fleet {
         let db = TestDb::create().await;
         let mock = Arc::new(MockControl::default());
         let mock_addr = mock_upstream::spawn("127.0.0.1:0".parse().unwrap(), Arc::clone(&mock))
@@ -99,7 +99,7 @@ impl Fleet {
 
     /// Starts `aex serve` and waits until it is ready; its address and replica id come from its
     /// own "aex listening" log line.
-    async fn spawn(&self, name: &str) -> Server {
+    pub(crate) async fn spawn(&self, name: &str) -> Server {
         let log_path = self.dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = self

@@ -18,15 +18,22 @@ use crate::admin::agents::{
 use crate::admin::budgets::{self, BudgetChange, SetBudgetRequest, TopUpRequest};
 use crate::app_state::AppState;
 use crate::domain::AgentState;
-use crate::http::error::AdminApiError;
+use crate::http::error::{AdminApiError, AdminErrorBody};
 use crate::http::extract::{AdminCaller, AdminJson, AdminPath, AdminQuery};
 
 type Result<T> = std::result::Result<T, AdminApiError>;
 
 /// Create an agent; the response carries its token, shown this once.
+///
+/// A tenant has at most `gateway.max_agents_per_tenant` agents (default 1000), decommissioned
+/// ones included: one more is a 409 `agent_limit_reached` and nothing is written.
 #[utoipa::path(post, path = "/admin/agents", tag = "agents", params(TenantQuery),
     request_body = CreateAgentRequest,
-    responses((status = 201, body = CreatedAgentResponse), AdminErrors), security(("bearer" = [])))]
+    responses((status = 201, body = CreatedAgentResponse), AdminErrors,
+        (status = 409, body = AdminErrorBody, description = "The name is taken (`conflict`), or \
+            the tenant has as many agents as `gateway.max_agents_per_tenant` allows \
+            (`agent_limit_reached`).")),
+    security(("bearer" = [])))]
 pub async fn create_agent(
     State(state): State<AppState>,
     caller: AdminCaller,
@@ -34,8 +41,9 @@ pub async fn create_agent(
     AdminJson(req): AdminJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, Json<CreatedAgentResponse>)> {
     let tenant = caller.tenant(q.tenant_id)?;
-    let created =
-        agents::create_agent(&state.pool, &state.signer, &caller.principal, tenant, req).await?;
+    let limit = state.settings.gateway.max_agents_per_tenant;
+    let by = &caller.principal;
+    let created = agents::create_agent(&state.pool, &state.signer, by, tenant, limit, req).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
