@@ -140,7 +140,10 @@ pub async fn settle(
 }
 
 /// The statement's parameters that both ways share: the books' part of `aex_settle_books`.
-fn books_params<'a>(s: &'a Settlement<'a>, charge: &'a ChargeParams<'a>) -> [&'a (dyn ToSql + Sync); 20] {
+fn books_params<'a>(
+    s: &'a Settlement<'a>,
+    charge: &'a ChargeParams<'a>,
+) -> [&'a (dyn ToSql + Sync); 20] {
     [
         &s.execution_id,
         &s.attempt,

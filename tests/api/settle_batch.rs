@@ -31,7 +31,12 @@ pub(crate) async fn owner(app: &TestApp, agent: Uuid) -> (TenantId, AgentId) {
 /// Holds `estimate` for a new dispatched execution `key` of the agent, with the hold function a
 /// replica of an earlier version calls (its events hashed in SQL, verified alike), and returns
 /// the settlement that commits `actual` for it.
-pub(crate) async fn held(app: &TestApp, who: (TenantId, AgentId), key: &str, estimate: i64) -> SettlementJob {
+pub(crate) async fn held(
+    app: &TestApp,
+    who: (TenantId, AgentId),
+    key: &str,
+    estimate: i64,
+) -> SettlementJob {
     let (tenant, agent) = who;
     let chain = format!("agent:{}", agent.0);
     let lock_key = aex::ledger::chain_lock_key(&chain);

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use aex::domain::AgentId;
 use aex::ledger::link::settlement_event;
+use aex::store::hot::HotPool;
 use aex::store::settle_batch::SettlementJob;
 use aex::store::settlements::{settle, Predicted, SettledHold};
-use aex::store::hot::HotPool;
 
 use crate::helpers::{hello, spawn_app, TestApp};
 use crate::settle_batch::{committing, held, hot, owner, reservation};
@@ -85,7 +85,10 @@ async fn a_settlement_that_predicts_its_tail_is_linked_once_and_written_after_it
     assert!(predictions("hit") > hits, "written the one-statement way");
     assert_eq!(settled.estimate_micro_usd, 1_000);
     assert_eq!(settled.remaining_micro_usd, 1_000_000 - 800);
-    assert_eq!(reservation(&app, "p-1").await, ("COMMITTED".into(), Some(800)));
+    assert_eq!(
+        reservation(&app, "p-1").await,
+        ("COMMITTED".into(), Some(800))
+    );
     assert_eq!(app.books(a.id).await, (800, 0, 1_000_000));
     let (seq, prev, kind, payload) = last_event(&app, who.1).await;
     assert_eq!((seq, prev), (predicted.tail_seq + 1, predicted.tail_hash));
@@ -113,8 +116,14 @@ async fn a_wrong_prediction_writes_nothing_and_the_settlement_links_after_the_re
     let second = held(&app, who, "m-2", 2_000).await;
     let stale = predictions("stale");
     let (settled, links) = settle_counting(&pool, &first).await;
-    assert_eq!(links, 2, "linked after the prediction, then after the tail it read");
-    assert_eq!(settled.expect("settled").remaining_micro_usd, 10_000 - 900 - 2_000);
+    assert_eq!(
+        links, 2,
+        "linked after the prediction, then after the tail it read"
+    );
+    assert_eq!(
+        settled.expect("settled").remaining_micro_usd,
+        10_000 - 900 - 2_000
+    );
     let (seq, _, kind, _) = last_event(&app, who.1).await;
     assert_eq!(kind, "usage.commit");
 
@@ -133,7 +142,10 @@ async fn a_wrong_prediction_writes_nothing_and_the_settlement_links_after_the_re
     overrun.predicted = Some(tail(&app, who.1, 1_000).await);
     let (settled, links) = settle_counting(&pool, &overrun).await;
     assert_eq!(links, 2);
-    assert_eq!(settled.expect("settled").remaining_micro_usd, 10_000 - 900 - 9_500);
+    assert_eq!(
+        settled.expect("settled").remaining_micro_usd,
+        10_000 - 900 - 9_500
+    );
     let (_, _, kind, payload) = last_event(&app, who.1).await;
     assert_eq!(kind, "usage.commit");
     assert_eq!(payload["budget_overrun"], json!(true));
@@ -157,7 +169,10 @@ async fn one_client_calling_in_turn_is_settled_in_one_round_trip_each_time() {
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().contains_key("x-aex-cost-micro-usd"));
     }
-    assert!(predictions("hit") >= hits + 3, "each call's hold was its chain's tail");
+    assert!(
+        predictions("hit") >= hits + 3,
+        "each call's hold was its chain's tail"
+    );
     let commits = app
         .count("SELECT count(*) FROM event_log WHERE event_type = 'usage.commit'")
         .await;
