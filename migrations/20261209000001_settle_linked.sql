@@ -10,8 +10,8 @@
 -- and aex_settle_linked does what aex_settle_books does, then checks the prediction against
 -- what was read under the chain's lock — the tail, the hold (its estimate and whether it held
 -- the tenant) and whether the agent's budget is now overrun (the payload says so) — and inserts
--- the event. It is called as one autocommitted statement: a wrong prediction raises SQLSTATE
--- AX001, everything is rolled back, and the replica settles the two-round-trip way. The verifier
+-- the event. BEGIN, the call and COMMIT go in one round trip: a wrong prediction raises SQLSTATE
+-- AX001, the transaction is rolled back, and the replica settles the two-round-trip way. The verifier
 -- is unchanged and recomputes every hash; (chain_id, seq) stays unique.
 CREATE FUNCTION aex_settle_linked(
     p_execution_id uuid, p_attempt integer, p_tenant_id uuid, p_agent_id uuid,

@@ -7,10 +7,10 @@
 //!
 //! When the caller can predict that tail ([`Settlement::predicted`]: the attempt's own
 //! `execution.dispatched`, unless the agent's chain moved on since), the event is linked before
-//! anything is sent and the settlement is ONE autocommitted statement, `aex_settle_linked`
-//! (migrations/20261209000001_settle_linked.sql), which checks the prediction under the chain's
-//! lock; a wrong one (SQLSTATE AX001) wrote nothing, and the settlement goes the two-round-trip
-//! way.
+//! anything is sent and the settlement is ONE round trip — BEGIN, `aex_settle_linked`
+//! (migrations/20261209000001_settle_linked.sql), COMMIT — whose function checks the prediction
+//! under the chain's lock; a wrong one (SQLSTATE AX001) rolls back, having written nothing, and
+//! the settlement goes the two-round-trip way.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -198,8 +198,8 @@ impl<'a> ChargeParams<'a> {
     }
 }
 
-/// The one-statement way: the event linked after `predicted`'s tail, checked and written by
-/// `aex_settle_linked` in the settlement's own autocommitted transaction. The payload says the
+/// The one-round-trip way: the event linked after `predicted`'s tail, checked and written by
+/// `aex_settle_linked`, in a transaction of one round trip. The payload says the
 /// budget is not overrun; when it is, the prediction fails and the other way writes it.
 async fn settle_linked(
     pool: &HotPool,
@@ -218,8 +218,10 @@ async fn settle_linked(
     };
     let event = link(s, &books);
     let budget_overrun = s.charge.as_ref().map(|_| false);
-    let conn = pool.get().await?;
+    let mut conn = pool.get().await?;
+    let begin = conn.prepare(BEGIN).await?;
     let statement = conn.prepare(SETTLE_LINKED).await?;
+    let commit = conn.prepare(COMMIT).await?;
     let charge = ChargeParams::of(s);
     let mut params: Vec<&(dyn ToSql + Sync)> = books_params(s, &charge).to_vec();
     params.extend_from_slice(&[
@@ -232,18 +234,26 @@ async fn settle_linked(
         &event.ts,
         &event.payload,
     ]);
-    let row = conn
-        .client()?
-        .query_opt(&statement, &params)
-        .await
-        .map_err(pg_error)?;
-    row.map(|row| {
-        Ok(SettledHold {
-            estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
-            remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+    conn.begun();
+    let client = conn.client()?;
+    // One round trip. Not `try_join`: after a wrong prediction the COMMIT's answer (ROLLBACK) is
+    // awaited too, so that the connection goes back to the pool rather than being closed.
+    let (begun, row, committed) = tokio::join!(
+        client.execute(&begin, &[]),
+        client.query_opt(&statement, &params),
+        client.execute(&commit, &[])
+    );
+    begun.map_err(pg_error)?;
+    committed.map_err(pg_error)?;
+    conn.ended();
+    row.map_err(pg_error)?
+        .map(|row| {
+            Ok(SettledHold {
+                estimate_micro_usd: row.try_get(0).map_err(pg_error)?,
+                remaining_micro_usd: row.try_get(2).map_err(pg_error)?,
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// The two-round-trip way: the books moved and the tail read, then the event linked to it,
