@@ -1,7 +1,10 @@
 //! The money transactions' pool (`store::hot`) gives idle connections back to Postgres, whose
-//! connection slots every replica shares, as the sqlx pool does.
+//! connection slots every replica shares, as the sqlx pool does; and its cached plans read the
+//! books by index however small the tables were when they were planned.
 
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use aex::config::DbSettings;
 use aex::store::hot;
@@ -49,4 +52,59 @@ async fn the_money_pool_closes_only_connections_idle_past_the_limit() {
     assert_eq!(backends(&admin, &db.name).await, 1);
     drop(pool);
     admin.close().await;
+}
+
+/// `(seq_scan, idx_scan)` of each of `tables`, as Postgres's statistics have them now.
+async fn scans(pool: &PgPool, tables: &[&str]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for table in tables {
+        out.push(
+            sqlx::query_as(
+                "SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables \
+                 WHERE relname = $1",
+            )
+            .bind(table)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn calls_read_the_books_by_index_however_small_the_tables_were_when_planned() {
+    let app = crate::helpers::spawn_app().await;
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let policy = serde_json::json!({"rpm": 100000});
+        agents.push(
+            app.create_agent(&format!("busy-{i}"), "1000.00", policy)
+                .await,
+        );
+    }
+    // The tables every admission reads, all of a page or two: a plan cached now scans them whole,
+    // and would go on doing so as they grow (the money pool plans with sequential scans off).
+    let tables = ["agents", "tenants", "rate_windows"];
+    let before = scans(&app.pool, &tables).await;
+    let calls = (0..400).map(|i| {
+        let app = &app;
+        let token = agents[i % 4].token.clone();
+        async move { app.chat(&token, crate::helpers::hello()).await.status() }
+    });
+    let statuses: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| s.is_success()));
+    // Statistics reach the shared view once a backend has been idle a while.
+    let after = poll("the calls' reads in the statistics", PATIENCE, || async {
+        let after = scans(&app.pool, &tables).await;
+        (after[0].1 >= before[0].1 + 400).then_some(after)
+    })
+    .await;
+    let whole: i64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    // What is left is the background's (sampler, reconciler, the admin reads), not the calls':
+    // before, the calls' cached plans scanned these tables about 250 times.
+    assert!(whole < 40, "{whole} scans of whole tables for 400 calls");
 }
