@@ -17,7 +17,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime,
 };
 use sqlx::postgres::PgSslMode;
 use tokio_postgres::Statement;
@@ -64,15 +65,13 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
     if let Some(password) = password {
         config.password(password);
     }
-    // Every statement on this pool is a keyed lookup, and its plan is cached per connection
-    // (prepared statements, plpgsql): a plan made while a table was small (a new database, or
-    // autovacuum off so no ANALYZE ever replans) kept scanning the whole table as it grew — at
-    // 64 clients a settlement batch read every execution, a third of Postgres's time. Off, the
-    // planner takes the index wherever there is one. The URL's own options come after, and win.
-    config.options(&match options.get_options() {
-        Some(o) => format!("{PLAN_OPTIONS} {o}"),
-        None => PLAN_OPTIONS.to_owned(),
-    });
+    // The URL's own `options` set enable_seqscan themselves, or the pool does (`plan_by_index`).
+    let plan_by_index = !options
+        .get_options()
+        .is_some_and(|o| o.contains("enable_seqscan"));
+    if let Some(o) = options.get_options() {
+        config.options(o);
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -89,7 +88,18 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
         }
     };
     let wait = Duration::from_secs(settings.acquire_timeout_seconds);
-    let pool = Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if plan_by_index {
+        builder = builder.post_create(Hook::async_fn(|client: &mut ClientWrapper, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(PLAN_BY_INDEX)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }));
+    }
+    let pool = builder
         .max_size(usize::try_from(settings.money_pool_size()).unwrap_or(usize::MAX))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
@@ -100,8 +110,13 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<HotPool, sqlx::Erro
     Ok(HotPool { pool })
 }
 
-/// The session settings of the money pool's connections.
-const PLAN_OPTIONS: &str = "-c enable_seqscan=off";
+/// Set on each new connection of the money pool. Every statement on it is a keyed lookup whose
+/// plan is cached per connection (prepared statements, plpgsql): a plan made while a table was
+/// small (a new database, or autovacuum off so that no ANALYZE ever replans) kept scanning the
+/// table whole as it grew — agents, tenants, rate windows, even the executions. Off, the planner
+/// takes the index wherever there is one. (A session setting rather than a startup `options`,
+/// which a connection pooler in front of Postgres may refuse.)
+const PLAN_BY_INDEX: &str = "SET enable_seqscan = off";
 
 /// The URL's password (percent-decoded), else `PGPASSWORD`, as sqlx takes it (then the password
 /// file, `store::hot_pgpass`).
