@@ -13,8 +13,8 @@ use super::estimate::Estimate;
 use super::rate_limit::Quota;
 use crate::config::Secret;
 use crate::domain::{AgentId, CallRoute, TenantId};
+use crate::ledger::link::ChainTail;
 use crate::money::MicroUsd;
-use crate::store::settlements::Predicted;
 
 /// A northbound call as the HTTP layer hands it over.
 pub struct CallInput {
@@ -111,9 +111,11 @@ pub struct Hold {
     pub(in crate::gateway) model_alias: String,
     /// The money held (the estimate's cost).
     pub(in crate::gateway) held: MicroUsd,
-    /// What its settlement expects to find: this hold, and its `execution.dispatched` still the
-    /// tail of the agent's chain (`store::settlements`: one round trip when it is).
-    pub(in crate::gateway) predicted: Predicted,
+    /// Whether the hold also counts against the tenant's budget.
+    pub(in crate::gateway) holds_tenant: bool,
+    /// The agent chain's tail right after the hold (its `execution.dispatched`): what its
+    /// settlement predicts it still is (`store::settlements`: one round trip when it is).
+    pub(in crate::gateway) chain_tail: ChainTail,
 }
 
 impl Hold {

@@ -24,7 +24,6 @@ use crate::money::MicroUsd;
 use crate::store::agents::AgentRow;
 use crate::store::executions::NewExecution;
 use crate::store::holds::{self, HoldEvents, NewReservation};
-use crate::store::settlements::Predicted;
 use crate::store::tenants::TenantRow;
 use sqlx::types::Json;
 
@@ -218,13 +217,8 @@ pub(super) fn held<'t>(
     };
     let estimate = grant.estimate.cost.0;
     // The tail is now the hold's own `execution.dispatched`: what its settlement will expect.
-    let predicted = Predicted {
-        estimate_micro_usd: grant.estimate.cost.0,
-        holds_tenant,
-        tail_seq: books.tail.seq,
-        tail_hash: books.tail.hash.clone(),
-    };
-    let reservation = reservation(t, &books.agent, next, grant, predicted);
+    let hold_facts = (holds_tenant, books.tail.clone());
+    let reservation = reservation(t, &books.agent, next, grant, hold_facts);
     books.agent.reserved_micro_usd = books.agent.reserved_micro_usd.saturating_add(estimate);
     books.agent.requests_total = books.agent.requests_total.saturating_add(1);
     (rows, reservation)
@@ -253,7 +247,7 @@ fn reservation(
     agent: &AgentRow,
     next: AttemptRef,
     grant: Grant,
-    predicted: Predicted,
+    (holds_tenant, chain_tail): (bool, ChainTail),
 ) -> Reservation {
     let Grant {
         estimate,
@@ -269,7 +263,8 @@ fn reservation(
             agent_id: t.agent_id,
             model_alias: t.pricing.label().to_owned(),
             held: estimate.cost,
-            predicted,
+            holds_tenant,
+            chain_tail,
         },
         estimate,
         granted: Granted {

@@ -121,12 +121,18 @@ pub async fn get_tenant_by_name(
 /// The read is a statement of its own: one that waited for the lock would still compute `spent`
 /// from the snapshot it started with, missing a settlement that committed meanwhile.
 pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<TenantRow, StoreError> {
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    lock_row(conn, "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", id).await?;
     get_tenant(conn, id).await
+}
+
+/// Runs `lock`, a statement locking tenant `id`'s row; `NotFound` when there is none.
+async fn lock_row(conn: &mut PgConnection, lock: &str, id: TenantId) -> Result<(), StoreError> {
+    sqlx::query(lock)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)
+        .map(drop)
 }
 
 /// Locks the tenant row against another agent creation, then counts the tenant's agents, every
@@ -135,11 +141,12 @@ pub async fn lock_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Tenant
 /// (executions, tokens), which take `FOR KEY SHARE`. The count is a statement of its own, as in
 /// [`lock_tenant`], so that it sees the agent a creation that held the lock just committed.
 pub async fn lock_agent_count(conn: &mut PgConnection, id: TenantId) -> Result<i64, StoreError> {
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    lock_row(
+        conn,
+        "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+        id,
+    )
+    .await?;
     Ok(
         sqlx::query_scalar("SELECT count(*) FROM agents WHERE tenant_id = $1")
             .bind(id)

@@ -27,13 +27,18 @@ pub(super) struct Booking<'a> {
     model_alias: &'a str,
     chain_id: String,
     /// What the settlement expects to find, when the hold is this replica's own.
-    predicted: Option<&'a Predicted>,
+    predicted: Option<Predicted>,
 }
 
 impl<'a> Booking<'a> {
     pub(super) fn of_hold(hold: &'a Hold) -> Self {
         Booking {
-            predicted: Some(&hold.predicted),
+            predicted: Some(Predicted {
+                estimate_micro_usd: hold.held.0,
+                holds_tenant: hold.holds_tenant,
+                tail_seq: hold.chain_tail.seq,
+                tail_hash: hold.chain_tail.hash.clone(),
+            }),
             ..Self::new(
                 (hold.execution_id, &hold.execution_key, hold.attempt),
                 (hold.tenant_id, hold.agent_id),
@@ -114,7 +119,7 @@ impl<'a> Booking<'a> {
                 rate_limit::agent_subject(self.agent_id),
                 rate_limit::tenant_subject(self.tenant_id),
             ],
-            predicted: self.predicted.cloned(),
+            predicted: self.predicted.clone(),
         };
         Written {
             settlement,
