@@ -64,7 +64,7 @@ impl ChainWatch {
     }
 
     async fn pass(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut rows = chain_events::after_id_by_chain(pool, self.seen_up_to);
+        let mut rows = chain_events::after_id(pool, self.seen_up_to);
         let mut seen_up_to = self.seen_up_to;
         // chain id → (its head before this pass, the highest seq seen past a gap)
         let mut late: HashMap<String, (i64, i64)> = HashMap::new();

@@ -72,6 +72,30 @@ async fn each_pass_verifies_what_was_appended_including_events_that_committed_la
 }
 
 #[tokio::test]
+async fn a_chain_whose_ids_run_against_its_seqs_is_still_verified_whole() {
+    // Passes read new events in id order. Within a chain ids rise with seq; were they ever
+    // not to, each out-of-order event is a gap filled by (chain, seq), not an error.
+    let app = quiet_app().await;
+    let a = app.create_agent("first", "1.00", json!({})).await;
+    assert_eq!(app.chat(&a.token, hello()).await.status(), StatusCode::OK);
+    let mut tx = app.pool.begin().await.unwrap();
+    for sql in [
+        "ALTER TABLE event_log DISABLE TRIGGER event_log_append_only",
+        "UPDATE event_log SET id = 1000000 - seq WHERE chain_id = 'agent:' || $1::text",
+        "ALTER TABLE event_log ENABLE TRIGGER event_log_append_only",
+    ] {
+        let q = sqlx::query(sql);
+        let q = if sql.contains("$1") { q.bind(a.id) } else { q };
+        q.execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let report = ChainWatch::default().verify_new(&app.pool).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events, event_count(&app).await);
+}
+
+#[tokio::test]
 async fn a_forged_new_event_is_caught_by_the_next_pass_and_an_old_one_by_a_full_pass() {
     let app = quiet_app().await;
     let agent = app.create_agent("forged", "1.00", json!({})).await;
