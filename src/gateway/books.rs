@@ -14,11 +14,14 @@ use crate::store::settle_batch::{self, Settled, SettlementJob};
 /// This replica's settlements, written in batches (`store::settle_batch`).
 pub type Settlements = GroupCommit<SettlementJob, Settled>;
 
-/// Settlement batches in flight at once on a replica, and the most members in one. Two writers
-/// keep one batch filling while the other is in the database; more would mostly queue on the
-/// same agent rows (the brief's starting point, not tuned further: on 2 cores chat-c64 already
-/// runs 1.5x the unbatched build with ~40% less Postgres CPU per request).
-const SETTLEMENT_WRITERS: usize = 2;
+/// Settlement batches in flight at once on a replica, and the most members in one. One writer,
+/// as for admissions: the settlements that arrive while its batch is in the database go
+/// together in the next one. Two writers (one filling while the other wrote) took most calls
+/// alone below saturation. Measured on 2 cores, one writer each against two (`bench/ab.sh`,
+/// three rounds, same binary): Postgres CPU per call at 1,750 req/s open loop 560–689 µs
+/// against 612–790, p99 9–20 ms against 10–30; chat-c64 3,780–4,424 req/s against 3,916–4,393;
+/// c1 unchanged (a lone call finds the writer free). Batches of 16 or 64 did no better than 32.
+const SETTLEMENT_WRITERS: usize = 1;
 const SETTLEMENT_BATCH: usize = 32;
 
 /// The settlement queue of a replica whose money transactions run on `hot`.

@@ -51,11 +51,11 @@ use crate::store::rate_windows::{Charges, WindowUse};
 /// This replica's admission queue.
 pub type Admissions = GroupCommit<Member, Answer>;
 
-/// Writers: batches in flight at once. Two let one batch fill while the other is in the database;
-/// more would split the waiting calls into smaller batches that queue on the same agent rows.
-/// The brief's starting point, not tuned further (chat-c64 on 2 cores: 835 req/s and 1199 µs of
-/// Postgres CPU per request, against 561 and 1875 for the unbatched build in the same run).
-const WRITERS: usize = 2;
+/// Writers: batches in flight at once. One: the calls that arrive while its batch is in the
+/// database make the next batch, so batches start forming at moderate load, not only at
+/// saturation. A second writer mostly found the first busy and took each call alone, at the full
+/// cost of a transaction (see `gateway::books::SETTLEMENT_WRITERS` for the figures).
+const WRITERS: usize = 1;
 /// The most admissions one batch carries.
 const MAX_BATCH: usize = 32;
 
