@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use futures::TryStreamExt;
 use sqlx::PgPool;
 
 use super::chain_check::check;
@@ -20,8 +19,11 @@ use super::encoding::GENESIS_HASH;
 use super::verify::{BadEvent, VerifyReport};
 use crate::store::chain_events::{self, EventRow};
 
+/// Events a pass reads in one statement (see [`chain_events::page_after_id`]).
+const PAGE: i64 = 5_000;
+
 /// The verified state of every chain seen so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChainWatch {
     /// chain id → (seq, event hash) of its last verified event.
     heads: HashMap<String, (i64, String)>,
@@ -29,12 +31,30 @@ pub struct ChainWatch {
     seen_up_to: i64,
     events: u64,
     bad: Option<BadEvent>,
+    page: i64,
+}
+
+impl Default for ChainWatch {
+    fn default() -> Self {
+        ChainWatch::with_page(PAGE)
+    }
 }
 
 impl ChainWatch {
+    /// A watch that reads `page` events per statement (tests use small pages).
+    pub fn with_page(page: i64) -> Self {
+        ChainWatch {
+            heads: HashMap::new(),
+            seen_up_to: 0,
+            events: 0,
+            bad: None,
+            page: page.max(1),
+        }
+    }
+
     /// Forgets everything: the next pass verifies every chain from its first event.
     pub fn reset(&mut self) {
-        *self = ChainWatch::default();
+        *self = ChainWatch::with_page(self.page);
     }
 
     /// Verifies the events appended since the last pass; the report covers every event verified
@@ -64,25 +84,28 @@ impl ChainWatch {
     }
 
     async fn pass(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut rows = chain_events::after_id(pool, self.seen_up_to);
-        let mut seen_up_to = self.seen_up_to;
         // chain id → (its head before this pass, the highest seq seen past a gap)
         let mut late: HashMap<String, (i64, i64)> = HashMap::new();
-        while let Some(row) = rows.try_next().await? {
-            seen_up_to = seen_up_to.max(row.id);
-            let head = self.head(&row.chain_id);
-            if row.seq > head + 1 {
-                // Events of this chain that committed after an earlier pass had moved on.
-                late.entry(row.chain_id.clone())
-                    .and_modify(|(_, until)| *until = (*until).max(row.seq))
-                    .or_insert((head, row.seq));
+        'pages: loop {
+            let rows = chain_events::page_after_id(pool, self.seen_up_to, self.page).await?;
+            let last_page = i64::try_from(rows.len()).unwrap_or(i64::MAX) < self.page;
+            for row in rows {
+                self.seen_up_to = self.seen_up_to.max(row.id);
+                let head = self.head(&row.chain_id);
+                if row.seq > head + 1 {
+                    // Events of this chain that committed after an earlier pass had moved on.
+                    late.entry(row.chain_id.clone())
+                        .and_modify(|(_, until)| *until = (*until).max(row.seq))
+                        .or_insert((head, row.seq));
+                }
+                if !self.accept(row) {
+                    break 'pages;
+                }
             }
-            if !self.accept(row) {
+            if last_page {
                 break;
             }
         }
-        drop(rows);
-        self.seen_up_to = seen_up_to;
         for (chain, (after, until)) in late {
             if self.bad.is_some() {
                 break;

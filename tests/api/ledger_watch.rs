@@ -72,6 +72,30 @@ async fn each_pass_verifies_what_was_appended_including_events_that_committed_la
 }
 
 #[tokio::test]
+async fn a_pass_reads_page_after_page_until_every_new_event_is_verified() {
+    let app = quiet_app().await;
+    let a = app.create_agent("first", "1.00", json!({})).await;
+    let b = app.create_agent("second", "1.00", json!({})).await;
+    for token in [&a.token, &b.token, &a.token] {
+        assert_eq!(app.chat(token, hello()).await.status(), StatusCode::OK);
+    }
+    // Pages of 2 events: the chains' events straddle every page boundary.
+    let mut watch = ChainWatch::with_page(2);
+    let report = watch.verify_new(&app.pool).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events, event_count(&app).await);
+
+    assert_eq!(app.chat(&b.token, hello()).await.status(), StatusCode::OK);
+    let report = watch.verify_new(&app.pool).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        report.events,
+        event_count(&app).await,
+        "the next pass starts after the last page"
+    );
+}
+
+#[tokio::test]
 async fn a_chain_whose_ids_run_against_its_seqs_is_still_verified_whole() {
     // Passes read new events in id order. Within a chain ids rise with seq; were they ever
     // not to, each out-of-order event is a gap filled by (chain, seq), not an error.
