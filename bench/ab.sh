@@ -25,12 +25,13 @@ require_tools psql curl python3
 prepare_binaries
 
 work=$(mktemp -d -t aex-ab.XXXXXX)
+WARMUP=1
 names=()
 declare -A binary
 for v in $VARIANTS; do names+=("${v%%=*}"); binary[${v%%=*}]=${v#*=}; done
-pid=
+aex_pid=
 cleanup() {
-  [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [[ -n $aex_pid ]] && stop_aex
   kill -TERM "$mock_pid" 2>/dev/null || true
   for n in "${names[@]}"; do psql "$DATABASE_URL" -qXc "DROP DATABASE IF EXISTS aex_ab_${n}_$$ WITH (FORCE)" >/dev/null 2>&1; done
   rm -rf "$work"
@@ -41,46 +42,34 @@ trap cleanup EXIT
 mock_pid=$!
 chat_route mock "$(first_line "$work/mock.out")" bench-chat >"$work/models.toml"
 
-# Starts variant $1 with its own home; sets pid and addr.
-start() {
-  local log=$work/$1.log
-  : >"$log"
-  AEX_HOME=$work/home-$1 AEX_CONFIG=$work/home-$1/aex.toml BENCH_UPSTREAM_KEY=bench AEX_LISTEN=127.0.0.1:0 \
-    AEX_MODELS_FILE=$work/models.toml AEX_LOG_FORMAT=json RUST_LOG=warn,aex::server=info "${binary[$1]}" serve 2>>"$log" &
-  pid=$!
-  for _ in $(seq 1 100); do grep -q '"aex listening"' "$log" && break; sleep 0.1; done
-  addr=$(sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' "$log" | tail -n 1)
-  for _ in $(seq 1 100); do curl -sf "http://$addr/ready" >/dev/null && break; sleep 0.1; done
+# Makes variant $1 the aex that start_aex runs, with a home of its own.
+variant() {
+  AEX=${binary[$1]}
+  export AEX_HOME=$work/home-$1 AEX_CONFIG=$work/home-$1/aex.toml
 }
-stop() { kill -TERM "$pid"; wait "$pid" || true; pid=; }
 
 for n in "${names[@]}"; do
+  variant "$n"
   psql "$DATABASE_URL" -qXc "CREATE DATABASE aex_ab_${n}_$$" >/dev/null
-  token=$(AEX_HOME=$work/home-$n AEX_CONFIG=$work/home-$n/aex.toml "${binary[$n]}" init \
-    --database-url "$server/aex_ab_${n}_$$" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
-  start "$n"
-  BENCH_ADMIN_TOKEN=$token "$LOADGEN" agents --url "http://$addr" --prefix many --count 64 \
+  token=$("$AEX" init --database-url "$server/aex_ab_${n}_$$" --json | sed -n 's/.*"operator_token":"\([^"]*\)".*/\1/p')
+  start_aex
+  BENCH_ADMIN_TOKEN=$token "$LOADGEN" agents --url "http://$aex_addr" --prefix many --count 64 \
     --budget-usd 1000000 --out "$work/$n.tokens"
-  stop
+  stop_aex
 done
 
 for round in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
-    start "$n"
-    # A short run at c=64 opens the pool, so that every backend aex uses is watched.
-    "$LOADGEN" run --out "$work/warm.jsonl" --scenario warm --mode governed --url "http://$addr/v1" \
-      --tokens "$work/$n.tokens" --kind chat --model bench-chat --concurrency 64 --duration-secs 2 \
-      --warmup-secs 0 2>/dev/null
-    mapfile -t backends < <(psql "$DATABASE_URL" -AtXc \
-      "SELECT '--watch-db-pid=' || pid FROM pg_stat_activity WHERE datname = 'aex_ab_${n}_$$'")
+    variant "$n"
+    start_aex
+    watch_backends "aex_ab_${n}_$$" "$work/$n.tokens"
     for point in $POINTS; do
       shape=(--concurrency "$point")
       [[ $point == r* ]] && shape=(--concurrency 256 --rate "${point#r}")
-      "$LOADGEN" run --out "$RESULTS" --scenario "$n" --mode "round$round-$point" --url "http://$addr/v1" \
-        --tokens "$work/$n.tokens" --kind chat --model bench-chat "${shape[@]}" --duration-secs "$DURATION" \
-        --warmup-secs 1 --watch-pid "$pid" "${backends[@]}" --clk-tck "$CLK_TCK" 2>/dev/null
+      load --scenario "$n" --mode "round$round-$point" --url "http://$aex_addr/v1" --tokens "$work/$n.tokens" \
+        --kind chat --model bench-chat "${shape[@]}" --watch-pid "$aex_pid" "${db_watch[@]}"
     done
-    stop
+    stop_aex
   done
 done
 

@@ -103,3 +103,13 @@ load() {
   timeout "$(( ${DURATION%.*} + ${WARMUP%.*} + 150 ))" "$LOADGEN" run --out "$RESULTS" --clk-tck "$CLK_TCK" \
     --duration-secs "$DURATION" --warmup-secs "$WARMUP" "$@"
 }
+
+# aex's Postgres backends, watched on governed runs (their CPU per request is a target of issue
+# 17): a short run at c=64 on database $1 with the tokens in $2 first fills aex's pool, so that
+# every connection it uses is listed; sets db_watch to the load client's --watch-db-pid options.
+watch_backends() {
+  "$LOADGEN" run --out "$work/warm.jsonl" --scenario warm --mode governed --url "http://$aex_addr/v1" \
+    --tokens "$2" --kind chat --model bench-chat --concurrency 64 --duration-secs 2 --warmup-secs 0 2>/dev/null
+  mapfile -t db_watch < <(psql "$DATABASE_URL" -AtXc \
+    "SELECT '--watch-db-pid=' || pid FROM pg_stat_activity WHERE datname = '$1' AND pid <> pg_backend_pid()")
+}

@@ -200,15 +200,8 @@ echo "== the mock direct (the baseline)"
 load_points direct "http://$mock/v1" --watch-pid "$mock_pid"
 
 echo "== AEX, governed"
-# Fill aex's connection pool first, so that every backend it uses is watched.
-"$LOADGEN" run --out "$work/warm.jsonl" --scenario warm --mode governed --url "http://$aex_addr/v1" \
-  --tokens "$work/many.tokens" --kind chat --model bench-chat --concurrency 64 --duration-secs 2 --warmup-secs 0 2>/dev/null
-backends() {
-  psql "$DATABASE_URL" -AtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" |
-    sed 's/^/--watch-db-pid /'
-}
-# shellcheck disable=SC2046 # one word per pid
-load_points governed "http://$aex_addr/v1" --tokens "$work/many.tokens" --watch-pid "$aex_pid" $(backends)
+watch_backends "$db" "$work/many.tokens"
+load_points governed "http://$aex_addr/v1" --tokens "$work/many.tokens" --watch-pid "$aex_pid" "${db_watch[@]}"
 
 # Half of AEX's own peak (the best of its chat points), open loop: latency at a load it carries,
 # not queueing at saturation. The mock at the same rate is the baseline.
@@ -221,7 +214,7 @@ if (( rate > 0 )); then
     --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$mock_pid"
   # shellcheck disable=SC2046
   load --scenario open-half --mode governed --url "http://$aex_addr/v1" --tokens "$work/many.tokens" --kind chat \
-    --model bench-chat --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$aex_pid" $(backends)
+    --model bench-chat --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$aex_pid" "${db_watch[@]}"
 fi
 stop_aex
 

@@ -173,15 +173,6 @@ ceiling() {
   echo "  $(printf '%-14s %-8s' "$scenario" pgbench) $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out") tps"
 }
 
-# aex's Postgres backends, watched on governed runs (their CPU per request is a target of issue
-# 17): a short run at c=64 first fills its pool, so that every connection it uses is listed.
-watch_backends() {
-  "$LOADGEN" run --out "$work/warm.jsonl" --scenario warm --mode governed --url "http://$aex_addr/v1" \
-    --tokens "$2" --kind chat --model bench-chat --concurrency 64 --duration-secs 2 --warmup-secs 0 2>/dev/null
-  mapfile -t db_watch < <(psql "$DATABASE_URL" -AtXc \
-    "SELECT '--watch-db-pid=' || pid FROM pg_stat_activity WHERE datname = '$1' AND pid <> pg_backend_pid()")
-}
-
 # The same scenario direct (watching the mock) and governed (watching aex and its backends).
 pair() {
   local scenario=$1 direct_url=$2 tokens=$3; shift 3
