@@ -268,7 +268,7 @@ pub async fn raise_stale_reservations(
            jsonb_build_object('execution_id', e.execution_key, 'state', e.state, \
                               'estimate_micro_usd', r.estimate_micro_usd, \
                               'held_since', r.created_at, 'replica_id', e.replica_id))) \
-         FROM (SELECT * FROM reservations WHERE state = 'RESERVED' AND created_at < $1 \
+         FROM (SELECT * FROM reservations WHERE settled_at IS NULL AND created_at < $1 \
                ORDER BY created_at LIMIT 1000) r \
          JOIN executions e ON e.id = r.execution_id",
     )

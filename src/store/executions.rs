@@ -186,8 +186,9 @@ pub async fn get_result(
 /// Non-terminal executions owned by replicas that are stopped or silent since `stale_before`
 /// (or by no replica at all). Found through their holds: an execution is open exactly while its
 /// attempt's reservation is RESERVED (the admission writes both, the settlement ends both), and
-/// `reservations_open_idx` lists those; `executions` has no index on `state`, so that the
-/// settlement's update of the row is a HOT one (migrations/20261208000004).
+/// `reservations_unsettled_idx` lists those (by `settled_at IS NULL`, migrations/20261210000001);
+/// `executions` has no index on `state`, so that the settlement's update of the row is a HOT one
+/// (migrations/20261208000004).
 pub async fn list_orphaned(
     conn: &mut PgConnection,
     stale_before: DateTime<Utc>,
@@ -197,7 +198,7 @@ pub async fn list_orphaned(
         "SELECT ",
         execution_columns!(),
         " FROM executions e WHERE (id, attempt) IN \
-            (SELECT h.execution_id, h.attempt FROM reservations h WHERE h.state = 'RESERVED') \
+            (SELECT h.execution_id, h.attempt FROM reservations h WHERE h.settled_at IS NULL) \
           AND state IN ('RESERVING', 'RESERVED', 'DISPATCHED') \
           AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = e.replica_id \
                           AND r.stopped_at IS NULL AND r.heartbeat_at >= $1) \

@@ -75,14 +75,15 @@ pub async fn list_agent_books(conn: &mut PgConnection) -> Result<Vec<AgentBooks>
     .await
 }
 
-/// Reservations still held that were made before `before` (served by `reservations_open_idx`).
+/// Reservations still held that were made before `before` (`settled_at IS NULL`: served by
+/// `reservations_unsettled_idx`).
 pub async fn count_stale_reservations(
     conn: &mut PgConnection,
     tenant: Option<TenantId>,
     before: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
     let mut q = QueryBuilder::new(
-        "SELECT count(*) FROM reservations WHERE state = 'RESERVED' AND created_at < ",
+        "SELECT count(*) FROM reservations WHERE settled_at IS NULL AND created_at < ",
     );
     q.push_bind(before);
     only_tenant(&mut q, "tenant_id", tenant);

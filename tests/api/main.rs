@@ -33,6 +33,7 @@ mod lost_ack;
 mod media;
 mod messages;
 mod metrics;
+mod money_plans;
 mod openapi;
 mod policy;
 mod pools;
