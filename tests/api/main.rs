@@ -7,6 +7,7 @@ mod admin_reads;
 mod admin_tokens;
 mod admission_batch;
 mod agent_limit;
+mod agent_rules;
 mod alerts;
 mod attempts;
 mod auth;
