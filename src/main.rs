@@ -39,20 +39,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let settings = Settings::load(&Settings::config_path(cli.config.as_deref()));
     // Logs go to stderr, in the format the settings name (`log_format`, `AEX_LOG_FORMAT`); when
     // the settings do not load (the command reports why), `AEX_LOG_FORMAT` alone decides.
-    let format = Settings::load(&Settings::config_path(cli.config.as_deref()))
-        .map(|s| s.log_format)
-        .unwrap_or_else(|_| match std::env::var("AEX_LOG_FORMAT").as_deref() {
+    let format = settings.as_ref().map(|s| s.log_format).unwrap_or_else(|_| {
+        match std::env::var("AEX_LOG_FORMAT").as_deref() {
             Ok("json") => LogFormat::Json,
             _ => LogFormat::Pretty,
-        });
+        }
+    });
     aex::telemetry::init(format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(settings) = &settings {
+        runtime.worker_threads(aex::server::worker_threads(settings));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let json = cli.json;
-    match run(cli).await {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // With --json, a failure is still exactly one JSON object on stdout (a failed check

@@ -35,6 +35,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// A streaming client that takes nothing for this long is cut and settled.
     pub stream_write_timeout_seconds: u64,
+    /// Threads that run the replica's tasks (tokio's workers). Unset: one per core the process
+    /// may use, less one when Postgres is on the same machine (`server::worker_threads`).
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerSettings {
@@ -45,6 +48,7 @@ impl Default for ServerSettings {
             body_read_timeout_seconds: 30,
             max_connections: 10_000,
             stream_write_timeout_seconds: 30,
+            worker_threads: None,
         }
     }
 }

@@ -145,6 +145,9 @@ impl Settings {
         if server.max_connections < 1 {
             return invalid("server.max_connections", "must be at least 1");
         }
+        if server.worker_threads == Some(0) {
+            return invalid("server.worker_threads", "must be at least 1");
+        }
         if self.gateway.max_audio_upload_bytes < 1024 {
             return invalid("gateway.max_audio_upload_bytes", "must be at least 1024");
         }
@@ -238,6 +241,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.keys"), "{err}");
+        let err = from_toml("[server]\nworker_threads = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.worker_threads"), "{err}");
     }
 
     #[test]

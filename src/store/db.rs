@@ -36,11 +36,23 @@ pub fn lazy_pool(url: &str, settings: &DbSettings) -> Result<PgPool, sqlx::Error
 /// leaves the machine. Measured with `cargo run --release --example driver-bench` (bench/driver.rs,
 /// `sqlx` against `sqlx-nossl`). `require` and the `verify-*` modes are kept as written.
 pub fn plain_on_loopback(options: PgConnectOptions) -> PgConnectOptions {
-    let loopback = options.get_socket().is_some() || is_loopback_host(options.get_host());
     match options.get_ssl_mode() {
-        PgSslMode::Prefer | PgSslMode::Allow if loopback => options.ssl_mode(PgSslMode::Disable),
+        PgSslMode::Prefer | PgSslMode::Allow if on_this_machine(&options) => {
+            options.ssl_mode(PgSslMode::Disable)
+        }
         _ => options,
     }
+}
+
+/// Whether the Postgres of `url` runs on this machine (a loopback address, `localhost` or a Unix
+/// socket); `false` for a URL that does not parse.
+pub fn is_on_this_machine(url: &str) -> bool {
+    url.parse::<PgConnectOptions>()
+        .is_ok_and(|options| on_this_machine(&options))
+}
+
+fn on_this_machine(options: &PgConnectOptions) -> bool {
+    options.get_socket().is_some() || is_loopback_host(options.get_host())
 }
 
 fn is_loopback_host(host: &str) -> bool {
