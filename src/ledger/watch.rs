@@ -25,8 +25,9 @@ const PAGE: i64 = 1_000;
 /// After each page a pass pauses PACE times as long as the page took: it spreads its work over
 /// five times its length instead of taking Postgres and this replica for itself. A pass reads
 /// every event of the last interval (10 s at 1,500 calls/s: 45,000 events), and read at once
-/// they held the money path's calls back. bench/ab.sh at 1,500 calls/s open loop, three rounds: p99 13–51 ms paced in pages of
-/// 1,000, 43–176 ms in pages of 5,000 at once, 12–30 ms with no verification at all.
+/// they held the money path's calls back. bench/ab.sh at 1,500 calls/s open loop, three rounds:
+/// p99 13–51 ms paced in pages of 1,000, 43–176 ms in pages of 5,000 at once, 12–30 ms with no
+/// verification at all.
 const PACE: u32 = 4;
 
 /// Chains seen past a gap in a pass: chain id → (its head before the pass, the highest seq seen).
