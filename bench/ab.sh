@@ -3,7 +3,8 @@
 # its 64 agents, then the builds take turns, ROUNDS times, through the same points — closed loop
 # at each concurrency of POINTS, open loop at a fixed rate for "rNNN" — so that a machine whose
 # speed drifts meets every build alike. Prints one line per build, round and point: req/s, p50
-# and p99 latency, and CPU per request of aex and of its Postgres backends.
+# and p99 latency, and CPU per request of aex and of its Postgres backends; under it, the money
+# path's batches and waits over that point (bench/money_path.py).
 #
 #   VARIANTS="old=/tmp/aex-old new=target/release/aex" bash bench/ab.sh
 #
@@ -66,15 +67,19 @@ for round in $(seq 1 "$ROUNDS"); do
     for point in $POINTS; do
       shape=(--concurrency "$point")
       [[ $point == r* ]] && shape=(--concurrency 256 --rate "${point#r}")
+      scrape "$work/$n-$round-$point.before.prom"
       load --scenario "$n" --mode "round$round-$point" --url "http://$aex_addr/v1" --tokens "$work/$n.tokens" \
         --kind chat --model bench-chat "${shape[@]}" --watch-pid "$aex_pid" "${db_watch[@]}"
+      scrape "$work/$n-$round-$point.after.prom"
     done
     stop_aex
   done
 done
 
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$work" "$here/bench" <<'PY'
 import json, sys
+sys.path.insert(0, sys.argv[3])
+import money_path
 rows = [json.loads(line) for line in open(sys.argv[1])]
 rows.sort(key=lambda r: (r["mode"].split("-", 1)[1], r["scenario"], r["mode"]))
 for r in rows:
@@ -83,5 +88,7 @@ for r in rows:
     print(f'{r["scenario"]:>12} {r["mode"]:>14} {r["throughput_rps"]:7.0f} req/s  p50 {lat["p50"] / 1000:6.2f}'
           f'  p99 {lat["p99"] / 1000:7.2f} ms  aex {aex["cpu_seconds"] / ok * 1e6:5.0f}'
           f'  pg {pg.get("cpu_seconds", 0) / ok * 1e6:5.0f} µs/req  machine {aex["machine_busy"]:.0%}')
+    snapshots = f'{sys.argv[2]}/{r["scenario"]}-{r["mode"].replace("round", "", 1)}'
+    money_path.main(snapshots + ".before.prom", snapshots + ".after.prom")
 PY
 echo "raw results: $RESULTS"

@@ -98,6 +98,12 @@ stop_aex() {
   aex_pid=
 }
 
+# The running aex's /metrics into file $1 (empty when it cannot be read): bench/money_path.py
+# compares two of them.
+scrape() {
+  curl -sf "http://$aex_addr/metrics" >"$1" || : >"$1"
+}
+
 # One run of the load client, appended to RESULTS; bounded even if something hangs.
 load() {
   timeout "$(( ${DURATION%.*} + ${WARMUP%.*} + 150 ))" "$LOADGEN" run --out "$RESULTS" --clk-tck "$CLK_TCK" \

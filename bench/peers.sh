@@ -44,7 +44,7 @@ RESULTS=${RESULTS:-/tmp/aex-peers-$(date +%Y%m%d-%H%M%S).jsonl}
 
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-require_tools psql curl jq
+require_tools psql curl jq python3
 prepare_binaries
 
 work=$(mktemp -d -t aex-peers.XXXXXX)
@@ -212,9 +212,12 @@ if (( rate > 0 )); then
   printf "== open loop at %s req/s (half of AEX's peak %.0f req/s)\n" "$rate" "$peak"
   load --scenario open-half --mode direct --url "http://$mock/v1" --kind chat --model bench-chat \
     --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$mock_pid"
+  scrape "$work/open-half.before.prom"
   # shellcheck disable=SC2046
   load --scenario open-half --mode governed --url "http://$aex_addr/v1" --tokens "$work/many.tokens" --kind chat \
     --model bench-chat --rate "$rate" --concurrency "$OPEN_CAP" --watch-pid "$aex_pid" "${db_watch[@]}"
+  scrape "$work/open-half.after.prom"
+  python3 "$here/bench/money_path.py" "$work/open-half.before.prom" "$work/open-half.after.prom"
 fi
 stop_aex
 

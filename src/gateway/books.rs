@@ -27,10 +27,15 @@ const SETTLEMENT_BATCH: usize = 32;
 /// The settlement queue of a replica whose money transactions run on `hot`.
 pub fn settlements(hot: &HotPool) -> Settlements {
     let hot = hot.clone();
-    GroupCommit::new(SETTLEMENT_WRITERS, SETTLEMENT_BATCH, move |jobs| {
-        let hot = hot.clone();
-        async move { settle_batch::settle_batch(&hot, jobs, link::settlement_event).await }
-    })
+    GroupCommit::new(
+        "settlement",
+        SETTLEMENT_WRITERS,
+        SETTLEMENT_BATCH,
+        move |jobs| {
+            let hot = hot.clone();
+            async move { settle_batch::settle_batch(&hot, jobs, link::settlement_event).await }
+        },
+    )
 }
 
 /// The books' writer on this replica.

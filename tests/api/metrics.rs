@@ -9,7 +9,7 @@ use aex::domain::Scope;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{execution_id, hello, poll, spawn_app_with, TestApp, PATIENCE};
+use crate::helpers::{execution_id, hello, poll, spawn_app, spawn_app_with, TestApp, PATIENCE};
 
 /// Every metric family the issue and the Helm chart's alerts rely on.
 const EXPECTED_METRICS: &[&str] = &[
@@ -22,6 +22,8 @@ const EXPECTED_METRICS: &[&str] = &[
     "aex_settlements_total",
     "aex_spent_micro_usd_total",
     "aex_ledger_append_duration_seconds",
+    "aex_money_wait_seconds",
+    "aex_money_batch_seconds",
     "aex_upstream_request_duration_seconds",
     "aex_upstream_errors_total",
     "aex_reconcile_runs_total",
@@ -189,6 +191,36 @@ async fn metrics_of_a_busy_server_pass_promtool_and_carry_every_family() {
 
     if let Some((clean, report)) = promtool_check(&text) {
         assert!(clean, "promtool check metrics:\n{report}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn every_call_counts_its_waits_for_both_money_transactions() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("waits", "5.00", json!({})).await;
+    let counts = |text: &str, queue: &str| {
+        let of = |name: &str| sample(text, &format!("{name}{{queue=\"{queue}\"}} ")).unwrap();
+        (
+            of("aex_money_wait_seconds_count"),
+            of("aex_money_wait_seconds_sum"),
+            of("aex_money_batch_seconds_count"),
+        )
+    };
+    let before = scrape(&app).await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.chat(&agent.token, hello()).await.status(),
+            StatusCode::OK
+        );
+    }
+    let after = scrape(&app).await;
+    // The registry is process-wide and other tests run in this process too: at least ours.
+    for queue in ["admission", "settlement"] {
+        let (calls, waited, batches) = counts(&before, queue);
+        let (calls_now, waited_now, batches_now) = counts(&after, queue);
+        assert!(calls_now >= calls + 2.0, "{queue}: {after}");
+        assert!(waited_now > waited, "{queue}: {after}");
+        assert!(batches_now >= batches + 1.0, "{queue}: {after}");
     }
 }
 

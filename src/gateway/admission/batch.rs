@@ -61,9 +61,12 @@ const MAX_BATCH: usize = 32;
 
 /// The queue, writing with `books` (weak: a queued job must not keep them alive).
 pub fn admissions(books: Weak<Books>) -> Admissions {
-    GroupCommit::new(WRITERS, MAX_BATCH, move |members: Vec<Member>| {
-        run(books.clone(), members)
-    })
+    GroupCommit::new(
+        "admission",
+        WRITERS,
+        MAX_BATCH,
+        move |members: Vec<Member>| run(books.clone(), members),
+    )
 }
 
 /// One call to admit, owned (the batch is written by a task of its own): what its ticket says,
