@@ -67,10 +67,10 @@ for round in $(seq 1 "$ROUNDS"); do
     for point in $POINTS; do
       shape=(--concurrency "$point")
       [[ $point == r* ]] && shape=(--concurrency 256 --rate "${point#r}")
-      scrape "$work/$n-$round-$point.before.prom"
+      scrape "$work/$n-round$round-$point.before.prom"
       load --scenario "$n" --mode "round$round-$point" --url "http://$aex_addr/v1" --tokens "$work/$n.tokens" \
         --kind chat --model bench-chat "${shape[@]}" --watch-pid "$aex_pid" "${db_watch[@]}"
-      scrape "$work/$n-$round-$point.after.prom"
+      scrape "$work/$n-round$round-$point.after.prom"
     done
     stop_aex
   done
@@ -88,7 +88,7 @@ for r in rows:
     print(f'{r["scenario"]:>12} {r["mode"]:>14} {r["throughput_rps"]:7.0f} req/s  p50 {lat["p50"] / 1000:6.2f}'
           f'  p99 {lat["p99"] / 1000:7.2f} ms  aex {aex["cpu_seconds"] / ok * 1e6:5.0f}'
           f'  pg {pg.get("cpu_seconds", 0) / ok * 1e6:5.0f} µs/req  machine {aex["machine_busy"]:.0%}')
-    snapshots = f'{sys.argv[2]}/{r["scenario"]}-{r["mode"].replace("round", "", 1)}'
+    snapshots = f'{sys.argv[2]}/{r["scenario"]}-{r["mode"]}'
     money_path.main(snapshots + ".before.prom", snapshots + ".after.prom")
 PY
 echo "raw results: $RESULTS"

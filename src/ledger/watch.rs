@@ -103,7 +103,8 @@ impl ChainWatch {
             let last_page = i64::try_from(rows.len()).unwrap_or(i64::MAX) < self.page;
             // Hashing a page is milliseconds of CPU (~1.8 µs an event): done on a blocking
             // thread, not on an async worker (a replica beside its Postgres has one), where the
-            // calls in flight would wait behind it.
+            // calls in flight would wait behind it. The watch goes with it: should that thread
+            // panic, `self` is left a new watch, and the next pass verifies every chain afresh.
             let mut watch = std::mem::take(self);
             let (watch, pending, ok) = tokio::task::spawn_blocking(move || {
                 let ok = watch.accept_page(rows, &mut late);
